@@ -1,0 +1,100 @@
+"""Human-readable summary tables of a results dict (``rich``), printed at the end of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+#: Beyond this many rows, tables show the largest entries and say how many were left out.
+MAX_ROWS = 25
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _trades_table(results: Mapping[str, Any]) -> Table:
+    rows = sorted(results["trades"], key=lambda r: -abs(r["power"]))
+    table = Table(title="Trades (seller side; the buyer holds −power)", title_justify="left")
+    for col in ("seller", "buyer", "power kW", "price $/kW", "charge $/kW"):
+        table.add_column(col, justify="right" if " " in col else "left")
+    for r in rows[:MAX_ROWS]:
+        table.add_row(r["seller"], r["buyer"], _num(r["power"]), _num(r["price"]),
+                      _num(r["charge"]))  # fmt: skip
+    if len(rows) > MAX_ROWS:
+        table.caption = f"{len(rows) - MAX_ROWS} smaller trades in the JSON results"
+    return table
+
+
+def _agents_table(results: Mapping[str, Any]) -> Table:
+    table = Table(title="Agents", title_justify="left")
+    has_theta = any("theta" in a for a in results["agents"])
+    has_opt = any("optimal_total" in a for a in results["agents"])
+    cols = ["id", "role", "bus", "total kW"]
+    cols += ["θ $/kW"] if has_theta else []
+    cols += ["optimum kW"] if has_opt else []
+    for col in cols:
+        table.add_column(col, justify="right" if col not in ("id", "role") else "left")
+    for a in results["agents"][:MAX_ROWS]:
+        row = [a["id"], a["role"], str(a["bus"]), _num(a["total"])]
+        row += [_num(a.get("theta"))] if has_theta else []
+        row += [_num(a.get("optimal_total"))] if has_opt else []
+        table.add_row(*row)
+    if len(results["agents"]) > MAX_ROWS:
+        table.caption = f"{len(results['agents']) - MAX_ROWS} more agents in the JSON results"
+    return table
+
+
+def _lines_table(results: Mapping[str, Any]) -> Table:
+    limited = [ln for ln in results["lines"] if ln["limit"] is not None]
+    others = sorted(
+        (ln for ln in results["lines"] if ln["limit"] is None), key=lambda ln: -abs(ln["flow"])
+    )
+    shown = limited + others[: max(0, 5 - len(limited))]
+    table = Table(title="Line flows (limited lines first)", title_justify="left")
+    for col in ("line", "flow kW", "limit kW", "η⁺ $/kW", "η⁻ $/kW"):
+        table.add_column(col, justify="left" if col == "line" else "right")
+    for ln in shown:
+        table.add_row(ln["id"], _num(ln["flow"]), _num(ln["limit"], 2) if ln["limit"] else "–",
+                      _num(ln["price_up"]), _num(ln["price_down"]))  # fmt: skip
+    return table
+
+
+def _summary_table(results: Mapping[str, Any]) -> Table:
+    table = Table(title=f"Summary: {results['scenario']} ({results['mode']})", title_justify="left")
+    table.add_column("")
+    table.add_column("", justify="right")
+    kkt = results["kkt"]
+    rows = [
+        ("converged", "yes" if results["converged"] else "NO"),
+        ("rounds", str(results["rounds"])),
+        ("social welfare $", _num(results["social_welfare"], 6)),
+        ("centralised optimum $", _num(results.get("optimal_social_welfare"), 6)),
+    ]
+    if results.get("welfare_gap") is not None:
+        rows.append(("welfare gap (relative)", f"{results['welfare_gap']:.2e}"))
+    rows.append(
+        ("Proof of Solution (KKT)",
+         "passed" if kkt["passed"] else f"FAILED ({len(kkt['failures'])} conditions)")
+    )  # fmt: skip
+    for name, seconds in results.get("timings", {}).items():
+        rows.append((f"time {name.removesuffix('_s')}", f"{seconds:.3f} s"))
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
+def print_summary(results: Mapping[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(_trades_table(results))
+    console.print(_agents_table(results))
+    console.print(_lines_table(results))
+    console.print(_summary_table(results))
+    for failure in results["kkt"]["failures"][:10]:
+        console.print(
+            f"[red]KKT {failure['condition']} failed at {failure['subject']}: "
+            f"{failure['value']:.3g} > {failure['tolerance']:.3g}[/red]"
+        )

@@ -1,0 +1,104 @@
+"""Step 3 of a round: the Line Manager's projected dual ascent on line limits (algorithm.md §5.3).
+
+Inputs are what the LM may hold: every trade (or, with masked aggregation, only the flows),
+the public flow matrix ``G`` (``g_l,nm = ½ φ_l,nm``) of the limited lines, the limits and its
+private step σ. Line prices and charges are quantised: they cross to the agents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from privgrid.market.agent_step import extrapolate
+from privgrid.market.fixedpoint import quantise, quantise_scalar
+
+
+@dataclass(frozen=True)
+class LinePrices:
+    """``η⁺`` (for ``F ≤ Fmax``) and ``η⁻`` (for ``−F ≤ Fmax``), one entry per limited line."""
+
+    up: np.ndarray
+    down: np.ndarray
+
+    @classmethod
+    def zero(cls, lines: int) -> LinePrices:
+        return cls(np.zeros(lines), np.zeros(lines))
+
+
+@dataclass(frozen=True)
+class LineStep:
+    prices: LinePrices  # η^{k+1}
+    flows: np.ndarray  # F(P̄) on the limited lines, the flows the prices respond to
+    line_residual: float  # r_L (kW)
+
+
+def lm_step_size(G: np.ndarray, tau: float, alpha: float) -> float:
+    """``σ = 0.9 (1/τ − 2α) / (2 ‖G_L‖₂²)``: inside the convergence condition with margin."""
+    norm = float(np.linalg.norm(G, 2)) if G.size else 0.0
+    if norm == 0.0:
+        return 0.0
+    return 0.9 * (1.0 / tau - 2.0 * alpha) / (2.0 * norm * norm)
+
+
+def charges_for(G_columns: np.ndarray, prices: LinePrices) -> np.ndarray:
+    """Congestion charges ``c_nm = Σ_l g_l,nm (η⁺_l − η⁻_l)`` for the given trade columns.
+
+    Summed line by line (axis 0), so the bits of a trade's charge do not depend on which other
+    trades are computed with it: the LM computing all charges and an agent computing only its
+    own get the same numbers.
+    """
+    if G_columns.shape[0] == 0:
+        return np.zeros(G_columns.shape[1])
+    return quantise((G_columns * (prices.up - prices.down)[:, None]).sum(axis=0))
+
+
+def line_update(
+    flows_bar: np.ndarray,
+    fmax: np.ndarray,
+    sigma: float,
+    rho: float,
+    prices: LinePrices,
+    flows_new: np.ndarray,
+) -> LineStep:
+    """Projected dual ascent from the extrapolated flows ``F̄``, then over-relaxation.
+
+    ``flows_new`` = F(P^{k+1}) (for the overload residual). Works from flows alone, so the LM
+    can run it on a masked aggregate of flows without ever seeing a trade.
+    """
+    up_hat = np.maximum(0.0, prices.up + sigma * (flows_bar - fmax))
+    down_hat = np.maximum(0.0, prices.down + sigma * (-flows_bar - fmax))
+    new = LinePrices(
+        quantise(prices.up + rho * (up_hat - prices.up)),
+        quantise(prices.down + rho * (down_hat - prices.down)),
+    )
+    if fmax.size == 0:
+        return LineStep(new, flows_bar, 0.0)
+    overload = float(np.max(np.maximum(np.abs(flows_new) - fmax, 0.0)))
+    movement = max(
+        float(np.max(np.abs(up_hat - prices.up))), float(np.max(np.abs(down_hat - prices.down)))
+    )
+    residual = max(overload, movement / sigma if sigma > 0 else 0.0)
+    return LineStep(new, flows_bar, quantise_scalar(residual))
+
+
+def lm_step(
+    G: np.ndarray,
+    fmax: np.ndarray,
+    sigma: float,
+    rho: float,
+    prices: LinePrices,
+    old_trades: np.ndarray,
+    new_trades: np.ndarray,
+) -> LineStep:
+    """The LM step when it holds every trade (published design, protocol.md §6.2)."""
+    bar = extrapolate(old_trades, new_trades, rho)
+    return line_update(G @ bar, fmax, sigma, rho, prices, G @ new_trades)
+
+
+def reciprocity_residual(trades: np.ndarray, mirror: np.ndarray) -> float:
+    """``r_P = max |P_nm + P_mn|`` over all pairs (kW)."""
+    if trades.size == 0:
+        return 0.0
+    return float(np.max(np.abs(trades + trades[mirror])))

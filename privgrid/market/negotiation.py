@@ -1,0 +1,118 @@
+"""The whole negotiation in one process: every role's pure function, in the order of a round.
+
+This is the reference the multi-process run must reproduce bit for bit: agents step one at a
+time with exactly the arrays their processes would hold, price shares cross in fixed point,
+the LM and the MO run their steps on the quantised values they would receive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from privgrid.market.agent_step import AgentCost, local_step
+from privgrid.market.line_step import LinePrices, charges_for, lm_step, reciprocity_residual
+from privgrid.market.price import combine_fixed, price_shares, share_to_fixed
+from privgrid.market.setup import MarketSetup
+from privgrid.market.stopping import Residuals, converged
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One row of the trace: residuals and welfare after round ``round``."""
+
+    round: int
+    residuals: Residuals
+    welfare: float
+
+
+@dataclass
+class NegotiationState:
+    """The state of every party, indexed by the canonical trade order."""
+
+    trades: np.ndarray
+    prices: np.ndarray
+    charges: np.ndarray
+    line_prices: LinePrices
+    theta: np.ndarray  # per agent, private to each agent
+
+    @classmethod
+    def initial(cls, setup: MarketSetup) -> NegotiationState:
+        """Round 0 (algorithm.md §5.2): no trades, every price at λ⁰, no line prices."""
+        t = setup.graph.n_trades
+        return cls(
+            np.zeros(t),
+            np.full(t, setup.scenario.market.lambda0),
+            np.zeros(t),
+            LinePrices.zero(len(setup.limited)),
+            np.full(setup.graph.n_agents, np.nan),
+        )
+
+
+@dataclass
+class NegotiationResult:
+    converged: bool
+    rounds: int
+    state: NegotiationState
+    trace: list[RoundRecord] = field(default_factory=list)
+    wall_time: float = 0.0
+
+
+def welfare(setup: MarketSetup, costs: Mapping[str, AgentCost], trades: np.ndarray) -> float:
+    """``SW = −Σ_n C_n(S_n)``."""
+    g = setup.graph
+    return -sum(costs[a].cost(float(trades[g.slots[i]].sum())) for i, a in enumerate(g.agent_ids))
+
+
+def negotiate(
+    setup: MarketSetup,
+    costs: Mapping[str, AgentCost],
+    *,
+    max_rounds: int | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> NegotiationResult:
+    """Run rounds until the MO's stopping test holds or the round limit is reached."""
+    g = setup.graph
+    market = setup.scenario.market
+    limit = max_rounds if max_rounds is not None else market.max_rounds
+    G = setup.G
+    state = NegotiationState.initial(setup)
+    trace: list[RoundRecord] = []
+    started = time.perf_counter()
+    for k in range(1, limit + 1):
+        new = np.empty(g.n_trades)
+        bar = np.empty(g.n_trades)
+        theta = np.empty(g.n_agents)
+        dual = 0.0
+        for i, agent in enumerate(g.agent_ids):  # Step 1: each agent alone
+            s = g.slots[i]
+            step = local_step(
+                costs[agent], state.trades[s], state.prices[s], state.charges[s],
+                g.lo[s], g.hi[s], market.tau, market.rho,
+            )  # fmt: skip
+            new[s], bar[s], theta[i] = step.trades, step.extrapolated, step.theta
+            dual = max(dual, step.residual)
+        # Step 2: λ_nm = A_nm + B_mn, shares crossing in fixed point.
+        own, peer = price_shares(state.prices, bar, market.alpha, market.beta, market.rho)
+        prices = combine_fixed(share_to_fixed(own), share_to_fixed(peer)[g.mirror])
+        # Step 3: the LM on the trades it received.
+        line = lm_step(G, setup.fmax, setup.sigma, market.rho, state.line_prices, state.trades, new)
+        charges = charges_for(G, line.prices)
+        # Step 4: the MO.
+        residuals = Residuals(
+            reciprocity=reciprocity_residual(new, g.mirror),
+            line=line.line_residual,
+            dual=dual,
+            consensus=float(np.max(np.abs(prices - prices[g.mirror]))),
+        )
+        state = NegotiationState(new, prices, charges, line.prices, theta)
+        record = RoundRecord(k, residuals, welfare(setup, costs, new))
+        trace.append(record)
+        if on_round is not None:
+            on_round(record)
+        if converged(residuals, market.epsilon_p, market.epsilon_lambda):
+            return NegotiationResult(True, k, state, trace, time.perf_counter() - started)
+    return NegotiationResult(False, limit, state, trace, time.perf_counter() - started)

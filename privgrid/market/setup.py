@@ -1,0 +1,153 @@
+"""From a validated scenario to the market's structure: the trade graph and the line model.
+
+The :class:`TradeGraph` is public and needs no network, so agent processes can build it
+cheaply. :class:`MarketSetup` adds the network (PTDF, limited lines, the LM step σ) and checks
+the scenario against it (bus numbers, line names), reporting errors like the scenario loader.
+Private agent data (cost, bounds) is kept apart in :func:`agent_costs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from privgrid.grid.cases import CaseError, load_network
+from privgrid.grid.network import Network
+from privgrid.grid.ptdf import bilateral_ptdf, injection_shift_factors
+from privgrid.market.agent_step import AgentCost
+from privgrid.market.line_step import lm_step_size
+from privgrid.scenario import FieldError, Role, Scenario, ScenarioError
+
+
+@dataclass(frozen=True)
+class TradeGraph:
+    """Who trades with whom, and the canonical order of the trade vector.
+
+    Pair p = (first, second) owns trades ``2p`` (first's trade with second) and ``2p+1``
+    (second's trade with first); ``mirror[t]`` is the other side of trade t. An agent's
+    ``slots`` are its trade indices in ascending order; its partners follow the same order.
+    """
+
+    agent_ids: tuple[str, ...]
+    roles: tuple[Role, ...]
+    pairs: tuple[tuple[int, int], ...]
+    owner: np.ndarray
+    partner: np.ndarray
+    mirror: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    slots: tuple[np.ndarray, ...]
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> TradeGraph:
+        ids = tuple(scenario.agent_ids)
+        index = {a: i for i, a in enumerate(ids)}
+        roles = tuple(a.role for a in scenario.agents)
+        pairs = tuple((index[n], index[m]) for n, m in scenario.pairs)
+        owner = np.array([x for n, m in pairs for x in (n, m)], dtype=np.int64)
+        partner = np.array([x for n, m in pairs for x in (m, n)], dtype=np.int64)
+        mirror = np.arange(len(owner), dtype=np.int64) ^ 1  # 2p ↔ 2p+1
+        lo = np.array([0.0 if roles[o] == Role.SELLER else -np.inf for o in owner])
+        hi = np.array([0.0 if roles[o] == Role.BUYER else np.inf for o in owner])
+        slots = tuple(np.flatnonzero(owner == i) for i in range(len(ids)))
+        return cls(ids, roles, pairs, owner, partner, mirror, lo, hi, slots)
+
+    @property
+    def n_agents(self) -> int:
+        return len(self.agent_ids)
+
+    @property
+    def n_trades(self) -> int:
+        return len(self.owner)
+
+    def index(self, agent_id: str) -> int:
+        return self.agent_ids.index(agent_id)
+
+    def partners_of(self, agent: int) -> list[str]:
+        """Partner ids of ``agent`` in slot order."""
+        return [self.agent_ids[m] for m in self.partner[self.slots[agent]]]
+
+    @cached_property
+    def _slot_of(self) -> dict[tuple[int, int], int]:
+        return {
+            (int(o), int(p)): t
+            for t, (o, p) in enumerate(zip(self.owner, self.partner, strict=True))
+        }
+
+    def trade(self, owner: str, partner: str) -> int:
+        """Index of ``owner``'s trade with ``partner``."""
+        return self._slot_of[(self.index(owner), self.index(partner))]
+
+
+@dataclass(frozen=True)
+class MarketSetup:
+    """Public market structure with the network: everything the LM and the MO need."""
+
+    scenario: Scenario
+    graph: TradeGraph
+    network: Network
+    ptdf: np.ndarray  # φ, all branches × trades (owner sells, partner receives)
+    limited: np.ndarray  # branch indices with a limit, in network order
+    fmax: np.ndarray  # their limits, kW
+    sigma: float  # LM step size (algorithm.md §5.1)
+
+    @property
+    def G(self) -> np.ndarray:
+        """``g_l,nm = ½ φ_l,nm`` for the limited lines: ``F_L = G P``."""
+        return 0.5 * self.ptdf[self.limited]
+
+    @property
+    def line_names(self) -> list[str]:
+        return self.network.branch_names
+
+    def flows(self, trades: np.ndarray) -> np.ndarray:
+        """Flows on every branch, ``F = ½ φ P`` (exact DC flows when trades are reciprocal)."""
+        return 0.5 * self.ptdf @ trades
+
+
+def agent_costs(scenario: Scenario) -> dict[str, AgentCost]:
+    """Each agent's private data. Only the agent itself (and the in-process simulation) uses it."""
+    return {a.id: AgentCost(a.a, a.b, a.pmin, a.pmax) for a in scenario.agents}
+
+
+def build_setup(scenario: Scenario) -> MarketSetup:
+    """Load the network and check the scenario against it (bus numbers, line names)."""
+    file = str(scenario.source)
+    try:
+        network = load_network(scenario.network.case, scenario.source.parent)
+    except CaseError as exc:
+        raise ScenarioError.single(file, "network.case", str(exc)) from None
+    errors = [
+        FieldError(
+            file,
+            f"agents[{i}] ({a.id}).bus",
+            f"bus {a.bus} is not in case {scenario.network.case!r} "
+            f"(buses {network.buses[0]}..{network.buses[-1]})",
+        )
+        for i, a in enumerate(scenario.agents)
+        if not network.has_bus(a.bus)
+    ]
+    errors += [
+        FieldError(
+            file,
+            f"network.line_limits.{name!r}",
+            f"no line {name!r} in case {scenario.network.case!r}; lines are named "
+            "'<from>-<to>' by bus number (e.g. '2-3', '4-5#2' for a parallel line)",
+        )
+        for name in scenario.network.line_limits
+        if not network.has_branch(name)
+    ]
+    if errors:
+        raise ScenarioError(errors)
+    graph = TradeGraph.from_scenario(scenario)
+    isf = injection_shift_factors(network)
+    bus_col = np.array([network.bus_index(a.bus) for a in scenario.agents], dtype=np.int64)
+    ptdf = bilateral_ptdf(isf, bus_col[graph.owner], bus_col[graph.partner])
+    limits = scenario.network.line_limits
+    limited = np.array(sorted(network.branch_index(name) for name in limits), dtype=np.int64)
+    fmax = np.array([limits[network.branches[i].name] for i in limited], dtype=np.float64)
+    market = scenario.market
+    sigma = lm_step_size(0.5 * ptdf[limited], market.tau, market.alpha)
+    return MarketSetup(scenario, graph, network, ptdf, limited, fmax, sigma)

@@ -1,0 +1,37 @@
+"""Step 4 of a round: the Market Operator's stopping test (algorithm.md §5.3).
+
+All four residuals are needed: the agents keep their own bounds exactly, so a small ``r_d``
+alone proves nothing about reciprocity, and a small ``r_P`` alone says nothing about prices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """The residuals of one round."""
+
+    reciprocity: float  # r_P = max |P_nm + P_mn|, kW (from the LM)
+    line: float  # r_L: line overload and line-price movement, kW (from the LM)
+    dual: float  # max_n r_d,n: how far prices are from supporting the trades, $/kW (agents)
+    consensus: float  # r_C = max |λ_nm − λ_mn|, $/kW (agents, from their pairs)
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "r_P": self.reciprocity,
+            "r_L": self.line,
+            "r_d": self.dual,
+            "r_C": self.consensus,
+        }
+
+
+def converged(res: Residuals, epsilon_p: float, epsilon_lambda: float) -> bool:
+    """Stop when ``r_P, r_L ≤ ε_P`` and ``r_d, r_C ≤ ε_λ``."""
+    return (
+        res.reciprocity <= epsilon_p
+        and res.line <= epsilon_p
+        and res.dual <= epsilon_lambda
+        and res.consensus <= epsilon_lambda
+    )

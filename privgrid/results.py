@@ -1,0 +1,130 @@
+"""The results schema shared by ``privgrid solve --json`` and the run folder's ``results.json``.
+
+Pure: builds plain dicts from arrays. Trades are reported from the seller's side (the side
+with the non-negative trade; the buyer holds −power), with the seller's price and charge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from privgrid.market.line_step import LinePrices
+from privgrid.market.setup import MarketSetup
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A cleared (or last) market state as the results file shows it."""
+
+    converged: bool
+    rounds: int
+    trades: np.ndarray
+    prices: np.ndarray
+    charges: np.ndarray
+    line_prices: LinePrices
+    theta: np.ndarray | None = None  # private marginal values: known in-process only
+
+
+def trade_rows(setup: MarketSetup, out: Outcome) -> list[dict[str, Any]]:
+    g = setup.graph
+    rows = []
+    for t in range(0, g.n_trades, 2):
+        side = t if out.trades[t] >= 0 else t + 1  # pairs list a seller first, if any
+        rows.append(
+            {
+                "seller": g.agent_ids[g.owner[side]],
+                "buyer": g.agent_ids[g.partner[side]],
+                "power": float(out.trades[side]),
+                "price": float(out.prices[side]),
+                "charge": float(out.charges[side]),
+                "buyer_power": float(out.trades[g.mirror[side]]),
+                "buyer_price": float(out.prices[g.mirror[side]]),
+            }
+        )
+    return rows
+
+
+def agent_rows(
+    setup: MarketSetup, out: Outcome, optimal_totals: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    g = setup.graph
+    rows = []
+    for i, agent in enumerate(setup.scenario.agents):
+        row: dict[str, Any] = {
+            "id": agent.id,
+            "role": str(g.roles[i]),
+            "bus": agent.bus,
+            "total": float(out.trades[g.slots[i]].sum()),
+        }
+        if out.theta is not None:
+            row["theta"] = float(out.theta[i])
+        if optimal_totals is not None:
+            row["optimal_total"] = float(optimal_totals[i])
+        rows.append(row)
+    return rows
+
+
+def line_rows(setup: MarketSetup, out: Outcome) -> list[dict[str, Any]]:
+    flows = setup.flows(out.trades)
+    limited = {int(b): r for r, b in enumerate(setup.limited)}
+    rows = []
+    for i, name in enumerate(setup.line_names):
+        r = limited.get(i)
+        rows.append(
+            {
+                "id": name,
+                "flow": float(flows[i]),
+                "limit": float(setup.fmax[r]) if r is not None else None,
+                "price_up": float(out.line_prices.up[r]) if r is not None else 0.0,
+                "price_down": float(out.line_prices.down[r]) if r is not None else 0.0,
+            }
+        )
+    return rows
+
+
+def build_results(
+    setup: MarketSetup,
+    out: Outcome,
+    *,
+    welfare: float,
+    optimal_welfare: float | None,
+    optimal_totals: np.ndarray | None,
+    kkt: Mapping[str, Any],
+    residuals: Mapping[str, float],
+    timings: Mapping[str, float],
+    mode: str,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    gap = None
+    if optimal_welfare is not None:
+        gap = (optimal_welfare - welfare) / max(abs(optimal_welfare), 1e-12)
+    return {
+        "schema": SCHEMA_VERSION,
+        "scenario": setup.scenario.name,
+        "mode": mode,
+        "converged": out.converged,
+        "rounds": out.rounds,
+        "social_welfare": welfare,
+        "optimal_social_welfare": optimal_welfare,
+        "welfare_gap": gap,
+        "residuals": dict(residuals),
+        "trades": trade_rows(setup, out),
+        "agents": agent_rows(setup, out, optimal_totals),
+        "lines": line_rows(setup, out),
+        "kkt": dict(kkt),
+        "timings": dict(timings),
+        **(extra or {}),
+    }
+
+
+def overloaded_lines(lines: Sequence[Mapping[str, Any]], tol: float) -> list[str]:
+    """Names of lines whose |flow| exceeds the limit by more than ``tol``."""
+    return [
+        ln["id"] for ln in lines if ln["limit"] is not None and abs(ln["flow"]) > ln["limit"] + tol
+    ]

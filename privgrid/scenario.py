@@ -1,0 +1,351 @@
+"""Scenario files (TOML): one source of truth for the launcher, the role processes and compose.
+
+Parsing and validation only — no network I/O, no solver. Every error names the file, the field
+and the reason, e.g. ``configs/x.toml: agents[2] (S3).a: must be > 0 (got -1.0)``; unknown keys
+are errors. Checks that need the network (bus numbers, line names) live in
+:mod:`privgrid.market.setup`, which reuses :class:`ScenarioError` so messages look the same.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+#: Participant ids reserved for the Line Manager and the Market Operator.
+LM_ID = "LM"
+MO_ID = "MO"
+RESERVED_IDS = frozenset({LM_ID, MO_ID})
+
+#: Ids travel in MQTT topics and file names: keep them to a safe alphabet.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One validation failure: which field of which file, and why."""
+
+    file: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.reason}"
+
+
+class ScenarioError(ValueError):
+    """A scenario file is invalid. ``errors`` lists every failure found."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+    @classmethod
+    def single(cls, file: str | Path, field: str, reason: str) -> ScenarioError:
+        return cls([FieldError(str(file), field, reason)])
+
+
+class Role(StrEnum):
+    """Inferred from an agent's bounds (algorithm.md §1)."""
+
+    SELLER = "seller"
+    BUYER = "buyer"
+    PROSUMER = "prosumer"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioInfo(_Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    seed: int = 0
+
+
+class NetworkSection(_Strict):
+    case: str = "ieee14"
+    line_limits: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = {}
+
+
+class AgentSection(_Strict):
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    bus: int
+    a: Annotated[float, Field(allow_inf_nan=False)]
+    b: Annotated[float, Field(allow_inf_nan=False)]
+    pmin: Annotated[float, Field(allow_inf_nan=False)]
+    pmax: Annotated[float, Field(allow_inf_nan=False)]
+    behaviour: Literal["honest"] = "honest"
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.upper() in RESERVED_IDS:
+            raise ValueError(f"id {value!r} is reserved for the {value.upper()} process")
+        return value
+
+    @field_validator("a")
+    @classmethod
+    def _positive_a(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be > 0 (got {value}): the cost must be strictly convex")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AgentSection:
+        if self.pmin > self.pmax:
+            raise ValueError(f"pmin ({self.pmin}) must not exceed pmax ({self.pmax})")
+        if self.pmin == 0 and self.pmax == 0:
+            raise ValueError("pmin = pmax = 0: the agent can neither sell nor buy")
+        return self
+
+    @property
+    def role(self) -> Role:
+        if self.pmin >= 0:
+            return Role.SELLER
+        if self.pmax <= 0:
+            return Role.BUYER
+        return Role.PROSUMER
+
+
+class MarketSection(_Strict):
+    """Negotiation parameters; defaults are algorithm.md §5.1."""
+
+    pairs: Literal["sellers-buyers"] | list[tuple[str, str]] = "sellers-buyers"
+    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
+    beta: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    tau: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    rho: Annotated[float, Field(ge=1, lt=2)] = 1.0
+    lambda0: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    epsilon_p: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
+    epsilon_lambda: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
+    max_rounds: Annotated[int, Field(ge=1)] = 5000
+
+    @model_validator(mode="after")
+    def _convergence_condition(self) -> MarketSection:
+        # Chambolle–Pock: τ(2α + 2σ‖G‖²) < 1. The LM picks σ so that its part is
+        # 0.9(1 − 2τα); what remains for the scenario is τα < ½.
+        if self.tau * self.alpha >= 0.5:
+            raise ValueError(
+                f"tau * alpha = {self.tau * self.alpha:g} must be < 0.5 "
+                "(convergence condition of algorithm.md §5.1)"
+            )
+        return self
+
+
+class Scenario(_Strict):
+    """A validated scenario. ``source`` is the file it came from (for paths and messages)."""
+
+    scenario: ScenarioInfo
+    network: NetworkSection = NetworkSection()
+    agents: Annotated[list[AgentSection], Field(min_length=2)]
+    market: MarketSection = MarketSection()
+    source: Path = Field(default=Path("<memory>"), exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Scenario:
+        seen: set[str] = set()
+        for agent in self.agents:
+            if agent.id in seen:
+                raise ValueError(f"duplicate agent id {agent.id!r}")
+            seen.add(agent.id)
+        return self
+
+    # --- derived, public structure -------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    @property
+    def agent_ids(self) -> list[str]:
+        return [a.id for a in self.agents]
+
+    def agent(self, agent_id: str) -> AgentSection:
+        for a in self.agents:
+            if a.id == agent_id:
+                return a
+        raise KeyError(agent_id)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Trading pairs in canonical order (see :func:`resolve_pairs`)."""
+        return resolve_pairs(self.agents, self.market.pairs)
+
+
+def _can_trade(first: Role, second: Role) -> bool:
+    return Role.PROSUMER in (first, second) or {first, second} == {Role.SELLER, Role.BUYER}
+
+
+def resolve_pairs(
+    agents: Sequence[AgentSection], spec: str | Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Trading pairs, each ``(first, second)`` with the seller first when there is one.
+
+    ``"sellers-buyers"``: every seller with every buyer, and every prosumer with every other
+    agent, in the order the agents are listed (for the paper case: S1-B1, S1-B2, …, S4-B3).
+    """
+    role = {a.id: a.role for a in agents}
+    if isinstance(spec, str):
+        raw = [
+            (agents[i].id, agents[j].id)
+            for i in range(len(agents))
+            for j in range(i + 1, len(agents))
+            if _can_trade(agents[i].role, agents[j].role)
+        ]
+    else:
+        raw = [tuple(p) for p in spec]
+    return [(m, n) if role[n] == Role.BUYER and role[m] == Role.SELLER else (n, m) for n, m in raw]
+
+
+def _pairs_errors(scenario: Scenario, file: str) -> list[FieldError]:
+    """Explicit pair lists: known ids, no self-pairs or duplicates, roles that can trade."""
+    errors: list[FieldError] = []
+    spec = scenario.market.pairs
+    role = {a.id: a.role for a in scenario.agents}
+    if not isinstance(spec, str):
+        seen: set[frozenset[str]] = set()
+        for i, (n, m) in enumerate(spec):
+            where = f"market.pairs[{i}]"
+            unknown = [x for x in (n, m) if x not in role]
+            if unknown:
+                errors.append(FieldError(file, where, f"unknown agent id(s) {unknown}"))
+                continue
+            if n == m:
+                errors.append(FieldError(file, where, f"agent {n!r} cannot trade with itself"))
+            elif frozenset((n, m)) in seen:
+                errors.append(FieldError(file, where, f"duplicate pair {n}-{m}"))
+            elif not _can_trade(role[n], role[m]):
+                errors.append(
+                    FieldError(file, where, f"{n} and {m} are both {role[n]}s: they cannot trade")
+                )
+            seen.add(frozenset((n, m)))
+    if errors:
+        return errors
+    partners: dict[str, list[str]] = {a: [] for a in role}
+    for n, m in scenario.pairs:
+        partners[n].append(m)
+        partners[m].append(n)
+    for i, agent in enumerate(scenario.agents):
+        if not partners[agent.id]:
+            errors.append(FieldError(file, f"agents[{i}] ({agent.id})", "has no trading partner"))
+    return errors
+
+
+def _reachable_errors(scenario: Scenario, file: str) -> list[FieldError]:
+    """Per-agent feasibility: can the partners absorb at least the agent's minimum?
+
+    A partner m can take at most ``|Pmin_m|`` from a seller (its largest demand) and give at
+    most ``Pmax_m`` to a buyer; an agent whose required interval lies outside what its
+    partners can reach can never clear. Line limits are checked later, with the network.
+    """
+    agents = {a.id: a for a in scenario.agents}
+    partners: dict[str, list[str]] = {a: [] for a in agents}
+    for n, m in scenario.pairs:
+        partners[n].append(m)
+        partners[m].append(n)
+    errors = []
+    for i, agent in enumerate(scenario.agents):
+        # Most the partners can buy from this agent / sell to it.
+        can_buy = sum(max(0.0, -agents[m].pmin) for m in partners[agent.id])
+        can_sell = sum(max(0.0, agents[m].pmax) for m in partners[agent.id])
+        where = f"agents[{i}] ({agent.id})"
+        if agent.pmin > can_buy + 1e-12:
+            errors.append(
+                FieldError(
+                    file,
+                    f"{where}.pmin",
+                    f"must sell at least {agent.pmin:g} kW but its partners "
+                    f"{partners[agent.id]} can buy at most {can_buy:g} kW",
+                )
+            )
+        if -agent.pmax > can_sell + 1e-12:
+            errors.append(
+                FieldError(
+                    file,
+                    f"{where}.pmax",
+                    f"must buy at least {-agent.pmax:g} kW but its partners "
+                    f"{partners[agent.id]} can sell at most {can_sell:g} kW",
+                )
+            )
+    return errors
+
+
+def _loc_to_field(loc: Sequence[int | str], data: dict[str, Any]) -> str:
+    """Render a pydantic error location as ``agents[2] (S3).a`` — index plus the agent's id."""
+    parts: list[str] = []
+    node: Any = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            try:
+                node = node[item]
+                if isinstance(node, dict) and "id" in node:
+                    label += f" ({node['id']})"
+            except (IndexError, KeyError, TypeError):
+                node = None
+            if parts:
+                parts[-1] += label
+            else:
+                parts.append(label)
+        else:
+            if item.startswith("function-after") or item in {"tuple[str, str]", "list[...]"}:
+                continue
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) or "<top level>"
+
+
+def _pydantic_errors(exc: ValidationError, data: dict[str, Any], file: str) -> list[FieldError]:
+    errors = []
+    for err in exc.errors():
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key"
+        elif err["type"] == "missing":
+            reason = "required field is missing"
+        errors.append(FieldError(file, _loc_to_field(err["loc"], data), reason))
+    # A union field reports one error per branch; keep one line per field.
+    unique = {(e.field, e.reason): e for e in errors}
+    return list(unique.values())
+
+
+def parse_scenario(data: dict[str, Any], file: str | Path = "<memory>") -> Scenario:
+    """Validate an already-parsed TOML document (tests and generated scenarios use this)."""
+    file = str(file)
+    try:
+        scenario = Scenario.model_validate({**data, "source": Path(file)})
+    except ValidationError as exc:
+        raise ScenarioError(_pydantic_errors(exc, data, file)) from None
+    errors = _pairs_errors(scenario, file)
+    if not errors:
+        errors = _reachable_errors(scenario, file)
+    if errors:
+        raise ScenarioError(errors)
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; raise :class:`ScenarioError` naming file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError.single(path, "<file>", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError.single(path, "<syntax>", f"invalid TOML: {exc}") from None
+    if "source" in data:
+        raise ScenarioError.single(path, "source", "unknown key")
+    return parse_scenario(data, path)
