@@ -57,7 +57,23 @@ class Network:
         return self._branch_index[name]
 
     def has_branch(self, name: str) -> bool:
-        return name in self._branch_index
+        return self.resolve_branch(name) is not None
+
+    def resolve_branch(self, name: str) -> str | None:
+        """The canonical name of line ``name``, accepting either orientation.
+
+        ``"86-87"`` finds a branch stored as ``"87-86"`` (pandapower lists some transformers
+        high-voltage side first). Limits are symmetric, so orientation does not matter for
+        them; flows are reported in the canonical orientation.
+        """
+        if name in self._branch_index:
+            return name
+        ends, _, parallel = name.partition("#")
+        f, sep, t = ends.partition("-")
+        if not sep:
+            return None
+        flipped = f"{t}-{f}" + (f"#{parallel}" if parallel else "")
+        return flipped if flipped in self._branch_index else None
 
     @property
     def branch_names(self) -> list[str]:

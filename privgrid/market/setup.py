@@ -145,8 +145,12 @@ def build_setup(scenario: Scenario) -> MarketSetup:
     isf = injection_shift_factors(network)
     bus_col = np.array([network.bus_index(a.bus) for a in scenario.agents], dtype=np.int64)
     ptdf = bilateral_ptdf(isf, bus_col[graph.owner], bus_col[graph.partner])
-    limits = scenario.network.line_limits
-    limited = np.array(sorted(network.branch_index(name) for name in limits), dtype=np.int64)
+    limits = {network.resolve_branch(k): v for k, v in scenario.network.line_limits.items()}
+    if len(limits) < len(scenario.network.line_limits):
+        raise ScenarioError.single(
+            file, "network.line_limits", "the same line is listed twice (both orientations)"
+        )
+    limited = np.array(sorted(network.branch_index(str(k)) for k in limits), dtype=np.int64)
     fmax = np.array([limits[network.branches[i].name] for i in limited], dtype=np.float64)
     market = scenario.market
     sigma = lm_step_size(0.5 * ptdf[limited], market.tau, market.alpha)

@@ -1,0 +1,26 @@
+"""Every scenario in configs/ negotiates to the centralised optimum."""
+
+from pathlib import Path
+
+import pytest
+
+from privgrid.market.setup import agent_costs, build_setup
+from privgrid.scenario import load_scenario
+from tests.market_checks import assert_matches_central
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+def test_the_shipped_configs_are_the_expected_ones():
+    names = {p.stem for p in CONFIGS}
+    assert {"paper", "paper-unconstrained", "ieee30-40", "ieee118-100"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_negotiates_to_the_central_optimum(path):
+    scenario = load_scenario(path)
+    setup = build_setup(scenario)
+    result, central = assert_matches_central(setup, agent_costs(scenario))
+    if setup.limited.size:  # the scale configs promise binding limits
+        assert (central.line_prices.up + central.line_prices.down > 1e-3).any()
+    assert result.rounds < scenario.market.max_rounds
