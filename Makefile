@@ -13,7 +13,7 @@ setup-test:
 	VENV=$(VENV) scripts/setup.sh --system-packages
 
 run: setup
-	$(VENV)/bin/privgrid solve $(SCENARIO) $(ARGS)
+	$(VENV)/bin/privgrid run $(SCENARIO) $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

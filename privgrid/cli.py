@@ -57,5 +57,99 @@ def solve(scenario: Path, as_json: bool, output: Path | None) -> None:
     sys.exit(0 if results["converged"] and results["kkt"]["passed"] else 1)
 
 
+@main.command()
+@click.argument("scenario", type=click.Path(path_type=Path))
+@click.option(
+    "--privacy",
+    type=click.Choice(["plain", "paillier"]),
+    help="Override the scenario's privacy.mode.",
+)
+@click.option(
+    "--broker", help="Use this broker (mqtt://user:pass@host:port) instead of starting one."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder [default: runs/<timestamp>-<scenario>].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Format of the per-participant logs.",
+)
+@click.option(
+    "--embedded-broker",
+    is_flag=True,
+    help="Use the embedded broker even if Mosquitto is installed.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print results.json instead of tables.")
+def run(scenario: Path, privacy: str | None, broker: str | None, out: Path | None,
+        log_format: str, embedded_broker: bool, as_json: bool) -> None:  # fmt: skip
+    """Run a whole grid for SCENARIO: broker, LM, MO and every agent as separate processes.
+
+    Starts Mosquitto on a free loopback port (or an embedded broker if Mosquitto is not
+    installed), shows progress, and writes runs/<timestamp>-<scenario>/ with results.json,
+    trace.csv, logs/<participant>.log and plots/. Exit status: 0 converged, 1 not converged,
+    2 invalid input, 3 a participant failed, 130 interrupted.
+    """
+    from privgrid.console import print_summary
+    from privgrid.launcher import LaunchOptions, launch
+
+    options = LaunchOptions(scenario, privacy, broker, out, log_format,
+                            "embedded" if embedded_broker else "auto")  # fmt: skip
+    try:
+        code, folder, results = launch(options)
+    except (ScenarioError, InfeasibleMarketError) as exc:
+        _fail(str(exc))
+    if results is not None:
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+        else:
+            print_summary(results)
+    click.echo(f"run folder: {folder}", err=True)
+    sys.exit(code)
+
+
+@main.group()
+def keys() -> None:
+    """Identity keys and the pinned roster."""
+
+
+@keys.command("init")
+@click.argument("scenario", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("secrets"),
+    show_default=True,
+    help="Folder for roster.json and <id>.key files.",
+)
+@click.option("--force", is_flag=True, help="Make new keys even where valid ones exist.")
+def keys_init(scenario: Path, out: Path, force: bool) -> None:
+    """Write OUT/roster.json and one private key per participant (mode 0600)."""
+    from privgrid.keys import init_keys
+    from privgrid.scenario import load_scenario
+
+    try:
+        roster = init_keys(load_scenario(scenario), out, force=force)
+    except ScenarioError as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {out / 'roster.json'} and {len(roster)} private keys to {out}/")
+
+
+def _add_role_commands() -> None:
+    from agents.process import main as agent_main
+    from line_manager.process import main as lm_main
+    from market_operator.process import main as mo_main
+
+    main.add_command(agent_main, "agent")
+    main.add_command(lm_main, "lm")
+    main.add_command(mo_main, "mo")
+
+
+_add_role_commands()
+
 if __name__ == "__main__":
     main()

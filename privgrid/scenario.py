@@ -144,6 +144,23 @@ class MarketSection(_Strict):
         return self
 
 
+class PrivacySection(_Strict):
+    """How prices and private values travel (protocol.md)."""
+
+    mode: Literal["plain", "paillier"] = "plain"
+    key_bits: Annotated[int, Field(ge=1024, le=8192)] = 2048
+    insecure_test_keys: bool = False
+
+
+class TimeoutsSection(_Strict):
+    """Seconds. ``start``: every participant announced; ``round``: one round's messages;
+    ``finish``: the final reports after the stop."""
+
+    start: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+    round: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+    finish: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
+
+
 class Scenario(_Strict):
     """A validated scenario. ``source`` is the file it came from (for paths and messages)."""
 
@@ -151,6 +168,8 @@ class Scenario(_Strict):
     network: NetworkSection = NetworkSection()
     agents: Annotated[list[AgentSection], Field(min_length=2)]
     market: MarketSection = MarketSection()
+    privacy: PrivacySection = PrivacySection()
+    timeouts: TimeoutsSection = TimeoutsSection()
     source: Path = Field(default=Path("<memory>"), exclude=True)
 
     @model_validator(mode="after")

@@ -178,7 +178,7 @@ def test_zero_trades_use_the_one_sided_stationarity():
     view = AgentView(
         partners=["B1", "B2"], trades=np.array([2.0, 0.0]), prices=np.array([1.1, 0.9]),
         charges=np.zeros(2), lo=np.zeros(2), hi=np.full(2, np.inf),
-        partner_trades=np.array([-2.0, 0.0]), partner_prices=np.array([1.1, 0.9]),
+        partner_prices=np.array([1.1, 0.9]), partner_trades=np.array([-2.0, 0.0]),
     )  # fmt: skip
     assert all(c.passed for c in check_agent("S1", cost, 1.1, view, tol))
     raised = replace(view, prices=np.array([1.1, 1.2]), partner_prices=np.array([1.1, 1.2]))

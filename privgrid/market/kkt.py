@@ -107,8 +107,8 @@ class AgentView:
     charges: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
-    partner_trades: np.ndarray  # P_mn for each partner m
     partner_prices: np.ndarray  # λ_mn for each partner m
+    partner_trades: np.ndarray | None = None  # P_mn, when the checker holds them (a block)
 
 
 def check_agent(
@@ -162,17 +162,22 @@ def _pair_checks(
     agent: str,
     partners: Sequence[str],
     trades: np.ndarray,
-    partner_trades: np.ndarray,
+    partner_trades: np.ndarray | None,
     prices: np.ndarray,
     partner_prices: np.ndarray,
     tol: Tolerances,
 ) -> list[Check]:
-    mismatch = np.abs(trades + partner_trades)
+    """A4. Reciprocity needs the partner's trades; without them (an agent during the run
+    knows only prices) it is left to the LM's r_P and the MO's check of the block."""
     disagreement = np.abs(prices - partner_prices)
     checks = []
-    for m, dp, dl in zip(partners, mismatch, disagreement, strict=True):
-        checks.append(Check("A4-reciprocity", f"pair {agent}-{m}", float(dp), tol.power))
-        checks.append(Check("A4-price-agreement", f"pair {agent}-{m}", float(dl), tol.price))
+    for i, m in enumerate(partners):
+        if partner_trades is not None:
+            mismatch = abs(float(trades[i]) + float(partner_trades[i]))
+            checks.append(Check("A4-reciprocity", f"pair {agent}-{m}", mismatch, tol.power))
+        checks.append(
+            Check("A4-price-agreement", f"pair {agent}-{m}", float(disagreement[i]), tol.price)
+        )
     return checks
 
 
@@ -227,7 +232,7 @@ def agent_view(
     s = g.slots[agent]
     return AgentView(
         g.partners_of(agent), trades[s], prices[s], charges[s], g.lo[s], g.hi[s],
-        trades[g.mirror[s]], prices[g.mirror[s]],
+        prices[g.mirror[s]], trades[g.mirror[s]],
     )  # fmt: skip
 
 

@@ -1,0 +1,1 @@
+"""The prosumer process: ``python -m agents --scenario FILE --id S1``."""

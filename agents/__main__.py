@@ -1,0 +1,3 @@
+from agents.process import main
+
+main()

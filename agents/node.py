@@ -1,0 +1,205 @@
+"""The prosumer's protocol logic: one round = local step, price exchange, charges, residuals.
+
+Round k, after the MO's ``round k``:
+1. the exact local step on (P, λ, c) of round k−1 → new trades, P̄, r_d (private θ kept);
+2. the price shares A, B → the price exchange with every partner (plain or Paillier);
+3. the new trades → the LM (through the LM leg);
+4. with every price and the LM's charges in: commit the round and send (r_d, r_C) to the MO.
+After ``stop``: check its own part of the KKT conditions and send the final report to the MO.
+
+Messages of the next round may arrive before its ``round`` broadcast; they wait in a buffer.
+Messages of older rounds are dropped with a log line. All maths is in :mod:`privgrid.market`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from privgrid.exchange import PriceExchange
+from privgrid.logs import ParticipantLog
+from privgrid.market.agent_step import AgentCost, LocalStep, local_step
+from privgrid.market.fixedpoint import decode, encode, encode_scalar, quantise_scalar
+from privgrid.market.kkt import AgentView, Tolerances, check_agent
+from privgrid.market.price import price_shares, share_to_fixed
+from privgrid.market.setup import TradeGraph
+from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
+from privgrid.scenario import LM_ID, MO_ID, Scenario
+from privgrid.wire.channel import Message, Outgoing
+from privgrid.wire.envelope import Rejected
+
+
+@dataclass
+class RoundWork:
+    """What the agent has of the round in progress."""
+
+    round: int
+    step: LocalStep
+    charges: np.ndarray | None = None
+    buffered: list[Message] = field(default_factory=list)
+
+
+class AgentNode(Node):
+    def __init__(
+        self,
+        me: str,
+        scenario: Scenario,
+        cost: AgentCost,
+        exchange: PriceExchange,
+        log: ParticipantLog,
+    ) -> None:
+        super().__init__(me, log)
+        self.scenario = scenario
+        self.market = scenario.market
+        graph = TradeGraph.from_scenario(scenario)
+        index = graph.index(me)
+        slots = graph.slots[index]
+        self.partners = graph.partners_of(index)
+        self.lo, self.hi = graph.lo[slots], graph.hi[slots]
+        self.cost = cost
+        self.exchange = exchange
+        n = len(slots)
+        self.trades = np.zeros(n)
+        self.prices = np.full(n, self.market.lambda0)
+        self.partner_prices = self.prices.copy()
+        self.charges = np.zeros(n)
+        self.theta = float("nan")
+        self.completed = 0  # last committed round
+        self.work: RoundWork | None = None
+        self.early: list[Message] = []  # messages of round completed + 1, before its broadcast
+        self.last_heard = 0.0
+        self.timeout = scenario.timeouts.round + scenario.timeouts.finish
+
+    def peers(self) -> set[str]:
+        return {*self.partners, LM_ID, MO_ID}
+
+    def start(self, now: float) -> list[Outgoing]:
+        self.last_heard = now
+        return []
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def handle(self, message: Message, now: float) -> list[Outgoing]:
+        self.last_heard = now
+        if message.kind == "round" and message.sender == MO_ID:
+            return self._begin(message.round)
+        if message.kind == "stop":
+            return self._stop(message)
+        if message.kind == "gone":
+            if message.sender in (MO_ID, LM_ID):
+                self.log.error("%s left the run; stopping", message.sender)
+                self.finish(EXIT_FAILURE)
+            return []
+        current = self.work.round if self.work else self.completed
+        if message.round == current and self.work is not None:
+            return self._in_round(message)
+        if message.round == self.completed + 1:
+            self.early.append(message)
+            return []
+        self.log.warning(
+            "dropped %s from %s: round %d is not the current round %d",
+            message.kind, message.sender, message.round, current,
+        )  # fmt: skip
+        return []
+
+    def crypto_seconds(self) -> float:
+        return self.exchange.crypto_seconds
+
+    def tick(self, now: float) -> list[Outgoing]:
+        if now - self.last_heard > self.timeout:
+            self.log.error("nothing heard for %.0f s; giving up", now - self.last_heard)
+            self.finish(EXIT_FAILURE)
+        return []
+
+    # -- a round ------------------------------------------------------------------------------
+    def _begin(self, round_: int) -> list[Outgoing]:
+        if round_ != self.completed + 1 or self.work is not None:
+            self.log.warning("ignored round %d (expected %d)", round_, self.completed + 1)
+            return []
+        self.log.round = round_
+        started = time.perf_counter()
+        step = local_step(
+            self.cost, self.trades, self.prices, self.charges, self.lo, self.hi,
+            self.market.tau, self.market.rho,
+        )  # fmt: skip
+        self.theta = step.theta
+        own, peer = price_shares(
+            self.prices, step.extrapolated, self.market.alpha, self.market.beta, self.market.rho
+        )
+        own_fixed, peer_fixed = share_to_fixed(own), share_to_fixed(peer)
+        self.compute_seconds += time.perf_counter() - started
+        self.work = RoundWork(round_, step)
+        outgoing = self.exchange.begin(round_, own_fixed, peer_fixed)
+        trades = [int(x) for x in encode(step.trades)]
+        outgoing.append(Outgoing("trades", LM_ID, round_, {"x": trades}))
+        early, self.early = self.early, []
+        for message in early:
+            outgoing += self._in_round(message)
+        return outgoing
+
+    def _in_round(self, message: Message) -> list[Outgoing]:
+        work = self.work
+        assert work is not None
+        if message.kind in self.exchange.kinds:
+            try:
+                outgoing = self.exchange.handle(message)
+            except Rejected as exc:
+                self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
+                return []
+        elif message.kind == "charges" and message.sender == LM_ID:
+            values = message.body["x"]
+            if len(values) != len(self.partners):
+                self.log.warning("dropped charges: %d values for %d trades", len(values),
+                                 len(self.partners))  # fmt: skip
+                return []
+            work.charges = decode(np.array(values, dtype=np.int64))
+            outgoing = []
+        else:
+            self.log.warning("dropped unexpected %s from %s", message.kind, message.sender)
+            return []
+        if work.charges is None or not self.exchange.complete:
+            return outgoing
+        return outgoing + self._commit(work)
+
+    def _commit(self, work: RoundWork) -> list[Outgoing]:
+        own, partner = self.exchange.prices()
+        self.trades, self.prices, self.partner_prices = work.step.trades, own, partner
+        self.charges = work.charges if work.charges is not None else self.charges
+        self.completed, self.work = work.round, None
+        consensus = quantise_scalar(float(np.max(np.abs(own - partner)))) if len(own) else 0.0
+        body = {"r_d": encode_scalar(work.step.residual), "r_C": encode_scalar(consensus)}
+        return [Outgoing("residuals", MO_ID, work.round, body)]
+
+    # -- the end ------------------------------------------------------------------------------
+    def _stop(self, message: Message) -> list[Outgoing]:
+        if message.round == 0:
+            self.log.error("the MO could not start the run: %s", message.body["reason"])
+            self.finish(EXIT_FAILURE)
+            return []
+        if message.round != self.completed:
+            self.log.warning("stop for round %d while at round %d", message.round, self.completed)
+        verdict = "converged" if message.body["converged"] else "did not converge"
+        self.log.info("market %s after round %d: %s", verdict, message.round,
+                      message.body["reason"])  # fmt: skip
+        view = AgentView(
+            self.partners, self.trades, self.prices, self.charges, self.lo, self.hi,
+            self.partner_prices,
+        )  # fmt: skip
+        checks = check_agent(
+            self.me, self.cost, self.theta, view, Tolerances.for_market(self.market)
+        )
+        failed = [c for c in checks if not c.passed]
+        for check in failed:
+            self.log.warning("own KKT check %s failed at %s: %.3g > %.3g", check.condition,
+                             check.subject, check.value, check.tolerance)  # fmt: skip
+        body = {
+            "P": [int(x) for x in encode(self.trades)],
+            "lam": [int(x) for x in encode(self.prices)],
+            "lam_peer": [int(x) for x in encode(self.partner_prices)],
+            "c": [int(x) for x in encode(self.charges)],
+            "kkt": [c.as_dict() for c in checks],
+            "stats": {**self.stats(), **self.exchange.counters()},
+        }
+        self.finish(EXIT_OK)
+        return [Outgoing("final", MO_ID, self.completed, body)]

@@ -1,0 +1,1 @@
+"""The Line Manager process: ``python -m line_manager --scenario FILE``."""

@@ -1,0 +1,3 @@
+from line_manager.process import main
+
+main()

@@ -1,0 +1,126 @@
+"""The Line Manager's protocol logic: trades in, line prices and charges out, each round.
+
+Round k: collect every agent's new trades; run the LM step (projected dual ascent on the line
+limits, :mod:`privgrid.market.line_step`); send each agent the charges of its own trades and
+the MO the residuals r_P, r_L. After ``stop``: check its KKT part (L1–L3) on the last state
+and send it, with the line prices, to the MO.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from privgrid.logs import ParticipantLog
+from privgrid.market.fixedpoint import decode, encode, encode_scalar
+from privgrid.market.kkt import Tolerances, check_lines
+from privgrid.market.line_step import LinePrices, charges_for, lm_step, reciprocity_residual
+from privgrid.market.setup import MarketSetup
+from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
+from privgrid.scenario import MO_ID
+from privgrid.wire.channel import Message, Outgoing
+
+
+class LineManagerNode(Node):
+    def __init__(self, setup: MarketSetup, log: ParticipantLog) -> None:
+        from privgrid.scenario import LM_ID
+
+        super().__init__(LM_ID, log)
+        self.setup = setup
+        self.graph = setup.graph
+        self.market = setup.scenario.market
+        self.trades = np.zeros(self.graph.n_trades)
+        self.line_prices = LinePrices.zero(len(setup.limited))
+        self.charges = np.zeros(self.graph.n_trades)
+        self.completed = 0
+        self.received: dict[str, np.ndarray] = {}
+        self.early: list[Message] = []
+        self.last_heard = 0.0
+        self.timeout = setup.scenario.timeouts.round + setup.scenario.timeouts.finish
+
+    def peers(self) -> set[str]:
+        return {*self.graph.agent_ids, MO_ID}
+
+    def start(self, now: float) -> list[Outgoing]:
+        self.last_heard = now
+        return []
+
+    def handle(self, message: Message, now: float) -> list[Outgoing]:
+        self.last_heard = now
+        if message.kind == "stop":
+            return self._stop(message)
+        if message.kind == "gone":
+            if message.sender == MO_ID:
+                self.log.error("the MO left the run; stopping")
+                self.finish(EXIT_FAILURE)
+            return []
+        if message.kind == "round":
+            self.log.round = message.round
+            return []
+        if message.kind != "trades":
+            self.log.warning("dropped unexpected %s from %s", message.kind, message.sender)
+            return []
+        if message.round != self.completed + 1:
+            self.log.warning("dropped trades of round %d from %s (expected round %d)",
+                             message.round, message.sender, self.completed + 1)  # fmt: skip
+            return []
+        slots = self.graph.slots[self.graph.index(message.sender)]
+        values = message.body["x"]
+        if len(values) != len(slots):
+            self.log.warning("dropped trades from %s: %d values for %d trades",
+                             message.sender, len(values), len(slots))  # fmt: skip
+            return []
+        self.received[message.sender] = decode(np.array(values, dtype=np.int64))
+        if len(self.received) < self.graph.n_agents:
+            return []
+        return self._step(message.round)
+
+    def _step(self, round_: int) -> list[Outgoing]:
+        started = time.perf_counter()
+        g = self.graph
+        new = np.empty(g.n_trades)
+        for agent, values in self.received.items():
+            new[g.slots[g.index(agent)]] = values
+        setup = self.setup
+        line = lm_step(setup.G, setup.fmax, setup.sigma, self.market.rho, self.line_prices,
+                       self.trades, new)  # fmt: skip
+        charges = charges_for(setup.G, line.prices)
+        r_p = reciprocity_residual(new, g.mirror)
+        self.trades, self.line_prices, self.charges = new, line.prices, charges
+        self.received, self.completed = {}, round_
+        self.compute_seconds += time.perf_counter() - started
+        outgoing = [
+            Outgoing("charges", agent, round_, {"x": [int(x) for x in encode(charges[g.slots[i]])]})
+            for i, agent in enumerate(g.agent_ids)
+        ]
+        residuals = {"r_P": encode_scalar(r_p), "r_L": encode_scalar(line.line_residual)}
+        outgoing.append(Outgoing("lm_residuals", MO_ID, round_, residuals))
+        return outgoing
+
+    def tick(self, now: float) -> list[Outgoing]:
+        if now - self.last_heard > self.timeout:
+            self.log.error("nothing heard for %.0f s; giving up", now - self.last_heard)
+            self.finish(EXIT_FAILURE)
+        return []
+
+    def _stop(self, message: Message) -> list[Outgoing]:
+        if message.round == 0:
+            self.log.error("the MO could not start the run: %s", message.body["reason"])
+            self.finish(EXIT_FAILURE)
+            return []
+        verdict = "converged" if message.body["converged"] else "did not converge"
+        self.log.info("market %s after round %d", verdict, message.round)
+        tol = Tolerances.for_market(self.market)
+        checks = check_lines(self.setup, self.trades, self.charges, self.line_prices, tol)
+        for check in (c for c in checks if not c.passed):
+            self.log.warning("own KKT check %s failed at %s: %.3g > %.3g", check.condition,
+                             check.subject, check.value, check.tolerance)  # fmt: skip
+        body = {
+            "eta_up": [int(x) for x in encode(self.line_prices.up)],
+            "eta_down": [int(x) for x in encode(self.line_prices.down)],
+            "kkt": [c.as_dict() for c in checks],
+            "stats": self.stats(),
+        }
+        self.finish(EXIT_OK)
+        return [Outgoing("lm_final", MO_ID, self.completed, body)]

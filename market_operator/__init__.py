@@ -1,0 +1,1 @@
+"""The Market Operator process: ``python -m market_operator --scenario FILE``."""

@@ -1,0 +1,3 @@
+from market_operator.process import main
+
+main()

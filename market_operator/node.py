@@ -1,0 +1,208 @@
+"""The Market Operator's protocol logic: the round clock and the stopping rule.
+
+It starts round 1 once every participant has announced itself, collects each round's residuals
+(r_d, r_C from every agent; r_P, r_L from the LM), applies the stopping test of
+:mod:`privgrid.market.stopping`, and broadcasts the next round or ``stop``. A participant that
+leaves (its signed last will), or a round that does not complete within the timeout, ends the
+run with an error naming who is missing. After ``stop`` it collects the final reports; what
+becomes of them (results, ledger) is the process layer's business (:attr:`outcome`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from privgrid.logs import ParticipantLog
+from privgrid.market.fixedpoint import decode_scalar
+from privgrid.market.setup import TradeGraph
+from privgrid.market.stopping import Residuals, converged
+from privgrid.runtime import EXIT_FAILURE, EXIT_NOT_CONVERGED, EXIT_OK, Node
+from privgrid.scenario import LM_ID, MO_ID, Scenario
+from privgrid.wire import topics
+from privgrid.wire.channel import Message, Outgoing
+
+RUNNING, FINISHING, DONE = "running", "finishing", "done"
+
+
+@dataclass
+class TraceRow:
+    round: int
+    residuals: Residuals
+    elapsed: float  # seconds since round 1 started
+
+
+@dataclass
+class RunOutcome:
+    """Everything the MO knows when the negotiation ends."""
+
+    converged: bool = False
+    rounds: int = 0
+    reason: str = ""
+    error: str | None = None
+    trace: list[TraceRow] = field(default_factory=list)
+    finals: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent id → final body
+    lm_final: dict[str, Any] | None = None
+    started: float = 0.0  # perf_counter at round 1
+    stopped: float = 0.0  # perf_counter at the stop
+    finished: float = 0.0  # perf_counter when the finals were in
+    violations: list[dict[str, Any]] = field(default_factory=list)
+
+
+class OperatorNode(Node):
+    def __init__(
+        self,
+        scenario: Scenario,
+        log: ParticipantLog,
+        on_progress: Callable[[TraceRow], None] | None = None,
+    ) -> None:
+        super().__init__(MO_ID, log)
+        self.scenario = scenario
+        self.market = scenario.market
+        self.agents = list(TradeGraph.from_scenario(scenario).agent_ids)
+        self.expected = {*self.agents, LM_ID}
+        self.on_progress = on_progress
+        self.phase = RUNNING
+        self.round = 0
+        self.round_started = 0.0
+        self.stop_sent_at = 0.0
+        self.agent_residuals: dict[str, tuple[float, float]] = {}
+        self.lm_residuals: tuple[float, float] | None = None
+        self.outcome = RunOutcome()
+
+    def peers(self) -> set[str]:
+        return set(self.expected)
+
+    def start(self, now: float) -> list[Outgoing]:
+        self.log.info("every participant announced itself; starting round 1")
+        self.outcome.started = time.perf_counter()
+        return self._next_round(now)
+
+    # -- rounds -------------------------------------------------------------------------------
+    def _next_round(self, now: float) -> list[Outgoing]:
+        self.round += 1
+        self.log.round = self.round
+        self.round_started = now
+        self.agent_residuals, self.lm_residuals = {}, None
+        return [Outgoing("round", topics.BROADCAST, self.round)]
+
+    def _stop(
+        self, now: float, *, ok: bool, reason: str, error: str | None = None
+    ) -> list[Outgoing]:
+        outcome = self.outcome
+        outcome.converged, outcome.rounds, outcome.reason = ok, self.round, reason
+        outcome.error = error
+        outcome.stopped = time.perf_counter()
+        self.phase, self.stop_sent_at = FINISHING, now
+        log = self.log.info if ok else self.log.error
+        log("stopping after round %d: %s", self.round, error or reason)
+        if error is not None:
+            self.phase = DONE
+            outcome.finished = outcome.stopped
+            self.finish(EXIT_FAILURE)
+        body = {"converged": ok, "reason": error or reason}
+        return [Outgoing("stop", topics.BROADCAST, self.round, body)]
+
+    def handle(self, message: Message, now: float) -> list[Outgoing]:
+        kind, sender = message.kind, message.sender
+        if kind == "gone":
+            return self._departed(sender, now)
+        if kind == "violation":
+            self.outcome.violations.append({"reporter": sender, **message.body,
+                                            "evidence": len(message.body["evidence"])})  # fmt: skip
+            self.log.error("violation reported by %s against %s: %s", sender,
+                           message.body["offender"], message.body["reason"])  # fmt: skip
+            return []
+        if kind in ("final", "lm_final"):
+            return self._final(message, now)
+        if self.phase != RUNNING:
+            return []
+        if message.round != self.round:
+            self.log.warning("dropped %s from %s for round %d (current round %d)",
+                             kind, sender, message.round, self.round)  # fmt: skip
+            return []
+        body = message.body
+        if kind == "residuals":
+            self.agent_residuals[sender] = (decode_scalar(body["r_d"]), decode_scalar(body["r_C"]))
+        elif kind == "lm_residuals":
+            self.lm_residuals = (decode_scalar(body["r_P"]), decode_scalar(body["r_L"]))
+        else:
+            self.log.warning("dropped unexpected %s from %s", kind, sender)
+            return []
+        if self.lm_residuals is None or len(self.agent_residuals) < len(self.agents):
+            return []
+        return self._round_complete(now)
+
+    def _round_complete(self, now: float) -> list[Outgoing]:
+        assert self.lm_residuals is not None
+        residuals = Residuals(
+            reciprocity=self.lm_residuals[0],
+            line=self.lm_residuals[1],
+            dual=max(r[0] for r in self.agent_residuals.values()),
+            consensus=max(r[1] for r in self.agent_residuals.values()),
+        )
+        row = TraceRow(self.round, residuals, time.perf_counter() - self.outcome.started)
+        self.outcome.trace.append(row)
+        if self.on_progress is not None:
+            self.on_progress(row)
+        if converged(residuals, self.market.epsilon_p, self.market.epsilon_lambda):
+            return self._stop(now, ok=True, reason="converged")
+        if self.round >= self.market.max_rounds:
+            return self._stop(now, ok=False, reason=f"round limit {self.market.max_rounds} reached")
+        return self._next_round(now)
+
+    # -- faults ------------------------------------------------------------------------------
+    def give_up(self, reason: str) -> list[Outgoing]:
+        """Not everyone came: tell those who did, so nobody waits for a round that never comes."""
+        self.outcome.error = reason
+        self.phase = DONE
+        self.finish(EXIT_FAILURE)
+        return [Outgoing("stop", topics.BROADCAST, 0, {"converged": False, "reason": reason})]
+
+    def _departed(self, sender: str, now: float) -> list[Outgoing]:
+        if self.phase == RUNNING:
+            error = f"participant {sender} left the run during round {self.round}"
+            return self._stop(now, ok=False, reason="participant left", error=error)
+        if self.phase == FINISHING and sender not in self.outcome.finals and sender != LM_ID:
+            self.log.warning("%s left before sending its final report", sender)
+        return []
+
+    def tick(self, now: float) -> list[Outgoing]:
+        timeouts = self.scenario.timeouts
+        if self.phase == RUNNING and now - self.round_started > timeouts.round:
+            missing = [a for a in self.agents if a not in self.agent_residuals]
+            if self.lm_residuals is None:
+                missing.append(LM_ID)
+            return self._stop(now, ok=False, reason="round timeout", error=(
+                f"round {self.round} did not complete within {timeouts.round:g} s; "
+                f"no residuals from {', '.join(missing)}"))  # fmt: skip
+        if self.phase == FINISHING and now - self.stop_sent_at > timeouts.finish:
+            missing = sorted(self.expected - set(self.outcome.finals) - (
+                {LM_ID} if self.outcome.lm_final is not None else set()))  # fmt: skip
+            self.outcome.error = f"no final report from {', '.join(missing)}"
+            self.log.error("%s within %g s", self.outcome.error, timeouts.finish)
+            self._done()
+        return []
+
+    # -- the end -----------------------------------------------------------------------------
+    def _final(self, message: Message, now: float) -> list[Outgoing]:
+        if self.phase != FINISHING:
+            self.log.warning("dropped %s from %s: the run has not stopped", message.kind,
+                             message.sender)  # fmt: skip
+            return []
+        if message.kind == "final":
+            self.outcome.finals[message.sender] = message.body
+        else:
+            self.outcome.lm_final = message.body
+        if self.outcome.lm_final is not None and len(self.outcome.finals) == len(self.agents):
+            self._done()
+        return []
+
+    def _done(self) -> None:
+        self.phase = DONE
+        self.outcome.finished = time.perf_counter()
+        ok = self.outcome.converged and self.outcome.error is None
+        self.finish(EXIT_OK if ok else EXIT_NOT_CONVERGED if self.outcome.error is None
+                    else EXIT_FAILURE)  # fmt: skip

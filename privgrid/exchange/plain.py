@@ -1,0 +1,40 @@
+"""Plain mode: each agent sends its share ``B_nm`` sealed to its partner, who adds it.
+
+Per direction n→m and round: m sends ``share`` {B_mn}; n computes ``λ_nm = A_nm + B_mn``
+(integer sum of fixed-point values) and sends ``price`` {λ_nm} back, so both sides know both
+prices of the pair (needed for the price-consensus residual and the pair checks). Everything
+is sealed per pair, so the broker sees neither shares nor prices — but the partner learns as
+much as in the two-party computation (protocol.md §7.1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from privgrid.exchange import PriceExchange
+from privgrid.wire.channel import Message, Outgoing
+from privgrid.wire.envelope import Rejected
+from privgrid.wire.schema import INT64_MAX, INT64_MIN
+
+
+class PlainExchange(PriceExchange):
+    kinds = frozenset({"share", "price"})
+
+    def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
+        self._reset(round_)
+        self._own_share = [int(x) for x in own]
+        return [
+            Outgoing("share", m, round_, {"x": int(peer[i])}) for i, m in enumerate(self.partners)
+        ]
+
+    def handle(self, message: Message) -> list[Outgoing]:
+        i = self.partner_index(message)
+        x = message.body["x"]
+        if message.kind == "share":
+            price = self._own_share[i] + x
+            if not INT64_MIN <= price <= INT64_MAX:
+                raise Rejected("share makes the price overflow", message.sender)
+            self._own[i] = price
+            return [Outgoing("price", message.sender, self.round, {"x": price})]
+        self._peer[i] = x
+        return []

@@ -1,0 +1,143 @@
+"""What every role process does before and around its node: options, keys, logging, the loop.
+
+``python -m agents``, ``python -m line_manager`` and ``python -m market_operator`` (and the
+``privgrid agent|lm|mo`` subcommands) share these options:
+
+  --scenario FILE      the scenario (every process reads the same file)
+  --broker URL         mqtt://[user:password@]host:port (or PRIVGRID_BROKER_URL)
+  --run RUN_ID         the run's id, part of every topic (or PRIVGRID_RUN; default: scenario name)
+  --keys DIR           roster.json and <id>.key (or PRIVGRID_KEYS; default ./secrets)
+  --log-format, --log-file
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from privgrid import logs
+from privgrid.crypto.errors import IdentityError
+from privgrid.crypto.identity import Identity, Roster
+from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE, Node, Participant, Settings
+from privgrid.scenario import LM_ID, MO_ID, Scenario, ScenarioError, load_scenario
+from privgrid.wire import kinds
+from privgrid.wire.session import BrokerUrl, BrokerUrlError
+
+ENV_RUN, ENV_KEYS = "PRIVGRID_RUN", "PRIVGRID_KEYS"
+RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,80}$"
+
+
+def role_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every role process takes."""
+    options = [
+        click.option("--scenario", "scenario_path", required=True,
+                     type=click.Path(dir_okay=False, path_type=Path), help="Scenario TOML file."),
+        click.option("--broker", envvar="PRIVGRID_BROKER_URL", default=None,
+                     help="mqtt://[user:password@]host:port [env PRIVGRID_BROKER_URL]."),
+        click.option("--run", "run_id", envvar=ENV_RUN, default=None,
+                     help="Run id shared by all participants [env PRIVGRID_RUN; "
+                          "default: the scenario name]."),
+        click.option("--keys", "keys_dir", envvar=ENV_KEYS, default="secrets",
+                     type=click.Path(file_okay=False, path_type=Path),
+                     help="Folder with roster.json and <id>.key [env PRIVGRID_KEYS]."),
+        click.option("--log-format", type=click.Choice(logs.FORMATS), default="text",
+                     show_default=True),
+        click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also append the log to this file."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@dataclass
+class Context:
+    """Everything a role process needs, loaded and checked."""
+
+    scenario: Scenario
+    me: str
+    identity: Identity
+    roster: Roster
+    roles: dict[str, str]
+    settings: Settings
+    log: logs.ParticipantLog
+
+
+def roles_of(scenario: Scenario) -> dict[str, str]:
+    return {**{a: kinds.AGENT for a in scenario.agent_ids}, LM_ID: kinds.LM, MO_ID: kinds.MO}
+
+
+def load_context(
+    me: str,
+    scenario_path: Path,
+    broker: str | None,
+    run_id: str | None,
+    keys_dir: Path,
+    log_format: str,
+    log_file: Path | None,
+) -> Context:
+    """Load and check everything; exit with status 2 and a clear message on bad input."""
+    log = logs.setup(me, log_format, log_file)
+    try:
+        scenario = load_scenario(scenario_path)
+        if me not in (LM_ID, MO_ID) and me not in scenario.agent_ids:
+            raise ScenarioError.single(scenario_path, "agents", f"no agent with id {me!r}")
+        url = BrokerUrl.from_env(broker)
+        run = run_id or scenario.name
+        if not _valid_run_id(run):
+            raise BrokerUrlError(f"run id {run!r} must match {RUN_ID_PATTERN}")
+        roster = Roster.load(keys_dir / "roster.json")
+        identity = Identity.load(keys_dir / f"{me}.key")
+        roster.check_identity(me, identity)
+        missing = sorted(set(roles_of(scenario)) - set(roster))
+        if missing:
+            raise IdentityError(f"roster {keys_dir / 'roster.json'} lacks {', '.join(missing)}")
+    except (ScenarioError, BrokerUrlError, IdentityError) as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_BAD_INPUT)
+    settings = Settings(run, url, scenario.timeouts.start)
+    return Context(scenario, me, identity, roster, roles_of(scenario), settings, log)
+
+
+def _valid_run_id(run: str) -> bool:
+    import re
+
+    return re.fullmatch(RUN_ID_PATTERN, run) is not None
+
+
+def run_node(ctx: Context, node: Node) -> int:
+    """Run the node's event loop until it finishes; SIGTERM/SIGINT stop it cleanly."""
+    participant = Participant(node, ctx.settings, ctx.identity, ctx.roster, ctx.roles)
+
+    async def main() -> int:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, functools.partial(_cancel, task))
+        try:
+            return await participant.run()
+        except asyncio.CancelledError:
+            ctx.log.warning("stopped by a signal")
+            return EXIT_FAILURE
+
+    return asyncio.run(main())
+
+
+def _cancel(task: asyncio.Task[Any] | None) -> None:
+    if task is not None:
+        task.cancel()
+
+
+def default_run_id(scenario: Scenario) -> str:
+    return os.environ.get(ENV_RUN) or scenario.name

@@ -1,0 +1,246 @@
+"""The run folder: ``results.json``, ``trace.csv`` and plots, from what the MO collected.
+
+Two sources, kept apart:
+- **the protocol**: the agents' and the LM's final reports (cleared trades, prices, charges,
+  line prices, each party's own KKT checks, traffic counters) and the MO's residual trace;
+- **the evaluator** (a simulation oracle, not a participant): it reads every agent's private
+  cost from the scenario file to compute welfare and the centralised optimum, and replays the
+  negotiation in one process to give ``trace.csv`` a welfare column. The replay is used only if
+  it reproduces the run's final trades bit for bit. Nothing it computes goes back to a
+  participant.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from market_operator.node import RunOutcome, TraceRow
+from privgrid.market.central import InfeasibleMarketError, solve_central
+from privgrid.market.fixedpoint import decode
+from privgrid.market.kkt import Check, Tolerances, check_pairs
+from privgrid.market.line_step import LinePrices
+from privgrid.market.negotiation import negotiate, welfare
+from privgrid.market.setup import MarketSetup, agent_costs
+from privgrid.results import Outcome, build_results
+
+
+def assemble(setup: MarketSetup, finals: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The agents' final reports as trade vectors in canonical order."""
+    g = setup.graph
+    out = {name: np.full(g.n_trades, np.nan) for name in ("P", "lam", "lam_peer", "c")}
+    for agent, body in finals.items():
+        slots = g.slots[g.index(agent)]
+        for name in out:
+            values = body[name]
+            if len(values) == len(slots):
+                out[name][slots] = decode(np.array(values, dtype=np.int64))
+    return out
+
+
+def merge_kkt(parts: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    checks = [c for part in parts for c in part]
+    failures = [dict(c) for c in checks if not c.get("passed", False)]
+    return {"passed": bool(checks) and not failures, "checked": len(checks), "failures": failures}
+
+
+def _participant_stats(outcome: RunOutcome) -> dict[str, dict[str, float]]:
+    stats = {agent: dict(body.get("stats", {})) for agent, body in outcome.finals.items()}
+    if outcome.lm_final is not None:
+        stats["LM"] = dict(outcome.lm_final.get("stats", {}))
+    return stats
+
+
+def _totals(stats: Mapping[str, Mapping[str, float]], key: str) -> float:
+    return float(sum(s.get(key, 0.0) for s in stats.values()))
+
+
+def build(
+    setup: MarketSetup,
+    outcome: RunOutcome,
+    *,
+    run: str,
+    mode: str,
+    mo_stats: Mapping[str, float],
+    evaluate: bool = True,
+) -> tuple[dict[str, Any], list[float | None]]:
+    """Results dict (schema of :mod:`privgrid.results`) and the welfare trace (or Nones)."""
+    g = setup.graph
+    v = assemble(setup, outcome.finals)
+    lm = outcome.lm_final or {}
+    n_lines = len(setup.limited)
+    eta = LinePrices(
+        decode(np.array(lm.get("eta_up", [0] * n_lines), dtype=np.int64)),
+        decode(np.array(lm.get("eta_down", [0] * n_lines), dtype=np.int64)),
+    )
+    complete = len(outcome.finals) == g.n_agents and outcome.lm_final is not None
+    trades = np.nan_to_num(v["P"])
+    mo_checks: list[Check] = []
+    if complete:
+        mo_checks = check_pairs(
+            setup, trades, v["lam"], Tolerances.for_market(setup.scenario.market)
+        )
+    kkt = merge_kkt(
+        [body.get("kkt", []) for body in outcome.finals.values()]
+        + [lm.get("kkt", [])]
+        + [[c.as_dict() for c in mo_checks]]
+    )
+    if not complete:
+        kkt["passed"] = False
+    costs = agent_costs(setup.scenario)
+    run_welfare = welfare(setup, costs, trades) if complete else float("nan")
+    optimal_welfare = optimal_totals = None
+    welfare_trace: list[float | None] = [None] * len(outcome.trace)
+    if evaluate and complete:
+        try:
+            central = solve_central(setup, costs)
+            optimal_welfare, optimal_totals = central.welfare, central.totals
+        except InfeasibleMarketError:
+            pass
+        replay = negotiate(setup, costs, max_rounds=max(outcome.rounds, 1))
+        if np.array_equal(replay.state.trades, trades):
+            welfare_trace = [r.welfare for r in replay.trace[: len(outcome.trace)]]
+    stats = _participant_stats(outcome)
+    stats["MO"] = dict(mo_stats)
+    rounds = max(outcome.rounds, 1)
+    negotiation = max(outcome.stopped - outcome.started, 0.0)
+    sent = _totals(stats, "sent")
+    sent_bytes = _totals(stats, "sent_bytes")
+    last = outcome.trace[-1].residuals.as_dict() if outcome.trace else {}
+    results = build_results(
+        setup,
+        Outcome(outcome.converged, outcome.rounds, trades, np.nan_to_num(v["lam"]),
+                np.nan_to_num(v["c"]), eta),
+        welfare=run_welfare,
+        optimal_welfare=optimal_welfare,
+        optimal_totals=optimal_totals,
+        kkt=kkt,
+        residuals=last,
+        timings={
+            "negotiation_s": negotiation,
+            "per_round_s": negotiation / rounds,
+            "finish_s": max(outcome.finished - outcome.stopped, 0.0),
+            "crypto_s": _totals(stats, "crypto_s"),
+            "compute_s": _totals(stats, "compute_s"),
+            "wait_s": _totals(stats, "wait_s"),
+        },
+        mode=mode,
+        extra={
+            "run": run,
+            "reason": outcome.reason,
+            "error": outcome.error,
+            "violations": outcome.violations,
+            "messages": {
+                "sent": int(sent),
+                "bytes": int(sent_bytes),
+                "per_round": sent / rounds,
+                "bytes_per_round": sent_bytes / rounds,
+                "rejected": int(_totals(stats, "rejected")),
+            },
+            "participants": stats,
+            "evaluation": "welfare and optimum by the simulation's evaluator (reads private "
+            "costs from the scenario); not known to any participant",
+        },
+    )  # fmt: skip
+    return results, welfare_trace
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_trace(
+    path: Path, trace: Sequence[TraceRow], welfare_trace: Sequence[float | None]
+) -> None:
+    rows = [["round", "r_P", "r_L", "r_d", "r_C", "elapsed_s", "welfare"]]
+    for row, w in zip(trace, welfare_trace, strict=True):
+        r = row.residuals
+        rows.append([row.round, r.reciprocity, r.line, r.dual, r.consensus,
+                     round(row.elapsed, 6), "" if w is None else w])  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+def write_plots(folder: Path, results: Mapping[str, Any], trace: Sequence[TraceRow],
+                epsilon_p: float, epsilon_lambda: float) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if trace:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        rounds = [r.round for r in trace]
+        for name, label in (("reciprocity", "r_P (kW)"), ("line", "r_L (kW)"),
+                            ("dual", "r_d ($/kW)"), ("consensus", "r_C ($/kW)")):  # fmt: skip
+            values = [max(getattr(r.residuals, name), 1e-12) for r in trace]
+            ax.semilogy(rounds, values, label=label)
+        ax.axhline(epsilon_p, color="grey", linestyle="--", linewidth=0.8, label="ε_P")
+        if epsilon_lambda != epsilon_p:
+            ax.axhline(epsilon_lambda, color="grey", linestyle=":", linewidth=0.8, label="ε_λ")
+        ax.set_xlabel("round")
+        ax.set_ylabel("residual")
+        ax.set_title(f"Convergence: {results['scenario']} ({results['mode']})")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "convergence.png", dpi=120)
+        plt.close(fig)
+    trades = sorted(results["trades"], key=lambda t: (t["seller"], t["buyer"]))
+    if trades:
+        height = max(3.0, 0.25 * len(trades))
+        fig, ax = plt.subplots(figsize=(7, min(height, 40)))
+        labels = [f"{t['seller']}→{t['buyer']}" for t in trades]
+        ax.barh(labels, [t["power"] for t in trades], color="tab:blue")
+        for y, t in enumerate(trades):
+            ax.annotate(f"{t['price']:.3f} $/kW", (t["power"], y), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=7)  # fmt: skip
+        ax.set_xlim(0, 1.3 * max([t["power"] for t in trades] + [1e-9]))
+        ax.invert_yaxis()
+        ax.set_xlabel("power (kW), annotated with the price")
+        ax.set_title(f"Cleared trades: {results['scenario']}")
+        fig.tight_layout()
+        fig.savefig(folder / "trades.png", dpi=120)
+        plt.close(fig)
+
+
+def write_run_folder(
+    folder: Path,
+    results: Mapping[str, Any],
+    trace: Sequence[TraceRow],
+    welfare_trace: Sequence[float | None],
+    setup: MarketSetup,
+) -> None:
+    market = setup.scenario.market
+    write_trace(folder / "trace.csv", trace, welfare_trace)
+    write_plots(folder / "plots", results, trace, market.epsilon_p, market.epsilon_lambda)
+    write_atomic(
+        folder / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n"
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.floating | np.integer):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,246 @@
+"""The event loop every participant runs: MQTT session ↔ secure channel ↔ role node.
+
+A role is a :class:`Node`: plain synchronous code that turns checked messages (and clock
+ticks) into messages to send. This module does everything around it, the same way for the
+agents, the LM and the MO:
+
+1. connect (persistent session, signed last will announcing our departure);
+2. subscribe to our inbox, the broadcasts and the key announcements;
+3. publish our retained, signed key announcement;
+4. once the announcements of every participant we talk to are in, start the node; anything
+   that arrived earlier waits in a buffer;
+5. hand each message to the node; drop bad ones with one log line naming sender and reason;
+6. stop when the node has an exit code; clear our retained announcement on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from privgrid.crypto.identity import Identity, Roster
+from privgrid.logs import ParticipantLog
+from privgrid.wire import topics
+from privgrid.wire.channel import Channel, Duplicate, Message, Outgoing
+from privgrid.wire.envelope import Rejected
+from privgrid.wire.session import BrokerUrl, MqttSession, client_id
+
+#: Process exit codes, shared by every role and the launcher.
+EXIT_OK, EXIT_NOT_CONVERGED, EXIT_BAD_INPUT, EXIT_FAILURE = 0, 1, 2, 3
+
+TICK_SECONDS = 0.2
+
+
+class Node(ABC):
+    """A role's protocol logic. No I/O: messages in, messages out."""
+
+    def __init__(self, me: str, log: ParticipantLog) -> None:
+        self.me = me
+        self.log = log
+        self.exit_code: int | None = None
+        self.compute_seconds = 0.0  # time in the market maths (set by the role)
+        #: Traffic and timing counters of this process, provided by the runtime.
+        self.stats: Callable[[], dict[str, float]] = dict
+
+    @abstractmethod
+    def peers(self) -> set[str]:
+        """Participants whose key announcements must be in before :meth:`start`."""
+
+    def announcement(self) -> dict[str, Any]:
+        """Extra fields of our key announcement (the privacy mode adds its public key)."""
+        return {}
+
+    def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:  # noqa: B027
+        """Check a peer's announcement beyond the signature; raise ``Rejected`` to refuse it."""
+
+    @abstractmethod
+    def start(self, now: float) -> list[Outgoing]:
+        """Every needed announcement is in: begin."""
+
+    @abstractmethod
+    def handle(self, message: Message, now: float) -> list[Outgoing]:
+        """React to one checked message."""
+
+    def tick(self, now: float) -> list[Outgoing]:
+        """Called a few times a second: timeouts live here."""
+        return []
+
+    def crypto_seconds(self) -> float:
+        """Time spent in the privacy mode's cryptography (beyond signing and sealing)."""
+        return 0.0
+
+    def active_round(self) -> int:
+        """The round this participant is in (what its log lines show)."""
+        return self.log.round
+
+    def give_up(self, reason: str) -> list[Outgoing]:
+        """The run cannot start (a peer never announced itself): last words before exiting."""
+        self.finish(EXIT_FAILURE)
+        return []
+
+    def finish(self, code: int) -> None:
+        if self.exit_code is None:
+            self.exit_code = code
+
+
+@dataclass
+class Settings:
+    run: str
+    broker: BrokerUrl
+    start_timeout: float = 60.0
+
+
+class Participant:
+    """Runs one node against one broker."""
+
+    def __init__(
+        self,
+        node: Node,
+        settings: Settings,
+        identity: Identity,
+        roster: Roster,
+        roles: Mapping[str, str],
+    ) -> None:
+        self.node = node
+        self.settings = settings
+        self.log = node.log
+        self.channel = Channel(node.me, settings.run, identity, roster, roles)
+        self.announcements: dict[str, bytes] = {}
+        self.started = False
+        self.buffer: list[Message] = []
+        self.began = time.perf_counter()
+        node.stats = self.stats
+
+    def stats(self) -> dict[str, float]:
+        """Messages and bytes in/out, time in crypto, in the maths, and the rest (waiting)."""
+        wall = time.perf_counter() - self.began
+        crypto = self.channel.crypto_seconds + self.node.crypto_seconds()
+        return {
+            **{k: float(v) for k, v in self.channel.stats.items()},
+            "wall_s": wall,
+            "crypto_s": crypto,
+            "compute_s": self.node.compute_seconds,
+            "wait_s": max(0.0, wall - crypto - self.node.compute_seconds),
+            "pid": float(os.getpid()),
+        }
+
+    def _will(self) -> tuple[str, bytes]:
+        topic, payload = self.channel.encode(Outgoing("gone", topics.BROADCAST, 0))
+        self.channel.stats["sent"] -= 1  # the broker sends it, if ever
+        self.channel.stats["sent_bytes"] -= len(payload)
+        return topic, payload
+
+    async def run(self) -> int:
+        me, run = self.node.me, self.settings.run
+        session = MqttSession(
+            self.settings.broker,
+            client_id(run, me),
+            [topics.inbox_filter(run, me), topics.broadcast_filter(run), topics.keys_filter(run)],
+            self.log,
+            will=self._will(),
+        )
+        try:
+            await session.start(self.settings.start_timeout)
+        except TimeoutError as exc:
+            self.log.error("%s", exc)
+            return EXIT_FAILURE
+        self.log.info("connected to %s as %s", self.settings.broker, me)
+        try:
+            return await self._loop(session)
+        finally:
+            if self.node.exit_code is not None:
+                await session.publish(topics.keys(run, me), b"", retain=True)
+            await session.close()
+
+    async def _send(self, session: MqttSession, outgoing: list[Outgoing]) -> None:
+        for out in outgoing:
+            topic, payload = self.channel.encode(out)
+            await session.publish(topic, payload, retain=out.retain)
+
+    async def _loop(self, session: MqttSession) -> int:
+        body = {"x25519": self.channel.x25519_public, "created": time.time()}
+        body.update(self.node.announcement())
+        await self._send(session, [Outgoing("key", topics.BROADCAST, 0, body, retain=True)])
+        deadline = time.monotonic() + self.settings.start_timeout
+        while self.node.exit_code is None:
+            try:
+                topic, payload = await asyncio.wait_for(session.inbox.get(), TICK_SECONDS)
+            except TimeoutError:
+                topic = None
+            now = time.monotonic()
+            if topic is None:
+                if self.started:
+                    await self._send(session, self.node.tick(now))
+                elif now > deadline:
+                    missing = sorted(self.node.peers() - set(self.announcements))
+                    reason = (f"no key announcement from {', '.join(missing)} within "
+                              f"{self.settings.start_timeout:g} s")  # fmt: skip
+                    self.log.error("%s; giving up", reason)
+                    await self._send(session, self.node.give_up(reason))
+                    return EXIT_FAILURE
+                continue
+            if not payload and topic.startswith(f"{topics.PREFIX}/{self.settings.run}/keys/"):
+                continue  # a cleared retained announcement
+            try:
+                message = self.channel.decode(topic, payload)
+            except Duplicate as dup:
+                self.log.info("ignored a duplicate from %s on %s", dup.sender, topic)
+                continue
+            except Rejected as exc:
+                self.log.warning(
+                    "dropped message from %s on %s: %s", exc.sender or "?", topic, exc.reason
+                )
+                continue
+            await self._send(session, self._dispatch(message, now))
+            # Duplicate detection needs only recent rounds; older replays meet the node's
+            # round check instead (and are logged as stale).
+            self.channel.forget_rounds_before(self.node.active_round() - 1)
+        return self.node.exit_code
+
+    def _dispatch(self, message: Message, now: float) -> list[Outgoing]:
+        if message.sender == self.node.me:
+            return []  # our own broadcast or announcement, echoed by the broker
+        if message.kind == "key":
+            return self._on_announcement(message, now)
+        if not self.started:
+            if message.kind == "stop":
+                self.log.error("the run was stopped before it started: %s",
+                               message.body.get("reason", ""))  # fmt: skip
+                self.node.finish(EXIT_FAILURE)
+                return []
+            self.buffer.append(message)
+            return []
+        return self.node.handle(message, now)
+
+    def _on_announcement(self, message: Message, now: float) -> list[Outgoing]:
+        sender = message.sender
+        known = self.announcements.get(sender)
+        if known is not None:
+            if known != message.body["x25519"]:
+                self.log.error(
+                    "violation: %s announced a second, different key in run %s; keeping the "
+                    "first", sender, self.settings.run,
+                )  # fmt: skip
+            return []
+        try:
+            self.node.accept_announcement(sender, message.body)
+        except Rejected as exc:
+            self.log.warning("rejected the key announcement of %s: %s", sender, exc.reason)
+            return []
+        self.announcements[sender] = message.body["x25519"]
+        self.channel.learn_agreement_key(sender, message.body["x25519"])
+        self.log.info("accepted the key announcement of %s", sender)
+        if self.started or not self.node.peers() <= set(self.announcements):
+            return []
+        self.started = True
+        self.log.info("all %d peers announced; starting", len(self.node.peers()))
+        outgoing = self.node.start(now)
+        buffered, self.buffer = self.buffer, []
+        for early in buffered:
+            outgoing += self.node.handle(early, now)
+        return outgoing

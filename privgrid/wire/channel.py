@@ -1,0 +1,214 @@
+"""A participant's secure channel: from MQTT payloads to checked messages, and back.
+
+Inbound, in this order (a failure anywhere raises :class:`Rejected` with the reason):
+1. the topic is one of ours, for this run, addressed to us (or a broadcast);
+2. the envelope parses, its sender is in the pinned roster and the signature verifies;
+3. the envelope agrees with the topic (sender, recipient, kind) and names this run;
+4. the kind is registered and the sender's and recipient's roles may use it;
+5. duplicates (QoS 1 redelivery: same bytes) are dropped quietly; a *different* message under
+   the same (round, kind, sender, recipient) is a replay or an equivocation and is rejected;
+6. sealed bodies are opened with the pair key (X25519 + HKDF, ChaCha20-Poly1305 with the
+   envelope's context as associated data), then the body is checked against its schema.
+
+Outbound: seal the body if the kind is sealed, sign the envelope, pick the topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from privgrid.crypto.errors import CryptoError
+from privgrid.crypto.identity import Identity, Roster
+from privgrid.crypto.sealing import AgreementKey, associated_data, pair_key, seal, unseal
+from privgrid.wire import kinds, schema, topics
+from privgrid.wire.envelope import Rejected, open_envelope, seal_envelope
+
+
+class Duplicate(Rejected):
+    """The same message again (QoS 1 may deliver twice): ignored without noise."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A verified, opened, schema-checked message."""
+
+    kind: str
+    round: int
+    sender: str
+    recipient: str
+    body: dict[str, Any]
+    raw: bytes  # the signed envelope, kept as evidence for violation reports
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message a node wants sent; the channel seals, signs and addresses it."""
+
+    kind: str
+    recipient: str  # a participant id, or topics.BROADCAST
+    round: int
+    body: dict[str, Any] = field(default_factory=dict)
+    retain: bool = False
+
+
+def pack_body(body: Mapping[str, Any]) -> bytes:
+    return msgpack.packb(dict(body), use_bin_type=True)
+
+
+def unpack_body(raw: bytes, sender: str, kind: str) -> Any:
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True, max_ext_len=0)
+    except Exception as exc:  # garbage raises many types
+        raise Rejected(f"{kind} body is not msgpack ({type(exc).__name__})", sender) from None
+
+
+class Channel:
+    """Sealing, signing and checking for one participant in one run."""
+
+    def __init__(
+        self,
+        me: str,
+        run: str,
+        identity: Identity,
+        roster: Roster,
+        roles: Mapping[str, str],
+        agreement: AgreementKey | None = None,
+    ) -> None:
+        self.me = me
+        self.run = run
+        self.identity = identity
+        self.roles = dict(roles)
+        self.keys = {pid: roster.public_key(pid) for pid in roster}
+        self.agreement = agreement or AgreementKey.generate()
+        self._peer_x25519: dict[str, bytes] = {}
+        self._pair_keys: dict[str, bytes] = {}
+        self._seen: dict[tuple[int, str, str, str], bytes] = {}
+        self._pruned = 0
+        self.stats = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0,
+                      "rejected": 0}  # fmt: skip
+        self.crypto_seconds = 0.0
+
+    # -- keys ---------------------------------------------------------------------------
+    @property
+    def x25519_public(self) -> bytes:
+        return self.agreement.public_bytes()
+
+    def learn_agreement_key(self, participant: str, public: bytes) -> None:
+        """Record a peer's X25519 key from its accepted announcement."""
+        self._peer_x25519[participant] = public
+        self._pair_keys.pop(participant, None)
+
+    def knows(self, participant: str) -> bool:
+        return participant in self._peer_x25519
+
+    def _pair_key(self, peer: str) -> bytes:
+        key = self._pair_keys.get(peer)
+        if key is None:
+            public = self._peer_x25519.get(peer)
+            if public is None:
+                raise Rejected(f"no key announcement from {peer} yet", peer)
+            key = pair_key(self.agreement, self.me, peer, public, self.run)
+            self._pair_keys[peer] = key
+        return key
+
+    # -- outbound -------------------------------------------------------------------------
+    def encode(self, out: Outgoing) -> tuple[str, bytes]:
+        spec = kinds.KINDS[out.kind]
+        started = time.perf_counter()
+        if spec.sealed:
+            ad = associated_data(self.run, out.round, self.me, out.recipient, out.kind)
+            body = seal(self._pair_key(out.recipient), out.body, ad)
+        else:
+            body = pack_body(out.body)
+        payload = seal_envelope(
+            self.identity, kind=out.kind, run=self.run, round=out.round,
+            sender=self.me, recipient=out.recipient, body=body,
+        )  # fmt: skip
+        self.crypto_seconds += time.perf_counter() - started
+        if out.kind == "key":
+            topic = topics.keys(self.run, self.me)
+        elif spec.is_broadcast:
+            topic = topics.broadcast(self.run, self.me, out.kind)
+        else:
+            topic = topics.direct(self.run, out.recipient, self.me, out.kind)
+        self.stats["sent"] += 1
+        self.stats["sent_bytes"] += len(payload)
+        return topic, payload
+
+    # -- inbound --------------------------------------------------------------------------
+    def decode(self, topic: str, payload: bytes) -> Message:
+        self.stats["received"] += 1
+        self.stats["received_bytes"] += len(payload)
+        try:
+            return self._decode(topic, payload)
+        except Duplicate:
+            raise
+        except Rejected:
+            self.stats["rejected"] += 1
+            raise
+
+    def _decode(self, topic: str, payload: bytes) -> Message:
+        where = topics.parse(topic)
+        if where is None or where.run != self.run:
+            raise Rejected(f"topic {topic!r} is not for run {self.run}")
+        if where.recipient not in (self.me, topics.BROADCAST):
+            raise Rejected(f"topic {topic!r} is addressed to {where.recipient}", where.sender)
+        started = time.perf_counter()
+        try:
+            env = open_envelope(payload, self.keys)
+        except Rejected as exc:  # unparseable: name the sender the topic claims
+            raise Rejected(exc.reason, exc.sender or where.sender) from None
+        finally:
+            self.crypto_seconds += time.perf_counter() - started
+        if env.run != self.run:
+            raise Rejected(f"envelope is for run {env.run!r}", env.sender)
+        if (env.sender, env.recipient, env.kind) != (where.sender, where.recipient, where.kind):
+            raise Rejected("envelope sender/recipient/kind differ from the topic", env.sender)
+        spec = kinds.KINDS.get(env.kind)
+        if spec is None:
+            raise Rejected(f"unknown message kind {env.kind!r}", env.sender)
+        role = self.roles.get(env.sender)
+        if role not in spec.senders:
+            raise Rejected(f"{env.sender} (role {role}) may not send {env.kind}", env.sender)
+        if spec.is_broadcast != (env.recipient == topics.BROADCAST) or (
+            not spec.is_broadcast and self.roles.get(env.recipient) not in spec.recipients
+        ):
+            raise Rejected(f"{env.kind} may not be sent to {env.recipient}", env.sender)
+        digest = hashlib.sha256(payload).digest()
+        key = (env.round, env.kind, env.sender, env.recipient)
+        seen = self._seen.get(key)
+        if seen == digest:
+            raise Duplicate("duplicate delivery", env.sender)
+        if seen is not None and env.kind != "key":
+            raise Rejected(
+                f"replayed or conflicting {env.kind} for round {env.round} "
+                "(same round/kind/pair, different body)",
+                env.sender,
+            )
+        if spec.sealed:
+            ad = associated_data(self.run, env.round, env.sender, env.recipient, env.kind)
+            started = time.perf_counter()
+            try:
+                fields = unseal(self._pair_key(env.sender), env.body, ad)
+            except CryptoError as exc:
+                raise Rejected(f"cannot open sealed {env.kind}: {exc.reason}", env.sender) from None
+            finally:
+                self.crypto_seconds += time.perf_counter() - started
+        else:
+            fields = unpack_body(env.body, env.sender, env.kind)
+        body = schema.check(fields, spec.body, kind=env.kind, sender=env.sender)
+        self._seen[key] = digest
+        return Message(env.kind, env.round, env.sender, env.recipient, body, payload)
+
+    def forget_rounds_before(self, round_: int) -> None:
+        """Drop duplicate-detection state of old rounds (bounded memory on long runs)."""
+        if round_ <= self._pruned:
+            return
+        self._pruned = round_
+        self._seen = {k: v for k, v in self._seen.items() if k[0] >= round_ or k[1] == "key"}

@@ -1,0 +1,84 @@
+"""Every message kind: who may send it to whom, whether its body is sealed, its body schema.
+
+One table instead of checks scattered through the roles. A receiver accepts a message only if
+its kind is registered, the sender's and recipient's roles fit, and the (unsealed) body matches
+the schema exactly. Values that are reals travel as int64 fixed point at scale 2^32
+(:mod:`privgrid.market.fixedpoint`); big integers (ciphertexts, proofs) as bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from privgrid.wire import schema as s
+
+AGENT, LM, MO = "agent", "lm", "mo"
+ANY = frozenset({AGENT, LM, MO})
+EVERYONE = "*"
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    name: str
+    senders: frozenset[str]
+    recipients: frozenset[str]  # roles, or {EVERYONE} for broadcasts
+    sealed: bool
+    body: Mapping[str, s.Spec] = field(default_factory=dict)
+
+    @property
+    def is_broadcast(self) -> bool:
+        return EVERYONE in self.recipients
+
+
+KINDS: dict[str, KindSpec] = {}
+
+
+def register(spec: KindSpec) -> KindSpec:
+    """Add a kind (secure-mode modules register theirs on import)."""
+    existing = KINDS.get(spec.name)
+    if existing is not None and existing != spec:
+        raise ValueError(f"message kind {spec.name!r} registered twice with different specs")
+    KINDS[spec.name] = spec
+    return spec
+
+
+def _kind(name: str, senders, recipients, sealed: bool, body: Mapping[str, s.Spec]) -> KindSpec:  # noqa: ANN001
+    return register(KindSpec(name, frozenset(senders), frozenset(recipients), sealed, body))
+
+
+# --- set-up and control -------------------------------------------------------------------
+KEY = _kind("key", ANY, {EVERYONE}, False, {
+    "x25519": s.blob(32),
+    "created": s.NUMBER,
+    "paillier_n": s.optional(s.blob(max_len=1024)),
+    "paillier_bits": s.optional(s.NON_NEGATIVE),
+    "key_proof": s.optional(s.blob_list(16, 1024)),
+})  # fmt: skip
+ROUND = _kind("round", {MO}, {EVERYONE}, False, {})
+STOP = _kind("stop", {MO}, {EVERYONE}, False, {"converged": s.BOOL, "reason": s.TEXT})
+GONE = _kind("gone", ANY, {EVERYONE}, False, {})
+VIOLATION = _kind("violation", ANY, {MO}, True, {
+    "offender": s.ID, "reason": s.TEXT, "evidence": s.blob_list(),
+})  # fmt: skip
+
+# --- plain-mode price exchange (sealed per pair) -------------------------------------------
+SHARE = _kind("share", {AGENT}, {AGENT}, True, {"x": s.INT64})
+PRICE = _kind("price", {AGENT}, {AGENT}, True, {"x": s.INT64})
+
+# --- the LM leg and the MO's residuals ----------------------------------------------------
+TRADES = _kind("trades", {AGENT}, {LM}, True, {"x": s.INT64_LIST})
+CHARGES = _kind("charges", {LM}, {AGENT}, True, {"x": s.INT64_LIST})
+RESIDUALS = _kind("residuals", {AGENT}, {MO}, True, {"r_d": s.NON_NEGATIVE, "r_C": s.NON_NEGATIVE})
+LM_RESIDUALS = _kind(
+    "lm_residuals", {LM}, {MO}, True, {"r_P": s.NON_NEGATIVE, "r_L": s.NON_NEGATIVE}
+)
+
+# --- after the stop: what the MO needs for the results and the block ------------------------
+FINAL = _kind("final", {AGENT}, {MO}, True, {
+    "P": s.INT64_LIST, "lam": s.INT64_LIST, "lam_peer": s.INT64_LIST, "c": s.INT64_LIST,
+    "kkt": s.MAP_LIST, "stats": s.NUMBER_MAP,
+})  # fmt: skip
+LM_FINAL = _kind("lm_final", {LM}, {MO}, True, {
+    "eta_up": s.INT64_LIST, "eta_down": s.INT64_LIST, "kkt": s.MAP_LIST, "stats": s.NUMBER_MAP,
+})  # fmt: skip

@@ -1,0 +1,146 @@
+"""A tiny, strict schema checker for message bodies.
+
+Bodies are small msgpack maps of ints, floats, strings, bytes and lists of them. A schema is a
+dict ``field → Spec``; :func:`check` verifies the exact key set and each value, and raises
+:class:`~privgrid.wire.envelope.Rejected` naming the field. No coercion: a float where an int is
+expected is an error, and so is a bool (msgpack distinguishes them; Python's bool is an int).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from privgrid.wire.envelope import Rejected
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MAX_LIST = 100_000
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to check one value. ``check`` returns an error text or ``None``."""
+
+    check: Callable[[Any], str | None]
+    optional: bool = False
+
+
+def _int64(value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "must be an integer"
+    if not INT64_MIN <= value <= INT64_MAX:
+        return "integer out of 64-bit range"
+    return None
+
+
+def _non_negative_int64(value: Any) -> str | None:
+    error = _int64(value)
+    if error is None and value < 0:
+        return "must not be negative"
+    return error
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be a boolean"
+
+
+def _float(value: Any) -> str | None:
+    ok = isinstance(value, float | int) and not isinstance(value, bool)
+    return None if ok else "must be a number"
+
+
+def _text(max_len: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return "must be a string"
+        return None if len(value) <= max_len else f"longer than {max_len} characters"
+
+    return check
+
+
+def _bytes(exact: int | None = None, max_len: int = 1 << 20) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, bytes):
+            return "must be bytes"
+        if exact is not None and len(value) != exact:
+            return f"must be {exact} bytes (got {len(value)})"
+        return None if len(value) <= max_len else f"longer than {max_len} bytes"
+
+    return check
+
+
+def _list(
+    item: Callable[[Any], str | None], max_len: int = MAX_LIST
+) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list):
+            return "must be a list"
+        if len(value) > max_len:
+            return f"list longer than {max_len}"
+        for i, element in enumerate(value):
+            error = item(element)
+            if error:
+                return f"[{i}] {error}"
+        return None
+
+    return check
+
+
+def _map(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "must be a map"
+
+
+def _number_map(value: Any) -> str | None:
+    if not isinstance(value, dict) or len(value) > 100:
+        return "must be a map of at most 100 entries"
+    for key, item in value.items():
+        if not isinstance(key, str) or _float(item) is not None:
+            return f"entry {key!r} must map a name to a number"
+    return None
+
+
+INT64 = Spec(_int64)
+NON_NEGATIVE = Spec(_non_negative_int64)
+BOOL = Spec(_bool)
+NUMBER = Spec(_float)
+TEXT = Spec(_text(1000))
+ID = Spec(_text(32))
+MAP_LIST = Spec(_list(_map, 10_000))
+NUMBER_MAP = Spec(_number_map)
+INT64_LIST = Spec(_list(_int64))
+
+
+def text_list(max_len: int = MAX_LIST) -> Spec:
+    return Spec(_list(_text(200), max_len))
+
+
+def blob(exact: int | None = None, max_len: int = 1 << 20) -> Spec:
+    return Spec(_bytes(exact, max_len))
+
+
+def blob_list(max_len: int = 1024, item_max: int = 1 << 16) -> Spec:
+    return Spec(_list(_bytes(None, item_max), max_len))
+
+
+def optional(spec: Spec) -> Spec:
+    return Spec(spec.check, optional=True)
+
+
+def check(body: Any, schema: Mapping[str, Spec], *, kind: str, sender: str) -> dict[str, Any]:
+    """Return ``body`` if it matches ``schema`` exactly, else raise :class:`Rejected`."""
+    if not isinstance(body, dict):
+        raise Rejected(f"{kind} body is not a map", sender)
+    required = {name for name, spec in schema.items() if not spec.optional}
+    missing = required - set(body)
+    unknown = set(body) - set(schema)
+    if missing or unknown:
+        raise Rejected(
+            f"{kind} body fields: missing {sorted(missing)}, unknown {sorted(map(str, unknown))}",
+            sender,
+        )
+    for name, value in body.items():
+        error = schema[name].check(value)
+        if error:
+            raise Rejected(f"{kind}.{name} {error}", sender)
+    return body

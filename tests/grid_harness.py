@@ -1,0 +1,159 @@
+"""Test harness: a real Mosquitto on a free loopback port, and role processes started by hand.
+
+Tests use the product's own pieces (config generation, keys, the role processes) and add what
+only tests need: an ``intruder`` broker account that may read and write anything of the run —
+the broker is untrusted (protocol.md §7), so the processes must hold even when it lets
+anything through — and control over which process starts, and when one dies.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from broker.config import BrokerUsers, mosquitto_acl, write_mosquitto_files
+from broker.local import LocalBroker, free_port, mosquitto_binary, wait_for_port
+from privgrid.keys import init_keys, participants
+from privgrid.launcher import ExternalBroker, effective_scenario
+from privgrid.scenario import LM_ID, MO_ID, Scenario, load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+INTRUDER = "intruder"
+
+
+def start_mosquitto(
+    folder: Path, run: str, users: BrokerUsers, *, intruder: bool = False
+) -> LocalBroker:
+    """Mosquitto with the run's generated config (plus, optionally, the intruder account)."""
+    binary = mosquitto_binary()
+    if binary is None:
+        raise RuntimeError(
+            "Debian's mosquitto is required for these tests (apt-get install mosquitto)"
+        )
+    port = free_port()
+    all_users = users
+    if intruder:
+        all_users = BrokerUsers({**users.passwords, INTRUDER: "intruder-password"},
+                                users.colluders, users.coalition)  # fmt: skip
+    conf = write_mosquitto_files(folder, run, all_users, port=port, bind="127.0.0.1",
+                                 user=getpass.getuser())  # fmt: skip
+    if intruder:  # the generated ACL for everyone else, and a wide-open intruder
+        acl = mosquitto_acl(run, users) + f"user {INTRUDER}\ntopic readwrite privgrid/{run}/#\n"
+        (folder / "acl").write_text(acl)
+    log_path = folder / "broker.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 10, process)
+    return LocalBroker("mosquitto", "127.0.0.1", port, process, log_path)
+
+
+@dataclass
+class Grid:
+    """One run's folder, broker and role processes."""
+
+    folder: Path
+    scenario: Scenario
+    scenario_file: Path
+    run: str
+    broker: LocalBroker
+    users: BrokerUsers
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def external(self) -> ExternalBroker:
+        return ExternalBroker(self.broker.host, self.broker.port, self.users)
+
+    def url(self, user: str) -> str:
+        password = self.users.passwords.get(user, "intruder-password")
+        return f"mqtt://{user}:{password}@{self.broker.host}:{self.broker.port}"
+
+    def command(self, pid: str) -> list[str]:
+        module = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(pid, "agents")
+        cmd = [sys.executable, "-m", module, "--scenario", str(self.scenario_file),
+               "--run", self.run, "--keys", str(self.folder / "secrets")]  # fmt: skip
+        if module == "agents":
+            cmd += ["--id", pid]
+        if pid == MO_ID:
+            cmd += ["--out", str(self.folder), "--progress"]
+        return cmd
+
+    def start(self, pid: str) -> subprocess.Popen:
+        log = (self.folder / "logs" / f"{pid}.log").open("ab")
+        env = {**os.environ, "PRIVGRID_BROKER_URL": self.url(pid)}
+        process = subprocess.Popen(
+            self.command(pid), stdout=subprocess.PIPE if pid == MO_ID else subprocess.DEVNULL,
+            stderr=log, env=env, cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        self.processes[pid] = process
+        return process
+
+    def start_all(self, skip: tuple[str, ...] = ()) -> None:
+        for pid in participants(self.scenario):
+            if pid not in skip:
+                self.start(pid)
+
+    def wait(self, pid: str, timeout: float) -> int:
+        return self.processes[pid].wait(timeout)
+
+    def wait_for_round(self, round_: int, timeout: float = 60) -> None:
+        """Read the MO's progress lines until round ``round_`` has completed."""
+        mo = self.processes[MO_ID]
+        assert mo.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = mo.stdout.readline()
+            if not line:
+                raise AssertionError(f"the MO stopped before round {round_}")
+            if json.loads(line)["round"] >= round_:
+                return
+        raise AssertionError(f"round {round_} not reached within {timeout} s")
+
+    def kill(self, pid: str) -> None:
+        os.killpg(self.processes[pid].pid, signal.SIGKILL)
+
+    def log(self, pid: str) -> str:
+        return (self.folder / "logs" / f"{pid}.log").read_text(errors="replace")
+
+    def results(self) -> dict[str, Any]:
+        return json.loads((self.folder / "results.json").read_text())
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.broker.stop()
+
+
+def make_grid(
+    folder: Path, scenario_path: Path, *, intruder: bool = False, **overrides: dict[str, Any]
+) -> Grid:
+    """Run folder with the effective scenario (overrides merged per section), keys and broker."""
+    scenario = load_scenario(scenario_path)
+    data = effective_scenario(scenario, None)
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    scenario_file = folder / "scenario.toml"
+    scenario_file.write_text(tomli_w.dumps(data))
+    scenario = load_scenario(scenario_file)
+    init_keys(scenario, folder / "secrets")
+    run = f"t{int(time.time() * 1000) % 10**9}-{scenario.name}"
+    users = BrokerUsers.generate(participants(scenario))
+    broker = start_mosquitto(folder / "broker", run, users, intruder=intruder)
+    return Grid(folder, scenario, scenario_file, run, broker, users)

@@ -1,0 +1,112 @@
+"""Bad messages and failing participants during a real run (real Mosquitto, real processes).
+
+The broker is untrusted: the harness gives an ``intruder`` account write access to the whole
+run, and the processes must still drop everything that is not a correctly signed, sealed,
+in-protocol message — with one log line naming the claimed sender and the reason — and reach
+the same result as an undisturbed run.
+"""
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import aiomqtt
+import msgpack
+import pytest
+
+from privgrid.crypto.identity import Identity
+from privgrid.keys import participants
+from privgrid.market.setup import build_setup
+from privgrid.scenario import MO_ID, load_scenario
+from privgrid.solve import solve
+from privgrid.wire import topics
+from privgrid.wire.envelope import seal_envelope
+from privgrid.wire.session import NO_DELAY, BrokerUrl
+from tests.grid_harness import INTRUDER
+
+pytestmark = pytest.mark.timeout(300)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def record_then_inject(grid, after_round: int) -> None:
+    """Record the first share S1 receives, wait for ``after_round``, then inject bad messages."""
+    run = grid.run
+    url = BrokerUrl.parse(grid.url(INTRUDER))
+    async with aiomqtt.Client(url.host, url.port, username=INTRUDER, password=url.password,
+                              identifier="intruder", socket_options=NO_DELAY) as c:  # fmt: skip
+        await c.subscribe(topics.inbox_filter(run, "S1"), qos=1)
+        await c.subscribe(topics.broadcast(run, MO_ID, "round"), qos=1)
+        recorded: tuple[str, bytes] | None = None
+        async for message in c.messages:
+            topic = str(message.topic)
+            if recorded is None and topic.endswith("/B1/share"):
+                recorded = (topic, bytes(message.payload))
+            if (
+                topic.endswith("/round")
+                and msgpack.unpackb(message.payload)["round"] >= after_round
+            ):
+                break
+        assert recorded is not None
+        now = msgpack.unpackb(message.payload)["round"]
+        stranger = Identity.generate()
+        b1 = Identity.load(grid.folder / "secrets" / "B1.key")  # a stolen key, garbage inside
+        forged = seal_envelope(stranger, kind="share", run=run, round=now, sender="B1",
+                               recipient="S1", body=b"\x00" * 40)  # fmt: skip
+        outsider = seal_envelope(stranger, kind="share", run=run, round=now, sender="X9",
+                                 recipient="S1", body=b"\x00" * 40)  # fmt: skip
+        garbage_body = seal_envelope(b1, kind="price", run=run, round=now, sender="B1",
+                                     recipient="S1", body=os.urandom(60))  # fmt: skip
+        injections = [
+            (topics.direct(run, "S1", "B1", "share"), forged),
+            (topics.direct(run, "S1", "X9", "share"), outsider),
+            recorded,  # a replay of round 1's share from B1
+            (topics.direct(run, "S1", "B1", "share"), b"\x93not-msgpack\xc1"),
+            (topics.direct(run, "S1", "B1", "price"), garbage_body),
+        ]
+        for topic, payload in injections:
+            await c.publish(topic, payload, qos=1)
+
+
+def test_forged_foreign_replayed_and_malformed_messages_are_dropped(grid_factory):
+    grid = grid_factory(intruder=True, privacy={"mode": "plain"})
+    grid.start_all()
+    asyncio.run(record_then_inject(grid, after_round=5))
+    assert grid.wait(MO_ID, timeout=240) == 0, grid.log(MO_ID)[-2000:]
+    log = grid.log("S1")
+    assert "dropped message from B1 on privgrid/" in log and "bad signature" in log
+    assert "dropped message from X9" in log and "sender is not in the roster" in log
+    assert "dropped share from B1: round 1 is not the current round" in log
+    assert "dropped message from B1 on privgrid/" in log and "not a msgpack envelope" in log
+    assert "cannot open sealed price: authentication failed" in log
+    reference = solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
+    results = grid.results()
+    assert results["converged"] and results["rounds"] == reference["rounds"]
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        assert ours["power"] == theirs["power"] and ours["price"] == theirs["price"]
+
+
+def test_missing_participant_at_start_fails_naming_it(grid_factory):
+    grid = grid_factory(privacy={"mode": "plain"}, timeouts={"start": 4.0})
+    grid.start_all(skip=("B3",))
+    started = time.monotonic()
+    assert grid.wait(MO_ID, timeout=60) == 3
+    assert time.monotonic() - started < 30
+    assert "no key announcement from B3 within 4 s" in grid.log(MO_ID)
+    for pid in participants(grid.scenario):
+        if pid != "B3":  # nobody hangs
+            assert grid.wait(pid, timeout=30) != 0, pid
+
+
+def test_participant_dying_mid_run_stops_the_run_naming_it(grid_factory):
+    grid = grid_factory(privacy={"mode": "plain"})
+    grid.start_all()
+    grid.wait_for_round(10)
+    grid.kill("S2")
+    assert grid.wait(MO_ID, timeout=60) == 3
+    assert "participant S2 left the run during round" in grid.log(MO_ID)
+    results = grid.results()
+    assert results["converged"] is False and "S2" in results["error"]
+    for pid in participants(grid.scenario):
+        if pid != "S2":
+            grid.wait(pid, timeout=30)

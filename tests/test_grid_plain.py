@@ -1,0 +1,127 @@
+"""A whole grid over a real Mosquitto, plain mode: identical to the in-process negotiation."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from privgrid.keys import participants
+from privgrid.market.setup import build_setup
+from privgrid.scenario import MO_ID
+from privgrid.solve import solve
+from tests.grid_harness import make_grid
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from privgrid.scenario import load_scenario
+
+    root = Path(__file__).resolve().parent.parent
+    return solve(build_setup(load_scenario(root / "configs" / "paper.toml")))
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    root = Path(__file__).resolve().parent.parent
+    grid = make_grid(tmp_path_factory.mktemp("plain"), root / "configs" / "paper.toml",
+                     privacy={"mode": "plain"})  # fmt: skip
+    try:
+        grid.start_all()
+        code = grid.wait(MO_ID, timeout=240)
+        for pid in participants(grid.scenario):
+            grid.wait(pid, timeout=30)
+        yield grid, code
+    finally:
+        grid.stop()
+
+
+def test_plain_run_equals_the_in_process_negotiation(plain_run, reference):
+    grid, code = plain_run
+    assert code == 0, grid.log(MO_ID)[-2000:]
+    results = grid.results()
+    assert results["converged"] and results["rounds"] == reference["rounds"]
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        assert (ours["seller"], ours["buyer"]) == (theirs["seller"], theirs["buyer"])
+        for key in ("power", "price", "charge"):
+            assert abs(ours[key] - theirs[key]) <= 1e-9, (ours, theirs)
+    for ours, theirs in zip(results["lines"], reference["lines"], strict=True):
+        assert abs(ours["flow"] - theirs["flow"]) <= 1e-9
+        assert abs(ours["price_up"] - theirs["price_up"]) <= 1e-9
+    gap = abs(results["social_welfare"] - results["optimal_social_welfare"])
+    assert gap <= 1e-4 * abs(results["optimal_social_welfare"])
+    assert results["kkt"]["passed"], results["kkt"]["failures"][:3]
+    assert results["mode"] == "plain" and results["messages"]["rejected"] == 0
+
+
+def test_every_participant_is_its_own_process(plain_run):
+    grid, _ = plain_run
+    reported = {pid: int(s["pid"]) for pid, s in grid.results()["participants"].items()}
+    started = {pid: p.pid for pid, p in grid.processes.items()}
+    assert reported == started  # each report comes from the process we started for it
+    assert len(set(reported.values())) == len(participants(grid.scenario))
+    assert os.getpid() not in reported.values()
+
+
+def test_the_broker_is_the_only_channel(plain_run):
+    """No coordination through files: each process got only the scenario, its own key and the
+    roster; nothing else was written into the run folder by the participants but the MO's
+    results and the logs (and the broker's own state)."""
+    grid, _ = plain_run
+    written = {p.relative_to(grid.folder).parts[0] for p in grid.folder.rglob("*") if p.is_file()}
+    assert written == {"scenario.toml", "secrets", "broker", "logs", "results.json", "trace.csv",
+                       "plots"}  # fmt: skip
+
+
+def test_logs_have_participant_and_round_on_every_line(plain_run):
+    grid, _ = plain_run
+    pattern = re.compile(r"^\S+Z (\S+) r=(\d+) (INFO|WARNING|ERROR|DEBUG) ")
+    for pid in participants(grid.scenario):
+        lines = grid.log(pid).splitlines()
+        assert lines, pid
+        for line in lines:
+            match = pattern.match(line)
+            assert match and match.group(1) == pid, line
+        assert any(f"r={grid.results()['rounds']} " in line for line in lines)
+
+
+def test_run_folder_has_trace_and_plots(plain_run):
+    grid, _ = plain_run
+    results = grid.results()
+    with (grid.folder / "trace.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == results["rounds"]
+    assert [int(r["round"]) for r in rows] == list(range(1, results["rounds"] + 1))
+    assert float(rows[-1]["r_P"]) <= 1e-4 and rows[-1]["welfare"] != ""
+    assert abs(float(rows[-1]["welfare"]) - results["social_welfare"]) < 1e-12
+    for name in ("convergence.png", "trades.png"):
+        assert (grid.folder / "plots" / name).stat().st_size > 10_000
+    assert results["messages"]["per_round"] > 50
+    assert set(results["timings"]) >= {"negotiation_s", "per_round_s", "crypto_s", "wait_s"}
+
+
+def test_role_processes_reject_bad_input_clearly(tmp_path):
+    """A wrong id or a missing roster: exit status 2 with the reason, before connecting."""
+    root = Path(__file__).resolve().parent.parent
+    base = [sys.executable, "-m", "agents", "--scenario", str(root / "configs/paper.toml")]
+    proc = subprocess.run([*base, "--id", "Z9", "--keys", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "no agent with id 'Z9'" in proc.stderr
+    proc = subprocess.run([*base, "--id", "S1", "--keys", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "cannot read roster" in proc.stderr
+    proc = subprocess.run([*base, "--id", "S1", "--broker", "http://x"], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "must start with mqtt://" in proc.stderr
+
+
+def test_results_json_is_valid_json_with_the_solve_schema(plain_run, reference):
+    grid, _ = plain_run
+    results = json.loads((grid.folder / "results.json").read_text())
+    assert set(reference) - {"optimal"} <= set(results)

@@ -1,0 +1,86 @@
+"""``privgrid run`` as a user runs it: its own Mosquitto, the embedded fallback, Ctrl-C."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.timeout(400)
+ROOT = Path(__file__).resolve().parent.parent
+PRIVGRID = [sys.executable, "-m", "privgrid.cli"]
+
+
+def path_without_mosquitto() -> str:
+    """PATH with every folder holding a mosquitto binary removed (the binary stays installed)."""
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    kept = [f for f in folders if not (Path(f) / "mosquitto").exists()]
+    return os.pathsep.join(kept)
+
+
+def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path):
+    assert shutil.which("mosquitto"), "Debian's mosquitto must be installed for this test"
+    out = tmp_path / "run"
+    proc = subprocess.run([*PRIVGRID, "run", "configs/paper.toml", "--privacy", "plain",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "broker: mosquitto" in proc.stderr
+    assert "Summary: paper (plain)" in proc.stdout and "195" in proc.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["converged"] and results["rounds"] == 195
+    assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(
+        f"{p}.log" for p in ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"]
+    )
+    # Secrets stay private to the user who ran it.
+    assert (out / "secrets" / "S1.key").stat().st_mode & 0o077 == 0
+    assert (out / "secrets" / "broker.json").stat().st_mode & 0o077 == 0
+
+
+def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
+    env = {**os.environ, "PATH": path_without_mosquitto()}
+    out = tmp_path / "run"
+    proc = subprocess.run([*PRIVGRID, "run", "configs/paper-unconstrained.toml", "--privacy",
+                           "plain", "--out", str(out), "--json"], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "broker: embedded" in proc.stderr
+    results = json.loads(proc.stdout)
+    assert results["converged"] and results["rounds"] == 108
+    assert results["kkt"]["passed"]
+
+
+def test_ctrl_c_stops_every_child(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*PRIVGRID, "run", "configs/ieee118-100.toml", "--privacy", "plain",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "logs" / "MO.log").exists():
+        time.sleep(0.2)
+    time.sleep(3)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 10  # broker, LM, MO and agents are running
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: stopping every process" in err
+    time.sleep(0.5)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+
+
+def test_invalid_scenario_fails_before_anything_starts(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "configs" / "paper.toml").read_text().replace("bus = 9", "bus = 99"))
+    proc = subprocess.run([*PRIVGRID, "run", str(bad), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert "agents[6] (B3).bus: bus 99 is not in case 'ieee14'" in proc.stderr
+    assert not (tmp_path / "run").exists()
