@@ -2,13 +2,16 @@
 
 Round k, after the MO's ``round k``:
 1. the exact local step on (P, λ, c) of round k−1 → new trades, P̄, r_d (private θ kept);
-2. the price shares A, B → the price exchange with every partner (plain or Paillier);
-3. the new trades → the LM (through the LM leg);
+2. the price shares A, B → the price exchange with every partner (the privacy mode's);
+3. the new trades → the LM (through the mode's LM leg);
 4. with every price and the LM's charges in: commit the round and send (r_d, r_C) to the MO.
 After ``stop``: check its own part of the KKT conditions and send the final report to the MO.
 
 Messages of the next round may arrive before its ``round`` broadcast; they wait in a buffer.
-Messages of older rounds are dropped with a log line. All maths is in :mod:`privgrid.market`.
+Messages of older rounds are dropped with a log line. A partner caught cheating is reported
+to the MO with the signed evidence; if the MO drops the pair (``on_violation = "drop_pair"``),
+the trade is fixed at 0 from the next round and the pair exchanges nothing more.
+All maths is in :mod:`privgrid.market`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privgrid.exchange import PriceExchange
 from privgrid.logs import ParticipantLog
 from privgrid.market.agent_step import AgentCost, LocalStep, local_step
-from privgrid.market.fixedpoint import decode, encode, encode_scalar, quantise_scalar
+from privgrid.market.fixedpoint import encode, encode_scalar, quantise_scalar
 from privgrid.market.kkt import AgentView, Tolerances, check_agent
 from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import TradeGraph
+from privgrid.privacy import PrivacyMode, Violation
 from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire.channel import Message, Outgoing
@@ -47,7 +50,7 @@ class AgentNode(Node):
         me: str,
         scenario: Scenario,
         cost: AgentCost,
-        exchange: PriceExchange,
+        mode: PrivacyMode,
         log: ParticipantLog,
     ) -> None:
         super().__init__(me, log)
@@ -57,9 +60,11 @@ class AgentNode(Node):
         index = graph.index(me)
         slots = graph.slots[index]
         self.partners = graph.partners_of(index)
-        self.lo, self.hi = graph.lo[slots], graph.hi[slots]
+        self.lo, self.hi = graph.lo[slots].copy(), graph.hi[slots].copy()
         self.cost = cost
-        self.exchange = exchange
+        self.mode = mode
+        self.exchange = mode.exchange(self.partners)
+        self.leg = mode.lm_leg()
         n = len(slots)
         self.trades = np.zeros(n)
         self.prices = np.full(n, self.market.lambda0)
@@ -75,6 +80,15 @@ class AgentNode(Node):
     def peers(self) -> set[str]:
         return {*self.partners, LM_ID, MO_ID}
 
+    def announcement(self) -> dict[str, object]:
+        return self.mode.announcement()
+
+    def accept_announcement(self, sender: str, body: dict) -> None:  # type: ignore[override]
+        self.mode.accept_announcement(sender, body)
+
+    def crypto_seconds(self) -> float:
+        return self.mode.counters.total_seconds
+
     def start(self, now: float) -> list[Outgoing]:
         self.last_heard = now
         return []
@@ -83,7 +97,7 @@ class AgentNode(Node):
     def handle(self, message: Message, now: float) -> list[Outgoing]:
         self.last_heard = now
         if message.kind == "round" and message.sender == MO_ID:
-            return self._begin(message.round)
+            return self._begin(message.round, message.body.get("dropped", []))
         if message.kind == "stop":
             return self._stop(message)
         if message.kind == "gone":
@@ -99,12 +113,12 @@ class AgentNode(Node):
             return []
         self.log.warning(
             "dropped %s from %s: round %d is not the current round %d",
-            message.kind, message.sender, message.round, current,
-        )  # fmt: skip
+            message.kind,
+            message.sender,
+            message.round,
+            current,
+        )
         return []
-
-    def crypto_seconds(self) -> float:
-        return self.exchange.crypto_seconds
 
     def tick(self, now: float) -> list[Outgoing]:
         if now - self.last_heard > self.timeout:
@@ -113,16 +127,37 @@ class AgentNode(Node):
         return []
 
     # -- a round ------------------------------------------------------------------------------
-    def _begin(self, round_: int) -> list[Outgoing]:
+    def _drop_pairs(self, dropped: list[list[str]]) -> None:
+        gone = {m for pair in dropped if self.me in pair for m in pair if m != self.me}
+        new = gone - self.exchange.dropped
+        if not new:
+            return
+        self.exchange.drop(new)
+        for i, m in enumerate(self.partners):
+            if m in new:  # the trade leaves the market: fixed at 0 on both sides
+                self.trades[i] = 0.0
+                self.lo[i] = self.hi[i] = 0.0
+        self.log.warning(
+            "the MO removed my pair(s) with %s from the market", ", ".join(sorted(new))
+        )
+
+    def _begin(self, round_: int, dropped: list[list[str]]) -> list[Outgoing]:
         if round_ != self.completed + 1 or self.work is not None:
             self.log.warning("ignored round %d (expected %d)", round_, self.completed + 1)
             return []
         self.log.round = round_
+        self._drop_pairs(dropped)
         started = time.perf_counter()
         step = local_step(
-            self.cost, self.trades, self.prices, self.charges, self.lo, self.hi,
-            self.market.tau, self.market.rho,
-        )  # fmt: skip
+            self.cost,
+            self.trades,
+            self.prices,
+            self.charges,
+            self.lo,
+            self.hi,
+            self.market.tau,
+            self.market.rho,
+        )
         self.theta = step.theta
         own, peer = price_shares(
             self.prices, step.extrapolated, self.market.alpha, self.market.beta, self.market.rho
@@ -131,8 +166,7 @@ class AgentNode(Node):
         self.compute_seconds += time.perf_counter() - started
         self.work = RoundWork(round_, step)
         outgoing = self.exchange.begin(round_, own_fixed, peer_fixed)
-        trades = [int(x) for x in encode(step.trades)]
-        outgoing.append(Outgoing("trades", LM_ID, round_, {"x": trades}))
+        outgoing.append(self.leg.trades_out(round_, step.trades))
         early, self.early = self.early, []
         for message in early:
             outgoing += self._in_round(message)
@@ -141,34 +175,37 @@ class AgentNode(Node):
     def _in_round(self, message: Message) -> list[Outgoing]:
         work = self.work
         assert work is not None
-        if message.kind in self.exchange.kinds:
-            try:
+        outgoing: list[Outgoing] = []
+        try:
+            if message.kind in self.exchange.kinds:
                 outgoing = self.exchange.handle(message)
-            except Rejected as exc:
-                self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
-                return []
-        elif message.kind == "charges" and message.sender == LM_ID:
-            values = message.body["x"]
-            if len(values) != len(self.partners):
-                self.log.warning("dropped charges: %d values for %d trades", len(values),
-                                 len(self.partners))  # fmt: skip
-                return []
-            work.charges = decode(np.array(values, dtype=np.int64))
-            outgoing = []
-        else:
-            self.log.warning("dropped unexpected %s from %s", message.kind, message.sender)
+            elif message.kind == self.leg.charges_kind and message.sender == LM_ID:
+                work.charges = self.leg.charges_in(message, len(self.partners))
+            else:
+                raise Rejected(f"unexpected {message.kind}", message.sender)
+        except Violation as exc:
+            i = self.exchange.index.get(exc.offender)
+            if i is not None:
+                self.exchange.fail(i)
+            outgoing = self.report_violation(exc.offender, exc.reason, exc.evidence, work.round)
+        except Rejected as exc:
+            self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
             return []
         if work.charges is None or not self.exchange.complete:
             return outgoing
         return outgoing + self._commit(work)
 
     def _commit(self, work: RoundWork) -> list[Outgoing]:
-        own, partner = self.exchange.prices()
+        own, partner = self.exchange.prices(self.prices)
         self.trades, self.prices, self.partner_prices = work.step.trades, own, partner
         self.charges = work.charges if work.charges is not None else self.charges
         self.completed, self.work = work.round, None
-        consensus = quantise_scalar(float(np.max(np.abs(own - partner)))) if len(own) else 0.0
-        body = {"r_d": encode_scalar(work.step.residual), "r_C": encode_scalar(consensus)}
+        active = [i for i, _ in self.exchange.active()]
+        gap = float(np.max(np.abs(own[active] - partner[active]))) if active else 0.0
+        body = {
+            "r_d": encode_scalar(work.step.residual),
+            "r_C": encode_scalar(quantise_scalar(gap)),
+        }
         return [Outgoing("residuals", MO_ID, work.round, body)]
 
     # -- the end ------------------------------------------------------------------------------
@@ -180,26 +217,37 @@ class AgentNode(Node):
         if message.round != self.completed:
             self.log.warning("stop for round %d while at round %d", message.round, self.completed)
         verdict = "converged" if message.body["converged"] else "did not converge"
-        self.log.info("market %s after round %d: %s", verdict, message.round,
-                      message.body["reason"])  # fmt: skip
+        self.log.info(
+            "market %s after round %d: %s", verdict, message.round, message.body["reason"]
+        )
+        active = [i for i, _ in self.exchange.active()]
         view = AgentView(
-            self.partners, self.trades, self.prices, self.charges, self.lo, self.hi,
-            self.partner_prices,
-        )  # fmt: skip
+            [self.partners[i] for i in active],
+            self.trades[active],
+            self.prices[active],
+            self.charges[active],
+            self.lo[active],
+            self.hi[active],
+            self.partner_prices[active],
+        )
         checks = check_agent(
             self.me, self.cost, self.theta, view, Tolerances.for_market(self.market)
         )
-        failed = [c for c in checks if not c.passed]
-        for check in failed:
-            self.log.warning("own KKT check %s failed at %s: %.3g > %.3g", check.condition,
-                             check.subject, check.value, check.tolerance)  # fmt: skip
+        for check in (c for c in checks if not c.passed):
+            self.log.warning(
+                "own KKT check %s failed at %s: %.3g > %.3g",
+                check.condition,
+                check.subject,
+                check.value,
+                check.tolerance,
+            )
         body = {
             "P": [int(x) for x in encode(self.trades)],
             "lam": [int(x) for x in encode(self.prices)],
             "lam_peer": [int(x) for x in encode(self.partner_prices)],
             "c": [int(x) for x in encode(self.charges)],
             "kkt": [c.as_dict() for c in checks],
-            "stats": {**self.stats(), **self.exchange.counters()},
+            "stats": {**self.stats(), **self.exchange.stats()},
         }
         self.finish(EXIT_OK)
         return [Outgoing("final", MO_ID, self.completed, body)]

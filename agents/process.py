@@ -8,22 +8,26 @@ from pathlib import Path
 import click
 
 from agents.node import AgentNode
-from privgrid.exchange import make_exchange
 from privgrid.market.agent_step import AgentCost
-from privgrid.market.setup import TradeGraph
+from privgrid.privacy import make_mode
 from privgrid.process import load_context, role_options, run_node
 
 
 @click.command(name="agent")
 @click.option("--id", "agent_id", required=True, help="This agent's id in the scenario.")
 @role_options
-def main(agent_id: str, scenario_path: Path, broker: str | None, run_id: str | None,
-         keys_dir: Path, log_format: str, log_file: Path | None) -> None:  # fmt: skip
+def main(
+    agent_id: str,
+    scenario_path: Path,
+    broker: str | None,
+    run_id: str | None,
+    keys_dir: Path,
+    log_format: str,
+    log_file: Path | None,
+) -> None:
     """Run one prosumer (seller, buyer or prosumer) of SCENARIO."""
     ctx = load_context(agent_id, scenario_path, broker, run_id, keys_dir, log_format, log_file)
     spec = ctx.scenario.agent(agent_id)
-    graph = TradeGraph.from_scenario(ctx.scenario)
-    partners = graph.partners_of(graph.index(agent_id))
-    exchange = make_exchange(ctx.scenario.privacy.mode, agent_id, partners)
+    mode = make_mode(ctx.scenario, agent_id, ctx.settings.run, ctx.log)
     cost = AgentCost(spec.a, spec.b, spec.pmin, spec.pmax)  # its own private data only
-    sys.exit(run_node(ctx, AgentNode(agent_id, ctx.scenario, cost, exchange, ctx.log)))
+    sys.exit(run_node(ctx, AgentNode(agent_id, ctx.scenario, cost, mode, ctx.log)))

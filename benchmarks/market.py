@@ -76,17 +76,34 @@ def main() -> None:
     args = parser.parse_args()
     paths = args.configs or sorted((ROOT / "configs").glob("*.toml"))
     table = Table(title="Market core: negotiation vs centralised QP (median of runs)")
-    cols = ["scenario", "agents", "trades", "rounds", "rounds ρ=1.5", "privgrid solve s",
-            "negotiation s", "central QP s", "neg/QP", "µs/round/trade"]  # fmt: skip
+    cols = [
+        "scenario",
+        "agents",
+        "trades",
+        "rounds",
+        "rounds ρ=1.5",
+        "privgrid solve s",
+        "negotiation s",
+        "central QP s",
+        "neg/QP",
+        "µs/round/trade",
+    ]
     for col in cols:
         table.add_column(col, justify="left" if col == "scenario" else "right")
     for path in paths:
         r = bench(path, args.repeat)
         table.add_row(
-            r["scenario"], str(r["agents"]), str(r["trades"]), str(r["rounds"]),
-            str(r["rounds_rho15"]), f"{r['cli_s']:.2f}", f"{r['negotiation_s']:.3f}",
-            f"{r['central_s']:.3f}", f"{r['ratio']:.1f}", f"{r['us_per_round_trade']:.2f}",
-        )  # fmt: skip
+            r["scenario"],
+            str(r["agents"]),
+            str(r["trades"]),
+            str(r["rounds"]),
+            str(r["rounds_rho15"]),
+            f"{r['cli_s']:.2f}",
+            f"{r['negotiation_s']:.3f}",
+            f"{r['central_s']:.3f}",
+            f"{r['ratio']:.1f}",
+            f"{r['us_per_round_trade']:.2f}",
+        )
     Console(width=160).print(table)
 
 

@@ -1,4 +1,4 @@
-"""Wire benchmark: a whole grid over a real Mosquitto vs the in-process negotiation (prints a table).
+"""Wire benchmark: a grid over a real Mosquitto vs the in-process negotiation (prints a table).
 
 For each privacy mode asked for (default: plain) on one scenario (default: the paper case):
 rounds, end-to-end wall time (processes started → MO exited), negotiation wall time (round 1 →
@@ -48,9 +48,14 @@ class Probe:
 
     async def _main(self) -> None:
         sent: dict[int, float] = {}
-        async with aiomqtt.Client(self.url.host, self.url.port, username=INTRUDER,
-                                  password=self.url.password, identifier="probe",
-                                  socket_options=NO_DELAY) as c:  # fmt: skip
+        async with aiomqtt.Client(
+            self.url.host,
+            self.url.port,
+            username=INTRUDER,
+            password=self.url.password,
+            identifier="probe",
+            socket_options=NO_DELAY,
+        ) as c:
             await c.subscribe(self.topic, qos=1)
 
             async def receive() -> None:
@@ -119,34 +124,46 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes:
             runs.append(run_mode(args.scenario, mode, Path(tmp) / mode))
-    table = Table(title=f"Wire benchmark: {scenario.name} ({setup.graph.n_agents} agents, "
-                        f"{len(setup.graph.pairs)} pairs)")  # fmt: skip
+    table = Table(
+        title=f"Wire benchmark: {scenario.name} ({setup.graph.n_agents} agents, "
+        f"{len(setup.graph.pairs)} pairs)"
+    )
     for col in ("", *(r["mode"] for r in runs), "in-process solve"):
         table.add_column(col, justify="right" if col else "left")
 
-    def row(label: str, fn, solve_value: str = "") -> None:  # noqa: ANN001
+    def row(label: str, fn, solve_value: str = "") -> None:
         table.add_row(label, *(fn(r) for r in runs), solve_value)
 
     res = lambda r: r["results"]  # noqa: E731
     row("exit status / converged", lambda r: f"{r['exit']} / {res(r)['converged']}", "0 / True")
     row("rounds", lambda r: str(res(r)["rounds"]), str(solved.rounds))
     row("end-to-end wall s", lambda r: f"{r['wall_s']:.2f}")
-    row("negotiation wall s", lambda r: f"{res(r)['timings']['negotiation_s']:.2f}",
-        f"{solve_s:.3f}")  # fmt: skip
-    row("time per round ms", lambda r: f"{1000 * res(r)['timings']['per_round_s']:.1f}",
-        f"{1000 * solve_s / solved.rounds:.2f}")  # fmt: skip
+    row(
+        "negotiation wall s",
+        lambda r: f"{res(r)['timings']['negotiation_s']:.2f}",
+        f"{solve_s:.3f}",
+    )
+    row(
+        "time per round ms",
+        lambda r: f"{1000 * res(r)['timings']['per_round_s']:.1f}",
+        f"{1000 * solve_s / solved.rounds:.2f}",
+    )
     row("messages per round", lambda r: f"{res(r)['messages']['per_round']:.1f}")
     row("bytes per round", lambda r: f"{res(r)['messages']['bytes_per_round']:.0f}")
     n = len(participants(scenario))
     for key, label in (("crypto_s", "crypto"), ("compute_s", "maths"), ("wait_s", "waiting")):
-        row(f"{label} s per participant per round",
-            lambda r, k=key: f"{1000 * res(r)['timings'][k] / n / res(r)['rounds']:.2f} ms")  # fmt: skip
+        row(
+            f"{label} s per participant per round",
+            lambda r, k=key: f"{1000 * res(r)['timings'][k] / n / res(r)['rounds']:.2f} ms",
+        )
     row("publish→receive latency median ms", lambda r: f"{r['latency_median_ms']:.2f}")
     row("publish→receive latency p99 ms", lambda r: f"{r['latency_p99_ms']:.2f}")
     row("latency samples", lambda r: str(r["latency_samples"]))
     if len(runs) == 2:
-        ratio = runs[1]["results"]["timings"]["negotiation_s"] / runs[0]["results"]["timings"][
-            "negotiation_s"]  # fmt: skip
+        ratio = (
+            runs[1]["results"]["timings"]["negotiation_s"]
+            / runs[0]["results"]["timings"]["negotiation_s"]
+        )
         table.caption = f"{runs[1]['mode']}/{runs[0]['mode']} negotiation time: {ratio:.1f}×"
     Console(width=150).print(table)
 

@@ -51,8 +51,11 @@ class BrokerUsers:
 
     def save(self, path: Path) -> None:
         """Credentials file (mode 0600): the launcher builds each process's broker URL from it."""
-        data = {"passwords": dict(self.passwords), "colluders": list(self.colluders),
-                "coalition": self.coalition}  # fmt: skip
+        data = {
+            "passwords": dict(self.passwords),
+            "colluders": list(self.colluders),
+            "coalition": self.coalition,
+        }
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=2)
@@ -60,8 +63,9 @@ class BrokerUsers:
     @classmethod
     def load(cls, path: Path) -> BrokerUsers:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(data["passwords"], tuple(data.get("colluders", ())),
-                   data.get("coalition", "coalition"))  # fmt: skip
+        return cls(
+            data["passwords"], tuple(data.get("colluders", ())), data.get("coalition", "coalition")
+        )
 
 
 def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
@@ -120,17 +124,27 @@ def mosquitto_conf(
     """
     template = resources.files("broker").joinpath("mosquitto.conf.template").read_text("utf-8")
     return template.format(
-        port=port, bind=bind, config_dir=config_dir.rstrip("/"), data_dir=data_dir.rstrip("/"),
+        port=port,
+        bind=bind,
+        config_dir=config_dir.rstrip("/"),
+        data_dir=data_dir.rstrip("/"),
         log_dest=log_dest,
         user_line=f"user {user}" if user else "# user: the image's default (mosquitto)",
-    )  # fmt: skip
+    )
 
 
 def write_mosquitto_files(
-    folder: Path, run: str, users: BrokerUsers, *, port: int, bind: str,
-    config_dir: str | None = None, data_dir: str | None = None, log_dest: str = "stderr",
+    folder: Path,
+    run: str,
+    users: BrokerUsers,
+    *,
+    port: int,
+    bind: str,
+    config_dir: str | None = None,
+    data_dir: str | None = None,
+    log_dest: str = "stderr",
     user: str | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write ``mosquitto.conf``, ``passwd`` and ``acl`` into ``folder``; return the conf path."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)
@@ -142,10 +156,13 @@ def write_mosquitto_files(
     (folder / "acl").write_text(mosquitto_acl(run, users), encoding="utf-8")
     conf.write_text(
         mosquitto_conf(
-            port=port, bind=bind, config_dir=config_dir or str(folder.resolve()),
-            data_dir=data_dir or str((folder / "data").resolve()), log_dest=log_dest,
+            port=port,
+            bind=bind,
+            config_dir=config_dir or str(folder.resolve()),
+            data_dir=data_dir or str((folder / "data").resolve()),
+            log_dest=log_dest,
             user=user,
         ),
         encoding="utf-8",
-    )  # fmt: skip
+    )
     return conf

@@ -50,8 +50,11 @@ def write_embedded_files(folder: Path, run: str, users: BrokerUsers, *, port: in
 def amqtt_config(config: dict[str, Any]) -> dict[str, Any]:
     return {
         "listeners": {
-            "default": {"type": "tcp", "bind": f"127.0.0.1:{config['port']}",
-                        "max_connections": 10_000},
+            "default": {
+                "type": "tcp",
+                "bind": f"127.0.0.1:{config['port']}",
+                "max_connections": 10_000,
+            },
         },
         "plugins": {
             "amqtt.plugins.authentication.FileAuthPlugin": {
@@ -62,7 +65,7 @@ def amqtt_config(config: dict[str, Any]) -> dict[str, Any]:
                 "acl": config["subscribe_acl"],
             },
         },
-    }  # fmt: skip
+    }
 
 
 async def serve(config: dict[str, Any]) -> None:

@@ -63,9 +63,14 @@ def mosquitto_binary() -> str | None:
 
 
 def start_broker(
-    folder: Path, run: str, users: BrokerUsers, *, prefer: str = "auto", port: int | None = None,
+    folder: Path,
+    run: str,
+    users: BrokerUsers,
+    *,
+    prefer: str = "auto",
+    port: int | None = None,
     timeout: float = 15.0,
-) -> LocalBroker:  # fmt: skip
+) -> LocalBroker:
     """Start Mosquitto (if installed and ``prefer`` allows) or the embedded broker."""
     host = "127.0.0.1"
     port = port or free_port(host)
@@ -76,8 +81,9 @@ def start_broker(
     if prefer == "mosquitto" and binary is None:
         raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
     if binary is not None:
-        conf = write_mosquitto_files(folder, run, users, port=port, bind=host,
-                                     user=getpass.getuser())  # fmt: skip
+        conf = write_mosquitto_files(
+            folder, run, users, port=port, bind=host, user=getpass.getuser()
+        )
         cmd = [binary, "-c", str(conf)]
         kind = "mosquitto"
     else:

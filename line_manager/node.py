@@ -13,20 +13,24 @@ import time
 import numpy as np
 
 from privgrid.logs import ParticipantLog
-from privgrid.market.fixedpoint import decode, encode, encode_scalar
+from privgrid.market.fixedpoint import encode, encode_scalar
 from privgrid.market.kkt import Tolerances, check_lines
 from privgrid.market.line_step import LinePrices, charges_for, lm_step, reciprocity_residual
 from privgrid.market.setup import MarketSetup
+from privgrid.privacy import PrivacyMode, Violation
 from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
 from privgrid.scenario import MO_ID
 from privgrid.wire.channel import Message, Outgoing
+from privgrid.wire.envelope import Rejected
 
 
 class LineManagerNode(Node):
-    def __init__(self, setup: MarketSetup, log: ParticipantLog) -> None:
+    def __init__(self, setup: MarketSetup, mode: PrivacyMode, log: ParticipantLog) -> None:
         from privgrid.scenario import LM_ID
 
         super().__init__(LM_ID, log)
+        self.mode = mode
+        self.leg = mode.lm_leg()
         self.setup = setup
         self.graph = setup.graph
         self.market = setup.scenario.market
@@ -41,6 +45,15 @@ class LineManagerNode(Node):
 
     def peers(self) -> set[str]:
         return {*self.graph.agent_ids, MO_ID}
+
+    def announcement(self) -> dict[str, object]:
+        return self.mode.announcement()
+
+    def accept_announcement(self, sender: str, body: dict) -> None:  # type: ignore[override]
+        self.mode.accept_announcement(sender, body)
+
+    def crypto_seconds(self) -> float:
+        return self.mode.counters.total_seconds
 
     def start(self, now: float) -> list[Outgoing]:
         self.last_heard = now
@@ -57,21 +70,27 @@ class LineManagerNode(Node):
             return []
         if message.kind == "round":
             self.log.round = message.round
+            self._drop_pairs(message.body.get("dropped", []))
             return []
-        if message.kind != "trades":
+        if message.kind != self.leg.trades_kind:
             self.log.warning("dropped unexpected %s from %s", message.kind, message.sender)
             return []
         if message.round != self.completed + 1:
-            self.log.warning("dropped trades of round %d from %s (expected round %d)",
-                             message.round, message.sender, self.completed + 1)  # fmt: skip
+            self.log.warning(
+                "dropped trades of round %d from %s (expected round %d)",
+                message.round,
+                message.sender,
+                self.completed + 1,
+            )
             return []
         slots = self.graph.slots[self.graph.index(message.sender)]
-        values = message.body["x"]
-        if len(values) != len(slots):
-            self.log.warning("dropped trades from %s: %d values for %d trades",
-                             message.sender, len(values), len(slots))  # fmt: skip
+        try:
+            self.received[message.sender] = self.leg.trades_in(message, len(slots))
+        except Violation as exc:
+            return self.report_violation(exc.offender, exc.reason, exc.evidence, message.round)
+        except Rejected as exc:
+            self.log.warning("dropped trades from %s: %s", message.sender, exc.reason)
             return []
-        self.received[message.sender] = decode(np.array(values, dtype=np.int64))
         if len(self.received) < self.graph.n_agents:
             return []
         return self._step(message.round)
@@ -83,20 +102,28 @@ class LineManagerNode(Node):
         for agent, values in self.received.items():
             new[g.slots[g.index(agent)]] = values
         setup = self.setup
-        line = lm_step(setup.G, setup.fmax, setup.sigma, self.market.rho, self.line_prices,
-                       self.trades, new)  # fmt: skip
+        line = lm_step(
+            setup.G, setup.fmax, setup.sigma, self.market.rho, self.line_prices, self.trades, new
+        )
         charges = charges_for(setup.G, line.prices)
         r_p = reciprocity_residual(new, g.mirror)
         self.trades, self.line_prices, self.charges = new, line.prices, charges
         self.received, self.completed = {}, round_
         self.compute_seconds += time.perf_counter() - started
         outgoing = [
-            Outgoing("charges", agent, round_, {"x": [int(x) for x in encode(charges[g.slots[i]])]})
+            self.leg.charges_out(round_, agent, charges[g.slots[i]])
             for i, agent in enumerate(g.agent_ids)
         ]
         residuals = {"r_P": encode_scalar(r_p), "r_L": encode_scalar(line.line_residual)}
         outgoing.append(Outgoing("lm_residuals", MO_ID, round_, residuals))
         return outgoing
+
+    def _drop_pairs(self, dropped: list[list[str]]) -> None:
+        """Pairs the MO removed: their trades are 0 from now on (both agents do the same)."""
+        g = self.graph
+        for n, m in dropped:
+            for a, b in ((n, m), (m, n)):
+                self.trades[g.trade(a, b)] = 0.0
 
     def tick(self, now: float) -> list[Outgoing]:
         if now - self.last_heard > self.timeout:
@@ -114,8 +141,13 @@ class LineManagerNode(Node):
         tol = Tolerances.for_market(self.market)
         checks = check_lines(self.setup, self.trades, self.charges, self.line_prices, tol)
         for check in (c for c in checks if not c.passed):
-            self.log.warning("own KKT check %s failed at %s: %.3g > %.3g", check.condition,
-                             check.subject, check.value, check.tolerance)  # fmt: skip
+            self.log.warning(
+                "own KKT check %s failed at %s: %.3g > %.3g",
+                check.condition,
+                check.subject,
+                check.value,
+                check.tolerance,
+            )
         body = {
             "eta_up": [int(x) for x in encode(self.line_prices.up)],
             "eta_down": [int(x) for x in encode(self.line_prices.down)],

@@ -9,6 +9,7 @@ import click
 
 from line_manager.node import LineManagerNode
 from privgrid.market.setup import build_setup
+from privgrid.privacy import make_mode
 from privgrid.process import load_context, role_options, run_node
 from privgrid.runtime import EXIT_BAD_INPUT
 from privgrid.scenario import LM_ID, ScenarioError
@@ -16,8 +17,14 @@ from privgrid.scenario import LM_ID, ScenarioError
 
 @click.command(name="lm")
 @role_options
-def main(scenario_path: Path, broker: str | None, run_id: str | None, keys_dir: Path,
-         log_format: str, log_file: Path | None) -> None:  # fmt: skip
+def main(
+    scenario_path: Path,
+    broker: str | None,
+    run_id: str | None,
+    keys_dir: Path,
+    log_format: str,
+    log_file: Path | None,
+) -> None:
     """Run the Line Manager of SCENARIO."""
     ctx = load_context(LM_ID, scenario_path, broker, run_id, keys_dir, log_format, log_file)
     try:
@@ -25,4 +32,5 @@ def main(scenario_path: Path, broker: str | None, run_id: str | None, keys_dir: 
     except ScenarioError as exc:
         ctx.log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
-    sys.exit(run_node(ctx, LineManagerNode(setup, ctx.log)))
+    mode = make_mode(ctx.scenario, LM_ID, ctx.settings.run, ctx.log)
+    sys.exit(run_node(ctx, LineManagerNode(setup, mode, ctx.log)))

@@ -19,6 +19,7 @@ from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import decode_scalar
 from privgrid.market.setup import TradeGraph
 from privgrid.market.stopping import Residuals, converged
+from privgrid.privacy import PrivacyMode
 from privgrid.runtime import EXIT_FAILURE, EXIT_NOT_CONVERGED, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire import topics
@@ -49,19 +50,23 @@ class RunOutcome:
     stopped: float = 0.0  # perf_counter at the stop
     finished: float = 0.0  # perf_counter when the finals were in
     violations: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[list[str]] = field(default_factory=list)  # pairs removed (drop_pair)
 
 
 class OperatorNode(Node):
     def __init__(
         self,
         scenario: Scenario,
+        mode: PrivacyMode,
         log: ParticipantLog,
         on_progress: Callable[[TraceRow], None] | None = None,
     ) -> None:
         super().__init__(MO_ID, log)
+        self.mode = mode
         self.scenario = scenario
+        self.graph = TradeGraph.from_scenario(scenario)
         self.market = scenario.market
-        self.agents = list(TradeGraph.from_scenario(scenario).agent_ids)
+        self.agents = list(self.graph.agent_ids)
         self.expected = {*self.agents, LM_ID}
         self.on_progress = on_progress
         self.phase = RUNNING
@@ -75,6 +80,12 @@ class OperatorNode(Node):
     def peers(self) -> set[str]:
         return set(self.expected)
 
+    def announcement(self) -> dict[str, Any]:
+        return self.mode.announcement()
+
+    def accept_announcement(self, sender: str, body: dict) -> None:  # type: ignore[override]
+        self.mode.accept_announcement(sender, body)
+
     def start(self, now: float) -> list[Outgoing]:
         self.log.info("every participant announced itself; starting round 1")
         self.outcome.started = time.perf_counter()
@@ -86,7 +97,8 @@ class OperatorNode(Node):
         self.log.round = self.round
         self.round_started = now
         self.agent_residuals, self.lm_residuals = {}, None
-        return [Outgoing("round", topics.BROADCAST, self.round)]
+        body = {"dropped": self.outcome.dropped} if self.outcome.dropped else {}
+        return [Outgoing("round", topics.BROADCAST, self.round, body)]
 
     def _stop(
         self, now: float, *, ok: bool, reason: str, error: str | None = None
@@ -110,18 +122,22 @@ class OperatorNode(Node):
         if kind == "gone":
             return self._departed(sender, now)
         if kind == "violation":
-            self.outcome.violations.append({"reporter": sender, **message.body,
-                                            "evidence": len(message.body["evidence"])})  # fmt: skip
-            self.log.error("violation reported by %s against %s: %s", sender,
-                           message.body["offender"], message.body["reason"])  # fmt: skip
-            return []
+            body = message.body
+            return self._violation(
+                sender, body["offender"], body["reason"], len(body["evidence"]), message.round, now
+            )
         if kind in ("final", "lm_final"):
             return self._final(message, now)
         if self.phase != RUNNING:
             return []
         if message.round != self.round:
-            self.log.warning("dropped %s from %s for round %d (current round %d)",
-                             kind, sender, message.round, self.round)  # fmt: skip
+            self.log.warning(
+                "dropped %s from %s for round %d (current round %d)",
+                kind,
+                sender,
+                message.round,
+                self.round,
+            )
             return []
         body = message.body
         if kind == "residuals":
@@ -154,6 +170,51 @@ class OperatorNode(Node):
         return self._next_round(now)
 
     # -- faults ------------------------------------------------------------------------------
+    def report_violation(self, offender, reason, evidence, round_):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+        """A violation the MO saw itself (e.g. a second key announcement)."""
+        return self._violation(self.me, offender, reason, len(evidence), round_, time.monotonic())
+
+    def _violation(
+        self, reporter: str, offender: str, reason: str, evidence: int, round_: int, now: float
+    ) -> list[Outgoing]:
+        """Apply ``privacy.on_violation``: end the run naming the offender, or drop the pair."""
+        self.outcome.violations.append(
+            {
+                "reporter": reporter,
+                "offender": offender,
+                "reason": reason,
+                "round": round_,
+                "evidence": evidence,
+            }
+        )
+        self.log.error(
+            "violation reported by %s against %s in round %d: %s",
+            reporter,
+            offender,
+            round_,
+            reason,
+        )
+        if self.phase != RUNNING:
+            return []
+        pair = sorted((reporter, offender))
+        agents = set(self.agents)
+        partners = (
+            reporter in agents
+            and offender in agents
+            and any(set(p) == set(pair) for p in self.scenario.pairs)
+        )
+        if self.scenario.privacy.on_violation == "drop_pair" and partners:
+            if pair not in self.outcome.dropped:
+                self.outcome.dropped.append(pair)
+                self.log.warning(
+                    "removing pair %s-%s from the market (on_violation = drop_pair)", *pair
+                )
+            return []
+        error = (
+            f"protocol violation by {offender} in round {round_}: {reason} (reported by {reporter})"
+        )
+        return self._stop(now, ok=False, reason="protocol violation", error=error)
+
     def give_up(self, reason: str) -> list[Outgoing]:
         """Not everyone came: tell those who did, so nobody waits for a round that never comes."""
         self.outcome.error = reason
@@ -175,12 +236,21 @@ class OperatorNode(Node):
             missing = [a for a in self.agents if a not in self.agent_residuals]
             if self.lm_residuals is None:
                 missing.append(LM_ID)
-            return self._stop(now, ok=False, reason="round timeout", error=(
-                f"round {self.round} did not complete within {timeouts.round:g} s; "
-                f"no residuals from {', '.join(missing)}"))  # fmt: skip
+            return self._stop(
+                now,
+                ok=False,
+                reason="round timeout",
+                error=(
+                    f"round {self.round} did not complete within {timeouts.round:g} s; "
+                    f"no residuals from {', '.join(missing)}"
+                ),
+            )
         if self.phase == FINISHING and now - self.stop_sent_at > timeouts.finish:
-            missing = sorted(self.expected - set(self.outcome.finals) - (
-                {LM_ID} if self.outcome.lm_final is not None else set()))  # fmt: skip
+            missing = sorted(
+                self.expected
+                - set(self.outcome.finals)
+                - ({LM_ID} if self.outcome.lm_final is not None else set())
+            )
             self.outcome.error = f"no final report from {', '.join(missing)}"
             self.log.error("%s within %g s", self.outcome.error, timeouts.finish)
             self._done()
@@ -189,8 +259,9 @@ class OperatorNode(Node):
     # -- the end -----------------------------------------------------------------------------
     def _final(self, message: Message, now: float) -> list[Outgoing]:
         if self.phase != FINISHING:
-            self.log.warning("dropped %s from %s: the run has not stopped", message.kind,
-                             message.sender)  # fmt: skip
+            self.log.warning(
+                "dropped %s from %s: the run has not stopped", message.kind, message.sender
+            )
             return []
         if message.kind == "final":
             self.outcome.finals[message.sender] = message.body
@@ -204,5 +275,6 @@ class OperatorNode(Node):
         self.phase = DONE
         self.outcome.finished = time.perf_counter()
         ok = self.outcome.converged and self.outcome.error is None
-        self.finish(EXIT_OK if ok else EXIT_NOT_CONVERGED if self.outcome.error is None
-                    else EXIT_FAILURE)  # fmt: skip
+        self.finish(
+            EXIT_OK if ok else EXIT_NOT_CONVERGED if self.outcome.error is None else EXIT_FAILURE
+        )

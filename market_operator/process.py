@@ -11,6 +11,7 @@ import click
 from market_operator.node import OperatorNode, TraceRow
 from privgrid import report
 from privgrid.market.setup import build_setup
+from privgrid.privacy import make_mode
 from privgrid.process import load_context, role_options, run_node
 from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE
 from privgrid.scenario import MO_ID, ScenarioError
@@ -18,8 +19,12 @@ from privgrid.scenario import MO_ID, ScenarioError
 
 def _progress_printer(total: int):  # noqa: ANN202
     def show(row: TraceRow) -> None:
-        line = {"round": row.round, "max_rounds": total, "elapsed": round(row.elapsed, 4),
-                **row.residuals.as_dict()}  # fmt: skip
+        line = {
+            "round": row.round,
+            "max_rounds": total,
+            "elapsed": round(row.elapsed, 4),
+            **row.residuals.as_dict(),
+        }
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
 
@@ -40,9 +45,15 @@ def _progress_printer(total: int):  # noqa: ANN202
     help="Print one JSON line per round on stdout (used by `privgrid run`).",
 )
 def main(
-    scenario_path: Path, broker: str | None, run_id: str | None, keys_dir: Path,
-    log_format: str, log_file: Path | None, out_dir: Path | None, progress: bool,
-) -> None:  # fmt: skip
+    scenario_path: Path,
+    broker: str | None,
+    run_id: str | None,
+    keys_dir: Path,
+    log_format: str,
+    log_file: Path | None,
+    out_dir: Path | None,
+    progress: bool,
+) -> None:
     """Run the Market Operator of SCENARIO: the round clock, the stopping test, the results.
 
     Exit status: 0 converged, 1 not converged, 2 bad input, 3 a participant failed.
@@ -55,15 +66,19 @@ def main(
         sys.exit(EXIT_BAD_INPUT)
     folder = out_dir or Path("runs") / ctx.settings.run
     on_progress = _progress_printer(ctx.scenario.market.max_rounds) if progress else None
-    node = OperatorNode(ctx.scenario, ctx.log, on_progress)
+    mode = make_mode(ctx.scenario, MO_ID, ctx.settings.run, ctx.log)
+    node = OperatorNode(ctx.scenario, mode, ctx.log, on_progress)
     code = run_node(ctx, node)
     outcome = node.outcome
     if not outcome.trace and outcome.error is None and code == EXIT_FAILURE:
         sys.exit(code)  # never started: nothing to report
     results, welfare_trace = report.build(
-        setup, outcome, run=ctx.settings.run, mode=ctx.scenario.privacy.mode,
+        setup,
+        outcome,
+        run=ctx.settings.run,
+        mode=ctx.scenario.privacy.mode,
         mo_stats=node.stats(),
-    )  # fmt: skip
+    )
     report.write_run_folder(folder, results, outcome.trace, welfare_trace, setup)
     ctx.log.info("wrote %s", folder / "results.json")
     sys.exit(code)

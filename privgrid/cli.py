@@ -27,9 +27,11 @@ def main() -> None:
 @click.argument("scenario", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the JSON results to this file.",
-)  # fmt: skip
+)
 def solve(scenario: Path, as_json: bool, output: Path | None) -> None:
     """Negotiate SCENARIO in one process and compare with the centralised optimum.
 
@@ -85,8 +87,15 @@ def solve(scenario: Path, as_json: bool, output: Path | None) -> None:
     help="Use the embedded broker even if Mosquitto is installed.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of tables.")
-def run(scenario: Path, privacy: str | None, broker: str | None, out: Path | None,
-        log_format: str, embedded_broker: bool, as_json: bool) -> None:  # fmt: skip
+def run(
+    scenario: Path,
+    privacy: str | None,
+    broker: str | None,
+    out: Path | None,
+    log_format: str,
+    embedded_broker: bool,
+    as_json: bool,
+) -> None:
     """Run a whole grid for SCENARIO: broker, LM, MO and every agent as separate processes.
 
     Starts Mosquitto on a free loopback port (or an embedded broker if Mosquitto is not
@@ -97,8 +106,9 @@ def run(scenario: Path, privacy: str | None, broker: str | None, out: Path | Non
     from privgrid.console import print_summary
     from privgrid.launcher import LaunchOptions, launch
 
-    options = LaunchOptions(scenario, privacy, broker, out, log_format,
-                            "embedded" if embedded_broker else "auto")  # fmt: skip
+    options = LaunchOptions(
+        scenario, privacy, broker, out, log_format, "embedded" if embedded_broker else "auto"
+    )
     try:
         code, folder, results = launch(options)
     except (ScenarioError, InfeasibleMarketError) as exc:

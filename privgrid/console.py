@@ -22,8 +22,9 @@ def _trades_table(results: Mapping[str, Any]) -> Table:
     for col in ("seller", "buyer", "power kW", "price $/kW", "charge $/kW"):
         table.add_column(col, justify="right" if " " in col else "left")
     for r in rows[:MAX_ROWS]:
-        table.add_row(r["seller"], r["buyer"], _num(r["power"]), _num(r["price"]),
-                      _num(r["charge"]))  # fmt: skip
+        table.add_row(
+            r["seller"], r["buyer"], _num(r["power"]), _num(r["price"]), _num(r["charge"])
+        )
     if len(rows) > MAX_ROWS:
         table.caption = f"{len(rows) - MAX_ROWS} smaller trades in the JSON results"
     return table
@@ -58,8 +59,13 @@ def _lines_table(results: Mapping[str, Any]) -> Table:
     for col in ("line", "flow kW", "limit kW", "η⁺ $/kW", "η⁻ $/kW"):
         table.add_column(col, justify="left" if col == "line" else "right")
     for ln in shown:
-        table.add_row(ln["id"], _num(ln["flow"]), _num(ln["limit"], 2) if ln["limit"] else "–",
-                      _num(ln["price_up"]), _num(ln["price_down"]))  # fmt: skip
+        table.add_row(
+            ln["id"],
+            _num(ln["flow"]),
+            _num(ln["limit"], 2) if ln["limit"] else "–",
+            _num(ln["price_up"]),
+            _num(ln["price_down"]),
+        )
     return table
 
 
@@ -77,9 +83,11 @@ def _summary_table(results: Mapping[str, Any]) -> Table:
     if results.get("welfare_gap") is not None:
         rows.append(("welfare gap (relative)", f"{results['welfare_gap']:.2e}"))
     rows.append(
-        ("Proof of Solution (KKT)",
-         "passed" if kkt["passed"] else f"FAILED ({len(kkt['failures'])} conditions)")
-    )  # fmt: skip
+        (
+            "Proof of Solution (KKT)",
+            "passed" if kkt["passed"] else f"FAILED ({len(kkt['failures'])} conditions)",
+        )
+    )
     for name, seconds in results.get("timings", {}).items():
         rows.append((f"time {name.removesuffix('_s')}", f"{seconds:.3f} s"))
     for label, value in rows:

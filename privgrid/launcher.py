@@ -74,28 +74,43 @@ class Child:
 
 def effective_scenario(scenario: Scenario, privacy: str | None) -> dict[str, Any]:
     """The scenario as the processes will read it: overrides applied, paths absolute."""
-    data = scenario.model_dump(mode="json", exclude={"source"}, exclude_none=True)
+    data = scenario.model_dump(mode="json", exclude={"source"}, exclude_unset=True)
     if privacy is not None:
-        data["privacy"]["mode"] = privacy
-    case = data["network"]["case"]
+        data.setdefault("privacy", {})["mode"] = privacy
+    case = scenario.network.case
     if case.endswith(".m") and not Path(case).is_absolute():
-        data["network"]["case"] = str((scenario.source.parent / case).resolve())
+        data.setdefault("network", {})["case"] = str((scenario.source.parent / case).resolve())
     return data
 
 
 def run_folder(scenario: Scenario, out: Path | None) -> tuple[Path, str]:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder = out or Path("runs") / f"{stamp}-{scenario.name}"
-    run = folder.name if folder.name.replace("_", "").replace("-", "").replace(".", "").isalnum() \
-        else f"{stamp}-{scenario.name}"  # fmt: skip
+    run = (
+        folder.name
+        if folder.name.replace("_", "").replace("-", "").replace(".", "").isalnum()
+        else f"{stamp}-{scenario.name}"
+    )
     return folder, run[:80]
 
 
-def _command(participant: str, scenario_file: Path, run: str, keys: Path, fmt: str,
-             folder: Path) -> list[str]:  # fmt: skip
+def _command(
+    participant: str, scenario_file: Path, run: str, keys: Path, fmt: str, folder: Path
+) -> list[str]:
     module = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(participant, "agents")
-    cmd = [sys.executable, "-m", module, "--scenario", str(scenario_file), "--run", run,
-           "--keys", str(keys), "--log-format", fmt]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        module,
+        "--scenario",
+        str(scenario_file),
+        "--run",
+        run,
+        "--keys",
+        str(keys),
+        "--log-format",
+        fmt,
+    ]
     if module == "agents":
         cmd += ["--id", participant]
     if participant == MO_ID:
@@ -134,8 +149,9 @@ class Launcher:
             return dict.fromkeys(ids, self.options.broker)
         users = BrokerUsers.generate(ids)
         users.save(self.folder / "secrets" / "broker.json")
-        self.broker = start_broker(self.folder / "broker", self.run_id, users,
-                                   prefer=self.options.broker_kind)  # fmt: skip
+        self.broker = start_broker(
+            self.folder / "broker", self.run_id, users, prefer=self.options.broker_kind
+        )
         if not self.options.quiet:
             self.console.print(f"broker: {self.broker.kind} on 127.0.0.1:{self.broker.port}")
         return {pid: self.broker.url(pid, users.passwords[pid]) for pid in ids}
@@ -151,11 +167,19 @@ class Launcher:
             try:
                 with log_path.open("ab") as log:
                     process = subprocess.Popen(
-                        _command(pid, scenario_file, self.run_id, keys, self.options.log_format,
-                                 self.folder),
+                        _command(
+                            pid,
+                            scenario_file,
+                            self.run_id,
+                            keys,
+                            self.options.log_format,
+                            self.folder,
+                        ),
                         stdout=subprocess.PIPE if pid == MO_ID else subprocess.DEVNULL,
-                        stderr=log, env=env, start_new_session=True,
-                    )  # fmt: skip
+                        stderr=log,
+                        env=env,
+                        start_new_session=True,
+                    )
                 self.children.append(Child(pid, process, log_path))
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -208,16 +232,20 @@ class Launcher:
                 time.sleep(0.1)
                 if self.progress_lines:
                     line = self.progress_lines[-1]
-                    text = (f"r_P {line['r_P']:.1e}  r_L {line['r_L']:.1e}  r_d {line['r_d']:.1e}"
-                            f"  r_C {line['r_C']:.1e}  ETA {self._eta(started)}")  # fmt: skip
-                    progress.update(task, completed=line["round"], total=line["max_rounds"],
-                                    description=text)  # fmt: skip
+                    text = (
+                        f"r_P {line['r_P']:.1e}  r_L {line['r_L']:.1e}  r_d {line['r_d']:.1e}"
+                        f"  r_C {line['r_C']:.1e}  ETA {self._eta(started)}"
+                    )
+                    progress.update(
+                        task, completed=line["round"], total=line["max_rounds"], description=text
+                    )
                 for child in self.children:
                     status = child.process.poll()
                     if status not in (None, 0) and child.participant not in reported:
                         reported.add(child.participant)
-                        self.console.print(f"[yellow]{child.participant} exited with status "
-                                           f"{status}[/yellow]")  # fmt: skip
+                        self.console.print(
+                            f"[yellow]{child.participant} exited with status {status}[/yellow]"
+                        )
         reader.join(timeout=2)
         code = mo.process.returncode
         for child in self.children:

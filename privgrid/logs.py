@@ -61,7 +61,8 @@ class TextFormatter(logging.Formatter):
         who = getattr(record, "participant", "-")
         rnd = getattr(record, "round", "-")
         adv = " [ADV]" if getattr(record, "adversarial", False) else ""
-        line = f"{_utc(record)} {who} r={rnd}{adv} {record.levelname:<5} {record.getMessage()}"
+        message = record.getMessage().replace("\n", " | ")  # one line per event, always
+        line = f"{_utc(record)} {who} r={rnd}{adv} {record.levelname:<5} {message}"
         if record.exc_info:
             line += " | " + self.formatException(record.exc_info).replace("\n", " | ")
         return line

@@ -40,21 +40,44 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,80}$"
 def role_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every role process takes."""
     options = [
-        click.option("--scenario", "scenario_path", required=True,
-                     type=click.Path(dir_okay=False, path_type=Path), help="Scenario TOML file."),
-        click.option("--broker", envvar="PRIVGRID_BROKER_URL", default=None,
-                     help="mqtt://[user:password@]host:port [env PRIVGRID_BROKER_URL]."),
-        click.option("--run", "run_id", envvar=ENV_RUN, default=None,
-                     help="Run id shared by all participants [env PRIVGRID_RUN; "
-                          "default: the scenario name]."),
-        click.option("--keys", "keys_dir", envvar=ENV_KEYS, default="secrets",
-                     type=click.Path(file_okay=False, path_type=Path),
-                     help="Folder with roster.json and <id>.key [env PRIVGRID_KEYS]."),
-        click.option("--log-format", type=click.Choice(logs.FORMATS), default="text",
-                     show_default=True),
-        click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Also append the log to this file."),
-    ]  # fmt: skip
+        click.option(
+            "--scenario",
+            "scenario_path",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Scenario TOML file.",
+        ),
+        click.option(
+            "--broker",
+            envvar="PRIVGRID_BROKER_URL",
+            default=None,
+            help="mqtt://[user:password@]host:port [env PRIVGRID_BROKER_URL].",
+        ),
+        click.option(
+            "--run",
+            "run_id",
+            envvar=ENV_RUN,
+            default=None,
+            help="Run id shared by all participants [env PRIVGRID_RUN; "
+            "default: the scenario name].",
+        ),
+        click.option(
+            "--keys",
+            "keys_dir",
+            envvar=ENV_KEYS,
+            default="secrets",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Folder with roster.json and <id>.key [env PRIVGRID_KEYS].",
+        ),
+        click.option(
+            "--log-format", type=click.Choice(logs.FORMATS), default="text", show_default=True
+        ),
+        click.option(
+            "--log-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Also append the log to this file.",
+        ),
+    ]
     for option in reversed(options):
         func = option(func)
     return func

@@ -28,7 +28,7 @@ from privgrid.market.fixedpoint import decode
 from privgrid.market.kkt import Check, Tolerances, check_pairs
 from privgrid.market.line_step import LinePrices
 from privgrid.market.negotiation import negotiate, welfare
-from privgrid.market.setup import MarketSetup, agent_costs
+from privgrid.market.setup import MarketSetup, agent_costs, build_setup
 from privgrid.results import Outcome, build_results
 
 
@@ -84,9 +84,8 @@ def build(
     trades = np.nan_to_num(v["P"])
     mo_checks: list[Check] = []
     if complete:
-        mo_checks = check_pairs(
-            setup, trades, v["lam"], Tolerances.for_market(setup.scenario.market)
-        )
+        tol = Tolerances.for_market(setup.scenario.market)
+        mo_checks = check_pairs(setup, trades, v["lam"], tol, outcome.dropped)
     kkt = merge_kkt(
         [body.get("kkt", []) for body in outcome.finals.values()]
         + [lm.get("kkt", [])]
@@ -96,17 +95,19 @@ def build(
         kkt["passed"] = False
     costs = agent_costs(setup.scenario)
     run_welfare = welfare(setup, costs, trades) if complete else float("nan")
+    judged = without_pairs(setup, outcome.dropped)
     optimal_welfare = optimal_totals = None
     welfare_trace: list[float | None] = [None] * len(outcome.trace)
     if evaluate and complete:
         try:
-            central = solve_central(setup, costs)
+            central = solve_central(judged, costs)
             optimal_welfare, optimal_totals = central.welfare, central.totals
         except InfeasibleMarketError:
             pass
-        replay = negotiate(setup, costs, max_rounds=max(outcome.rounds, 1))
-        if np.array_equal(replay.state.trades, trades):
-            welfare_trace = [r.welfare for r in replay.trace[: len(outcome.trace)]]
+        if not outcome.dropped:  # a replay reproduces only an undisturbed run
+            replay = negotiate(setup, costs, max_rounds=max(outcome.rounds, 1))
+            if np.array_equal(replay.state.trades, trades):
+                welfare_trace = [r.welfare for r in replay.trace[: len(outcome.trace)]]
     stats = _participant_stats(outcome)
     stats["MO"] = dict(mo_stats)
     rounds = max(outcome.rounds, 1)
@@ -116,8 +117,14 @@ def build(
     last = outcome.trace[-1].residuals.as_dict() if outcome.trace else {}
     results = build_results(
         setup,
-        Outcome(outcome.converged, outcome.rounds, trades, np.nan_to_num(v["lam"]),
-                np.nan_to_num(v["c"]), eta),
+        Outcome(
+            outcome.converged,
+            outcome.rounds,
+            trades,
+            np.nan_to_num(v["lam"]),
+            np.nan_to_num(v["c"]),
+            eta,
+        ),
         welfare=run_welfare,
         optimal_welfare=optimal_welfare,
         optimal_totals=optimal_totals,
@@ -145,11 +152,39 @@ def build(
                 "rejected": int(_totals(stats, "rejected")),
             },
             "participants": stats,
+            "proofs": {
+                "made": int(_totals(stats, "proofs_made")),
+                "verified": int(_totals(stats, "proofs_verified")),
+                "failed": int(_totals(stats, "proofs_failed")),
+            },
+            "crypto_phases": crypto_phases(stats),
+            "dropped_pairs": outcome.dropped,
             "evaluation": "welfare and optimum by the simulation's evaluator (reads private "
             "costs from the scenario); not known to any participant",
         },
-    )  # fmt: skip
+    )
     return results, welfare_trace
+
+
+def crypto_phases(stats: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Seconds of cryptography per phase, summed over participants (``crypto_<phase>``)."""
+    phases: dict[str, float] = {}
+    for participant in stats.values():
+        for key, value in participant.items():
+            if key.startswith("crypto_") and key != "crypto_s":
+                phase = key.removeprefix("crypto_") + "_s"
+                phases[phase] = phases.get(phase, 0.0) + float(value)
+    return phases
+
+
+def without_pairs(setup: MarketSetup, dropped: Sequence[Sequence[str]]) -> MarketSetup:
+    """The market the run ended up clearing: the scenario without the pairs the MO dropped."""
+    if not dropped:
+        return setup
+    gone = {frozenset(p) for p in dropped}
+    pairs = [list(p) for p in setup.scenario.pairs if frozenset(p) not in gone]
+    market = setup.scenario.market.model_copy(update={"pairs": pairs})
+    return build_setup(setup.scenario.model_copy(update={"market": market}))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -173,15 +208,29 @@ def write_trace(
     rows = [["round", "r_P", "r_L", "r_d", "r_C", "elapsed_s", "welfare"]]
     for row, w in zip(trace, welfare_trace, strict=True):
         r = row.residuals
-        rows.append([row.round, r.reciprocity, r.line, r.dual, r.consensus,
-                     round(row.elapsed, 6), "" if w is None else w])  # fmt: skip
+        rows.append(
+            [
+                row.round,
+                r.reciprocity,
+                r.line,
+                r.dual,
+                r.consensus,
+                round(row.elapsed, 6),
+                "" if w is None else w,
+            ]
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(rows)
 
 
-def write_plots(folder: Path, results: Mapping[str, Any], trace: Sequence[TraceRow],
-                epsilon_p: float, epsilon_lambda: float) -> None:  # fmt: skip
+def write_plots(
+    folder: Path,
+    results: Mapping[str, Any],
+    trace: Sequence[TraceRow],
+    epsilon_p: float,
+    epsilon_lambda: float,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,8 +240,12 @@ def write_plots(folder: Path, results: Mapping[str, Any], trace: Sequence[TraceR
     if trace:
         fig, ax = plt.subplots(figsize=(7, 4))
         rounds = [r.round for r in trace]
-        for name, label in (("reciprocity", "r_P (kW)"), ("line", "r_L (kW)"),
-                            ("dual", "r_d ($/kW)"), ("consensus", "r_C ($/kW)")):  # fmt: skip
+        for name, label in (
+            ("reciprocity", "r_P (kW)"),
+            ("line", "r_L (kW)"),
+            ("dual", "r_d ($/kW)"),
+            ("consensus", "r_C ($/kW)"),
+        ):
             values = [max(getattr(r.residuals, name), 1e-12) for r in trace]
             ax.semilogy(rounds, values, label=label)
         ax.axhline(epsilon_p, color="grey", linestyle="--", linewidth=0.8, label="ε_P")
@@ -212,8 +265,14 @@ def write_plots(folder: Path, results: Mapping[str, Any], trace: Sequence[TraceR
         labels = [f"{t['seller']}→{t['buyer']}" for t in trades]
         ax.barh(labels, [t["power"] for t in trades], color="tab:blue")
         for y, t in enumerate(trades):
-            ax.annotate(f"{t['price']:.3f} $/kW", (t["power"], y), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=7)  # fmt: skip
+            ax.annotate(
+                f"{t['price']:.3f} $/kW",
+                (t["power"], y),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
         ax.set_xlim(0, 1.3 * max([t["power"] for t in trades] + [1e-9]))
         ax.invert_yaxis()
         ax.set_xlabel("power (kW), annotated with the price")

@@ -16,17 +16,19 @@ agents, the LM and the MO:
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.logs import ParticipantLog
+from privgrid.scenario import MO_ID
 from privgrid.wire import topics
-from privgrid.wire.channel import Channel, Duplicate, Message, Outgoing
+from privgrid.wire.channel import Channel, Conflict, Duplicate, Message, Outgoing
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.session import BrokerUrl, MqttSession, client_id
 
@@ -78,6 +80,21 @@ class Node(ABC):
         """The round this participant is in (what its log lines show)."""
         return self.log.round
 
+    def report_violation(
+        self, offender: str, reason: str, evidence: Sequence[bytes], round_: int
+    ) -> list[Outgoing]:
+        """Log a protocol violation with the signed evidence and report it to the MO."""
+        encoded = ",".join(base64.b64encode(item).decode() for item in evidence)
+        self.log.error(
+            "protocol violation by %s: %s; signed evidence (%d messages, base64): %s",
+            offender,
+            reason,
+            len(evidence),
+            encoded,
+        )
+        body = {"offender": offender, "reason": reason, "evidence": list(evidence)}
+        return [Outgoing("violation", MO_ID, round_, body)]
+
     def give_up(self, reason: str) -> list[Outgoing]:
         """The run cannot start (a peer never announced itself): last words before exiting."""
         self.finish(EXIT_FAILURE)
@@ -110,7 +127,7 @@ class Participant:
         self.settings = settings
         self.log = node.log
         self.channel = Channel(node.me, settings.run, identity, roster, roles)
-        self.announcements: dict[str, bytes] = {}
+        self.announcements: dict[str, tuple[tuple[bytes, bytes | None], bytes]] = {}
         self.started = False
         self.buffer: list[Message] = []
         self.began = time.perf_counter()
@@ -178,8 +195,10 @@ class Participant:
                     await self._send(session, self.node.tick(now))
                 elif now > deadline:
                     missing = sorted(self.node.peers() - set(self.announcements))
-                    reason = (f"no key announcement from {', '.join(missing)} within "
-                              f"{self.settings.start_timeout:g} s")  # fmt: skip
+                    reason = (
+                        f"no key announcement from {', '.join(missing)} within "
+                        f"{self.settings.start_timeout:g} s"
+                    )
                     self.log.error("%s; giving up", reason)
                     await self._send(session, self.node.give_up(reason))
                     return EXIT_FAILURE
@@ -190,6 +209,15 @@ class Participant:
                 message = self.channel.decode(topic, payload)
             except Duplicate as dup:
                 self.log.info("ignored a duplicate from %s on %s", dup.sender, topic)
+                continue
+            except Conflict as exc:
+                if self.started:
+                    await self._send(
+                        session,
+                        self.node.report_violation(
+                            exc.sender or "?", exc.reason, exc.evidence, exc.round
+                        ),
+                    )
                 continue
             except Rejected as exc:
                 self.log.warning(
@@ -209,8 +237,9 @@ class Participant:
             return self._on_announcement(message, now)
         if not self.started:
             if message.kind == "stop":
-                self.log.error("the run was stopped before it started: %s",
-                               message.body.get("reason", ""))  # fmt: skip
+                self.log.error(
+                    "the run was stopped before it started: %s", message.body.get("reason", "")
+                )
                 self.node.finish(EXIT_FAILURE)
                 return []
             self.buffer.append(message)
@@ -219,20 +248,22 @@ class Participant:
 
     def _on_announcement(self, message: Message, now: float) -> list[Outgoing]:
         sender = message.sender
+        material = (message.body["x25519"], message.body.get("paillier_n"))
         known = self.announcements.get(sender)
         if known is not None:
-            if known != message.body["x25519"]:
-                self.log.error(
-                    "violation: %s announced a second, different key in run %s; keeping the "
-                    "first", sender, self.settings.run,
-                )  # fmt: skip
+            if known[0] != material:
+                reason = (
+                    f"announced a second, different key in run {self.settings.run}; "
+                    "the first is kept"
+                )
+                return self.node.report_violation(sender, reason, [known[1], message.raw], 0)
             return []
         try:
             self.node.accept_announcement(sender, message.body)
         except Rejected as exc:
             self.log.warning("rejected the key announcement of %s: %s", sender, exc.reason)
             return []
-        self.announcements[sender] = message.body["x25519"]
+        self.announcements[sender] = (material, message.raw)
         self.channel.learn_agreement_key(sender, message.body["x25519"])
         self.log.info("accepted the key announcement of %s", sender)
         if self.started or not self.node.peers() <= set(self.announcements):

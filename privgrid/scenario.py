@@ -86,7 +86,10 @@ class AgentSection(_Strict):
     b: Annotated[float, Field(allow_inf_nan=False)]
     pmin: Annotated[float, Field(allow_inf_nan=False)]
     pmax: Annotated[float, Field(allow_inf_nan=False)]
-    behaviour: Literal["honest"] = "honest"
+    behaviour: Literal["honest", "lying-decryptor"] = "honest"
+    #: lying-decryptor: report decrypted prices off by ``lie`` $/kW from round ``lie_from_round``.
+    lie: Annotated[float, Field(allow_inf_nan=False)] = 0.05
+    lie_from_round: Annotated[int, Field(ge=1)] = 1
 
     @field_validator("id")
     @classmethod
@@ -101,6 +104,15 @@ class AgentSection(_Strict):
         if value <= 0:
             raise ValueError(f"must be > 0 (got {value}): the cost must be strictly convex")
         return value
+
+    @model_validator(mode="after")
+    def _behaviour_options(self) -> AgentSection:
+        options = {"lie", "lie_from_round"} & self.model_fields_set
+        if options and self.behaviour != "lying-decryptor":
+            raise ValueError(f"{sorted(options)} apply only to behaviour 'lying-decryptor'")
+        if self.behaviour == "lying-decryptor" and self.lie == 0:
+            raise ValueError("a lying-decryptor needs a non-zero lie")
+        return self
 
     @model_validator(mode="after")
     def _bounds(self) -> AgentSection:
@@ -147,9 +159,21 @@ class MarketSection(_Strict):
 class PrivacySection(_Strict):
     """How prices and private values travel (protocol.md)."""
 
-    mode: Literal["plain", "paillier"] = "plain"
+    mode: Literal["plain", "paillier"] = "paillier"
     key_bits: Annotated[int, Field(ge=1024, le=8192)] = 2048
     insecure_test_keys: bool = False
+    #: What a failed check against a partner does: end the run naming the offender, or
+    #: remove the pair from the market and go on.
+    on_violation: Literal["abort", "drop_pair"] = "abort"
+
+    @model_validator(mode="after")
+    def _key_size(self) -> PrivacySection:
+        if self.key_bits < 2048 and not self.insecure_test_keys:
+            raise ValueError(
+                f"key_bits = {self.key_bits} is below 2048; set insecure_test_keys = true "
+                "to allow small test keys"
+            )
+        return self
 
 
 class TimeoutsSection(_Strict):

@@ -43,8 +43,15 @@ def solve(
     last = result.trace[-1]
     return build_results(
         setup,
-        Outcome(result.converged, result.rounds, state.trades, state.prices, state.charges,
-                state.line_prices, state.theta),
+        Outcome(
+            result.converged,
+            result.rounds,
+            state.trades,
+            state.prices,
+            state.charges,
+            state.line_prices,
+            state.theta,
+        ),
         welfare=last.welfare,
         optimal_welfare=central.welfare,
         optimal_totals=central.totals,
@@ -64,4 +71,4 @@ def solve(
                 "price_down": central.line_prices.down.tolist(),
             }
         },
-    )  # fmt: skip
+    )

@@ -50,20 +50,28 @@ def draw(spec: Spec, attempt: int) -> dict:
     agents = []
     for i in range(half):
         pmin = round(float(rng.uniform(0.0, 1.0)), 3)
-        agents.append({
-            "id": f"S{i + 1}", "bus": int(rng.choice(buses)),
-            "a": round(float(rng.uniform(0.03, 0.08)), 4),
-            "b": round(float(rng.uniform(0.5, 1.5)), 3),
-            "pmin": pmin, "pmax": round(pmin + float(rng.uniform(3.0, 7.0)), 3),
-        })  # fmt: skip
+        agents.append(
+            {
+                "id": f"S{i + 1}",
+                "bus": int(rng.choice(buses)),
+                "a": round(float(rng.uniform(0.03, 0.08)), 4),
+                "b": round(float(rng.uniform(0.5, 1.5)), 3),
+                "pmin": pmin,
+                "pmax": round(pmin + float(rng.uniform(3.0, 7.0)), 3),
+            }
+        )
     for i in range(spec.agents - half):
         pmax = -round(float(rng.uniform(0.0, 1.0)), 3)
-        agents.append({
-            "id": f"B{i + 1}", "bus": int(rng.choice(buses)),
-            "a": round(float(rng.uniform(0.03, 0.08)), 4),
-            "b": round(float(rng.uniform(2.5, 3.5)), 3),
-            "pmin": round(pmax - float(rng.uniform(3.0, 7.0)), 3), "pmax": pmax,
-        })  # fmt: skip
+        agents.append(
+            {
+                "id": f"B{i + 1}",
+                "bus": int(rng.choice(buses)),
+                "a": round(float(rng.uniform(0.03, 0.08)), 4),
+                "b": round(float(rng.uniform(2.5, 3.5)), 3),
+                "pmin": round(pmax - float(rng.uniform(3.0, 7.0)), 3),
+                "pmax": pmax,
+            }
+        )
     sellers = [a["id"] for a in agents if a["id"].startswith("S")]
     buyers = [a["id"] for a in agents if a["id"].startswith("B")]
     pairs = {(s, b) for b in buyers for s in rng.choice(sellers, spec.sellers_per_buyer, False)}
@@ -94,8 +102,10 @@ def with_binding_limits(spec: Spec, data: dict) -> dict | None:
     if not np.all(eta > 1e-3):
         return None
     result = negotiate(setup, costs)
-    print(f"  {spec.name}: {len(scenario.pairs)} pairs, limits {limits}, "
-          f"rounds {result.rounds}, converged {result.converged}")  # fmt: skip
+    print(
+        f"  {spec.name}: {len(scenario.pairs)} pairs, limits {limits}, "
+        f"rounds {result.rounds}, converged {result.converged}"
+    )
     return data if result.converged else None
 
 

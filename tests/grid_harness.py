@@ -43,10 +43,12 @@ def start_mosquitto(
     port = free_port()
     all_users = users
     if intruder:
-        all_users = BrokerUsers({**users.passwords, INTRUDER: "intruder-password"},
-                                users.colluders, users.coalition)  # fmt: skip
-    conf = write_mosquitto_files(folder, run, all_users, port=port, bind="127.0.0.1",
-                                 user=getpass.getuser())  # fmt: skip
+        all_users = BrokerUsers(
+            {**users.passwords, INTRUDER: "intruder-password"}, users.colluders, users.coalition
+        )
+    conf = write_mosquitto_files(
+        folder, run, all_users, port=port, bind="127.0.0.1", user=getpass.getuser()
+    )
     if intruder:  # the generated ACL for everyone else, and a wide-open intruder
         acl = mosquitto_acl(run, users) + f"user {INTRUDER}\ntopic readwrite privgrid/{run}/#\n"
         (folder / "acl").write_text(acl)
@@ -79,8 +81,17 @@ class Grid:
 
     def command(self, pid: str) -> list[str]:
         module = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(pid, "agents")
-        cmd = [sys.executable, "-m", module, "--scenario", str(self.scenario_file),
-               "--run", self.run, "--keys", str(self.folder / "secrets")]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            module,
+            "--scenario",
+            str(self.scenario_file),
+            "--run",
+            self.run,
+            "--keys",
+            str(self.folder / "secrets"),
+        ]
         if module == "agents":
             cmd += ["--id", pid]
         if pid == MO_ID:
@@ -91,9 +102,13 @@ class Grid:
         log = (self.folder / "logs" / f"{pid}.log").open("ab")
         env = {**os.environ, "PRIVGRID_BROKER_URL": self.url(pid)}
         process = subprocess.Popen(
-            self.command(pid), stdout=subprocess.PIPE if pid == MO_ID else subprocess.DEVNULL,
-            stderr=log, env=env, cwd=ROOT, start_new_session=True,
-        )  # fmt: skip
+            self.command(pid),
+            stdout=subprocess.PIPE if pid == MO_ID else subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         log.close()
         self.processes[pid] = process
         return process
@@ -147,7 +162,11 @@ def make_grid(
     scenario = load_scenario(scenario_path)
     data = effective_scenario(scenario, None)
     for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
+        if section == "agents":  # {agent id: {field: value}}
+            for agent in data["agents"]:
+                agent.update(values.get(agent["id"], {}))
+        else:
+            data.setdefault(section, {}).update(values)
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     scenario_file = folder / "scenario.toml"
     scenario_file.write_text(tomli_w.dumps(data))

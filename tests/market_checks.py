@@ -34,11 +34,13 @@ def assert_matches_central(setup: MarketSetup, costs, result: NegotiationResult 
     )
     np.testing.assert_allclose(s.theta[inside], central.theta[inside], atol=1e-3, err_msg="θ")
     np.testing.assert_allclose(s.line_prices.up, central.line_prices.up, atol=1e-3, err_msg="η⁺")
-    np.testing.assert_allclose(s.line_prices.down, central.line_prices.down, atol=1e-3,
-                               err_msg="η⁻")  # fmt: skip
+    np.testing.assert_allclose(
+        s.line_prices.down, central.line_prices.down, atol=1e-3, err_msg="η⁻"
+    )
     active = (np.abs(s.trades) > 10 * tol.power) & (inside[g.owner] | inside[g.partner])
-    np.testing.assert_allclose(s.prices[active], central.prices[active], atol=1e-3,
-                               err_msg="active prices")  # fmt: skip
+    np.testing.assert_allclose(
+        s.prices[active], central.prices[active], atol=1e-3, err_msg="active prices"
+    )
     flows = setup.flows(s.trades)
     np.testing.assert_allclose(flows, central.flows, atol=g.n_agents * total_tol, err_msg="flows")
     if setup.limited.size:

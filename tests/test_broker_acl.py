@@ -13,9 +13,14 @@ pytestmark = pytest.mark.timeout(60)
 
 def client(grid, user: str, password: str | None = None) -> aiomqtt.Client:
     url = BrokerUrl.parse(grid.url(user))
-    return aiomqtt.Client(url.host, url.port, username=user,
-                          password=password if password is not None else url.password,
-                          identifier=f"acl-{user}", socket_options=NO_DELAY)  # fmt: skip
+    return aiomqtt.Client(
+        url.host,
+        url.port,
+        username=user,
+        password=password if password is not None else url.password,
+        identifier=f"acl-{user}",
+        socket_options=NO_DELAY,
+    )
 
 
 async def collect(c: aiomqtt.Client, into: list[bytes]) -> None:
@@ -26,13 +31,19 @@ async def collect(c: aiomqtt.Client, into: list[bytes]) -> None:
 async def scenario_acl(grid) -> dict[str, list[bytes]]:
     run = grid.run
     seen: dict[str, list[bytes]] = {"B2": [], "B1": [], "monitor": []}
-    async with client(grid, "B2") as b2, client(grid, "B1") as b1, client(grid, "monitor") as mon, \
-            client(grid, "S1") as s1:  # fmt: skip
+    async with (
+        client(grid, "B2") as b2,
+        client(grid, "B1") as b1,
+        client(grid, "monitor") as mon,
+        client(grid, "S1") as s1,
+    ):
         await b2.subscribe(topics.inbox_filter(run, "B2"), qos=1)
         await b1.subscribe(topics.inbox_filter(run, "B2"), qos=1)  # eavesdropping attempt
         await mon.subscribe(topics.run_filter(run), qos=1)
-        tasks = [asyncio.create_task(collect(c, seen[name]))
-                 for name, c in (("B2", b2), ("B1", b1), ("monitor", mon))]  # fmt: skip
+        tasks = [
+            asyncio.create_task(collect(c, seen[name]))
+            for name, c in (("B2", b2), ("B1", b1), ("monitor", mon))
+        ]
         await s1.publish(topics.direct(run, "B2", "S1", "share"), b"from-S1", qos=1)
         await b1.publish(topics.direct(run, "B2", "S1", "share"), b"forged-by-B1", qos=1)
         await b1.publish(topics.keys(run, "S1"), b"key-forged-by-B1", qos=1)

@@ -13,8 +13,11 @@ ROOT = Path(__file__).parent.parent
 def privgrid(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "privgrid.cli", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,19 @@ def paper_json(tmp_path_factory):
 def test_json_has_the_documented_schema(paper_json):
     printed, written = paper_json
     assert printed == written
-    for key in ("scenario", "converged", "rounds", "social_welfare", "optimal_social_welfare",
-                "welfare_gap", "trades", "agents", "lines", "kkt", "timings"):  # fmt: skip
+    for key in (
+        "scenario",
+        "converged",
+        "rounds",
+        "social_welfare",
+        "optimal_social_welfare",
+        "welfare_gap",
+        "trades",
+        "agents",
+        "lines",
+        "kkt",
+        "timings",
+    ):
         assert key in printed, key
     assert printed["scenario"] == "paper" and printed["converged"] is True
     assert printed["rounds"] == 195
@@ -64,8 +78,7 @@ def test_invalid_scenario_exits_2_with_the_field_named(tmp_path):
 
 def test_not_converging_exits_1(tmp_path):
     short = tmp_path / "short.toml"
-    short.write_text((ROOT / "configs" / "paper.toml").read_text()
-                     + "max_rounds = 20\n")  # fmt: skip
+    short.write_text((ROOT / "configs" / "paper.toml").read_text() + "max_rounds = 20\n")
     proc = privgrid("solve", str(short), "--json")
     assert proc.returncode == 1
     result = json.loads(proc.stdout)

@@ -33,8 +33,14 @@ async def record_then_inject(grid, after_round: int) -> None:
     """Record the first share S1 receives, wait for ``after_round``, then inject bad messages."""
     run = grid.run
     url = BrokerUrl.parse(grid.url(INTRUDER))
-    async with aiomqtt.Client(url.host, url.port, username=INTRUDER, password=url.password,
-                              identifier="intruder", socket_options=NO_DELAY) as c:  # fmt: skip
+    async with aiomqtt.Client(
+        url.host,
+        url.port,
+        username=INTRUDER,
+        password=url.password,
+        identifier="intruder",
+        socket_options=NO_DELAY,
+    ) as c:
         await c.subscribe(topics.inbox_filter(run, "S1"), qos=1)
         await c.subscribe(topics.broadcast(run, MO_ID, "round"), qos=1)
         recorded: tuple[str, bytes] | None = None
@@ -51,12 +57,27 @@ async def record_then_inject(grid, after_round: int) -> None:
         now = msgpack.unpackb(message.payload)["round"]
         stranger = Identity.generate()
         b1 = Identity.load(grid.folder / "secrets" / "B1.key")  # a stolen key, garbage inside
-        forged = seal_envelope(stranger, kind="share", run=run, round=now, sender="B1",
-                               recipient="S1", body=b"\x00" * 40)  # fmt: skip
-        outsider = seal_envelope(stranger, kind="share", run=run, round=now, sender="X9",
-                                 recipient="S1", body=b"\x00" * 40)  # fmt: skip
-        garbage_body = seal_envelope(b1, kind="price", run=run, round=now, sender="B1",
-                                     recipient="S1", body=os.urandom(60))  # fmt: skip
+        forged = seal_envelope(
+            stranger,
+            kind="share",
+            run=run,
+            round=now,
+            sender="B1",
+            recipient="S1",
+            body=b"\x00" * 40,
+        )
+        outsider = seal_envelope(
+            stranger,
+            kind="share",
+            run=run,
+            round=now,
+            sender="X9",
+            recipient="S1",
+            body=b"\x00" * 40,
+        )
+        garbage_body = seal_envelope(
+            b1, kind="price", run=run, round=now, sender="B1", recipient="S1", body=os.urandom(60)
+        )
         injections = [
             (topics.direct(run, "S1", "B1", "share"), forged),
             (topics.direct(run, "S1", "X9", "share"), outsider),

@@ -30,8 +30,9 @@ def reference():
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory):
     root = Path(__file__).resolve().parent.parent
-    grid = make_grid(tmp_path_factory.mktemp("plain"), root / "configs" / "paper.toml",
-                     privacy={"mode": "plain"})  # fmt: skip
+    grid = make_grid(
+        tmp_path_factory.mktemp("plain"), root / "configs" / "paper.toml", privacy={"mode": "plain"}
+    )
     try:
         grid.start_all()
         code = grid.wait(MO_ID, timeout=240)
@@ -75,8 +76,15 @@ def test_the_broker_is_the_only_channel(plain_run):
     results and the logs (and the broker's own state)."""
     grid, _ = plain_run
     written = {p.relative_to(grid.folder).parts[0] for p in grid.folder.rglob("*") if p.is_file()}
-    assert written == {"scenario.toml", "secrets", "broker", "logs", "results.json", "trace.csv",
-                       "plots"}  # fmt: skip
+    assert written == {
+        "scenario.toml",
+        "secrets",
+        "broker",
+        "logs",
+        "results.json",
+        "trace.csv",
+        "plots",
+    }
 
 
 def test_logs_have_participant_and_round_on_every_line(plain_run):
@@ -110,14 +118,17 @@ def test_role_processes_reject_bad_input_clearly(tmp_path):
     """A wrong id or a missing roster: exit status 2 with the reason, before connecting."""
     root = Path(__file__).resolve().parent.parent
     base = [sys.executable, "-m", "agents", "--scenario", str(root / "configs/paper.toml")]
-    proc = subprocess.run([*base, "--id", "Z9", "--keys", str(tmp_path)], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [*base, "--id", "Z9", "--keys", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "no agent with id 'Z9'" in proc.stderr
-    proc = subprocess.run([*base, "--id", "S1", "--keys", str(tmp_path)], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [*base, "--id", "S1", "--keys", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "cannot read roster" in proc.stderr
-    proc = subprocess.run([*base, "--id", "S1", "--broker", "http://x"], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [*base, "--id", "S1", "--broker", "http://x"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "must start with mqtt://" in proc.stderr
 
 

@@ -51,10 +51,18 @@ def test_the_optimum_passes_every_condition(optimum):
     assert report.passed, report.failures
     conditions = {c.condition for c in report.checks}
     assert conditions == {
-        "A1-total-bounds", "A1-trade-sign", "A2-dual-sign", "A2-complementarity",
-        "A3-stationarity", "A4-reciprocity", "A4-price-agreement",
-        "L1-line-limit", "L2-dual-sign", "L2-complementarity", "L3-charge",
-    }  # fmt: skip
+        "A1-total-bounds",
+        "A1-trade-sign",
+        "A2-dual-sign",
+        "A2-complementarity",
+        "A3-stationarity",
+        "A4-reciprocity",
+        "A4-price-agreement",
+        "L1-line-limit",
+        "L2-dual-sign",
+        "L2-complementarity",
+        "L3-charge",
+    }
 
 
 def test_stationarity_violation_is_named(optimum):
@@ -176,10 +184,15 @@ def test_zero_trades_use_the_one_sided_stationarity():
     cost = AgentCost(a=0.05, b=1.0, pmin=0.0, pmax=5.0)
     tol = Tolerances(power=1e-3, price=1e-3)
     view = AgentView(
-        partners=["B1", "B2"], trades=np.array([2.0, 0.0]), prices=np.array([1.1, 0.9]),
-        charges=np.zeros(2), lo=np.zeros(2), hi=np.full(2, np.inf),
-        partner_prices=np.array([1.1, 0.9]), partner_trades=np.array([-2.0, 0.0]),
-    )  # fmt: skip
+        partners=["B1", "B2"],
+        trades=np.array([2.0, 0.0]),
+        prices=np.array([1.1, 0.9]),
+        charges=np.zeros(2),
+        lo=np.zeros(2),
+        hi=np.full(2, np.inf),
+        partner_prices=np.array([1.1, 0.9]),
+        partner_trades=np.array([-2.0, 0.0]),
+    )
     assert all(c.passed for c in check_agent("S1", cost, 1.1, view, tol))
     raised = replace(view, prices=np.array([1.1, 1.2]), partner_prices=np.array([1.1, 1.2]))
     failed = [c for c in check_agent("S1", cost, 1.1, raised, tol) if not c.passed]

@@ -27,9 +27,13 @@ def path_without_mosquitto() -> str:
 def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path):
     assert shutil.which("mosquitto"), "Debian's mosquitto must be installed for this test"
     out = tmp_path / "run"
-    proc = subprocess.run([*PRIVGRID, "run", "configs/paper.toml", "--privacy", "plain",
-                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [*PRIVGRID, "run", "configs/paper.toml", "--privacy", "plain", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: mosquitto" in proc.stderr
     assert "Summary: paper (plain)" in proc.stdout and "195" in proc.stdout
@@ -46,9 +50,23 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path):
 def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     env = {**os.environ, "PATH": path_without_mosquitto()}
     out = tmp_path / "run"
-    proc = subprocess.run([*PRIVGRID, "run", "configs/paper-unconstrained.toml", "--privacy",
-                           "plain", "--out", str(out), "--json"], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [
+            *PRIVGRID,
+            "run",
+            "configs/paper-unconstrained.toml",
+            "--privacy",
+            "plain",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: embedded" in proc.stderr
     results = json.loads(proc.stdout)
@@ -58,29 +76,38 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
 
 def test_ctrl_c_stops_every_child(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([*PRIVGRID, "run", "configs/ieee118-100.toml", "--privacy", "plain",
-                             "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*PRIVGRID, "run", "configs/ieee118-100.toml", "--privacy", "plain", "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    launcher = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (out / "logs" / "MO.log").exists():
-        time.sleep(0.2)
-    time.sleep(3)
-    children = psutil.Process(proc.pid).children(recursive=True)
-    assert len(children) >= 10  # broker, LM, MO and agents are running
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline and len(children) < 103:  # broker, LM, MO, 100 agents
+        time.sleep(0.5)
+        children = launcher.children(recursive=True)
+    assert len(children) >= 103, len(children)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted: stopping every process" in err
-    time.sleep(0.5)
-    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert alive == []
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
 
 
 def test_invalid_scenario_fails_before_anything_starts(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text((ROOT / "configs" / "paper.toml").read_text().replace("bus = 9", "bus = 99"))
-    proc = subprocess.run([*PRIVGRID, "run", str(bad), "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [*PRIVGRID, "run", str(bad), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "agents[6] (B3).bus: bus 99 is not in case 'ieee14'" in proc.stderr
     assert not (tmp_path / "run").exists()

@@ -56,14 +56,23 @@ def agent(draw, kind, index):
             "pmin": pmax - draw(real(1.0, 6.0)),
             "pmax": pmax,
         }
-    return {"id": f"P{index}", "bus": bus, "a": draw(real(0.05, 0.3)), "b": draw(real(1.5, 3.0)),
-            "pmin": -draw(real(0.5, 4.0)), "pmax": draw(real(0.5, 4.0))}  # fmt: skip
+    return {
+        "id": f"P{index}",
+        "bus": bus,
+        "a": draw(real(0.05, 0.3)),
+        "b": draw(real(1.5, 3.0)),
+        "pmin": -draw(real(0.5, 4.0)),
+        "pmax": draw(real(0.5, 4.0)),
+    }
 
 
 @st.composite
 def markets(draw):
-    counts = {"S": draw(st.integers(1, 4)), "B": draw(st.integers(1, 4)),
-              "P": draw(st.integers(0, 2))}  # fmt: skip
+    counts = {
+        "S": draw(st.integers(1, 4)),
+        "B": draw(st.integers(1, 4)),
+        "P": draw(st.integers(0, 2)),
+    }
     agents = [draw(agent(kind, i + 1)) for kind, n in counts.items() for i in range(n)]
     lines = draw(st.lists(st.sampled_from(IEEE14_LINES), max_size=2, unique=True))
     limits = {line: draw(real(0.3, 6.0)) for line in lines}

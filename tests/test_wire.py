@@ -76,15 +76,23 @@ def test_forged_signature_is_rejected(channels, identities):
 
 def test_sender_outside_the_roster_is_rejected(channels):
     intruder = Identity.generate()
-    payload = seal_envelope(intruder, kind="share", run=RUN, round=1, sender="X9",
-                            recipient="B1", body=b"")  # fmt: skip
+    payload = seal_envelope(
+        intruder, kind="share", run=RUN, round=1, sender="X9", recipient="B1", body=b""
+    )
     with pytest.raises(Rejected, match="not in the roster"):
         channels["B1"].decode("privgrid/r1/to/B1/X9/share", payload)
 
 
 def test_wrong_run_is_rejected(channels, identities):
-    payload = seal_envelope(identities["S1"], kind="round", run="other", round=1, sender="MO",
-                            recipient="*", body=msgpack.packb({}))  # fmt: skip
+    payload = seal_envelope(
+        identities["S1"],
+        kind="round",
+        run="other",
+        round=1,
+        sender="MO",
+        recipient="*",
+        body=msgpack.packb({}),
+    )
     with pytest.raises(Rejected, match="not for run r1"):
         channels["B1"].decode("privgrid/other/bcast/MO/round", payload)
 
@@ -96,14 +104,53 @@ def test_wrong_run_is_rejected(channels, identities):
         (msgpack.packb([1, 2, 3]), "not a msgpack map"),
         (msgpack.packb({"v": 1}), "envelope fields"),
         (b"\x00" * (2 << 20), "exceeds"),
-        (msgpack.packb({"v": 1, "kind": "share", "run": RUN, "round": -1, "sender": "S1",
-                        "recipient": "B1", "body": b"", "sig": b""}), "round -1 out of range"),
-        (msgpack.packb({"v": 1, "kind": "share", "run": RUN, "round": 1.5, "sender": "S1",
-                        "recipient": "B1", "body": b"", "sig": b""}), "'round' is not int"),
-        (msgpack.packb({"v": 2, "kind": "share", "run": RUN, "round": 1, "sender": "S1",
-                        "recipient": "B1", "body": b"", "sig": b""}), "unsupported envelope"),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "kind": "share",
+                    "run": RUN,
+                    "round": -1,
+                    "sender": "S1",
+                    "recipient": "B1",
+                    "body": b"",
+                    "sig": b"",
+                }
+            ),
+            "round -1 out of range",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "kind": "share",
+                    "run": RUN,
+                    "round": 1.5,
+                    "sender": "S1",
+                    "recipient": "B1",
+                    "body": b"",
+                    "sig": b"",
+                }
+            ),
+            "'round' is not int",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 2,
+                    "kind": "share",
+                    "run": RUN,
+                    "round": 1,
+                    "sender": "S1",
+                    "recipient": "B1",
+                    "body": b"",
+                    "sig": b"",
+                }
+            ),
+            "unsupported envelope",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_envelopes_are_rejected_with_a_reason(channels, payload, reason):
     with pytest.raises(Rejected, match=reason):
         channels["B1"].decode("privgrid/r1/to/B1/S1/share", payload)
@@ -139,23 +186,32 @@ def test_tampered_sealed_body_fails_authentication(channels, identities):
     env = msgpack.unpackb(payload)
     body = bytearray(env["body"])
     body[-1] ^= 1
-    resigned = seal_envelope(identities["S1"], kind="share", run=RUN, round=7, sender="S1",
-                             recipient="B1", body=bytes(body))  # fmt: skip
+    resigned = seal_envelope(
+        identities["S1"],
+        kind="share",
+        run=RUN,
+        round=7,
+        sender="S1",
+        recipient="B1",
+        body=bytes(body),
+    )
     with pytest.raises(Rejected, match="cannot open sealed share"):
         channels["B1"].decode(topic, resigned)
 
 
 def test_unknown_kind_is_rejected(channels, identities):
-    payload = seal_envelope(identities["S1"], kind="bogus", run=RUN, round=1, sender="S1",
-                            recipient="B1", body=b"")  # fmt: skip
+    payload = seal_envelope(
+        identities["S1"], kind="bogus", run=RUN, round=1, sender="S1", recipient="B1", body=b""
+    )
     with pytest.raises(Rejected, match="unknown message kind 'bogus'"):
         channels["B1"].decode("privgrid/r1/to/B1/S1/bogus", payload)
 
 
 def test_envelope_signature_covers_every_field(identities):
     keys = {"S1": identities["S1"].public_key}
-    payload = seal_envelope(identities["S1"], kind="share", run=RUN, round=1, sender="S1",
-                            recipient="B1", body=b"abc")  # fmt: skip
+    payload = seal_envelope(
+        identities["S1"], kind="share", run=RUN, round=1, sender="S1", recipient="B1", body=b"abc"
+    )
     assert open_envelope(payload, keys).body == b"abc"
     data = msgpack.unpackb(payload)
     for field, value in (("round", 2), ("recipient", "B2"), ("kind", "price"), ("body", b"abd")):

@@ -111,9 +111,16 @@ def solve_central(setup: MarketSetup, costs: Mapping[str, AgentCost]) -> Central
         eta = LinePrices.zero(len(setup.limited))
     welfare = -float(np.sum(0.5 * a * totals**2 + b * totals))
     return CentralResult(
-        status, trades, totals, welfare, theta, prices, eta, setup.flows(trades),
+        status,
+        trades,
+        totals,
+        welfare,
+        theta,
+        prices,
+        eta,
+        setup.flows(trades),
         time.perf_counter() - started,
-    )  # fmt: skip
+    )
 
 
 def check_feasible(setup: MarketSetup, costs: Mapping[str, AgentCost]) -> None:

@@ -118,9 +118,13 @@ def check_agent(
     checks = []
     total = float(np.sum(view.trades))
     checks.append(
-        Check("A1-total-bounds", f"agent {agent}",
-              max(0.0, cost.pmin - total, total - cost.pmax), tol.power)
-    )  # fmt: skip
+        Check(
+            "A1-total-bounds",
+            f"agent {agent}",
+            max(0.0, cost.pmin - total, total - cost.pmax),
+            tol.power,
+        )
+    )
     labels = [f"trade {agent}-{m}" for m in view.partners]
     sign = np.maximum(0.0, np.maximum(view.lo - view.trades, view.trades - view.hi))
     checks += [
@@ -153,8 +157,15 @@ def check_agent(
         Check("A3-stationarity", lab, float(v), tol.price)
         for lab, v in zip(labels, stationarity, strict=True)
     ]
-    checks += _pair_checks(agent, view.partners, view.trades, view.partner_trades,
-                           view.prices, view.partner_prices, tol)  # fmt: skip
+    checks += _pair_checks(
+        agent,
+        view.partners,
+        view.trades,
+        view.partner_trades,
+        view.prices,
+        view.partner_prices,
+        tol,
+    )
     return checks
 
 
@@ -182,16 +193,24 @@ def _pair_checks(
 
 
 def check_pairs(
-    setup: MarketSetup, trades: np.ndarray, prices: np.ndarray, tol: Tolerances
+    setup: MarketSetup,
+    trades: np.ndarray,
+    prices: np.ndarray,
+    tol: Tolerances,
+    removed: Sequence[Sequence[str]] = (),
 ) -> list[Check]:
-    """The MO's part: A4 on every pair (the block's trades and prices are public to it)."""
+    """The MO's part: A4 on every pair still in the market (the block is public to it)."""
     g = setup.graph
     first = np.arange(0, g.n_trades, 2)
+    gone = {frozenset(p) for p in removed}
     checks: list[Check] = []
     for t in first:
         n, m = g.agent_ids[g.owner[t]], g.agent_ids[g.partner[t]]
-        checks += _pair_checks(n, [m], trades[[t]], trades[[t + 1]],
-                               prices[[t]], prices[[t + 1]], tol)  # fmt: skip
+        if frozenset((n, m)) in gone:
+            continue
+        checks += _pair_checks(
+            n, [m], trades[[t]], trades[[t + 1]], prices[[t]], prices[[t + 1]], tol
+        )
     return checks
 
 
@@ -231,9 +250,15 @@ def agent_view(
     g = setup.graph
     s = g.slots[agent]
     return AgentView(
-        g.partners_of(agent), trades[s], prices[s], charges[s], g.lo[s], g.hi[s],
-        prices[g.mirror[s]], trades[g.mirror[s]],
-    )  # fmt: skip
+        g.partners_of(agent),
+        trades[s],
+        prices[s],
+        charges[s],
+        g.lo[s],
+        g.hi[s],
+        prices[g.mirror[s]],
+        trades[g.mirror[s]],
+    )
 
 
 def check_solution(

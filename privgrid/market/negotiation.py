@@ -73,8 +73,13 @@ def negotiate(
     *,
     max_rounds: int | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
+    observe: Callable[[int, NegotiationState, np.ndarray], None] | None = None,
 ) -> NegotiationResult:
-    """Run rounds until the MO's stopping test holds or the round limit is reached."""
+    """Run rounds until the MO's stopping test holds or the round limit is reached.
+
+    ``observe(k, state, P̄)`` sees every round's complete state (for analyses and tests that
+    need what each party held in each round; the role processes never call it).
+    """
     g = setup.graph
     market = setup.scenario.market
     limit = max_rounds if max_rounds is not None else market.max_rounds
@@ -90,9 +95,15 @@ def negotiate(
         for i, agent in enumerate(g.agent_ids):  # Step 1: each agent alone
             s = g.slots[i]
             step = local_step(
-                costs[agent], state.trades[s], state.prices[s], state.charges[s],
-                g.lo[s], g.hi[s], market.tau, market.rho,
-            )  # fmt: skip
+                costs[agent],
+                state.trades[s],
+                state.prices[s],
+                state.charges[s],
+                g.lo[s],
+                g.hi[s],
+                market.tau,
+                market.rho,
+            )
             new[s], bar[s], theta[i] = step.trades, step.extrapolated, step.theta
             dual = max(dual, step.residual)
         # Step 2: λ_nm = A_nm + B_mn, shares crossing in fixed point.
@@ -109,6 +120,8 @@ def negotiate(
             consensus=float(np.max(np.abs(prices - prices[g.mirror]))),
         )
         state = NegotiationState(new, prices, charges, line.prices, theta)
+        if observe is not None:
+            observe(k, state, bar)
         record = RoundRecord(k, residuals, welfare(setup, costs, new))
         trace.append(record)
         if on_round is not None:

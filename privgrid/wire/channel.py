@@ -15,7 +15,6 @@ Outbound: seal the body if the kind is sealed, sign the envelope, pick the topic
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,16 @@ from privgrid.wire.envelope import Rejected, open_envelope, seal_envelope
 
 class Duplicate(Rejected):
     """The same message again (QoS 1 may deliver twice): ignored without noise."""
+
+
+class Conflict(Rejected):
+    """Two different signed messages under one (round, kind, sender, recipient): the sender
+    equivocated or someone replays; both envelopes are the evidence."""
+
+    def __init__(self, reason: str, sender: str, round_: int, evidence: list[bytes]) -> None:
+        super().__init__(reason, sender)
+        self.round = round_
+        self.evidence = evidence
 
 
 @dataclass(frozen=True)
@@ -88,10 +97,9 @@ class Channel:
         self.agreement = agreement or AgreementKey.generate()
         self._peer_x25519: dict[str, bytes] = {}
         self._pair_keys: dict[str, bytes] = {}
-        self._seen: dict[tuple[int, str, str, str], bytes] = {}
+        self._seen: dict[tuple[int, str, str, str], bytes] = {}  # → the accepted payload
         self._pruned = 0
-        self.stats = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0,
-                      "rejected": 0}  # fmt: skip
+        self.stats = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0, "rejected": 0}
         self.crypto_seconds = 0.0
 
     # -- keys ---------------------------------------------------------------------------
@@ -127,9 +135,14 @@ class Channel:
         else:
             body = pack_body(out.body)
         payload = seal_envelope(
-            self.identity, kind=out.kind, run=self.run, round=out.round,
-            sender=self.me, recipient=out.recipient, body=body,
-        )  # fmt: skip
+            self.identity,
+            kind=out.kind,
+            run=self.run,
+            round=out.round,
+            sender=self.me,
+            recipient=out.recipient,
+            body=body,
+        )
         self.crypto_seconds += time.perf_counter() - started
         if out.kind == "key":
             topic = topics.keys(self.run, self.me)
@@ -180,16 +193,17 @@ class Channel:
             not spec.is_broadcast and self.roles.get(env.recipient) not in spec.recipients
         ):
             raise Rejected(f"{env.kind} may not be sent to {env.recipient}", env.sender)
-        digest = hashlib.sha256(payload).digest()
         key = (env.round, env.kind, env.sender, env.recipient)
         seen = self._seen.get(key)
-        if seen == digest:
+        if seen == payload:
             raise Duplicate("duplicate delivery", env.sender)
         if seen is not None and env.kind != "key":
-            raise Rejected(
+            raise Conflict(
                 f"replayed or conflicting {env.kind} for round {env.round} "
                 "(same round/kind/pair, different body)",
                 env.sender,
+                env.round,
+                [seen, payload],
             )
         if spec.sealed:
             ad = associated_data(self.run, env.round, env.sender, env.recipient, env.kind)
@@ -203,7 +217,7 @@ class Channel:
         else:
             fields = unpack_body(env.body, env.sender, env.kind)
         body = schema.check(fields, spec.body, kind=env.kind, sender=env.sender)
-        self._seen[key] = digest
+        self._seen[key] = payload
         return Message(env.kind, env.round, env.sender, env.recipient, body, payload)
 
     def forget_rounds_before(self, round_: int) -> None:

@@ -82,9 +82,15 @@ def _unpack(raw: bytes) -> dict[str, object]:
         raise Rejected(f"envelope of {len(raw)} bytes exceeds {MAX_ENVELOPE_BYTES}")
     try:
         data = msgpack.unpackb(
-            raw, raw=False, strict_map_key=True, max_bin_len=MAX_ENVELOPE_BYTES,
-            max_str_len=1024, max_array_len=16, max_map_len=16, max_ext_len=0,
-        )  # fmt: skip
+            raw,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=MAX_ENVELOPE_BYTES,
+            max_str_len=1024,
+            max_array_len=16,
+            max_map_len=16,
+            max_ext_len=0,
+        )
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise Rejected(f"not a msgpack envelope ({type(exc).__name__})") from None
     if not isinstance(data, dict):
@@ -103,8 +109,16 @@ def open_envelope(raw: bytes, keys: Mapping[str, Ed25519PublicKey]) -> Envelope:
     claimed = sender if isinstance(sender, str) else None
     if set(data) != set(_FIELDS):
         raise Rejected(f"envelope fields {sorted(data)} differ from {list(_FIELDS)}", claimed)
-    types = {"v": int, "kind": str, "run": str, "round": int, "sender": str,
-             "recipient": str, "body": bytes, "sig": bytes}  # fmt: skip
+    types = {
+        "v": int,
+        "kind": str,
+        "run": str,
+        "round": int,
+        "sender": str,
+        "recipient": str,
+        "body": bytes,
+        "sig": bytes,
+    }
     for name, expected in types.items():
         value = data[name]
         if not isinstance(value, expected) or isinstance(value, bool):

@@ -48,19 +48,33 @@ def _kind(name: str, senders, recipients, sealed: bool, body: Mapping[str, s.Spe
 
 
 # --- set-up and control -------------------------------------------------------------------
-KEY = _kind("key", ANY, {EVERYONE}, False, {
-    "x25519": s.blob(32),
-    "created": s.NUMBER,
-    "paillier_n": s.optional(s.blob(max_len=1024)),
-    "paillier_bits": s.optional(s.NON_NEGATIVE),
-    "key_proof": s.optional(s.blob_list(16, 1024)),
-})  # fmt: skip
-ROUND = _kind("round", {MO}, {EVERYONE}, False, {})
+KEY = _kind(
+    "key",
+    ANY,
+    {EVERYONE},
+    False,
+    {
+        "x25519": s.blob(32),
+        "created": s.NUMBER,
+        "paillier_n": s.optional(s.blob(max_len=1024)),
+        "paillier_bits": s.optional(s.NON_NEGATIVE),
+        "key_proof": s.optional(s.blob_list(16, 1024)),
+    },
+)
+ROUND = _kind("round", {MO}, {EVERYONE}, False, {"dropped": s.optional(s.Spec(s.pair_list))})
 STOP = _kind("stop", {MO}, {EVERYONE}, False, {"converged": s.BOOL, "reason": s.TEXT})
 GONE = _kind("gone", ANY, {EVERYONE}, False, {})
-VIOLATION = _kind("violation", ANY, {MO}, True, {
-    "offender": s.ID, "reason": s.TEXT, "evidence": s.blob_list(),
-})  # fmt: skip
+VIOLATION = _kind(
+    "violation",
+    ANY,
+    {MO},
+    True,
+    {
+        "offender": s.ID,
+        "reason": s.TEXT,
+        "evidence": s.blob_list(),
+    },
+)
 
 # --- plain-mode price exchange (sealed per pair) -------------------------------------------
 SHARE = _kind("share", {AGENT}, {AGENT}, True, {"x": s.INT64})
@@ -75,10 +89,54 @@ LM_RESIDUALS = _kind(
 )
 
 # --- after the stop: what the MO needs for the results and the block ------------------------
-FINAL = _kind("final", {AGENT}, {MO}, True, {
-    "P": s.INT64_LIST, "lam": s.INT64_LIST, "lam_peer": s.INT64_LIST, "c": s.INT64_LIST,
-    "kkt": s.MAP_LIST, "stats": s.NUMBER_MAP,
-})  # fmt: skip
-LM_FINAL = _kind("lm_final", {LM}, {MO}, True, {
-    "eta_up": s.INT64_LIST, "eta_down": s.INT64_LIST, "kkt": s.MAP_LIST, "stats": s.NUMBER_MAP,
-})  # fmt: skip
+FINAL = _kind(
+    "final",
+    {AGENT},
+    {MO},
+    True,
+    {
+        "P": s.INT64_LIST,
+        "lam": s.INT64_LIST,
+        "lam_peer": s.INT64_LIST,
+        "c": s.INT64_LIST,
+        "kkt": s.MAP_LIST,
+        "stats": s.NUMBER_MAP,
+    },
+)
+LM_FINAL = _kind(
+    "lm_final",
+    {LM},
+    {MO},
+    True,
+    {
+        "eta_up": s.INT64_LIST,
+        "eta_down": s.INT64_LIST,
+        "kkt": s.MAP_LIST,
+        "stats": s.NUMBER_MAP,
+    },
+)
+
+# --- Paillier mode: the two-party computation per direction n→m (protocol.md §4.1) ----------
+# Ciphertexts are fixed-length bytes (2|N|/8) and need no sealing; the decrypted price and its
+# proof are sealed (the proof reveals x to anyone who can guess it, protocol.md §5.4).
+_PAIR = s.text_list(2)
+SHARE_OWN = _kind("share_own", {AGENT}, {AGENT}, False, {"pair": _PAIR, "c": s.blob(max_len=4096)})
+SHARE_PEER = _kind(
+    "share_peer", {AGENT}, {AGENT}, False, {"pair": _PAIR, "c": s.blob(max_len=4096)}
+)
+PRICE_PROOF = _kind(
+    "price_proof",
+    {AGENT},
+    {AGENT},
+    True,
+    {
+        "pair": _PAIR,
+        "x": s.blob(max_len=2048),
+        "a": s.blob(max_len=4096),
+        "z": s.blob(max_len=2048),
+    },
+)
+
+# --- Paillier LM leg: packed ciphertexts under the LM's key, and back under the agent's -------
+TRADES_ENC = _kind("trades_enc", {AGENT}, {LM}, False, {"c": s.blob_list(4096, 4096)})
+CHARGES_ENC = _kind("charges_enc", {LM}, {AGENT}, False, {"c": s.blob_list(4096, 4096)})

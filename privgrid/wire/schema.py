@@ -87,6 +87,18 @@ def _list(
     return check
 
 
+def pair_list(value: Any) -> str | None:
+    """A list of [id, id] pairs (e.g. pairs removed from the market)."""
+    if not isinstance(value, list) or len(value) > MAX_LIST:
+        return "must be a list of pairs"
+    for item in value:
+        if not (
+            isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)
+        ):
+            return "must be a list of [id, id] pairs"
+    return None
+
+
 def _map(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be a map"
 
@@ -111,8 +123,16 @@ NUMBER_MAP = Spec(_number_map)
 INT64_LIST = Spec(_list(_int64))
 
 
-def text_list(max_len: int = MAX_LIST) -> Spec:
-    return Spec(_list(_text(200), max_len))
+def text_list(exact: int | None = None, max_len: int = MAX_LIST) -> Spec:
+    inner = _list(_text(200), max_len if exact is None else exact)
+
+    def check(value: Any) -> str | None:
+        error = inner(value)
+        if error is None and exact is not None and len(value) != exact:
+            return f"must have exactly {exact} items"
+        return error
+
+    return Spec(check)
 
 
 def blob(exact: int | None = None, max_len: int = 1 << 20) -> Spec:

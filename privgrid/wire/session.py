@@ -146,12 +146,18 @@ class MqttSession:
         while not self._closing:
             try:
                 async with aiomqtt.Client(
-                    self.url.host, self.url.port,
-                    username=self.url.username, password=self.url.password,
-                    identifier=self.identifier, clean_session=False, will=will,
-                    keepalive=10, timeout=10, max_inflight_messages=1000,
+                    self.url.host,
+                    self.url.port,
+                    username=self.url.username,
+                    password=self.url.password,
+                    identifier=self.identifier,
+                    clean_session=False,
+                    will=will,
+                    keepalive=10,
+                    timeout=10,
+                    max_inflight_messages=1000,
                     socket_options=NO_DELAY,
-                ) as client:  # fmt: skip
+                ) as client:
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
                     self._client = client

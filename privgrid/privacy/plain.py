@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privgrid.exchange import PriceExchange
+from privgrid.privacy.exchange import PriceExchange
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.schema import INT64_MAX, INT64_MIN
@@ -23,9 +23,7 @@ class PlainExchange(PriceExchange):
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
         self._reset(round_)
         self._own_share = [int(x) for x in own]
-        return [
-            Outgoing("share", m, round_, {"x": int(peer[i])}) for i, m in enumerate(self.partners)
-        ]
+        return [Outgoing("share", m, round_, {"x": int(peer[i])}) for i, m in self.active()]
 
     def handle(self, message: Message) -> list[Outgoing]:
         i = self.partner_index(message)

@@ -1,0 +1,95 @@
+"""Privacy modes: chosen once at start-up, behind one interface.
+
+A :class:`PrivacyMode` gives a process everything that depends on how private values travel:
+the extra fields of its key announcement and the checks of its peers', the agents' price
+exchange (:mod:`.exchange`), and the LM leg (:mod:`.lmleg`). Role code holds a mode object and
+never branches on which one it is.
+
+- ``plain``: sealed shares and sealed trades/charges (:mod:`.plain`);
+- ``paillier`` (default): the two-party computation with decryption proofs, trades and charges
+  packed into Paillier ciphertexts (:mod:`.paillier`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from privgrid.logs import ParticipantLog
+from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
+from privgrid.privacy.lmleg import LmLeg, SealedLeg
+from privgrid.scenario import Scenario
+
+__all__ = ["CryptoCounters", "LmLeg", "PriceExchange", "PrivacyMode", "Violation", "make_mode"]
+
+
+class PrivacyMode:
+    """Plain mode; the base every mode refines."""
+
+    name = "plain"
+
+    def __init__(self, scenario: Scenario, me: str, run: str, log: ParticipantLog) -> None:
+        self.scenario = scenario
+        self.me = me
+        self.run = run
+        self.log = log
+        self.counters = CryptoCounters()
+
+    def announcement(self) -> dict[str, Any]:
+        return {}
+
+    def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:
+        """Plain mode needs nothing beyond the X25519 key the channel already checked."""
+
+    def exchange(self, partners: Sequence[str]) -> PriceExchange:
+        from privgrid.privacy.plain import PlainExchange
+
+        return PlainExchange(self.me, partners)
+
+    def lm_leg(self) -> LmLeg:
+        return SealedLeg()
+
+
+class PaillierMode(PrivacyMode):
+    name = "paillier"
+
+    def __init__(self, scenario: Scenario, me: str, run: str, log: ParticipantLog) -> None:
+        super().__init__(scenario, me, run, log)
+        from privgrid.privacy.paillier import PaillierKeys
+
+        privacy = scenario.privacy
+        if privacy.key_bits < 2048:
+            log.warning(
+                "using insecure %d-bit Paillier test keys (privacy.insecure_test_keys)",
+                privacy.key_bits,
+            )
+        self.keys = PaillierKeys(me, run, privacy.key_bits, privacy.key_bits)
+
+    def announcement(self) -> dict[str, Any]:
+        return self.keys.announcement()
+
+    def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:
+        self.keys.accept(sender, body)
+
+    def exchange(self, partners: Sequence[str]) -> PriceExchange:
+        from privgrid.privacy.paillier import PaillierExchange
+
+        agent = self.scenario.agent(self.me)
+        lie = agent.lie if agent.behaviour == "lying-decryptor" else 0.0
+        exchange = PaillierExchange(
+            self.me, partners, self.keys, lie=lie, lie_from_round=agent.lie_from_round
+        )
+        exchange.counters = self.counters
+        exchange.counters.counts.update(proofs_made=0, proofs_verified=0, proofs_failed=0)
+        return exchange
+
+    def lm_leg(self) -> LmLeg:
+        from privgrid.privacy.paillier import PaillierLeg
+
+        return PaillierLeg(self.keys, self.counters)
+
+
+def make_mode(scenario: Scenario, me: str, run: str, log: ParticipantLog) -> PrivacyMode:
+    """The mode the scenario asks for (``privacy.mode``)."""
+    modes = {"plain": PrivacyMode, "paillier": PaillierMode}
+    return modes[scenario.privacy.mode](scenario, me, run, log)

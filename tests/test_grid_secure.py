@@ -1,0 +1,280 @@
+"""Secure mode on a real Mosquitto with real processes and real Paillier keys.
+
+1024-bit keys (``insecure_test_keys``) keep CI fast; one test runs the product's 2048 bits
+for a few rounds.
+"""
+
+import asyncio
+import math
+import struct
+from pathlib import Path
+
+import aiomqtt
+import msgpack
+import numpy as np
+import pytest
+
+from privgrid.crypto import paillier as pl
+from privgrid.crypto.identity import Identity
+from privgrid.crypto.keyproof import key_proof_to_bytes, make_key_proof
+from privgrid.keys import participants
+from privgrid.market.fixedpoint import encode
+from privgrid.market.negotiation import negotiate
+from privgrid.market.price import price_shares
+from privgrid.market.setup import agent_costs, build_setup
+from privgrid.scenario import MO_ID, load_scenario
+from privgrid.solve import solve
+from privgrid.wire import topics
+from privgrid.wire.envelope import seal_envelope
+from privgrid.wire.session import NO_DELAY, BrokerUrl
+from tests.grid_harness import INTRUDER
+
+pytestmark = pytest.mark.timeout(600)
+ROOT = Path(__file__).resolve().parent.parent
+TEST_KEYS = {"mode": "paillier", "key_bits": 1024, "insecure_test_keys": True}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
+
+
+def finish(grid, timeout=400) -> int:
+    code = grid.wait(MO_ID, timeout=timeout)
+    for pid in participants(grid.scenario):
+        grid.wait(pid, timeout=60)
+    return code
+
+
+def test_secure_run_equals_plain_and_every_proof_verifies(grid_factory, reference):
+    grid = grid_factory(privacy=TEST_KEYS)
+    grid.start_all()
+    assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
+    results = grid.results()
+    assert results["mode"] == "paillier" and results["converged"]
+    assert results["rounds"] == reference["rounds"]
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        for key in ("power", "price", "charge"):
+            assert abs(ours[key] - theirs[key]) <= 1e-6
+    proofs = results["proofs"]
+    assert proofs["made"] == proofs["verified"] == 24 * results["rounds"]  # 12 pairs, 2 ways
+    assert proofs["failed"] == 0
+    assert set(results["crypto_phases"]) >= {"encrypt_s", "decrypt_prove_s", "verify_s", "lm_leg_s"}
+    assert results["kkt"]["passed"]
+
+
+def test_product_key_size_2048_for_a_few_rounds(grid_factory):
+    grid = grid_factory(privacy={"mode": "paillier", "key_bits": 2048}, market={"max_rounds": 3})
+    grid.start_all()
+    assert finish(grid) == 1  # stopped at the round limit, not converged
+    results = grid.results()
+    assert results["rounds"] == 3
+    assert results["proofs"] == {"made": 72, "verified": 72, "failed": 0}
+    assert "insecure" not in grid.log("S1")
+
+
+def test_lying_decryptor_is_caught_in_its_first_lying_round_and_the_run_aborts(grid_factory):
+    grid = grid_factory(
+        privacy=TEST_KEYS,
+        agents={"S1": {"behaviour": "lying-decryptor", "lie": 0.02, "lie_from_round": 4}},
+    )
+    grid.start_all()
+    assert finish(grid) == 3
+    results = grid.results()
+    assert "protocol violation by S1 in round 4" in results["error"]
+    reports = results["violations"]
+    assert reports and {v["offender"] for v in reports} == {"S1"}
+    assert {v["round"] for v in reports} == {4}
+    assert {v["reporter"] for v in reports} <= {"B1", "B2", "B3"}
+    assert "decryption proof refused" in reports[0]["reason"]
+    assert "protocol violation by S1: decryption proof refused" in grid.log("B1") + grid.log(
+        "B2"
+    ) + grid.log("B3")
+
+
+def test_lying_decryptor_under_drop_pair_is_cut_out_and_the_rest_clears(grid_factory):
+    grid = grid_factory(
+        privacy={**TEST_KEYS, "on_violation": "drop_pair"},
+        agents={
+            "S1": {"behaviour": "lying-decryptor", "lie": 0.02, "lie_from_round": 4, "pmin": 0.0}
+        },
+    )
+    grid.start_all()
+    assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
+    results = grid.results()
+    assert sorted(map(tuple, results["dropped_pairs"])) == [
+        ("B1", "S1"),
+        ("B2", "S1"),
+        ("B3", "S1"),
+    ]
+    assert all(t["power"] == 0 for t in results["trades"] if t["seller"] == "S1")
+    assert results["converged"] and results["kkt"]["passed"]
+    gap = abs(results["social_welfare"] - results["optimal_social_welfare"])
+    assert gap <= 1e-4 * abs(results["optimal_social_welfare"])  # the optimum without S1's pairs
+
+
+# --- the broker sees no plaintext -----------------------------------------------------------
+async def watch(grid, payloads: list[tuple[str, bytes]], stop: asyncio.Event) -> None:
+    url = BrokerUrl.parse(grid.url("monitor"))
+    async with aiomqtt.Client(
+        url.host,
+        url.port,
+        username="monitor",
+        password=url.password,
+        identifier="monitor",
+        socket_options=NO_DELAY,
+    ) as c:
+        await c.subscribe(topics.run_filter(grid.run), qos=1)
+        async for message in c.messages:
+            payloads.append((str(message.topic), bytes(message.payload)))
+            if str(message.topic).endswith("/stop"):
+                stop.set()
+                return
+
+
+def leaves(value, out: list) -> None:
+    """Every number and every bytes leaf of a msgpack structure (bytes decoded if they parse)."""
+    if isinstance(value, dict):
+        for v in value.values():
+            leaves(v, out)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            leaves(v, out)
+    elif isinstance(value, bytes):
+        try:
+            inner = msgpack.unpackb(value, strict_map_key=False)
+        except Exception:
+            out.append(value)
+            return
+        leaves(inner, out)
+    else:
+        out.append(value)
+
+
+def sensitive_values(scenario_path: Path) -> tuple[set[int], set[float]]:
+    """Every round's trades, prices, charges and price shares (fixed point, as they would
+    travel), and every agent's private a, b, Pmin, Pmax — replayed exactly in one process."""
+    scenario = load_scenario(scenario_path)
+    setup, costs = build_setup(scenario), agent_costs(scenario)
+    m = scenario.market
+    fixed: set[int] = set()
+    previous = {"prices": np.full(setup.graph.n_trades, m.lambda0)}
+
+    def collect(_k, state, bar):
+        own, peer = price_shares(previous["prices"], bar, m.alpha, m.beta, m.rho)
+        for values in (state.trades, state.prices, state.charges, own, peer):
+            fixed.update(int(x) for x in encode(values))
+        previous["prices"] = state.prices
+
+    negotiate(setup, costs, observe=collect)
+    floats: set[float] = set()
+    for cost in costs.values():
+        for x in (cost.a, cost.b, cost.pmin, cost.pmax):
+            floats.add(float(x))
+            fixed.add(int(encode(np.array([x]))[0]))
+    fixed -= {0}  # zero is everywhere (round numbers, flags) and carries no information
+    return fixed, floats
+
+
+def test_the_broker_sees_no_plaintext_price_trade_or_private_datum(grid_factory):
+    grid = grid_factory(privacy=TEST_KEYS)
+    payloads: list[tuple[str, bytes]] = []
+
+    async def observe() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(watch(grid, payloads, stop))
+        await asyncio.sleep(0.5)
+        grid.start_all()
+        await asyncio.wait_for(task, 400)
+
+    asyncio.run(observe())
+    assert finish(grid) == 0
+    fixed, floats = sensitive_values(grid.scenario_file)
+    numbers, blobs = [], []
+    for _, payload in payloads:
+        found: list = []
+        leaves(msgpack.unpackb(payload, strict_map_key=False), found)
+        numbers += [x for x in found if isinstance(x, int | float) and not isinstance(x, bool)]
+        blobs += [x for x in found if isinstance(x, bytes)]
+    assert len(payloads) > 1000 and blobs
+    assert not [x for x in numbers if isinstance(x, int) and x in fixed]
+    assert not [x for x in numbers if isinstance(x, float) and x in floats]
+    # Nor inside any opaque byte string, as a big-endian int64 or a float64.
+    packed = {struct.pack(">q", x) for x in fixed} | {struct.pack(">d", x) for x in floats}
+    joined = b"\x00".join(blobs)
+    assert not [p for p in packed if p in joined]
+    # Ciphertexts are full-size: nothing small or structured travels as a "ciphertext".
+    share_bodies = [
+        msgpack.unpackb(msgpack.unpackb(p)["body"])
+        for t, p in payloads
+        if t.endswith("/share_own") or t.endswith("/share_peer")
+    ]
+    assert share_bodies and all(len(b["c"]) == 256 for b in share_bodies)
+    assert all(int.from_bytes(b["c"], "big").bit_length() > 1900 for b in share_bodies)
+    assert not math.isnan(grid.results()["social_welfare"])
+
+
+# --- key announcements ----------------------------------------------------------------------
+async def inject_bad_keys(grid) -> None:
+    run = grid.run
+    url = BrokerUrl.parse(grid.url(INTRUDER))
+    stolen = Identity.load(grid.folder / "secrets" / "B1.key")
+    stranger = Identity.generate()
+    small = pl.generate_keypair(512)
+    right_size = pl.generate_keypair(1024)
+
+    def announcement(identity, key, proof):
+        body = {
+            "x25519": b"\x07" * 32,
+            "created": 0.0,
+            "paillier_n": pl.public_key_to_bytes(key.public_key),
+            "paillier_bits": key.bits,
+            "key_proof": proof,
+        }
+        return seal_envelope(
+            identity,
+            kind="key",
+            run=run,
+            round=0,
+            sender="B1",
+            recipient="*",
+            body=msgpack.packb(body),
+        )
+
+    bad = [
+        announcement(
+            stranger,
+            right_size,
+            key_proof_to_bytes(right_size.n, make_key_proof(right_size, run, "B1")),
+        ),  # forged signature
+        announcement(stolen, small, key_proof_to_bytes(small.n, make_key_proof(small, run, "B1"))),
+        announcement(stolen, right_size, [b"\x01" * 128] * 8),  # key proof that fails
+    ]
+    async with aiomqtt.Client(
+        url.host,
+        url.port,
+        username=INTRUDER,
+        password=url.password,
+        identifier="intruder",
+        socket_options=NO_DELAY,
+    ) as c:
+        for payload in bad:
+            await c.publish(topics.keys(run, "B1"), payload, qos=1)
+        await c.publish(topics.keys(run, "B1"), b"", qos=1, retain=True)
+
+
+def test_bad_key_announcements_are_rejected_with_a_clear_log_line(grid_factory):
+    grid = grid_factory(intruder=True, privacy=TEST_KEYS)
+    grid.start_all(skip=("B1",))
+    import time
+
+    time.sleep(4)  # everyone else is up and listening
+    asyncio.run(inject_bad_keys(grid))
+    time.sleep(1)
+    grid.start("B1")
+    assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
+    log = grid.log("S1")
+    assert "dropped message from B1 on privgrid/" in log and "/keys/B1: bad signature" in log
+    assert "rejected the key announcement of B1: Paillier key refused" in log
+    assert log.count("rejected the key announcement of B1") == 2  # too small; failing proof
+    assert "accepted the key announcement of B1" in log
