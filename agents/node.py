@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
 from privgrid.market.agent_step import AgentCost, LocalStep, local_step
 from privgrid.market.fixedpoint import encode, encode_scalar, quantise_scalar
-from privgrid.market.kkt import AgentView, Tolerances, check_agent
+from privgrid.market.kkt import AgentView, Check, Tolerances, check_agent, excluding_pairs
 from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import TradeGraph
 from privgrid.privacy import PrivacyMode, Violation
@@ -52,8 +53,11 @@ class AgentNode(Node):
         cost: AgentCost,
         mode: PrivacyMode,
         log: ParticipantLog,
+        identity: Identity | None = None,
     ) -> None:
         super().__init__(me, log)
+        self.identity = identity  # signs the Proof-of-Solution vote
+        self.awaiting_block = False
         self.scenario = scenario
         self.market = scenario.market
         graph = TradeGraph.from_scenario(scenario)
@@ -100,6 +104,8 @@ class AgentNode(Node):
             return self._begin(message.round, message.body.get("dropped", []))
         if message.kind == "stop":
             return self._stop(message)
+        if message.kind == "block" and message.sender == MO_ID:
+            return self._vote(message)
         if message.kind == "gone":
             if message.sender in (MO_ID, LM_ID):
                 self.log.error("%s left the run; stopping", message.sender)
@@ -121,6 +127,9 @@ class AgentNode(Node):
         return []
 
     def tick(self, now: float) -> list[Outgoing]:
+        if self.awaiting_block and now - self.last_heard > self.scenario.timeouts.finish:
+            self.log.error("no block to vote on within %g s", self.scenario.timeouts.finish)
+            self.finish(EXIT_FAILURE)
         if now - self.last_heard > self.timeout:
             self.log.error("nothing heard for %.0f s; giving up", now - self.last_heard)
             self.finish(EXIT_FAILURE)
@@ -249,5 +258,54 @@ class AgentNode(Node):
             "kkt": [c.as_dict() for c in checks],
             "stats": {**self.stats(), **self.exchange.stats()},
         }
-        self.finish(EXIT_OK)
+        if message.body["converged"] and self.identity is not None:
+            self.awaiting_block = True  # the MO proposes the block next
+        else:
+            self.finish(EXIT_OK)
         return [Outgoing("final", MO_ID, self.completed, body)]
+
+    def _vote(self, message: Message) -> list[Outgoing]:
+        """Proof of Solution: check our part of the KKT on the proposed block, sign the verdict."""
+        if not self.awaiting_block or self.identity is None:
+            self.log.warning("ignored a block: not waiting for one")
+            return []
+        from privgrid.ledger import Block, LedgerError
+        from privgrid.ledger.pos import agent_checks, vote_on
+        from privgrid.market.setup import build_setup
+
+        self.awaiting_block = False
+        try:
+            block = Block.from_bytes(message.body["block"])
+            checks = agent_checks(
+                block,
+                build_setup(self.scenario),
+                self.me,
+                self.cost,
+                self.theta,
+                (self.trades, self.prices, self.charges),
+            )
+        except LedgerError as exc:
+            self.log.error("the proposed block is malformed: %s; voting no", exc)
+            checks = [Check("A0-own-record", f"agent {self.me}", float("inf"), 0.0)]
+            block = None
+        checks = excluding_pairs(checks, [[self.me, m] for m in self.exchange.dropped])
+        failed = [c for c in checks if not c.passed]
+        for check in failed:
+            self.log.warning(
+                "block check %s failed at %s: %.3g > %.3g",
+                check.condition,
+                check.subject,
+                check.value,
+                check.tolerance,
+            )
+        self.finish(EXIT_OK)
+        if block is None:
+            return []
+        vote = vote_on(self.identity, self.me, block, checks)
+        self.log.info(
+            "%s block %d (%s…)",
+            "accept" if vote.accept else "REJECT",
+            block.height,
+            block.hash_hex[:16],
+        )
+        return [Outgoing("vote", MO_ID, message.round, {"vote": vote.to_bytes()})]

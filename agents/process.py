@@ -30,4 +30,4 @@ def main(
     spec = ctx.scenario.agent(agent_id)
     mode = make_mode(ctx.scenario, agent_id, ctx.settings.run, ctx.log)
     cost = AgentCost(spec.a, spec.b, spec.pmin, spec.pmax)  # its own private data only
-    sys.exit(run_node(ctx, AgentNode(agent_id, ctx.scenario, cost, mode, ctx.log)))
+    sys.exit(run_node(ctx, AgentNode(agent_id, ctx.scenario, cost, mode, ctx.log, ctx.identity)))

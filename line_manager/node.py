@@ -12,9 +12,10 @@ import time
 
 import numpy as np
 
+from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import encode, encode_scalar
-from privgrid.market.kkt import Tolerances, check_lines
+from privgrid.market.kkt import Tolerances, check_lines, excluding_pairs
 from privgrid.market.line_step import LinePrices, charges_for, lm_step, reciprocity_residual
 from privgrid.market.setup import MarketSetup
 from privgrid.privacy import PrivacyMode, Violation
@@ -25,10 +26,19 @@ from privgrid.wire.envelope import Rejected
 
 
 class LineManagerNode(Node):
-    def __init__(self, setup: MarketSetup, mode: PrivacyMode, log: ParticipantLog) -> None:
+    def __init__(
+        self,
+        setup: MarketSetup,
+        mode: PrivacyMode,
+        log: ParticipantLog,
+        identity: Identity | None = None,
+    ) -> None:
         from privgrid.scenario import LM_ID
 
         super().__init__(LM_ID, log)
+        self.identity = identity  # signs the Proof-of-Solution vote
+        self.awaiting_block = False
+        self.dropped: list[list[str]] = []
         self.mode = mode
         self.leg = mode.lm_leg()
         self.setup = setup
@@ -63,6 +73,8 @@ class LineManagerNode(Node):
         self.last_heard = now
         if message.kind == "stop":
             return self._stop(message)
+        if message.kind == "block" and message.sender == MO_ID:
+            return self._vote(message)
         if message.kind == "gone":
             if message.sender == MO_ID:
                 self.log.error("the MO left the run; stopping")
@@ -124,8 +136,12 @@ class LineManagerNode(Node):
         for n, m in dropped:
             for a, b in ((n, m), (m, n)):
                 self.trades[g.trade(a, b)] = 0.0
+        self.dropped = [list(p) for p in dropped]
 
     def tick(self, now: float) -> list[Outgoing]:
+        if self.awaiting_block and now - self.last_heard > self.setup.scenario.timeouts.finish:
+            self.log.error("no block to vote on within %g s", self.setup.scenario.timeouts.finish)
+            self.finish(EXIT_FAILURE)
         if now - self.last_heard > self.timeout:
             self.log.error("nothing heard for %.0f s; giving up", now - self.last_heard)
             self.finish(EXIT_FAILURE)
@@ -154,5 +170,41 @@ class LineManagerNode(Node):
             "kkt": [c.as_dict() for c in checks],
             "stats": self.stats(),
         }
-        self.finish(EXIT_OK)
+        if message.body["converged"] and self.identity is not None:
+            self.awaiting_block = True
+        else:
+            self.finish(EXIT_OK)
         return [Outgoing("lm_final", MO_ID, self.completed, body)]
+
+    def _vote(self, message: Message) -> list[Outgoing]:
+        """Proof of Solution, the LM's part: line records, limits, line prices, charges."""
+        if not self.awaiting_block or self.identity is None:
+            self.log.warning("ignored a block: not waiting for one")
+            return []
+        from privgrid.ledger import Block, LedgerError
+        from privgrid.ledger.pos import lm_checks, vote_on
+
+        self.awaiting_block = False
+        self.finish(EXIT_OK)
+        try:
+            block = Block.from_bytes(message.body["block"])
+            checks = excluding_pairs(lm_checks(block, self.setup), self.dropped)
+        except LedgerError as exc:
+            self.log.error("the proposed block is malformed: %s; not voting", exc)
+            return []
+        for check in (c for c in checks if not c.passed):
+            self.log.warning(
+                "block check %s failed at %s: %.3g > %.3g",
+                check.condition,
+                check.subject,
+                check.value,
+                check.tolerance,
+            )
+        vote = vote_on(self.identity, self.me, block, checks)
+        self.log.info(
+            "%s block %d (%s…)",
+            "accept" if vote.accept else "REJECT",
+            block.height,
+            block.hash_hex[:16],
+        )
+        return [Outgoing("vote", MO_ID, message.round, {"vote": vote.to_bytes()})]

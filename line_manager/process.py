@@ -33,4 +33,4 @@ def main(
         ctx.log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
     mode = make_mode(ctx.scenario, LM_ID, ctx.settings.run, ctx.log)
-    sys.exit(run_node(ctx, LineManagerNode(setup, mode, ctx.log)))
+    sys.exit(run_node(ctx, LineManagerNode(setup, mode, ctx.log, ctx.identity)))

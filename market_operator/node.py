@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from privgrid.ledger import Block, Decision, LedgerError, Vote
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import decode_scalar
 from privgrid.market.setup import TradeGraph
@@ -25,7 +26,7 @@ from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire import topics
 from privgrid.wire.channel import Message, Outgoing
 
-RUNNING, FINISHING, DONE = "running", "finishing", "done"
+RUNNING, FINISHING, VOTING, DONE = "running", "finishing", "voting", "done"
 
 
 @dataclass
@@ -51,6 +52,9 @@ class RunOutcome:
     finished: float = 0.0  # perf_counter when the finals were in
     violations: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[list[str]] = field(default_factory=list)  # pairs removed (drop_pair)
+    block: Block | None = None  # the proposed block (converged runs with a ledger)
+    votes: dict[str, Vote] = field(default_factory=dict)
+    decision: Decision | None = None
 
 
 class OperatorNode(Node):
@@ -60,9 +64,11 @@ class OperatorNode(Node):
         mode: PrivacyMode,
         log: ParticipantLog,
         on_progress: Callable[[TraceRow], None] | None = None,
+        proposal: Any = None,
     ) -> None:
         super().__init__(MO_ID, log)
         self.mode = mode
+        self.proposal = proposal  # market_operator.proposal.Proposal, or None: no ledger
         self.scenario = scenario
         self.graph = TradeGraph.from_scenario(scenario)
         self.market = scenario.market
@@ -128,6 +134,8 @@ class OperatorNode(Node):
             )
         if kind in ("final", "lm_final"):
             return self._final(message, now)
+        if kind == "vote":
+            return self._vote(message)
         if self.phase != RUNNING:
             return []
         if message.round != self.round:
@@ -245,6 +253,9 @@ class OperatorNode(Node):
                     f"no residuals from {', '.join(missing)}"
                 ),
             )
+        if self.phase == VOTING and now - self.stop_sent_at > timeouts.finish:
+            self.log.error("not every vote arrived within %g s", timeouts.finish)
+            self._decide()
         if self.phase == FINISHING and now - self.stop_sent_at > timeouts.finish:
             missing = sorted(
                 self.expected
@@ -268,8 +279,67 @@ class OperatorNode(Node):
         else:
             self.outcome.lm_final = message.body
         if self.outcome.lm_final is not None and len(self.outcome.finals) == len(self.agents):
+            outcome = self.outcome
+            if outcome.converged and outcome.error is None and self.proposal is not None:
+                return self._propose(now)
             self._done()
         return []
+
+    # -- the block -------------------------------------------------------------------------------
+    def _propose(self, now: float) -> list[Outgoing]:
+        """Every final report is in: propose the block, cast the MO's own vote, await votes."""
+        try:
+            block = self.proposal.build(self.outcome)
+        except LedgerError as exc:
+            self.outcome.error = f"could not build the block: {exc}"
+            self.log.error("%s", self.outcome.error)
+            self._done()
+            return []
+        self.outcome.block = block
+        self.outcome.votes[self.me] = self.proposal.own_vote(block, self.outcome.dropped)
+        self.phase, self.stop_sent_at = VOTING, now
+        self.log.info(
+            "proposing block %d (%s…) for Proof of Solution", block.height, block.hash_hex[:16]
+        )
+        return [Outgoing("block", topics.BROADCAST, self.round, {"block": block.to_bytes()})]
+
+    def _vote(self, message: Message) -> list[Outgoing]:
+        if self.phase != VOTING:
+            self.log.warning("dropped a vote from %s: no block is being voted on", message.sender)
+            return []
+        try:
+            vote = Vote.from_bytes(message.body["vote"])
+        except LedgerError as exc:
+            self.log.warning("dropped a vote from %s: %s", message.sender, exc)
+            return []
+        if vote.voter != message.sender:
+            self.log.warning(
+                "dropped a vote from %s cast in the name of %s", message.sender, vote.voter
+            )
+            return []
+        self.outcome.votes[vote.voter] = vote
+        verdict = "accepts" if vote.accept else "REJECTS"
+        self.log.info(
+            "%s %s the block%s",
+            vote.voter,
+            verdict,
+            "" if vote.accept else ": " + "; ".join(str(f) for f in vote.failures),
+        )
+        if set(self.proposal.voters) <= set(self.outcome.votes):
+            self._decide()
+        return []
+
+    def _decide(self) -> None:
+        outcome = self.outcome
+        assert outcome.block is not None
+        decision = self.proposal.decide(outcome.block, list(outcome.votes.values()))
+        outcome.decision = decision
+        if decision.commit:
+            self.log.info("block %d accepted: %s", outcome.block.height, decision.summary())
+        else:
+            outcome.error = f"block {outcome.block.height} not committed: {decision.summary()}"
+            self.log.error("%s", outcome.error)
+        self._done()
 
     def _done(self) -> None:
         self.phase = DONE

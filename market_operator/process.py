@@ -1,34 +1,68 @@
-"""The Market Operator process: run the round clock, then write the run folder."""
+"""The Market Operator process: run the round clock, commit the block, write the run folder."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from market_operator.node import OperatorNode, TraceRow
+from market_operator.node import OperatorNode, RunOutcome, TraceRow
+from market_operator.proposal import Proposal
 from privgrid import report
+from privgrid.ledger import Ledger, LedgerError, genesis_block
+from privgrid.ledger.genesis import participants_from_scenario
 from privgrid.market.setup import build_setup
 from privgrid.privacy import make_mode
-from privgrid.process import load_context, role_options, run_node
+from privgrid.process import Context, load_context, role_options, run_node
 from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE
 from privgrid.scenario import MO_ID, ScenarioError
 
 
 def _progress_printer(total: int):  # noqa: ANN202
     def show(row: TraceRow) -> None:
-        line = {
-            "round": row.round,
-            "max_rounds": total,
-            "elapsed": round(row.elapsed, 4),
-            **row.residuals.as_dict(),
-        }
+        line = {"round": row.round, "max_rounds": total, "elapsed": round(row.elapsed, 4),
+                **row.residuals.as_dict()}  # fmt: skip
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
 
     return show
+
+
+def open_ledger(ctx: Context, path: Path) -> Ledger:
+    """The ledger to append to: created with this scenario's registration, or an existing one
+    registered with the same participants and keys (anything else is refused)."""
+    genesis = genesis_block(ctx.scenario.name, participants_from_scenario(ctx.scenario, ctx.roster),
+                            quorum=ctx.scenario.ledger.quorum)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Ledger.open_or_create(path, genesis)
+
+
+def commit(ctx: Context, ledger: Ledger, outcome: RunOutcome) -> dict[str, Any]:
+    """Append the block if the votes allow it (one transaction); report what happened."""
+    block, decision = outcome.block, outcome.decision
+    info: dict[str, Any] = {"path": str(ledger.path), "id": ledger.id, "committed": False}
+    if block is None or decision is None:
+        info["height"] = ledger.height
+        return info
+    info.update({
+        "height": block.height, "block": block.hash_hex, "decision": decision.summary(),
+        "votes": {v.voter: v.accept for v in outcome.votes.values()},
+        "rejected": {voter: [f.condition + " at " + f.subject for f in failures]
+                     for voter, failures in decision.rejected.items()},
+    })  # fmt: skip
+    if decision.commit:
+        try:
+            ledger.append(block, list(outcome.votes.values()))
+            info["committed"] = True
+            ctx.log.info("committed block %d (%s) to %s", block.height, block.hash_hex[:16],
+                         ledger.path)  # fmt: skip
+        except LedgerError as exc:
+            outcome.error = f"ledger refused the block: {exc}"
+            ctx.log.error("%s", outcome.error)
+    return info
 
 
 @click.command(name="mo")
@@ -40,45 +74,52 @@ def _progress_printer(total: int):  # noqa: ANN202
     help="Run folder for results.json, trace.csv and plots [default: runs/<run>].",
 )
 @click.option(
-    "--progress",
-    is_flag=True,
-    help="Print one JSON line per round on stdout (used by `privgrid run`).",
+    "--ledger",
+    "ledger_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ledger to append the block to [default: <run folder>/ledger.sqlite].",
 )
+@click.option("--progress", is_flag=True,
+              help="Print one JSON line per round on stdout (used by `privgrid run`).")  # fmt: skip
 def main(
-    scenario_path: Path,
-    broker: str | None,
-    run_id: str | None,
-    keys_dir: Path,
-    log_format: str,
-    log_file: Path | None,
-    out_dir: Path | None,
+    scenario_path: Path, broker: str | None, run_id: str | None, keys_dir: Path,
+    log_format: str, log_file: Path | None, out_dir: Path | None, ledger_path: Path | None,
     progress: bool,
-) -> None:
-    """Run the Market Operator of SCENARIO: the round clock, the stopping test, the results.
+) -> None:  # fmt: skip
+    """Run the Market Operator of SCENARIO: the round clock, the stopping test, the block.
 
-    Exit status: 0 converged, 1 not converged, 2 bad input, 3 a participant failed.
+    After a converged run it proposes a block of the cleared trades, collects every
+    participant's signed Proof-of-Solution vote and appends the block to the ledger only if
+    all accept. Exit status: 0 converged and committed, 1 not converged, 2 bad input,
+    3 a participant failed or the block was rejected.
     """
     ctx = load_context(MO_ID, scenario_path, broker, run_id, keys_dir, log_format, log_file)
+    folder = out_dir or Path("runs") / ctx.settings.run
     try:
         setup = build_setup(ctx.scenario)
-    except ScenarioError as exc:
+        ledger = open_ledger(ctx, ledger_path or folder / "ledger.sqlite")
+    except (ScenarioError, LedgerError) as exc:
         ctx.log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
-    folder = out_dir or Path("runs") / ctx.settings.run
+    ctx.log.info("ledger %s (id %s…) at height %d", ledger.path, ledger.id[:16],
+                 ledger.height)  # fmt: skip
+    proposal = Proposal(setup, ctx.identity, ledger.genesis, ledger.head(), ctx.settings.run,
+                        ctx.log)  # fmt: skip
     on_progress = _progress_printer(ctx.scenario.market.max_rounds) if progress else None
     mode = make_mode(ctx.scenario, MO_ID, ctx.settings.run, ctx.log)
-    node = OperatorNode(ctx.scenario, mode, ctx.log, on_progress)
+    node = OperatorNode(ctx.scenario, mode, ctx.log, on_progress, proposal)
     code = run_node(ctx, node)
     outcome = node.outcome
     if not outcome.trace and outcome.error is None and code == EXIT_FAILURE:
         sys.exit(code)  # never started: nothing to report
+    ledger_info = commit(ctx, ledger, outcome)
+    if outcome.error is not None:
+        code = EXIT_FAILURE
     results, welfare_trace = report.build(
-        setup,
-        outcome,
-        run=ctx.settings.run,
-        mode=ctx.scenario.privacy.mode,
+        setup, outcome, run=ctx.settings.run, mode=ctx.scenario.privacy.mode,
         mo_stats=node.stats(),
-    )
+    )  # fmt: skip
+    results["ledger"] = ledger_info
     report.write_run_folder(folder, results, outcome.trace, welfare_trace, setup)
     ctx.log.info("wrote %s", folder / "results.json")
     sys.exit(code)

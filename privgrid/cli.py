@@ -86,6 +86,17 @@ def solve(scenario: Path, as_json: bool, output: Path | None) -> None:
     is_flag=True,
     help="Use the embedded broker even if Mosquitto is installed.",
 )
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append the block to this ledger [default: <run folder>/ledger.sqlite]. Successive "
+    "runs on one ledger need the same identity keys (--keys).",
+)
+@click.option(
+    "--keys",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Identity keys to use (created if missing) [default: new keys in the run folder].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of tables.")
 def run(
     scenario: Path,
@@ -94,6 +105,8 @@ def run(
     out: Path | None,
     log_format: str,
     embedded_broker: bool,
+    ledger: Path | None,
+    keys: Path | None,
     as_json: bool,
 ) -> None:
     """Run a whole grid for SCENARIO: broker, LM, MO and every agent as separate processes.
@@ -107,7 +120,14 @@ def run(
     from privgrid.launcher import LaunchOptions, launch
 
     options = LaunchOptions(
-        scenario, privacy, broker, out, log_format, "embedded" if embedded_broker else "auto"
+        scenario,
+        privacy,
+        broker,
+        out,
+        log_format,
+        "embedded" if embedded_broker else "auto",
+        ledger=ledger,
+        keys=keys,
     )
     try:
         code, folder, results = launch(options)

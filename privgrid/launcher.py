@@ -63,6 +63,8 @@ class LaunchOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     external: ExternalBroker | None = None
     run_id: str | None = None
+    ledger: Path | None = None  # default: <run folder>/ledger.sqlite
+    keys: Path | None = None  # default: new keys in <run folder>/secrets
 
 
 @dataclass
@@ -95,7 +97,13 @@ def run_folder(scenario: Scenario, out: Path | None) -> tuple[Path, str]:
 
 
 def _command(
-    participant: str, scenario_file: Path, run: str, keys: Path, fmt: str, folder: Path
+    participant: str,
+    scenario_file: Path,
+    run: str,
+    keys: Path,
+    fmt: str,
+    folder: Path,
+    ledger: Path | None,
 ) -> list[str]:
     module = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(participant, "agents")
     cmd = [
@@ -115,6 +123,8 @@ def _command(
         cmd += ["--id", participant]
     if participant == MO_ID:
         cmd += ["--out", str(folder), "--progress"]
+        if ledger is not None:
+            cmd += ["--ledger", str(ledger)]
     return cmd
 
 
@@ -126,6 +136,7 @@ class Launcher:
         self.broker: LocalBroker | None = None
         self.progress_lines: deque[dict[str, Any]] = deque(maxlen=50)
         self.folder = Path()
+        self.keys = Path()
         self.run_id = ""
 
     # -- set-up ----------------------------------------------------------------------------
@@ -138,7 +149,9 @@ class Launcher:
         scenario_file.write_text(
             tomli_w.dumps(effective_scenario(scenario, self.options.privacy)), encoding="utf-8"
         )
-        init_keys(scenario, self.folder / "secrets")
+        self.keys = (self.options.keys or self.folder / "secrets").resolve()
+        init_keys(scenario, self.keys)
+        (self.folder / "secrets").mkdir(mode=0o700, exist_ok=True)
         return scenario, scenario_file
 
     def broker_urls(self, scenario: Scenario) -> dict[str, str]:
@@ -157,7 +170,7 @@ class Launcher:
         return {pid: self.broker.url(pid, users.passwords[pid]) for pid in ids}
 
     def start_children(self, scenario: Scenario, scenario_file: Path, urls: dict[str, str]) -> None:
-        keys = self.folder / "secrets"
+        keys = self.keys
         order = [LM_ID, MO_ID, *scenario.agent_ids]
         for pid in order:
             log_path = self.folder / "logs" / f"{pid}.log"
@@ -174,6 +187,7 @@ class Launcher:
                             keys,
                             self.options.log_format,
                             self.folder,
+                            self.options.ledger,
                         ),
                         stdout=subprocess.PIPE if pid == MO_ID else subprocess.DEVNULL,
                         stderr=log,
@@ -248,13 +262,13 @@ class Launcher:
                         )
         reader.join(timeout=2)
         code = mo.process.returncode
+        grace = time.monotonic() + (10 if code == 0 else 3)  # one grace period for everyone
         for child in self.children:
             try:
-                child.process.wait(timeout=10)
+                child.process.wait(timeout=max(0.0, grace - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.console.print(
-                    f"[yellow]{child.participant} did not stop; terminating[/yellow]"
-                )
+                if code == 0:
+                    self.console.print(f"[yellow]{child.participant} did not stop[/yellow]")
         return code
 
     def stop_all(self) -> None:

@@ -185,6 +185,18 @@ class TimeoutsSection(_Strict):
     finish: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
 
 
+class MarketOperatorSection(_Strict):
+    """The MO's behaviour: honest, or proposing a bad block (the Proof-of-Solution experiment)."""
+
+    behaviour: Literal["honest", "tamper-trade", "tamper-price", "suboptimal"] = "honest"
+
+
+class LedgerSection(_Strict):
+    """Accept votes a block needs: ``"all"`` participants (default) or a number."""
+
+    quorum: Literal["all"] | Annotated[int, Field(ge=1)] = "all"
+
+
 class Scenario(_Strict):
     """A validated scenario. ``source`` is the file it came from (for paths and messages)."""
 
@@ -194,6 +206,8 @@ class Scenario(_Strict):
     market: MarketSection = MarketSection()
     privacy: PrivacySection = PrivacySection()
     timeouts: TimeoutsSection = TimeoutsSection()
+    market_operator: MarketOperatorSection = MarketOperatorSection()
+    ledger: LedgerSection = LedgerSection()
     source: Path = Field(default=Path("<memory>"), exclude=True)
 
     @model_validator(mode="after")

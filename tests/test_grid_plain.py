@@ -84,6 +84,7 @@ def test_the_broker_is_the_only_channel(plain_run):
         "results.json",
         "trace.csv",
         "plots",
+        "ledger.sqlite",
     }
 
 

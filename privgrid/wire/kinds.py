@@ -140,3 +140,7 @@ PRICE_PROOF = _kind(
 # --- Paillier LM leg: packed ciphertexts under the LM's key, and back under the agent's -------
 TRADES_ENC = _kind("trades_enc", {AGENT}, {LM}, False, {"c": s.blob_list(4096, 4096)})
 CHARGES_ENC = _kind("charges_enc", {LM}, {AGENT}, False, {"c": s.blob_list(4096, 4096)})
+
+# --- the ledger: the MO's block proposal and each participant's signed vote ------------------
+BLOCK = _kind("block", {MO}, {EVERYONE}, False, {"block": s.blob(max_len=1 << 20)})
+VOTE = _kind("vote", {AGENT, LM}, {MO}, True, {"vote": s.blob(max_len=1 << 20)})
