@@ -24,10 +24,11 @@ import numpy as np
 from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
 from privgrid.market.agent_step import AgentCost, LocalStep, local_step
+from privgrid.market.derive import derive_partner, pair_checks, partner_shares
 from privgrid.market.fixedpoint import encode, encode_scalar, quantise_scalar
 from privgrid.market.kkt import AgentView, Check, Tolerances, check_agent, excluding_pairs
 from privgrid.market.price import price_shares, share_to_fixed
-from privgrid.market.setup import TradeGraph
+from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ranges
 from privgrid.privacy import PrivacyMode, Violation
 from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario
@@ -41,8 +42,9 @@ class RoundWork:
 
     round: int
     step: LocalStep
+    own_shares: np.ndarray  # A_nm, fixed point: with λ_nm(k+1) it gives the partner's B_mn
     charges: np.ndarray | None = None
-    buffered: list[Message] = field(default_factory=list)
+    evidence: dict[str, list[bytes]] = field(default_factory=dict)  # partners' signed messages
 
 
 class AgentNode(Node):
@@ -68,12 +70,18 @@ class AgentNode(Node):
         self.cost = cost
         self.mode = mode
         self.exchange = mode.exchange(self.partners)
-        self.leg = mode.lm_leg()
+        self._setup: MarketSetup | None = None
+        self.leg = mode.lm_leg(self.market_setup, self._mask_keys)
+        ranges = trade_ranges(scenario)
+        self.partner_lo = np.array([ranges[m][0] for m in self.partners])
+        self.partner_hi = np.array([ranges[m][1] for m in self.partners])
+        self.pair_checks = scenario.privacy.pair_checks
         n = len(slots)
         self.trades = np.zeros(n)
         self.prices = np.full(n, self.market.lambda0)
         self.partner_prices = self.prices.copy()
         self.charges = np.zeros(n)
+        self.derived = np.zeros(n)  # what we derive of each partner's trade with us
         self.theta = float("nan")
         self.completed = 0  # last committed round
         self.work: RoundWork | None = None
@@ -81,8 +89,22 @@ class AgentNode(Node):
         self.last_heard = 0.0
         self.timeout = scenario.timeouts.round + scenario.timeouts.finish
 
+    def market_setup(self) -> MarketSetup:
+        """The public market structure with the network (loaded when first needed)."""
+        if self._setup is None:
+            self._setup = build_setup(self.scenario)
+        return self._setup
+
+    def _mask_keys(self) -> dict[str, bytes]:
+        """k_mask with every other agent (masked aggregation runs over all agent pairs)."""
+        assert self.channel is not None
+        return {a: self.channel.mask_key(a) for a in self.scenario.agent_ids if a != self.me}
+
     def peers(self) -> set[str]:
-        return {*self.partners, LM_ID, MO_ID}
+        peers = {*self.partners, LM_ID, MO_ID}
+        if self.scenario.privacy.lm_leg == "masked":
+            peers |= set(self.scenario.agent_ids) - {self.me}  # mask keys with every agent
+        return peers
 
     def announcement(self) -> dict[str, object]:
         return self.mode.announcement()
@@ -173,9 +195,9 @@ class AgentNode(Node):
         )
         own_fixed, peer_fixed = share_to_fixed(own), share_to_fixed(peer)
         self.compute_seconds += time.perf_counter() - started
-        self.work = RoundWork(round_, step)
+        self.work = RoundWork(round_, step, own_fixed)
         outgoing = self.exchange.begin(round_, own_fixed, peer_fixed)
-        outgoing.append(self.leg.trades_out(round_, step.trades))
+        outgoing.append(self.leg.agent_message(round_, step.trades, step.extrapolated))
         early, self.early = self.early, []
         for message in early:
             outgoing += self._in_round(message)
@@ -187,9 +209,10 @@ class AgentNode(Node):
         outgoing: list[Outgoing] = []
         try:
             if message.kind in self.exchange.kinds:
+                work.evidence.setdefault(message.sender, []).append(message.raw)
                 outgoing = self.exchange.handle(message)
             elif message.kind == self.leg.charges_kind and message.sender == LM_ID:
-                work.charges = self.leg.charges_in(message, len(self.partners))
+                work.charges = self.leg.agent_charges(message, len(self.partners))
             else:
                 raise Rejected(f"unexpected {message.kind}", message.sender)
         except Violation as exc:
@@ -206,16 +229,54 @@ class AgentNode(Node):
 
     def _commit(self, work: RoundWork) -> list[Outgoing]:
         own, partner = self.exchange.prices(self.prices)
+        m = self.market
+        shares = partner_shares(encode(own), work.own_shares)
+        view = derive_partner(shares, self.partner_prices, self.derived, m.alpha, m.beta, m.rho)
+        active = np.zeros(len(self.partners), dtype=bool)
+        active[[i for i, _ in self.exchange.active()]] = True
+        outgoing = self._pair_checks(work, own, partner, view.target, active)
         self.trades, self.prices, self.partner_prices = work.step.trades, own, partner
+        self.derived = np.where(active, view.trades, 0.0)
         self.charges = work.charges if work.charges is not None else self.charges
         self.completed, self.work = work.round, None
-        active = [i for i, _ in self.exchange.active()]
-        gap = float(np.max(np.abs(own[active] - partner[active]))) if active else 0.0
+        gap = float(np.max(np.abs(own - partner)[active], initial=0.0))
+        mismatch = float(np.max(np.abs(self.trades + self.derived)[active], initial=0.0))
         body = {
             "r_d": encode_scalar(work.step.residual),
             "r_C": encode_scalar(quantise_scalar(gap)),
+            "r_P": encode_scalar(quantise_scalar(mismatch)),
         }
-        return [Outgoing("residuals", MO_ID, work.round, body)]
+        return [*outgoing, Outgoing("residuals", MO_ID, work.round, body)]
+
+    def _pair_checks(
+        self,
+        work: RoundWork,
+        own: np.ndarray,
+        partner: np.ndarray,
+        targets: np.ndarray,
+        active: np.ndarray,
+    ) -> list[Outgoing]:
+        """I4: every partner's two proven prices agree and its derived trade is in range."""
+        if not self.pair_checks:
+            return []
+        checked = active & ~np.isin(np.arange(len(self.partners)), list(self.exchange.failed))
+        failures = pair_checks(
+            own,
+            partner,
+            targets,
+            self.partner_lo,
+            self.partner_hi,
+            self.market.beta,
+            self.market.rho,
+            checked,
+        )
+        outgoing = []
+        for failure in failures:
+            offender = self.partners[failure.partner_index]
+            evidence = work.evidence.get(offender, [])
+            reason = f"pair check: {failure.reason}"
+            outgoing += self.report_violation(offender, reason, evidence, work.round)
+        return outgoing
 
     # -- the end ------------------------------------------------------------------------------
     def _stop(self, message: Message) -> list[Outgoing]:

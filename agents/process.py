@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from agents.node import AgentNode
-from privgrid.market.agent_step import AgentCost
+from privgrid.market.setup import played_cost
 from privgrid.privacy import make_mode
 from privgrid.process import load_context, role_options, run_node
 
@@ -27,7 +27,6 @@ def main(
 ) -> None:
     """Run one prosumer (seller, buyer or prosumer) of SCENARIO."""
     ctx = load_context(agent_id, scenario_path, broker, run_id, keys_dir, log_format, log_file)
-    spec = ctx.scenario.agent(agent_id)
     mode = make_mode(ctx.scenario, agent_id, ctx.settings.run, ctx.log)
-    cost = AgentCost(spec.a, spec.b, spec.pmin, spec.pmax)  # its own private data only
+    cost = played_cost(ctx.scenario, agent_id)  # its own private data only (I6: perturbed)
     sys.exit(run_node(ctx, AgentNode(agent_id, ctx.scenario, cost, mode, ctx.log, ctx.identity)))

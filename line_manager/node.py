@@ -1,9 +1,11 @@
-"""The Line Manager's protocol logic: trades in, line prices and charges out, each round.
+"""The Line Manager's protocol logic: flows in, line prices (and charges) out, each round.
 
-Round k: collect every agent's new trades; run the LM step (projected dual ascent on the line
-limits, :mod:`privgrid.market.line_step`); send each agent the charges of its own trades and
-the MO the residuals r_P, r_L. After ``stop``: check its KKT part (L1–L3) on the last state
-and send it, with the line prices, to the MO.
+Round k: collect every agent's contribution through the LM leg (its trades, or with masked
+aggregation only its masked share of the line flows); run the LM step — projected dual ascent
+on the line limits (:mod:`privgrid.market.line_step`); send what the agents need for their
+charges (their charges, or the broadcast line prices) and the MO the residuals r_L (and r_P
+when the LM sees trades). After ``stop``: check its KKT part on the last state and send it,
+with the line prices, to the MO; after convergence, vote on the MO's block.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import numpy as np
 from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import encode, encode_scalar
-from privgrid.market.kkt import Tolerances, check_lines, excluding_pairs
-from privgrid.market.line_step import LinePrices, charges_for, lm_step, reciprocity_residual
+from privgrid.market.kkt import Tolerances, check_line_flows, check_lines, excluding_pairs
+from privgrid.market.line_step import LinePrices, line_update
 from privgrid.market.setup import MarketSetup
 from privgrid.privacy import PrivacyMode, Violation
 from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
-from privgrid.scenario import MO_ID
+from privgrid.scenario import LM_ID, MO_ID
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 
@@ -33,25 +35,23 @@ class LineManagerNode(Node):
         log: ParticipantLog,
         identity: Identity | None = None,
     ) -> None:
-        from privgrid.scenario import LM_ID
-
         super().__init__(LM_ID, log)
         self.identity = identity  # signs the Proof-of-Solution vote
-        self.awaiting_block = False
-        self.dropped: list[list[str]] = []
         self.mode = mode
-        self.leg = mode.lm_leg()
         self.setup = setup
+        self.leg = mode.lm_leg(lambda: setup, self._mask_keys)
         self.graph = setup.graph
         self.market = setup.scenario.market
-        self.trades = np.zeros(self.graph.n_trades)
         self.line_prices = LinePrices.zero(len(setup.limited))
-        self.charges = np.zeros(self.graph.n_trades)
+        self.flows = np.zeros(len(setup.limited))  # F(P^k) on the limited lines
         self.completed = 0
-        self.received: dict[str, np.ndarray] = {}
-        self.early: list[Message] = []
+        self.awaiting_block = False
+        self.dropped: list[list[str]] = []
         self.last_heard = 0.0
         self.timeout = setup.scenario.timeouts.round + setup.scenario.timeouts.finish
+
+    def _mask_keys(self) -> dict[str, bytes]:  # the LM holds no masks
+        return {}
 
     def peers(self) -> set[str]:
         return {*self.graph.agent_ids, MO_ID}
@@ -82,14 +82,18 @@ class LineManagerNode(Node):
             return []
         if message.kind == "round":
             self.log.round = message.round
-            self._drop_pairs(message.body.get("dropped", []))
+            dropped = message.body.get("dropped", [])
+            if dropped != self.dropped:
+                self.dropped = [list(p) for p in dropped]
+                self.leg.lm_drop(self.setup, self.dropped)
             return []
-        if message.kind != self.leg.trades_kind:
+        if message.kind != self.leg.agent_kind:
             self.log.warning("dropped unexpected %s from %s", message.kind, message.sender)
             return []
         if message.round != self.completed + 1:
             self.log.warning(
-                "dropped trades of round %d from %s (expected round %d)",
+                "dropped %s of round %d from %s (expected round %d)",
+                message.kind,
                 message.round,
                 message.sender,
                 self.completed + 1,
@@ -97,46 +101,31 @@ class LineManagerNode(Node):
             return []
         slots = self.graph.slots[self.graph.index(message.sender)]
         try:
-            self.received[message.sender] = self.leg.trades_in(message, len(slots))
+            self.leg.lm_receive(message, len(slots))
         except Violation as exc:
             return self.report_violation(exc.offender, exc.reason, exc.evidence, message.round)
         except Rejected as exc:
-            self.log.warning("dropped trades from %s: %s", message.sender, exc.reason)
+            self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
             return []
-        if len(self.received) < self.graph.n_agents:
+        if not self.leg.lm_ready(self.graph.n_agents):
             return []
         return self._step(message.round)
 
     def _step(self, round_: int) -> list[Outgoing]:
         started = time.perf_counter()
-        g = self.graph
-        new = np.empty(g.n_trades)
-        for agent, values in self.received.items():
-            new[g.slots[g.index(agent)]] = values
         setup = self.setup
-        line = lm_step(
-            setup.G, setup.fmax, setup.sigma, self.market.rho, self.line_prices, self.trades, new
+        flows_bar, flows_new, reciprocity = self.leg.lm_flows(setup, self.market.rho)
+        line = line_update(
+            flows_bar, setup.fmax, setup.sigma, self.market.rho, self.line_prices, flows_new
         )
-        charges = charges_for(setup.G, line.prices)
-        r_p = reciprocity_residual(new, g.mirror)
-        self.trades, self.line_prices, self.charges = new, line.prices, charges
-        self.received, self.completed = {}, round_
+        self.line_prices, self.flows, self.completed = line.prices, flows_new, round_
         self.compute_seconds += time.perf_counter() - started
-        outgoing = [
-            self.leg.charges_out(round_, agent, charges[g.slots[i]])
-            for i, agent in enumerate(g.agent_ids)
-        ]
-        residuals = {"r_P": encode_scalar(r_p), "r_L": encode_scalar(line.line_residual)}
+        outgoing = self.leg.lm_send(round_, setup, line.prices)
+        residuals = {"r_L": encode_scalar(line.line_residual)}
+        if reciprocity is not None:
+            residuals["r_P"] = encode_scalar(reciprocity)
         outgoing.append(Outgoing("lm_residuals", MO_ID, round_, residuals))
         return outgoing
-
-    def _drop_pairs(self, dropped: list[list[str]]) -> None:
-        """Pairs the MO removed: their trades are 0 from now on (both agents do the same)."""
-        g = self.graph
-        for n, m in dropped:
-            for a, b in ((n, m), (m, n)):
-                self.trades[g.trade(a, b)] = 0.0
-        self.dropped = [list(p) for p in dropped]
 
     def tick(self, now: float) -> list[Outgoing]:
         if self.awaiting_block and now - self.last_heard > self.setup.scenario.timeouts.finish:
@@ -147,6 +136,14 @@ class LineManagerNode(Node):
             self.finish(EXIT_FAILURE)
         return []
 
+    def _final_checks(self) -> list:
+        """L1–L3 when the LM saw the trades; from the flows alone (L1, L2) when it did not."""
+        tol = Tolerances.for_market(self.market)
+        trades, charges = self.leg.lm_state(self.setup)
+        if np.all(np.isfinite(trades)):
+            return check_lines(self.setup, trades, charges, self.line_prices, tol)
+        return check_line_flows(self.setup, self.flows, self.line_prices, tol)
+
     def _stop(self, message: Message) -> list[Outgoing]:
         if message.round == 0:
             self.log.error("the MO could not start the run: %s", message.body["reason"])
@@ -154,8 +151,7 @@ class LineManagerNode(Node):
             return []
         verdict = "converged" if message.body["converged"] else "did not converge"
         self.log.info("market %s after round %d", verdict, message.round)
-        tol = Tolerances.for_market(self.market)
-        checks = check_lines(self.setup, self.trades, self.charges, self.line_prices, tol)
+        checks = self._final_checks()
         for check in (c for c in checks if not c.passed):
             self.log.warning(
                 "own KKT check %s failed at %s: %.3g > %.3g",

@@ -79,8 +79,8 @@ class OperatorNode(Node):
         self.round = 0
         self.round_started = 0.0
         self.stop_sent_at = 0.0
-        self.agent_residuals: dict[str, tuple[float, float]] = {}
-        self.lm_residuals: tuple[float, float] | None = None
+        self.agent_residuals: dict[str, tuple[float, float, float | None]] = {}
+        self.lm_residuals: tuple[float | None, float] | None = None
         self.outcome = RunOutcome()
 
     def peers(self) -> set[str]:
@@ -149,9 +149,15 @@ class OperatorNode(Node):
             return []
         body = message.body
         if kind == "residuals":
-            self.agent_residuals[sender] = (decode_scalar(body["r_d"]), decode_scalar(body["r_C"]))
+            r_p = decode_scalar(body["r_P"]) if "r_P" in body else None
+            self.agent_residuals[sender] = (
+                decode_scalar(body["r_d"]),
+                decode_scalar(body["r_C"]),
+                r_p,
+            )
         elif kind == "lm_residuals":
-            self.lm_residuals = (decode_scalar(body["r_P"]), decode_scalar(body["r_L"]))
+            r_p = decode_scalar(body["r_P"]) if "r_P" in body else None
+            self.lm_residuals = (r_p, decode_scalar(body["r_L"]))
         else:
             self.log.warning("dropped unexpected %s from %s", kind, sender)
             return []
@@ -161,8 +167,15 @@ class OperatorNode(Node):
 
     def _round_complete(self, now: float) -> list[Outgoing]:
         assert self.lm_residuals is not None
+        reciprocity = self.lm_residuals[0]
+        if reciprocity is None:  # masked aggregation: the agents report it from their views
+            reported = [r[2] for r in self.agent_residuals.values()]
+            reciprocity = max((r for r in reported if r is not None), default=float("inf"))
+            if None in reported:
+                self.log.warning("an agent did not report its reciprocity residual")
+                reciprocity = float("inf")
         residuals = Residuals(
-            reciprocity=self.lm_residuals[0],
+            reciprocity=reciprocity,
             line=self.lm_residuals[1],
             dual=max(r[0] for r in self.agent_residuals.values()),
             consensus=max(r[1] for r in self.agent_residuals.values()),

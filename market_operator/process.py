@@ -23,8 +23,12 @@ from privgrid.scenario import MO_ID, ScenarioError
 
 def _progress_printer(total: int):  # noqa: ANN202
     def show(row: TraceRow) -> None:
-        line = {"round": row.round, "max_rounds": total, "elapsed": round(row.elapsed, 4),
-                **row.residuals.as_dict()}  # fmt: skip
+        line = {
+            "round": row.round,
+            "max_rounds": total,
+            "elapsed": round(row.elapsed, 4),
+            **row.residuals.as_dict(),
+        }
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
 
@@ -34,8 +38,11 @@ def _progress_printer(total: int):  # noqa: ANN202
 def open_ledger(ctx: Context, path: Path) -> Ledger:
     """The ledger to append to: created with this scenario's registration, or an existing one
     registered with the same participants and keys (anything else is refused)."""
-    genesis = genesis_block(ctx.scenario.name, participants_from_scenario(ctx.scenario, ctx.roster),
-                            quorum=ctx.scenario.ledger.quorum)  # fmt: skip
+    genesis = genesis_block(
+        ctx.scenario.name,
+        participants_from_scenario(ctx.scenario, ctx.roster),
+        quorum=ctx.scenario.ledger.quorum,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     return Ledger.open_or_create(path, genesis)
 
@@ -47,18 +54,25 @@ def commit(ctx: Context, ledger: Ledger, outcome: RunOutcome) -> dict[str, Any]:
     if block is None or decision is None:
         info["height"] = ledger.height
         return info
-    info.update({
-        "height": block.height, "block": block.hash_hex, "decision": decision.summary(),
-        "votes": {v.voter: v.accept for v in outcome.votes.values()},
-        "rejected": {voter: [f.condition + " at " + f.subject for f in failures]
-                     for voter, failures in decision.rejected.items()},
-    })  # fmt: skip
+    info.update(
+        {
+            "height": block.height,
+            "block": block.hash_hex,
+            "decision": decision.summary(),
+            "votes": {v.voter: v.accept for v in outcome.votes.values()},
+            "rejected": {
+                voter: [f.condition + " at " + f.subject for f in failures]
+                for voter, failures in decision.rejected.items()
+            },
+        }
+    )
     if decision.commit:
         try:
             ledger.append(block, list(outcome.votes.values()))
             info["committed"] = True
-            ctx.log.info("committed block %d (%s) to %s", block.height, block.hash_hex[:16],
-                         ledger.path)  # fmt: skip
+            ctx.log.info(
+                "committed block %d (%s) to %s", block.height, block.hash_hex[:16], ledger.path
+            )
         except LedgerError as exc:
             outcome.error = f"ledger refused the block: {exc}"
             ctx.log.error("%s", outcome.error)
@@ -79,13 +93,22 @@ def commit(ctx: Context, ledger: Ledger, outcome: RunOutcome) -> dict[str, Any]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Ledger to append the block to [default: <run folder>/ledger.sqlite].",
 )
-@click.option("--progress", is_flag=True,
-              help="Print one JSON line per round on stdout (used by `privgrid run`).")  # fmt: skip
+@click.option(
+    "--progress",
+    is_flag=True,
+    help="Print one JSON line per round on stdout (used by `privgrid run`).",
+)
 def main(
-    scenario_path: Path, broker: str | None, run_id: str | None, keys_dir: Path,
-    log_format: str, log_file: Path | None, out_dir: Path | None, ledger_path: Path | None,
+    scenario_path: Path,
+    broker: str | None,
+    run_id: str | None,
+    keys_dir: Path,
+    log_format: str,
+    log_file: Path | None,
+    out_dir: Path | None,
+    ledger_path: Path | None,
     progress: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Run the Market Operator of SCENARIO: the round clock, the stopping test, the block.
 
     After a converged run it proposes a block of the cleared trades, collects every
@@ -101,10 +124,10 @@ def main(
     except (ScenarioError, LedgerError) as exc:
         ctx.log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
-    ctx.log.info("ledger %s (id %s…) at height %d", ledger.path, ledger.id[:16],
-                 ledger.height)  # fmt: skip
-    proposal = Proposal(setup, ctx.identity, ledger.genesis, ledger.head(), ctx.settings.run,
-                        ctx.log)  # fmt: skip
+    ctx.log.info("ledger %s (id %s…) at height %d", ledger.path, ledger.id[:16], ledger.height)
+    proposal = Proposal(
+        setup, ctx.identity, ledger.genesis, ledger.head(), ctx.settings.run, ctx.log
+    )
     on_progress = _progress_printer(ctx.scenario.market.max_rounds) if progress else None
     mode = make_mode(ctx.scenario, MO_ID, ctx.settings.run, ctx.log)
     node = OperatorNode(ctx.scenario, mode, ctx.log, on_progress, proposal)
@@ -116,9 +139,12 @@ def main(
     if outcome.error is not None:
         code = EXIT_FAILURE
     results, welfare_trace = report.build(
-        setup, outcome, run=ctx.settings.run, mode=ctx.scenario.privacy.mode,
+        setup,
+        outcome,
+        run=ctx.settings.run,
+        mode=ctx.scenario.privacy.mode,
         mo_stats=node.stats(),
-    )  # fmt: skip
+    )
     results["ledger"] = ledger_info
     report.write_run_folder(folder, results, outcome.trace, welfare_trace, setup)
     ctx.log.info("wrote %s", folder / "results.json")

@@ -173,12 +173,14 @@ def _add_role_commands() -> None:
     from agents.process import main as agent_main
     from line_manager.process import main as lm_main
     from market_operator.process import main as mo_main
+    from privgrid.compose import compose_command
     from privgrid.ledger.cli import ledger
 
     main.add_command(agent_main, "agent")
     main.add_command(lm_main, "lm")
     main.add_command(mo_main, "mo")
     main.add_command(ledger, "ledger")
+    main.add_command(compose_command, "compose")
 
 
 _add_role_commands()

@@ -28,7 +28,7 @@ from privgrid.market.fixedpoint import decode
 from privgrid.market.kkt import Check, Tolerances, check_pairs
 from privgrid.market.line_step import LinePrices
 from privgrid.market.negotiation import negotiate, welfare
-from privgrid.market.setup import MarketSetup, agent_costs, build_setup
+from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 from privgrid.results import Outcome, build_results
 
 
@@ -105,7 +105,12 @@ def build(
         except InfeasibleMarketError:
             pass
         if not outcome.dropped:  # a replay reproduces only an undisturbed run
-            replay = negotiate(setup, costs, max_rounds=max(outcome.rounds, 1))
+            replay = negotiate(
+                setup,
+                played_costs(setup.scenario),
+                max_rounds=max(outcome.rounds, 1),
+                welfare_costs=costs,
+            )
             if np.array_equal(replay.state.trades, trades):
                 welfare_trace = [r.welfare for r in replay.trace[: len(outcome.trace)]]
     stats = _participant_stats(outcome)

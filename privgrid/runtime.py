@@ -48,6 +48,8 @@ class Node(ABC):
         self.compute_seconds = 0.0  # time in the market maths (set by the role)
         #: Traffic and timing counters of this process, provided by the runtime.
         self.stats: Callable[[], dict[str, float]] = dict
+        #: The secure channel (keys learnt from announcements), set by the runtime.
+        self.channel: Channel | None = None
 
     @abstractmethod
     def peers(self) -> set[str]:
@@ -132,6 +134,7 @@ class Participant:
         self.buffer: list[Message] = []
         self.began = time.perf_counter()
         node.stats = self.stats
+        node.channel = self.channel
 
     def stats(self) -> dict[str, float]:
         """Messages and bytes in/out, time in crypto, in the maths, and the rest (waiting)."""

@@ -79,6 +79,15 @@ class NetworkSection(_Strict):
     line_limits: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = {}
 
 
+class PrivacyNoise(_Strict):
+    """I6 (protocol.md §8): ã = a(1 + U[−r, r]), b̃ = b + Laplace(σ_b),
+    P̃max = Pmax − U[0, w], P̃min = Pmin + U[0, w]."""
+
+    sigma_b: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    r: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    w: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
 class AgentSection(_Strict):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     bus: int
@@ -87,6 +96,8 @@ class AgentSection(_Strict):
     pmin: Annotated[float, Field(allow_inf_nan=False)]
     pmax: Annotated[float, Field(allow_inf_nan=False)]
     behaviour: Literal["honest", "lying-decryptor"] = "honest"
+    #: I6 (protocol.md §8): the agent perturbs its own objective once per session.
+    privacy_noise: PrivacyNoise | None = None
     #: lying-decryptor: report decrypted prices off by ``lie`` $/kW from round ``lie_from_round``.
     lie: Annotated[float, Field(allow_inf_nan=False)] = 0.05
     lie_from_round: Annotated[int, Field(ge=1)] = 1
@@ -165,6 +176,18 @@ class PrivacySection(_Strict):
     #: What a failed check against a partner does: end the run naming the offender, or
     #: remove the pair from the market and go on.
     on_violation: Literal["abort", "drop_pair"] = "abort"
+    #: I4 (protocol.md §4.4): after each round, check the pair's price invariant and that the
+    #: partner's derived trade lies in its registered range. Stops price injection; free.
+    pair_checks: bool = True
+    #: How trades reach the LM: "masked" (I5: masked aggregation, the LM learns line flows
+    #: only), "paillier" (the published design: trades under the LM's key), "sealed".
+    lm_leg: Literal["masked", "paillier", "sealed"] = "masked"
+
+    @model_validator(mode="after")
+    def _leg_needs_keys(self) -> PrivacySection:
+        if self.lm_leg == "paillier" and self.mode != "paillier":
+            raise ValueError("lm_leg = 'paillier' needs mode = 'paillier'")
+        return self
 
     @model_validator(mode="after")
     def _key_size(self) -> PrivacySection:
@@ -183,6 +206,25 @@ class TimeoutsSection(_Strict):
     start: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
     round: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
     finish: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
+
+
+class AttackSection(_Strict):
+    """The collusion experiment (protocol.md §9.1)."""
+
+    target: str
+    colluders: Annotated[list[str], Field(min_length=1)]
+    strategy: Literal["passive", "probe"] = "passive"
+    start_round: Annotated[int, Field(ge=1)] = 20
+    ramp_step: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.25
+    plateau_window: Annotated[int, Field(ge=2)] = 8
+    plateau_tol: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-6
+    hold_rounds: Annotated[int, Field(ge=2)] = 25
+    probe_levels: Annotated[int, Field(ge=2)] = 4
+    probe_prices: list[float] | None = None
+    shares: Literal["compliant", "free"] = "compliant"
+    release: bool = True
+    compare_honest: bool = False
+    coalition: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "coalition"
 
 
 class MarketOperatorSection(_Strict):
@@ -208,6 +250,7 @@ class Scenario(_Strict):
     timeouts: TimeoutsSection = TimeoutsSection()
     market_operator: MarketOperatorSection = MarketOperatorSection()
     ledger: LedgerSection = LedgerSection()
+    attack: AttackSection | None = None
     source: Path = Field(default=Path("<memory>"), exclude=True)
 
     @model_validator(mode="after")
@@ -338,6 +381,36 @@ def _reachable_errors(scenario: Scenario, file: str) -> list[FieldError]:
     return errors
 
 
+def _attack_errors(scenario: Scenario, file: str) -> list[FieldError]:
+    """The coalition must be real neighbours of a real target (protocol.md §9.1)."""
+    attack = scenario.attack
+    if attack is None:
+        return []
+    ids = set(scenario.agent_ids)
+    if attack.target not in ids:
+        return [FieldError(file, "attack.target", f"unknown agent {attack.target!r}")]
+    neighbours = {m for n, m in scenario.pairs if n == attack.target}
+    neighbours |= {n for n, m in scenario.pairs if m == attack.target}
+    errors = []
+    for i, colluder in enumerate(attack.colluders):
+        where = f"attack.colluders[{i}]"
+        if colluder == attack.target:
+            errors.append(FieldError(file, where, f"{colluder} is the target itself"))
+        elif colluder not in ids:
+            errors.append(FieldError(file, where, f"unknown agent {colluder!r}"))
+        elif colluder not in neighbours:
+            errors.append(
+                FieldError(
+                    file, where, f"{colluder} does not trade with the target {attack.target}"
+                )
+            )
+    if len(set(attack.colluders)) != len(attack.colluders):
+        errors.append(FieldError(file, "attack.colluders", "a colluder is listed twice"))
+    if attack.probe_prices is not None and len(attack.probe_prices) < 2:
+        errors.append(FieldError(file, "attack.probe_prices", "give at least two prices"))
+    return errors
+
+
 def _loc_to_field(loc: Sequence[int | str], data: dict[str, Any]) -> str:
     """Render a pydantic error location as ``agents[2] (S3).a`` — index plus the agent's id."""
     parts: list[str] = []
@@ -386,7 +459,7 @@ def parse_scenario(data: dict[str, Any], file: str | Path = "<memory>") -> Scena
         raise ScenarioError(_pydantic_errors(exc, data, file)) from None
     errors = _pairs_errors(scenario, file)
     if not errors:
-        errors = _reachable_errors(scenario, file)
+        errors = _reachable_errors(scenario, file) + _attack_errors(scenario, file)
     if errors:
         raise ScenarioError(errors)
     return scenario

@@ -14,7 +14,7 @@ from typing import Any
 from privgrid.market.central import check_feasible, solve_central
 from privgrid.market.kkt import check_solution
 from privgrid.market.negotiation import RoundRecord, negotiate
-from privgrid.market.setup import MarketSetup, agent_costs, build_setup
+from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 from privgrid.results import Outcome, build_results
 from privgrid.scenario import Scenario, load_scenario
 
@@ -31,13 +31,14 @@ def solve(
     setup: MarketSetup, on_round: Callable[[RoundRecord], None] | None = None
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    costs = agent_costs(setup.scenario)
-    result = negotiate(setup, costs, on_round=on_round)
+    costs = agent_costs(setup.scenario)  # the truth: welfare and the optimum
+    played = played_costs(setup.scenario)  # what agents play (I6 may perturb it)
+    result = negotiate(setup, played, on_round=on_round, welfare_costs=costs)
     central = solve_central(setup, costs)
     state = result.state
     t_kkt = time.perf_counter()
     report = check_solution(
-        setup, costs, state.trades, state.prices, state.charges, state.line_prices, state.theta
+        setup, played, state.trades, state.prices, state.charges, state.line_prices, state.theta
     )
     kkt_time = time.perf_counter() - t_kkt
     last = result.trace[-1]

@@ -102,3 +102,38 @@ def reciprocity_residual(trades: np.ndarray, mirror: np.ndarray) -> float:
     if trades.size == 0:
         return 0.0
     return float(np.max(np.abs(trades + trades[mirror])))
+
+
+# --- I5, masked aggregation (protocol.md §6.2): the LM learns line flows, never a trade --------
+MASK_MODULUS = 1 << 64
+
+
+def flow_contribution(G_columns: np.ndarray, extrapolated: np.ndarray) -> np.ndarray:
+    """One agent's share of the extrapolated flows, ``f_n = G[:, slots of n] · P̄_n``, in fixed
+    point (int64, scale 2^32). The agent adds its pairwise masks before sending it."""
+    if G_columns.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    from privgrid.market.fixedpoint import encode
+
+    return encode((G_columns * extrapolated[None, :]).sum(axis=1))
+
+
+def aggregate_flows(contributions: list[np.ndarray] | list[list[int]]) -> np.ndarray:
+    """``F̄ = Σ_n y_n mod 2^64``, decoded as signed fixed point. The pairwise masks in the
+    ``y_n`` cancel in the sum, so masked and unmasked contributions give the same bits."""
+    from privgrid.market.fixedpoint import decode
+
+    if not contributions:
+        return np.zeros(0)
+    lines = len(contributions[0])
+    totals = []
+    for line in range(lines):
+        total = sum(int(c[line]) for c in contributions) % MASK_MODULUS
+        totals.append(total - MASK_MODULUS if total >= MASK_MODULUS // 2 else total)
+    return decode(np.array(totals, dtype=np.int64))
+
+
+def relaxed_flows(old: np.ndarray, extrapolated: np.ndarray, rho: float) -> np.ndarray:
+    """``F(P^{k+1}) = F(P^k) + (ρ/2)(F̄ − F(P^k))``: the flows of the new trades, which the LM
+    tracks itself (it is linear in the trades) instead of receiving a second masked vector."""
+    return old + 0.5 * rho * (extrapolated - old)

@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privgrid.market.agent_step import AgentCost, local_step
-from privgrid.market.line_step import LinePrices, charges_for, lm_step, reciprocity_residual
+from privgrid.market.derive import derive_partner
+from privgrid.market.fixedpoint import decode, quantise_scalar
+from privgrid.market.line_step import (
+    LinePrices,
+    aggregate_flows,
+    charges_for,
+    flow_contribution,
+    line_update,
+    lm_step,
+    reciprocity_residual,
+    relaxed_flows,
+)
 from privgrid.market.price import combine_fixed, price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup
 from privgrid.market.stopping import Residuals, converged
@@ -38,6 +49,8 @@ class NegotiationState:
     charges: np.ndarray
     line_prices: LinePrices
     theta: np.ndarray  # per agent, private to each agent
+    flows: np.ndarray | None = None  # masked leg: the LM's F(P^k) on the limited lines
+    derived: np.ndarray | None = None  # masked leg: at t, the owner's view of trade mirror[t]
 
     @classmethod
     def initial(cls, setup: MarketSetup) -> NegotiationState:
@@ -49,6 +62,8 @@ class NegotiationState:
             np.zeros(t),
             LinePrices.zero(len(setup.limited)),
             np.full(setup.graph.n_agents, np.nan),
+            np.zeros(len(setup.limited)),
+            np.zeros(t),
         )
 
 
@@ -74,14 +89,22 @@ def negotiate(
     max_rounds: int | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
     observe: Callable[[int, NegotiationState, np.ndarray], None] | None = None,
+    welfare_costs: Mapping[str, AgentCost] | None = None,
 ) -> NegotiationResult:
     """Run rounds until the MO's stopping test holds or the round limit is reached.
 
+    ``costs`` are what the agents play (:func:`~privgrid.market.setup.played_costs`: true, or
+    I6-perturbed); the trace's welfare uses ``welfare_costs`` (default: ``costs``). The LM leg
+    of ``privacy.lm_leg`` is replicated exactly: with ``"masked"`` the LM works from the sum
+    of per-agent fixed-point flow contributions and the reciprocity residual comes from each
+    agent's derived view of its partners' trades, as in the processes.
     ``observe(k, state, P̄)`` sees every round's complete state (for analyses and tests that
     need what each party held in each round; the role processes never call it).
     """
     g = setup.graph
     market = setup.scenario.market
+    masked = setup.scenario.privacy.lm_leg == "masked"
+    welfare_costs = welfare_costs or costs
     limit = max_rounds if max_rounds is not None else market.max_rounds
     G = setup.G
     state = NegotiationState.initial(setup)
@@ -108,21 +131,44 @@ def negotiate(
             dual = max(dual, step.residual)
         # Step 2: λ_nm = A_nm + B_mn, shares crossing in fixed point.
         own, peer = price_shares(state.prices, bar, market.alpha, market.beta, market.rho)
-        prices = combine_fixed(share_to_fixed(own), share_to_fixed(peer)[g.mirror])
-        # Step 3: the LM on the trades it received.
-        line = lm_step(G, setup.fmax, setup.sigma, market.rho, state.line_prices, state.trades, new)
+        peer_fixed = share_to_fixed(peer)
+        prices = combine_fixed(share_to_fixed(own), peer_fixed[g.mirror])
+        # Step 3: the LM, on the trades it received or on masked flow contributions.
+        flows, derived = state.flows, state.derived
+        if masked:
+            contributions = [flow_contribution(G[:, s], bar[s]) for s in g.slots]
+            flows_bar = aggregate_flows(contributions)
+            flows = relaxed_flows(state.flows, flows_bar, market.rho)
+            line = line_update(
+                flows_bar, setup.fmax, setup.sigma, market.rho, state.line_prices, flows
+            )
+            view = derive_partner(
+                decode(peer_fixed[g.mirror]),
+                state.prices[g.mirror],
+                state.derived,
+                market.alpha,
+                market.beta,
+                market.rho,
+            )
+            derived = view.trades
+            reciprocity = quantise_scalar(float(np.max(np.abs(new + derived), initial=0.0)))
+        else:
+            line = lm_step(
+                G, setup.fmax, setup.sigma, market.rho, state.line_prices, state.trades, new
+            )
+            reciprocity = reciprocity_residual(new, g.mirror)
         charges = charges_for(G, line.prices)
         # Step 4: the MO.
         residuals = Residuals(
-            reciprocity=reciprocity_residual(new, g.mirror),
+            reciprocity=reciprocity,
             line=line.line_residual,
             dual=dual,
             consensus=float(np.max(np.abs(prices - prices[g.mirror]))),
         )
-        state = NegotiationState(new, prices, charges, line.prices, theta)
+        state = NegotiationState(new, prices, charges, line.prices, theta, flows, derived)
         if observe is not None:
             observe(k, state, bar)
-        record = RoundRecord(k, residuals, welfare(setup, costs, new))
+        record = RoundRecord(k, residuals, welfare(setup, welfare_costs, new))
         trace.append(record)
         if on_round is not None:
             on_round(record)

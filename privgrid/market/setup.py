@@ -108,8 +108,36 @@ class MarketSetup:
 
 
 def agent_costs(scenario: Scenario) -> dict[str, AgentCost]:
-    """Each agent's private data. Only the agent itself (and the in-process simulation) uses it."""
+    """Each agent's true private data. Only the agent itself (and the simulation's evaluator)
+    uses it."""
     return {a.id: AgentCost(a.a, a.b, a.pmin, a.pmax) for a in scenario.agents}
+
+
+def played_cost(scenario: Scenario, agent: str) -> AgentCost:
+    """The cost an agent plays: its true one, or its I6-perturbed one (``privacy_noise``)."""
+    from privgrid.market.perturb import perturb, session_seed
+
+    spec = scenario.agent(agent)
+    true = AgentCost(spec.a, spec.b, spec.pmin, spec.pmax)
+    if spec.privacy_noise is None:
+        return true
+    return perturb(true, spec.privacy_noise, session_seed(scenario.scenario.seed, agent))
+
+
+def played_costs(scenario: Scenario) -> dict[str, AgentCost]:
+    return {a: played_cost(scenario, a) for a in scenario.agent_ids}
+
+
+def trade_ranges(scenario: Scenario) -> dict[str, tuple[float, float]]:
+    """Each agent's registered range for a single trade (public: the genesis block holds the
+    registered bounds): a seller's trade in [0, Pmax], a buyer's in [Pmin, 0], a prosumer's in
+    [Pmin, Pmax]. The pair checks (I4) bound a partner's derived trade by it."""
+    ranges = {}
+    for a in scenario.agents:
+        lo = 0.0 if a.role == Role.SELLER else a.pmin
+        hi = 0.0 if a.role == Role.BUYER else a.pmax
+        ranges[a.id] = (lo, hi)
+    return ranges
 
 
 def build_setup(scenario: Scenario) -> MarketSetup:

@@ -12,10 +12,11 @@ never branches on which one it is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from privgrid.logs import ParticipantLog
+from privgrid.market.setup import MarketSetup
 from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
 from privgrid.privacy.lmleg import LmLeg, SealedLeg
 from privgrid.scenario import Scenario
@@ -46,8 +47,26 @@ class PrivacyMode:
 
         return PlainExchange(self.me, partners)
 
-    def lm_leg(self) -> LmLeg:
+    def lm_leg(
+        self,
+        setup: Callable[[], MarketSetup] | None = None,
+        mask_keys: Callable[[], dict[str, bytes]] | None = None,
+    ) -> LmLeg:
+        """The leg of ``privacy.lm_leg``. ``setup`` and ``mask_keys`` are called lazily (the
+        masked leg needs the flow matrix and the pairwise mask keys of the announcements)."""
+        leg = self.scenario.privacy.lm_leg
+        if leg == "masked":
+            if setup is None or mask_keys is None:
+                raise ValueError("the masked LM leg needs the market setup and the mask keys")
+            from privgrid.privacy.masked import MaskedLeg
+
+            return MaskedLeg(self.me, self.run, setup, mask_keys)
+        if leg == "paillier":
+            return self._paillier_leg()
         return SealedLeg()
+
+    def _paillier_leg(self) -> LmLeg:
+        raise ValueError("privacy.lm_leg = 'paillier' needs privacy.mode = 'paillier'")
 
 
 class PaillierMode(PrivacyMode):
@@ -83,7 +102,7 @@ class PaillierMode(PrivacyMode):
         exchange.counters.counts.update(proofs_made=0, proofs_verified=0, proofs_failed=0)
         return exchange
 
-    def lm_leg(self) -> LmLeg:
+    def _paillier_leg(self) -> LmLeg:
         from privgrid.privacy.paillier import PaillierLeg
 
         return PaillierLeg(self.keys, self.counters)

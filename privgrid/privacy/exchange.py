@@ -94,6 +94,11 @@ class PriceExchange(ABC):
             )
         return i
 
+    @property
+    def failed(self) -> frozenset[int]:
+        """Partners whose direction failed its checks this round."""
+        return frozenset(self._failed)
+
     def fail(self, i: int) -> None:
         """The partner's direction failed its checks this round (a violation was reported)."""
         self._failed.add(i)

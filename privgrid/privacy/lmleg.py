@@ -1,44 +1,128 @@
-"""The LM leg: how trades reach the Line Manager and charges come back, per privacy mode.
+"""The LM leg: how the Line Manager gets the flows it prices and how charges get back.
 
-One object serves both ends (the agent and the LM call different methods), so a mode's two
-sides cannot drift apart. ``privacy.lm_leg`` picks one at start-up:
+One object serves both ends — the agent calls ``agent_*``, the LM calls ``lm_*`` — so a
+leg's two sides cannot drift apart, and neither role branches on the mode
+(``privacy.lm_leg``, chosen at start-up):
 
-- ``sealed``: trades sealed to the LM, charges sealed to each agent (plain mode's default);
-- ``paillier``: trades packed into ciphertexts under the LM's Paillier key, charges packed
-  under each agent's key (protocol.md §6.2, the published design) — the LM decrypts every
-  trade, which is what lets it recover everyone's a, b (protocol.md §7.2).
+- ``masked`` (I5, the default; :mod:`.masked`): each agent sends its share of the extrapolated
+  line flows plus pairwise masks that cancel in the sum; the LM learns the flows only and
+  broadcasts the line prices; each agent computes its own charges. Reciprocity is then
+  reported by the agents from what they derive about their partners;
+- ``paillier`` (:mod:`.paillier`): trades packed under the LM's Paillier key, charges under the
+  agent's — the published design, in which the LM decrypts every trade (protocol.md §7.2);
+- ``sealed``: trades and charges as fixed-point integers in sealed bodies.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import numpy as np
 
+from privgrid.market.agent_step import extrapolate
 from privgrid.market.fixedpoint import decode, encode
+from privgrid.market.line_step import LinePrices, charges_for, reciprocity_residual
+from privgrid.market.setup import MarketSetup
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 
 
 class LmLeg(ABC):
-    trades_kind: str
-    charges_kind: str
+    agent_kind: str  # what an agent sends the LM each round
+    charges_kind: str  # what brings an agent its charges
+
+    # -- agent side ------------------------------------------------------------------------------
+    @abstractmethod
+    def agent_message(self, round_: int, trades: np.ndarray, extrapolated: np.ndarray) -> Outgoing:
+        """This round's contribution for the LM."""
 
     @abstractmethod
-    def trades_out(self, round_: int, trades: np.ndarray) -> Outgoing:
-        """Agent side: its new trades for the LM."""
+    def agent_charges(self, message: Message, count: int) -> np.ndarray:
+        """The agent's charges from the LM's answer (``Rejected`` if it is malformed)."""
+
+    # -- LM side ---------------------------------------------------------------------------------
+    def __init__(self) -> None:
+        self._received: dict[str, object] = {}
+
+    def lm_receive(self, message: Message, count: int) -> None:
+        """Keep one agent's contribution for the round (``Rejected`` if malformed)."""
+        self._received[message.sender] = self._read(message, count)
 
     @abstractmethod
-    def trades_in(self, message: Message, count: int) -> np.ndarray:
-        """LM side: an agent's trades (``count`` values) or ``Rejected``."""
+    def _read(self, message: Message, count: int) -> object: ...
+
+    def lm_ready(self, agents: int) -> bool:
+        return len(self._received) >= agents
 
     @abstractmethod
-    def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing:
-        """LM side: one agent's charges."""
+    def lm_flows(
+        self, setup: MarketSetup, rho: float
+    ) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """``(F̄, F(P^{k+1}), r_P or None)`` from the round's contributions (then forgotten)."""
 
     @abstractmethod
-    def charges_in(self, message: Message, count: int) -> np.ndarray:
-        """Agent side: its charges (``count`` values) or ``Rejected``."""
+    def lm_send(self, round_: int, setup: MarketSetup, prices: LinePrices) -> list[Outgoing]:
+        """Give the agents what they need for their charges."""
+
+    def lm_drop(self, setup: MarketSetup, pairs: Sequence[Sequence[str]]) -> None:  # noqa: B027
+        """Pairs left the market (``drop_pair``); direct legs zero their remembered trades."""
+
+    def lm_state(self, setup: MarketSetup) -> tuple[np.ndarray, np.ndarray]:
+        """What the LM ends with for its KKT part: (trades, charges) — NaN where it never saw."""
+        n = setup.graph.n_trades
+        return np.full(n, np.nan), np.full(n, np.nan)
+
+
+class DirectLeg(LmLeg):
+    """Legs in which the LM receives every trade (sealed or under its Paillier key)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trades: np.ndarray | None = None
+        self.charges: np.ndarray | None = None
+
+    def _collect(self, setup: MarketSetup) -> np.ndarray:
+        g = setup.graph
+        new = np.empty(g.n_trades)
+        for agent, values in self._received.items():
+            new[g.slots[g.index(agent)]] = values
+        self._received = {}
+        return new
+
+    def lm_flows(
+        self, setup: MarketSetup, rho: float
+    ) -> tuple[np.ndarray, np.ndarray, float | None]:
+        old = self.trades if self.trades is not None else np.zeros(setup.graph.n_trades)
+        new = self._collect(setup)
+        self.trades = new
+        bar = extrapolate(old, new, rho)
+        return setup.G @ bar, setup.G @ new, reciprocity_residual(new, setup.graph.mirror)
+
+    def lm_send(self, round_: int, setup: MarketSetup, prices: LinePrices) -> list[Outgoing]:
+        g = setup.graph
+        self.charges = charges_for(setup.G, prices)
+        return [
+            self.charges_out(round_, agent, self.charges[g.slots[i]])
+            for i, agent in enumerate(g.agent_ids)
+        ]
+
+    @abstractmethod
+    def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing: ...
+
+    def lm_drop(self, setup: MarketSetup, pairs: Sequence[Sequence[str]]) -> None:
+        if self.trades is None:
+            return
+        g = setup.graph
+        for n, m in pairs:
+            self.trades[g.trade(n, m)] = self.trades[g.trade(m, n)] = 0.0
+
+    def lm_state(self, setup: MarketSetup) -> tuple[np.ndarray, np.ndarray]:
+        trades, charges = super().lm_state(setup)
+        return (
+            self.trades if self.trades is not None else trades,
+            self.charges if self.charges is not None else charges,
+        )
 
 
 def _checked(values: list[int], count: int, message: Message, what: str) -> np.ndarray:
@@ -47,22 +131,22 @@ def _checked(values: list[int], count: int, message: Message, what: str) -> np.n
     return decode(np.array(values, dtype=np.int64))
 
 
-class SealedLeg(LmLeg):
+class SealedLeg(DirectLeg):
     """Fixed-point values in sealed bodies (sealing happens in the channel)."""
 
-    trades_kind = "trades"
+    agent_kind = "trades"
     charges_kind = "charges"
 
-    def trades_out(self, round_: int, trades: np.ndarray) -> Outgoing:
+    def agent_message(self, round_: int, trades: np.ndarray, extrapolated: np.ndarray) -> Outgoing:
         from privgrid.scenario import LM_ID
 
-        return Outgoing(self.trades_kind, LM_ID, round_, {"x": [int(x) for x in encode(trades)]})
+        return Outgoing(self.agent_kind, LM_ID, round_, {"x": [int(x) for x in encode(trades)]})
 
-    def trades_in(self, message: Message, count: int) -> np.ndarray:
+    def agent_charges(self, message: Message, count: int) -> np.ndarray:
+        return _checked(message.body["x"], count, message, "charges")
+
+    def _read(self, message: Message, count: int) -> object:
         return _checked(message.body["x"], count, message, "trades")
 
     def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing:
         return Outgoing(self.charges_kind, agent, round_, {"x": [int(x) for x in encode(charges)]})
-
-    def charges_in(self, message: Message, count: int) -> np.ndarray:
-        return _checked(message.body["x"], count, message, "charges")

@@ -39,7 +39,7 @@ from privgrid.crypto.packing import decrypt_packed, encrypt_packed
 from privgrid.crypto.zkp import DecryptionProof, ProofContext, prove_decryption, verify_decryption
 from privgrid.market.fixedpoint import decode, encode, encode_scalar
 from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
-from privgrid.privacy.lmleg import LmLeg
+from privgrid.privacy.lmleg import DirectLeg
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 
@@ -227,13 +227,14 @@ class PaillierExchange(PriceExchange):
         return []
 
 
-class PaillierLeg(LmLeg):
+class PaillierLeg(DirectLeg):
     """Trades packed under the LM's key; charges packed under each agent's key (§6.2)."""
 
-    trades_kind = "trades_enc"
+    agent_kind = "trades_enc"
     charges_kind = "charges_enc"
 
     def __init__(self, keys: PaillierKeys, counters: CryptoCounters) -> None:
+        super().__init__()
         self.keys = keys
         self.counters = counters
 
@@ -256,16 +257,16 @@ class PaillierLeg(LmLeg):
             self.counters.add_time("lm_leg", time.perf_counter() - started)
         return decode(np.array(values, dtype=np.int64))
 
-    def trades_out(self, round_: int, trades: np.ndarray) -> Outgoing:
+    def agent_message(self, round_: int, trades: np.ndarray, extrapolated: np.ndarray) -> Outgoing:
         from privgrid.scenario import LM_ID
 
-        return Outgoing(self.trades_kind, LM_ID, round_, {"c": self._encrypt(LM_ID, trades)})
+        return Outgoing(self.agent_kind, LM_ID, round_, {"c": self._encrypt(LM_ID, trades)})
 
-    def trades_in(self, message: Message, count: int) -> np.ndarray:
+    def agent_charges(self, message: Message, count: int) -> np.ndarray:
+        return self._decrypt(message, count)
+
+    def _read(self, message: Message, count: int) -> object:
         return self._decrypt(message, count)
 
     def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing:
         return Outgoing(self.charges_kind, agent, round_, {"c": self._encrypt(agent, charges)})
-
-    def charges_in(self, message: Message, count: int) -> np.ndarray:
-        return self._decrypt(message, count)

@@ -24,7 +24,14 @@ import msgpack
 
 from privgrid.crypto.errors import CryptoError
 from privgrid.crypto.identity import Identity, Roster
-from privgrid.crypto.sealing import AgreementKey, associated_data, pair_key, seal, unseal
+from privgrid.crypto.sealing import (
+    AgreementKey,
+    associated_data,
+    mask_key,
+    pair_key,
+    seal,
+    unseal,
+)
 from privgrid.wire import kinds, schema, topics
 from privgrid.wire.envelope import Rejected, open_envelope, seal_envelope
 
@@ -114,6 +121,13 @@ class Channel:
 
     def knows(self, participant: str) -> bool:
         return participant in self._peer_x25519
+
+    def mask_key(self, peer: str) -> bytes:
+        """``k_mask`` with ``peer`` for the LM's masked aggregation (protocol.md §6.2)."""
+        public = self._peer_x25519.get(peer)
+        if public is None:
+            raise Rejected(f"no key announcement from {peer} yet", peer)
+        return mask_key(self.agreement, self.me, peer, public, self.run)
 
     def _pair_key(self, peer: str) -> bytes:
         key = self._pair_keys.get(peer)

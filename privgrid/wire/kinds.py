@@ -83,9 +83,19 @@ PRICE = _kind("price", {AGENT}, {AGENT}, True, {"x": s.INT64})
 # --- the LM leg and the MO's residuals ----------------------------------------------------
 TRADES = _kind("trades", {AGENT}, {LM}, True, {"x": s.INT64_LIST})
 CHARGES = _kind("charges", {LM}, {AGENT}, True, {"x": s.INT64_LIST})
-RESIDUALS = _kind("residuals", {AGENT}, {MO}, True, {"r_d": s.NON_NEGATIVE, "r_C": s.NON_NEGATIVE})
+RESIDUALS = _kind(
+    "residuals",
+    {AGENT},
+    {MO},
+    True,
+    {
+        "r_d": s.NON_NEGATIVE,
+        "r_C": s.NON_NEGATIVE,
+        "r_P": s.optional(s.NON_NEGATIVE),
+    },
+)
 LM_RESIDUALS = _kind(
-    "lm_residuals", {LM}, {MO}, True, {"r_P": s.NON_NEGATIVE, "r_L": s.NON_NEGATIVE}
+    "lm_residuals", {LM}, {MO}, True, {"r_P": s.optional(s.NON_NEGATIVE), "r_L": s.NON_NEGATIVE}
 )
 
 # --- after the stop: what the MO needs for the results and the block ------------------------
@@ -144,3 +154,9 @@ CHARGES_ENC = _kind("charges_enc", {LM}, {AGENT}, False, {"c": s.blob_list(4096,
 # --- the ledger: the MO's block proposal and each participant's signed vote ------------------
 BLOCK = _kind("block", {MO}, {EVERYONE}, False, {"block": s.blob(max_len=1 << 20)})
 VOTE = _kind("vote", {AGENT, LM}, {MO}, True, {"vote": s.blob(max_len=1 << 20)})
+
+# --- I5 masked aggregation: masked flow shares to the LM, line prices broadcast back -----------
+FLOWS_MASKED = _kind("flows_masked", {AGENT}, {LM}, False, {"y": s.UINT64_LIST})
+LINE_PRICES = _kind(
+    "line_prices", {LM}, {EVERYONE}, False, {"up": s.INT64_LIST, "down": s.INT64_LIST}
+)

@@ -34,6 +34,12 @@ def _int64(value: Any) -> str | None:
     return None
 
 
+def _uint64(value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "must be an integer"
+    return None if 0 <= value < (1 << 64) else "not an unsigned 64-bit integer"
+
+
 def _non_negative_int64(value: Any) -> str | None:
     error = _int64(value)
     if error is None and value < 0:
@@ -121,6 +127,7 @@ ID = Spec(_text(32))
 MAP_LIST = Spec(_list(_map, 10_000))
 NUMBER_MAP = Spec(_number_map)
 INT64_LIST = Spec(_list(_int64))
+UINT64_LIST = Spec(_list(_uint64))
 
 
 def text_list(exact: int | None = None, max_len: int = MAX_LIST) -> Spec:
