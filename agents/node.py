@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agents.collusion import Colluder
+from privgrid.attack.estimators import PairRecord
 from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
 from privgrid.market.agent_step import AgentCost, LocalStep, local_step
@@ -32,7 +34,7 @@ from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ra
 from privgrid.privacy import PrivacyMode, Violation
 from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario
-from privgrid.wire.channel import Message, Outgoing
+from privgrid.wire.channel import Channel, Message, Outgoing
 from privgrid.wire.envelope import Rejected
 
 
@@ -56,8 +58,12 @@ class AgentNode(Node):
         mode: PrivacyMode,
         log: ParticipantLog,
         identity: Identity | None = None,
+        colluder: Colluder | None = None,
     ) -> None:
         super().__init__(me, log)
+        self.colluder = colluder  # the collusion experiment's behaviour, or None: honest
+        self.pending: int | None = None  # a round waiting for the coalition's order
+        self.dropped_pairs: list[list[str]] = []
         self.identity = identity  # signs the Proof-of-Solution vote
         self.awaiting_block = False
         self.scenario = scenario
@@ -75,7 +81,9 @@ class AgentNode(Node):
         ranges = trade_ranges(scenario)
         self.partner_lo = np.array([ranges[m][0] for m in self.partners])
         self.partner_hi = np.array([ranges[m][1] for m in self.partners])
-        self.pair_checks = scenario.privacy.pair_checks
+        # A colluder does not police its own attack: a broken invariant looks the same from
+        # both sides, and only the honest side's report names the party that deviated.
+        self.pair_checks = scenario.privacy.pair_checks and colluder is None
         n = len(slots)
         self.trades = np.zeros(n)
         self.prices = np.full(n, self.market.lambda0)
@@ -88,6 +96,14 @@ class AgentNode(Node):
         self.early: list[Message] = []  # messages of round completed + 1, before its broadcast
         self.last_heard = 0.0
         self.timeout = scenario.timeouts.round + scenario.timeouts.finish
+
+    def bind(self, channel: Channel) -> None:
+        super().bind(channel)
+        if self.colluder is not None:
+            channel.coalition = self.colluder.attack.coalition
+
+    def extra_subscriptions(self, run: str) -> list[str]:
+        return self.colluder.subscriptions(run) if self.colluder is not None else []
 
     def market_setup(self) -> MarketSetup:
         """The public market structure with the network (loaded when first needed)."""
@@ -128,6 +144,8 @@ class AgentNode(Node):
             return self._stop(message)
         if message.kind == "block" and message.sender == MO_ID:
             return self._vote(message)
+        if self.colluder is not None and message.kind in self.colluder.kinds:
+            return self._coalition(message)
         if message.kind == "gone":
             if message.sender in (MO_ID, LM_ID):
                 self.log.error("%s left the run; stopping", message.sender)
@@ -172,9 +190,25 @@ class AgentNode(Node):
             "the MO removed my pair(s) with %s from the market", ", ".join(sorted(new))
         )
 
+    def _coalition(self, message: Message) -> list[Outgoing]:
+        assert self.colluder is not None
+        try:
+            outgoing = self.colluder.handle(message)
+        except Rejected as exc:
+            self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
+            return []
+        if self.pending is not None and self.colluder.ready(self.pending):
+            pending, self.pending = self.pending, None
+            outgoing += self._begin(pending, self.dropped_pairs)
+        return outgoing
+
     def _begin(self, round_: int, dropped: list[list[str]]) -> list[Outgoing]:
         if round_ != self.completed + 1 or self.work is not None:
             self.log.warning("ignored round %d (expected %d)", round_, self.completed + 1)
+            return []
+        self.dropped_pairs = dropped
+        if self.colluder is not None and not self.colluder.ready(round_):
+            self.pending = round_  # the coordinator's order for this round is not in yet
             return []
         self.log.round = round_
         self._drop_pairs(dropped)
@@ -194,6 +228,10 @@ class AgentNode(Node):
             self.prices, step.extrapolated, self.market.alpha, self.market.beta, self.market.rho
         )
         own_fixed, peer_fixed = share_to_fixed(own), share_to_fixed(peer)
+        if self.colluder is not None:
+            step, own_fixed, peer_fixed = self.colluder.adjust(
+                round_, step, self.prices, self.trades, own_fixed, peer_fixed
+            )
         self.compute_seconds += time.perf_counter() - started
         self.work = RoundWork(round_, step, own_fixed)
         outgoing = self.exchange.begin(round_, own_fixed, peer_fixed)
@@ -235,6 +273,20 @@ class AgentNode(Node):
         active = np.zeros(len(self.partners), dtype=bool)
         active[[i for i, _ in self.exchange.active()]] = True
         outgoing = self._pair_checks(work, own, partner, view.target, active)
+        if self.colluder is not None:
+            i = self.colluder.slot
+            record = PairRecord(
+                work.round,
+                self.me,
+                price=float(self.partner_prices[i]),
+                charge=float(-self.charges[i]),
+                previous=float(self.derived[i]),
+                target=float(view.target[i]),
+                extrapolated=float(view.extrapolated[i]),
+                own=float(work.step.trades[i]),
+                new_price=float(partner[i]),
+            )
+            outgoing += self.colluder.observe(record)
         self.trades, self.prices, self.partner_prices = work.step.trades, own, partner
         self.derived = np.where(active, view.trades, 0.0)
         self.charges = work.charges if work.charges is not None else self.charges
@@ -290,6 +342,8 @@ class AgentNode(Node):
         self.log.info(
             "market %s after round %d: %s", verdict, message.round, message.body["reason"]
         )
+        if self.colluder is not None:
+            self.colluder.finish()
         active = [i for i, _ in self.exchange.active()]
         view = AgentView(
             [self.partners[i] for i in active],

@@ -11,6 +11,7 @@ with the line prices, to the MO; after convergence, vote on the MO's block.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,6 +50,8 @@ class LineManagerNode(Node):
         self.dropped: list[list[str]] = []
         self.last_heard = 0.0
         self.timeout = setup.scenario.timeouts.round + setup.scenario.timeouts.finish
+        #: Opt-in audit of what the LM received (the honest-but-curious experiment).
+        self.record: Callable[[dict[str, object]], None] | None = None
 
     def _mask_keys(self) -> dict[str, bytes]:  # the LM holds no masks
         return {}
@@ -102,6 +105,15 @@ class LineManagerNode(Node):
         slots = self.graph.slots[self.graph.index(message.sender)]
         try:
             self.leg.lm_receive(message, len(slots))
+            if self.record is not None:
+                self.record(
+                    {
+                        "round": message.round,
+                        "from": message.sender,
+                        "kind": message.kind,
+                        "received": self.leg.last_received(),
+                    }
+                )
         except Violation as exc:
             return self.report_violation(exc.offender, exc.reason, exc.evidence, message.round)
         except Rejected as exc:

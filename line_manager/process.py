@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from privgrid.scenario import LM_ID, ScenarioError
 
 @click.command(name="lm")
 @role_options
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append what the LM receives each round to this JSON-lines file (an audit of the "
+    "LM's view, for the honest-but-curious experiment; off by default).",
+)
 def main(
+    record: Path | None,
     scenario_path: Path,
     broker: str | None,
     run_id: str | None,
@@ -33,4 +41,8 @@ def main(
         ctx.log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
     mode = make_mode(ctx.scenario, LM_ID, ctx.settings.run, ctx.log)
-    sys.exit(run_node(ctx, LineManagerNode(setup, mode, ctx.log, ctx.identity)))
+    node = LineManagerNode(setup, mode, ctx.log, ctx.identity)
+    if record is not None:
+        sink = record.open("a", encoding="utf-8")
+        node.record = lambda entry: sink.write(json.dumps(entry) + "\n")
+    sys.exit(run_node(ctx, node))

@@ -134,6 +134,8 @@ class OperatorNode(Node):
             )
         if kind in ("final", "lm_final"):
             return self._final(message, now)
+        if kind in ("line_prices", "block", "round", "stop"):
+            return []  # broadcasts for the agents (our own come back too)
         if kind == "vote":
             return self._vote(message)
         if self.phase != RUNNING:

@@ -12,6 +12,7 @@ import click
 from market_operator.node import OperatorNode, RunOutcome, TraceRow
 from market_operator.proposal import Proposal
 from privgrid import report
+from privgrid.attack.evaluate import write_attack_report
 from privgrid.ledger import Ledger, LedgerError, genesis_block
 from privgrid.ledger.genesis import participants_from_scenario
 from privgrid.market.setup import build_setup
@@ -148,4 +149,6 @@ def main(
     results["ledger"] = ledger_info
     report.write_run_folder(folder, results, outcome.trace, welfare_trace, setup)
     ctx.log.info("wrote %s", folder / "results.json")
+    if ctx.scenario.attack is not None:  # the simulation's evaluator, not the MO's business
+        write_attack_report(folder, setup, results)
     sys.exit(code)

@@ -138,6 +138,11 @@ def run(
             click.echo(json.dumps(results, indent=2))
         else:
             print_summary(results)
+            attack = folder / "attack.json"
+            if attack.exists():
+                from privgrid.console import print_attack_summary
+
+                print_attack_summary(json.loads(attack.read_text()))
     click.echo(f"run folder: {folder}", err=True)
     sys.exit(code)
 
@@ -167,6 +172,56 @@ def keys_init(scenario: Path, out: Path, force: bool) -> None:
     except ScenarioError as exc:
         _fail(str(exc))
     click.echo(f"wrote {out / 'roster.json'} and {len(roster)} private keys to {out}/")
+
+
+@main.group()
+def experiment() -> None:
+    """Reproducible experiments over many runs."""
+
+
+@experiment.command("collusion")
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for collusion.md, collusion.json, collusion.png and every run.",
+)
+@click.option(
+    "--key-bits",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Paillier key size of the secure variants (1024: test keys, for speed).",
+)
+@click.option(
+    "--seeds",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Sessions (fresh I6 noise) per objective-perturbation level.",
+)
+@click.option("--only", multiple=True, help="Run only these variants (repeatable).")
+def experiment_collusion(
+    scenario: Path, out: Path, key_bits: int, seeds: int, only: tuple[str, ...]
+) -> None:
+    """Run SCENARIO's [attack] under plain, paper-2PC, hardened and I6 variants.
+
+    Writes OUT/collusion.md: per variant, the relative errors of the coalition's estimates of
+    the target's Pmax, Pmin, a and b, rounds honest → attacked, welfare change, and how many
+    pair checks fired (protocol.md §9.3). Every run stays in OUT/<variant>/seed<i>/run.
+    """
+    from privgrid.experiment import run_experiment
+
+    try:
+        rows = run_experiment(scenario, out, key_bits=key_bits, seeds=seeds, only=only)
+    except (ScenarioError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo((out / "collusion.md").read_text())
+    click.echo(
+        f"wrote {out / 'collusion.md'}, collusion.json and collusion.png ({len(rows)} variants)",
+        err=True,
+    )
 
 
 def _add_role_commands() -> None:

@@ -106,3 +106,44 @@ def print_summary(results: Mapping[str, Any], console: Console | None = None) ->
             f"[red]KKT {failure['condition']} failed at {failure['subject']}: "
             f"{failure['value']:.3g} > {failure['tolerance']:.3g}[/red]"
         )
+
+
+def _fmt(x: float | None, spec: str = ".2e") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def print_attack_summary(report: Mapping[str, Any], console: Console | None = None) -> None:
+    """What the colluders learnt about the target, and what the attack cost."""
+    console = console or Console()
+    table = Table(
+        title=f"Collusion against {report['target']} by {', '.join(report['colluders'])}"
+        f" ({report['strategy']}, {report['shares']} shares)",
+        title_justify="left",
+    )
+    for col in ("", "truth", "estimate", "relative error"):
+        table.add_column(col, justify="right" if col else "left")
+    est, err, truth = report["estimates"], report["errors"], report["truth"]
+    rows = [
+        ("Pmax", "pmax", "pmax"),
+        ("Pmin", "pmin", "pmin"),
+        ("a (active)", "a", "a"),
+        ("b (active)", "b", "b"),
+        ("a (passive)", "passive_a", "a"),
+        ("b (passive)", "passive_b", "b"),
+    ]
+    for label, key, true_key in rows:
+        table.add_row(label, _fmt(truth[true_key], ".6g"), _fmt(est[key], ".10g"), _fmt(err[key]))
+    detection = report["detection"]
+    table.caption = (
+        f"pair-check failures: {detection['pair_check_failures']} "
+        f"(first in round {detection['first_round']})"
+    )
+    console.print(table)
+    outcome = report.get("outcome")
+    if outcome:
+        honest = report["honest"]
+        console.print(
+            f"rounds honest → attacked: {honest['rounds']} → {report['attacked']['rounds']}; "
+            f"welfare change {outcome['welfare_change']:+.2e}; largest trade change "
+            f"{outcome['max_trade_change']:.3g} kW, price change {outcome['max_price_change']:.3g}"
+        )

@@ -120,7 +120,7 @@ def _command(
         fmt,
     ]
     if module == "agents":
-        cmd += ["--id", participant]
+        cmd += ["--id", participant, "--report", str(folder)]
     if participant == MO_ID:
         cmd += ["--out", str(folder), "--progress"]
         if ledger is not None:
@@ -160,7 +160,9 @@ class Launcher:
             return {pid: self.options.external.url(pid) for pid in ids}
         if self.options.broker:
             return dict.fromkeys(ids, self.options.broker)
-        users = BrokerUsers.generate(ids)
+        attack = scenario.attack
+        colluders, coalition = (attack.colluders, attack.coalition) if attack else ([], "coalition")
+        users = BrokerUsers.generate(ids, colluders, coalition)
         users.save(self.folder / "secrets" / "broker.json")
         self.broker = start_broker(
             self.folder / "broker", self.run_id, users, prefer=self.options.broker_kind
@@ -290,7 +292,7 @@ class Launcher:
         for child in self.children:
             text = child.log_path.read_text(errors="replace") if child.log_path.exists() else ""
             lines += [ln for ln in text.splitlines() if " ERROR " in ln or "Traceback" in ln]
-        return lines[-limit:]
+        return [ln if len(ln) <= 300 else ln[:297] + "…" for ln in lines[-limit:]]
 
 
 def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any] | None]:
@@ -313,6 +315,12 @@ def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any] | None]:
         launcher.stop_all()
     results_path = launcher.folder / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else None
+    if results is not None and scenario.attack is not None:
+        # Again, now that every process has exited (the coordinator's estimates are written).
+        from privgrid.attack.evaluate import write_attack_report
+        from privgrid.market.setup import build_setup
+
+        write_attack_report(launcher.folder, build_setup(scenario), results)
     if code not in (0, 130):
         for line in launcher.error_lines():
             launcher.console.print(f"[red]{line}[/red]")

@@ -113,6 +113,8 @@ def load_context(
     log = logs.setup(me, log_format, log_file)
     try:
         scenario = load_scenario(scenario_path)
+        if scenario.attack is not None and me in scenario.attack.colluders:
+            log.adversarial = True  # every line a colluder writes says so
         if me not in (LM_ID, MO_ID) and me not in scenario.agent_ids:
             raise ScenarioError.single(scenario_path, "agents", f"no agent with id {me!r}")
         url = BrokerUrl.from_env(broker)

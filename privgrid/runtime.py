@@ -28,7 +28,7 @@ from privgrid.crypto.identity import Identity, Roster
 from privgrid.logs import ParticipantLog
 from privgrid.scenario import MO_ID
 from privgrid.wire import topics
-from privgrid.wire.channel import Channel, Conflict, Duplicate, Message, Outgoing
+from privgrid.wire.channel import Channel, Conflict, Duplicate, Message, NotForMe, Outgoing
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.session import BrokerUrl, MqttSession, client_id
 
@@ -77,6 +77,14 @@ class Node(ABC):
     def crypto_seconds(self) -> float:
         """Time spent in the privacy mode's cryptography (beyond signing and sealing)."""
         return 0.0
+
+    def bind(self, channel: Channel) -> None:
+        """The runtime hands the node its secure channel (keys learnt from announcements)."""
+        self.channel = channel
+
+    def extra_subscriptions(self, run: str) -> list[str]:
+        """Topic filters beyond inbox, broadcasts and keys (a colluder's coalition topic)."""
+        return []
 
     def active_round(self) -> int:
         """The round this participant is in (what its log lines show)."""
@@ -134,7 +142,7 @@ class Participant:
         self.buffer: list[Message] = []
         self.began = time.perf_counter()
         node.stats = self.stats
-        node.channel = self.channel
+        node.bind(self.channel)
 
     def stats(self) -> dict[str, float]:
         """Messages and bytes in/out, time in crypto, in the maths, and the rest (waiting)."""
@@ -160,7 +168,12 @@ class Participant:
         session = MqttSession(
             self.settings.broker,
             client_id(run, me),
-            [topics.inbox_filter(run, me), topics.broadcast_filter(run), topics.keys_filter(run)],
+            [
+                topics.inbox_filter(run, me),
+                topics.broadcast_filter(run),
+                topics.keys_filter(run),
+                *self.node.extra_subscriptions(run),
+            ],
             self.log,
             will=self._will(),
         )
@@ -210,6 +223,8 @@ class Participant:
                 continue  # a cleared retained announcement
             try:
                 message = self.channel.decode(topic, payload)
+            except NotForMe:
+                continue
             except Duplicate as dup:
                 self.log.info("ignored a duplicate from %s on %s", dup.sender, topic)
                 continue

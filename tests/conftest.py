@@ -15,9 +15,9 @@ def grid_factory(tmp_path: Path) -> Iterator:
     """``grid_factory(scenario, intruder=False, **section_overrides) -> Grid``; torn down after."""
     grids: list[Grid] = []
 
-    def make(scenario: str | Path = CONFIGS / "paper.toml", **kwargs) -> Grid:
+    def make(scenario_path: str | Path = CONFIGS / "paper.toml", **kwargs) -> Grid:
         folder = tmp_path / f"grid{len(grids)}"
-        grid = make_grid(folder, Path(scenario), **kwargs)
+        grid = make_grid(folder, Path(scenario_path), **kwargs)
         grids.append(grid)
         return grid
 

@@ -70,6 +70,7 @@ class Grid:
     broker: LocalBroker
     users: BrokerUsers
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    extra_args: dict[str, list[str]] = field(default_factory=dict)  # per participant
 
     @property
     def external(self) -> ExternalBroker:
@@ -93,23 +94,31 @@ class Grid:
             str(self.folder / "secrets"),
         ]
         if module == "agents":
-            cmd += ["--id", pid]
+            cmd += ["--id", pid, "--report", str(self.folder)]
         if pid == MO_ID:
             cmd += ["--out", str(self.folder), "--progress"]
-        return cmd
+        return cmd + self.extra_args.get(pid, [])
+
+    @property
+    def progress_file(self) -> Path:
+        return self.folder / "logs" / "progress.jsonl"
 
     def start(self, pid: str) -> subprocess.Popen:
         log = (self.folder / "logs" / f"{pid}.log").open("ab")
+        # The MO's progress goes to a file: a pipe nobody reads would fill up and block it.
+        out = self.progress_file.open("ab") if pid == MO_ID else subprocess.DEVNULL
         env = {**os.environ, "PRIVGRID_BROKER_URL": self.url(pid)}
         process = subprocess.Popen(
             self.command(pid),
-            stdout=subprocess.PIPE if pid == MO_ID else subprocess.DEVNULL,
+            stdout=out,
             stderr=log,
             env=env,
             cwd=ROOT,
             start_new_session=True,
         )
         log.close()
+        if pid == MO_ID:
+            out.close()
         self.processes[pid] = process
         return process
 
@@ -124,14 +133,16 @@ class Grid:
     def wait_for_round(self, round_: int, timeout: float = 60) -> None:
         """Read the MO's progress lines until round ``round_`` has completed."""
         mo = self.processes[MO_ID]
-        assert mo.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = mo.stdout.readline()
-            if not line:
-                raise AssertionError(f"the MO stopped before round {round_}")
-            if json.loads(line)["round"] >= round_:
+            lines = (
+                self.progress_file.read_text().splitlines() if self.progress_file.exists() else []
+            )
+            if lines and json.loads(lines[-1])["round"] >= round_:
                 return
+            if mo.poll() is not None:
+                raise AssertionError(f"the MO stopped before round {round_}")
+            time.sleep(0.05)
         raise AssertionError(f"round {round_} not reached within {timeout} s")
 
     def kill(self, pid: str) -> None:
@@ -162,7 +173,9 @@ def make_grid(
     scenario = load_scenario(scenario_path)
     data = effective_scenario(scenario, None)
     for section, values in overrides.items():
-        if section == "agents":  # {agent id: {field: value}}
+        if values is None:  # drop the section (e.g. attack=None: the honest market)
+            data.pop(section, None)
+        elif section == "agents":  # {agent id: {field: value}}
             for agent in data["agents"]:
                 agent.update(values.get(agent["id"], {}))
         else:
@@ -173,6 +186,8 @@ def make_grid(
     scenario = load_scenario(scenario_file)
     init_keys(scenario, folder / "secrets")
     run = f"t{int(time.time() * 1000) % 10**9}-{scenario.name}"
-    users = BrokerUsers.generate(participants(scenario))
+    attack = scenario.attack
+    colluders, coalition = (attack.colluders, attack.coalition) if attack else ([], "coalition")
+    users = BrokerUsers.generate(participants(scenario), colluders, coalition)
     broker = start_mosquitto(folder / "broker", run, users, intruder=intruder)
     return Grid(folder, scenario, scenario_file, run, broker, users)

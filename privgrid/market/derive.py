@@ -59,7 +59,8 @@ def invariant_tolerance(beta: float, rho: float) -> float:
     The gap contracts by ``|1 − 2ρβ|`` a round and gains at most 2^-31 of fixed-point rounding
     (each price is a sum of two shares rounded to 2^-33), so it stays below
     ``2^-31 / (1 − |1 − 2ρβ|)``: 2^-30 at the default β = ¼ (protocol.md §4.4's figure), but
-    2.3e-9 at β = 0.1, which is why the tolerance is computed rather than fixed at 2^-30.
+    2.3e-9 at β = 0.1 — which is why the tolerance is computed from β and ρ (and set at twice
+    the bound) rather than fixed at 2^-30, which would flag honest runs at small β.
     """
     contraction = abs(1.0 - 2.0 * rho * beta)
     return 2.0 * (2 * RESOLUTION) / (1.0 - contraction)

@@ -47,7 +47,13 @@ class LmLeg(ABC):
 
     def lm_receive(self, message: Message, count: int) -> None:
         """Keep one agent's contribution for the round (``Rejected`` if malformed)."""
-        self._received[message.sender] = self._read(message, count)
+        self._last = self._read(message, count)
+        self._received[message.sender] = self._last
+
+    def last_received(self) -> list[float | int]:
+        """What the LM just got, as it got it: an agent's trades (direct legs) or its masked
+        flow shares (masked leg). For the opt-in audit record only."""
+        return [v.item() if hasattr(v, "item") else v for v in self._last]
 
     @abstractmethod
     def _read(self, message: Message, count: int) -> object: ...

@@ -40,6 +40,10 @@ class Duplicate(Rejected):
     """The same message again (QoS 1 may deliver twice): ignored without noise."""
 
 
+class NotForMe(Duplicate):
+    """A message on a shared topic (the coalition's) addressed to someone else: ignored."""
+
+
 class Conflict(Rejected):
     """Two different signed messages under one (round, kind, sender, recipient): the sender
     equivocated or someone replays; both envelopes are the evidence."""
@@ -102,6 +106,7 @@ class Channel:
         self.roles = dict(roles)
         self.keys = {pid: roster.public_key(pid) for pid in roster}
         self.agreement = agreement or AgreementKey.generate()
+        self.coalition: str | None = None  # set for colluders (the attack experiment)
         self._peer_x25519: dict[str, bytes] = {}
         self._pair_keys: dict[str, bytes] = {}
         self._seen: dict[tuple[int, str, str, str], bytes] = {}  # → the accepted payload
@@ -160,6 +165,10 @@ class Channel:
         self.crypto_seconds += time.perf_counter() - started
         if out.kind == "key":
             topic = topics.keys(self.run, self.me)
+        elif spec.coalition:
+            if self.coalition is None:
+                raise ValueError(f"{self.me} is not in a coalition")
+            topic = topics.collusion(self.run, self.coalition)
         elif spec.is_broadcast:
             topic = topics.broadcast(self.run, self.me, out.kind)
         else:
@@ -184,6 +193,7 @@ class Channel:
         where = topics.parse(topic)
         if where is None or where.run != self.run:
             raise Rejected(f"topic {topic!r} is not for run {self.run}")
+        shared = where.kind == "collusion"  # one topic for the coalition: sender in envelope
         if where.recipient not in (self.me, topics.BROADCAST):
             raise Rejected(f"topic {topic!r} is addressed to {where.recipient}", where.sender)
         started = time.perf_counter()
@@ -195,9 +205,14 @@ class Channel:
             self.crypto_seconds += time.perf_counter() - started
         if env.run != self.run:
             raise Rejected(f"envelope is for run {env.run!r}", env.sender)
-        if (env.sender, env.recipient, env.kind) != (where.sender, where.recipient, where.kind):
-            raise Rejected("envelope sender/recipient/kind differ from the topic", env.sender)
         spec = kinds.KINDS.get(env.kind)
+        if shared:
+            if spec is None or not spec.coalition:
+                raise Rejected(f"{env.kind} does not belong on the coalition topic", env.sender)
+            if env.recipient != self.me:
+                raise NotForMe(f"coalition message for {env.recipient}", env.sender)
+        elif (env.sender, env.recipient, env.kind) != (where.sender, where.recipient, where.kind):
+            raise Rejected("envelope sender/recipient/kind differ from the topic", env.sender)
         if spec is None:
             raise Rejected(f"unknown message kind {env.kind!r}", env.sender)
         role = self.roles.get(env.sender)

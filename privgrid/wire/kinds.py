@@ -25,6 +25,7 @@ class KindSpec:
     recipients: frozenset[str]  # roles, or {EVERYONE} for broadcasts
     sealed: bool
     body: Mapping[str, s.Spec] = field(default_factory=dict)
+    coalition: bool = False  # travels on the coalition topic (colluders only, by ACL)
 
     @property
     def is_broadcast(self) -> bool:
@@ -159,4 +160,27 @@ VOTE = _kind("vote", {AGENT, LM}, {MO}, True, {"vote": s.blob(max_len=1 << 20)})
 FLOWS_MASKED = _kind("flows_masked", {AGENT}, {LM}, False, {"y": s.UINT64_LIST})
 LINE_PRICES = _kind(
     "line_prices", {LM}, {EVERYONE}, False, {"up": s.INT64_LIST, "down": s.INT64_LIST}
+)
+
+# --- the collusion experiment: colluders share on their coalition topic only (ACL) ------------
+_RECORD_FIELDS = ("price", "charge", "previous", "target", "extrapolated", "own", "new_price")
+COALITION_RECORD = register(
+    KindSpec(
+        "coalition_record",
+        frozenset({AGENT}),
+        frozenset({AGENT}),
+        True,
+        {"r": s.NON_NEGATIVE, **dict.fromkeys(_RECORD_FIELDS, s.INT64)},
+        coalition=True,
+    )
+)
+COALITION_ORDER = register(
+    KindSpec(
+        "coalition_order",
+        frozenset({AGENT}),
+        frozenset({AGENT}),
+        True,
+        {"r": s.NON_NEGATIVE, "phase": s.TEXT, "price": s.optional(s.INT64)},
+        coalition=True,
+    )
 )

@@ -1,0 +1,252 @@
+"""``privgrid experiment collusion``: regenerate the leakage table of protocol.md §9.3.
+
+Runs the scenario's attack (real processes on a real broker, via the launcher) under each
+privacy variant and writes ``DIR/collusion.md`` (the table), ``DIR/collusion.json`` (every
+number) and ``DIR/collusion.png`` (errors per variant). Variants:
+
+- ``plain``: sealed shares, no pair checks, trades sealed to the LM;
+- ``paper-2pc``: the published design — Paillier 2PC with decryption proofs, no pair checks,
+  trades under the LM's Paillier key;
+- ``hardened``: Paillier 2PC + pair checks (I4) + masked aggregation (I5);
+- ``hardened-free``: the same, colluders inject prices with free shares (I4 must abort it);
+- ``hardened-short-range``: the colluding buyers registered only [−10, 0] each, so together
+  they cannot absorb the target's Pmax (the estimate is then only a lower bound);
+- ``i6-low`` / ``i6-high``: hardened, and the target perturbs its own objective (I6) at
+  (σ_b, r, w) = (1, 0.1, 4) and (3, 0.3, 8), over several seeds (fresh noise per session);
+  the median errors and the welfare loss are reported.
+Each attacked run uses ``compare_honest`` for the outcome columns.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from privgrid.launcher import LaunchOptions, launch
+
+KEYS_1024 = {"mode": "paillier", "key_bits": 1024, "insecure_test_keys": True}
+I6_LEVELS = {
+    "i6-low": {"sigma_b": 1.0, "r": 0.1, "w": 4.0},
+    "i6-high": {"sigma_b": 3.0, "r": 0.3, "w": 8.0},
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    edit: Callable[[dict[str, Any]], None]
+    seeds: int = 1
+
+
+def _privacy(**values: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        data.setdefault("privacy", {}).update(values)
+
+    return edit
+
+
+def _chain(*edits: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        for e in edits:
+            e(data)
+
+    return edit
+
+
+def _attack(**values: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        data["attack"].update(values)
+
+    return edit
+
+
+def _colluder_range(low: float) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        for agent in data["agents"]:
+            if agent["id"] in data["attack"]["colluders"]:
+                agent["pmin"] = max(agent["pmin"], low)
+
+    return edit
+
+
+def _noise(level: Mapping[str, float]) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        for agent in data["agents"]:
+            if agent["id"] == data["attack"]["target"]:
+                agent["privacy_noise"] = dict(level)
+
+    return edit
+
+
+def variants(key_privacy: Mapping[str, Any], seeds: int) -> list[Variant]:
+    secure = dict(key_privacy)
+    hardened = _privacy(**secure, pair_checks=True, lm_leg="masked")
+    plain_hardened = _privacy(mode="plain", pair_checks=True, lm_leg="masked")
+    return [
+        Variant(
+            "plain",
+            "plain (sealed shares)",
+            _privacy(mode="plain", pair_checks=False, lm_leg="sealed"),
+        ),
+        Variant(
+            "paper-2pc",
+            "paper 2PC (Paillier + ZKP, LM decrypts trades)",
+            _privacy(**secure, pair_checks=False, lm_leg="paillier"),
+        ),
+        Variant(
+            "hardened", "hardened: 2PC + pair checks + masked LM, compliant colluders", hardened
+        ),
+        Variant(
+            "hardened-free",
+            "hardened, colluders send free shares",
+            _chain(hardened, _attack(shares="free")),
+        ),
+        Variant(
+            "hardened-short-range",
+            "hardened, colluders' range [−10, 0] (coalition < Pmax)",
+            _chain(hardened, _colluder_range(-10.0)),
+        ),
+        *(
+            Variant(
+                name,
+                f"I6 (σ_b, r, w) = ({v['sigma_b']:g}, {v['r']:g}, {v['w']:g}), median of {seeds}",
+                _chain(plain_hardened, _noise(v)),
+                seeds,
+            )
+            for name, v in I6_LEVELS.items()
+        ),
+    ]
+
+
+def run_variant(base: dict[str, Any], variant: Variant, folder: Path) -> list[dict[str, Any]]:
+    outcomes = []
+    for seed in range(variant.seeds):
+        data = json.loads(json.dumps(base))
+        variant.edit(data)
+        data["attack"]["compare_honest"] = True
+        data["scenario"]["seed"] = int(data["scenario"].get("seed", 0)) + seed
+        data["scenario"]["name"] = f"{data['scenario']['name']}-{variant.name}"
+        where = folder / variant.name / f"seed{seed}"
+        where.mkdir(parents=True, exist_ok=True)
+        scenario_file = where / "scenario.toml"
+        scenario_file.write_text(tomli_w.dumps(data))
+        code, run_folder, results = launch(
+            LaunchOptions(scenario_file, out=where / "run", quiet=True)
+        )
+        attack_path = run_folder / "attack.json"
+        attack = json.loads(attack_path.read_text()) if attack_path.exists() else None
+        outcomes.append({"seed": seed, "exit": code, "results": results, "attack": attack})
+    return outcomes
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarise(variant: Variant, outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    attacks = [o["attack"] for o in outcomes if o["attack"]]
+    errors = {
+        k: _median([a["errors"][k] for a in attacks])
+        for k in ("pmax", "pmin", "a", "b", "passive_a", "passive_b")
+    }
+    first = attacks[0] if attacks else {}
+    results = [o["results"] for o in outcomes if o["results"]]
+    return {
+        "variant": variant.name,
+        "label": variant.label,
+        "runs": len(outcomes),
+        "exit": [o["exit"] for o in outcomes],
+        "errors": errors,
+        "rounds_honest": first.get("honest", {}).get("rounds"),
+        "rounds_attacked": _median([r["rounds"] for r in results]),
+        "welfare_change": _median([a.get("outcome", {}).get("welfare_change") for a in attacks]),
+        "welfare_loss_i6": _median(
+            [a.get("honest", {}).get("welfare_loss_vs_optimum") for a in attacks]
+        ),
+        "checks_fired": sum(a["detection"]["pair_check_failures"] for a in attacks),
+        "first_detection": first.get("detection", {}).get("first_round"),
+        "aborted": any(o["exit"] == 3 for o in outcomes),
+    }
+
+
+def _cell(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{x:.2g}"  # None or NaN: nothing to show
+
+
+def table(rows: Sequence[Mapping[str, Any]]) -> str:
+    head = (
+        "| variant | Pmax err | Pmin err | a err | b err | passive a / b err | "
+        "rounds honest → attacked | welfare change (attack) | welfare loss vs optimum "
+        "(honest run) | checks fired |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        e = r["errors"]
+        rounds = (
+            f"{r['rounds_honest']} → {r['rounds_attacked']:.0f}" if r["rounds_attacked"] else "–"
+        )
+        if r["aborted"]:
+            rounds = f"aborted in round {r['first_detection']}"
+        checks = f"{r['checks_fired']}" + (
+            f", first in round {r['first_detection']}" if r["first_detection"] else ""
+        )
+        lines.append(
+            f"| {r['label']} | {_cell(e['pmax'])} | {_cell(e['pmin'])} | {_cell(e['a'])} | "
+            f"{_cell(e['b'])} | {_cell(e['passive_a'])} / {_cell(e['passive_b'])} | {rounds} | "
+            f"{_cell(r['welfare_change'])} | {_cell(r['welfare_loss_i6'])} | {checks} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = ("pmax", "pmin", "a", "b")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(keys)
+    for j, key in enumerate(keys):
+        values = [max(r["errors"][key] or 0.0, 1e-16) for r in rows]
+        ax.bar(np.arange(len(rows)) + j * width, values, width, label=key)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(rows)) + 0.3, [r["variant"] for r in rows], rotation=20)
+    ax.set_ylabel("relative error of the estimate")
+    ax.set_title("What colluding neighbours learn about the target")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_experiment(
+    scenario: Path, out: Path, *, key_bits: int = 1024, seeds: int = 5, only: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    base = tomllib.loads(scenario.read_text())
+    if "attack" not in base:
+        raise ValueError(f"{scenario}: the scenario has no [attack] table")
+    key_privacy = dict(KEYS_1024) if key_bits < 2048 else {"mode": "paillier", "key_bits": key_bits}
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for variant in variants(key_privacy, seeds):
+        if only and variant.name not in only:
+            continue
+        rows.append(summarise(variant, run_variant(base, variant, out)))
+    (out / "collusion.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "collusion.md").write_text(
+        f"# Collusion experiment: {scenario.name}\n\nPaillier keys: {key_bits} bits. "
+        "Generated by `privgrid experiment collusion`.\n\n" + table(rows)
+    )
+    plot(rows, out / "collusion.png")
+    return rows

@@ -1,0 +1,170 @@
+"""The pure pieces of the collusion experiment, without a broker: Theorem 1's derivation, the
+pair checks (I4), the estimators, the coordinator's phases, the perturbation (I6)."""
+
+import numpy as np
+import pytest
+
+from privgrid.attack.coordinator import DOWN, PROBE, RELEASE, UP, WARMUP, Coordinator
+from privgrid.attack.estimators import (
+    PairRecord,
+    active_fit,
+    consensus_fit,
+    not_repeated,
+    passive_fit,
+)
+from privgrid.market.agent_step import AgentCost
+from privgrid.market.derive import derive_partner, invariant_tolerance, pair_checks
+from privgrid.market.fixedpoint import decode
+from privgrid.market.negotiation import negotiate
+from privgrid.market.perturb import perturb, session_seed
+from privgrid.market.price import price_shares, share_to_fixed
+from privgrid.market.setup import build_setup, played_costs
+from privgrid.scenario import AttackSection, PrivacyNoise, load_scenario
+
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.fixture(scope="module")
+def collusion_views():
+    """Replay the honest collusion market; record what each buyer derives about S1."""
+    scenario = load_scenario(CONFIGS / "collusion.toml")
+    setup = build_setup(scenario.model_copy(update={"attack": None}))
+    g, m = setup.graph, scenario.market
+    state = {
+        "prices": np.full(g.n_trades, m.lambda0),
+        "derived": np.zeros(g.n_trades),
+        "charges": np.zeros(g.n_trades),
+    }
+    records, errors = [], []
+
+    def observe(k, s, bar):
+        _, peer = price_shares(state["prices"], bar, m.alpha, m.beta, m.rho)
+        view = derive_partner(
+            decode(share_to_fixed(peer)[g.mirror]),
+            state["prices"][g.mirror],
+            state["derived"],
+            m.alpha,
+            m.beta,
+            m.rho,
+        )
+        for buyer in ("B1", "B2", "B3"):
+            t = g.trade(buyer, "S1")
+            errors.append(abs(view.trades[t] - s.trades[g.mirror[t]]))
+            records.append(
+                PairRecord(
+                    k,
+                    buyer,
+                    float(state["prices"][g.mirror[t]]),
+                    float(-state["charges"][t]),
+                    float(state["derived"][t]),
+                    float(view.target[t]),
+                    float(view.extrapolated[t]),
+                    float(s.trades[t]),
+                    float(s.prices[g.mirror[t]]),
+                )
+            )
+        state.update(prices=s.prices, derived=view.trades, charges=s.charges)
+
+    negotiate(setup, played_costs(scenario), observe=observe)
+    return records, errors
+
+
+def test_a_partner_derives_the_others_trade_exactly(collusion_views):
+    """Theorem 1: from its own price and share, each buyer gets S1's trade every round."""
+    _, errors = collusion_views
+    assert max(errors) < 1e-7
+
+
+def test_passive_fit_recovers_the_targets_cost_without_any_deviation(collusion_views):
+    records, _ = collusion_views
+    fit = passive_fit(records)
+    assert fit.a == pytest.approx(0.5, rel=1e-6) and fit.b == pytest.approx(10.0, rel=1e-6)
+    assert fit.extra == pytest.approx(1.0, rel=1e-6)  # 1/τ comes out as a check
+
+
+def test_consensus_fit_ignores_points_where_the_identity_does_not_hold():
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.uniform(1, 10, 60), np.ones(60)])
+    y = X @ np.array([0.5, 10.0])
+    y[:40] += rng.uniform(1, 5, 40)  # most points break the identity (a bound binds there)
+    coef, kept = consensus_fit(X, y)
+    assert coef == pytest.approx([0.5, 10.0]) and kept.sum() == 20
+
+
+def test_totals_pinned_at_a_bound_are_recognised_by_their_repetition():
+    values = np.array([6.0, 6.0, 6.0, 1.5, 2.5, 6.0 + 1e-10, 3.5, 3.5])
+    rounds = np.array([10, 11, 12, 1, 2, 13, 3, 3])  # two rows of round 3 share one total
+    assert not_repeated(values, rounds).tolist() == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+
+
+def test_active_fit_is_exact_on_settled_points():
+    fit = active_fit([(s, 0.5 * s + 10.0) for s in (11.0, 20.0, 29.0)])
+    assert fit.a == pytest.approx(0.5) and fit.b == pytest.approx(10.0)
+
+
+def test_pair_checks_pass_honest_gaps_and_catch_injection_and_range():
+    tol = invariant_tolerance(beta=0.1, rho=1.0)
+    assert tol == pytest.approx(2 * 2**-31 / 0.2)
+    assert invariant_tolerance(beta=0.25, rho=1.0) == pytest.approx(2**-30 * 2)
+    own = np.array([25.0, 25.0, 25.0])
+    partner = np.array([25.0 + tol / 2, 25.4, 25.0])  # honest, injected, honest
+    target = np.array([-10.0, -10.0, -35.0])  # the last is outside its range [−30, 0]
+    failures = pair_checks(
+        own, partner, target, np.full(3, -30.0), np.zeros(3), 0.1, 1.0, np.ones(3, dtype=bool)
+    )
+    assert [(f.partner_index, f.reason.split(":")[0]) for f in failures] == [
+        (1, "pair price invariant broken"),
+        (2, "derived trade -35 kW outside the registered range [-30, 0]"),
+    ]
+
+
+def test_coordinator_walks_the_phases_and_estimates_exactly():
+    """A target that settles at once: s(L) = clip((L − b)/a, Pmin, Pmax), split over 3 pairs."""
+    attack = AttackSection(
+        target="S1",
+        colluders=["B1", "B2", "B3"],
+        strategy="probe",
+        start_round=5,
+        ramp_step=1.0,
+        plateau_window=4,
+        hold_rounds=3,
+        probe_levels=3,
+    )
+    coord = Coordinator(attack, attack.colluders)
+    price, phases = 25.0, []
+    for r in range(1, 400):
+        s = float(np.clip((price - 10.0) / 0.5, 5.0, 40.0))
+        for c in attack.colluders:
+            coord.add(PairRecord(r, c, price, 0.0, s / 3, s / 3, s / 3, -s / 3, price))
+        order = coord.next_order(r)
+        phases.append(order.phase)
+        if order.price is not None:
+            price = order.price
+        if order.phase == RELEASE:
+            break
+    assert phases[0] == WARMUP and UP in phases and DOWN in phases and PROBE in phases
+    estimates = coord.estimates()
+    assert estimates["pmax"] == pytest.approx(40.0) and estimates["pmin"] == pytest.approx(5.0)
+    assert estimates["active"]["a"] == pytest.approx(0.5)
+    assert estimates["active"]["b"] == pytest.approx(10.0)
+
+
+def test_perturbation_is_per_session_and_stays_within_its_bounds():
+    cost = AgentCost(0.5, 10.0, 5.0, 40.0)
+    noise = PrivacyNoise(sigma_b=1.0, r=0.1, w=4.0)
+    first = perturb(cost, noise, session_seed(7, "S1"))
+    assert first == perturb(cost, noise, session_seed(7, "S1"))  # replayable
+    assert first != perturb(cost, noise, session_seed(8, "S1"))  # fresh per session
+    for seed in range(200):
+        p = perturb(cost, noise, session_seed(seed, "S1"))
+        assert abs(p.a / cost.a - 1) <= 0.1
+        assert 5.0 <= p.pmin <= 9.0 and 36.0 <= p.pmax <= 40.0
