@@ -42,6 +42,14 @@ RUN python3 -m venv "$VIRTUAL_ENV" \
 COPY --from=requirements /tmp/requirements.txt /tmp/requirements.txt
 RUN python -m pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
+# Matplotlib builds its font cache on first import: seconds of CPU in every container, in the
+# middle of a run (enough, with nine containers on two cores, to miss MQTT keepalives). Build
+# it once here, in a folder any uid may use (compose files may run the image as another uid).
+ENV MPLCONFIGDIR=/opt/matplotlib
+RUN mkdir -m 1777 "$MPLCONFIGDIR" \
+    && python -c "import matplotlib.font_manager" \
+    && chmod -R a+rX "$MPLCONFIGDIR"
+
 # The project itself: a cheap layer rebuilt on every source change. Installed without build
 # isolation or dependencies so that this step needs no network.
 WORKDIR /app

@@ -76,7 +76,9 @@ class AgentNode(Node):
         self.cost = cost
         self.mode = mode
         self.exchange = mode.exchange(self.partners)
-        self._setup: MarketSetup | None = None
+        # Built before connecting: loading the network takes seconds of CPU, and a client that
+        # is silent for 1.5 keepalives inside its event loop is dropped by the broker.
+        self._setup = build_setup(scenario)
         self.leg = mode.lm_leg(self.market_setup, self._mask_keys)
         ranges = trade_ranges(scenario)
         self.partner_lo = np.array([ranges[m][0] for m in self.partners])
@@ -106,9 +108,7 @@ class AgentNode(Node):
         return self.colluder.subscriptions(run) if self.colluder is not None else []
 
     def market_setup(self) -> MarketSetup:
-        """The public market structure with the network (loaded when first needed)."""
-        if self._setup is None:
-            self._setup = build_setup(self.scenario)
+        """The public market structure with the network."""
         return self._setup
 
     def _mask_keys(self) -> dict[str, bytes]:
@@ -386,14 +386,13 @@ class AgentNode(Node):
             return []
         from privgrid.ledger import Block, LedgerError
         from privgrid.ledger.pos import agent_checks, vote_on
-        from privgrid.market.setup import build_setup
 
         self.awaiting_block = False
         try:
             block = Block.from_bytes(message.body["block"])
             checks = agent_checks(
                 block,
-                build_setup(self.scenario),
+                self._setup,
                 self.me,
                 self.cost,
                 self.theta,

@@ -21,7 +21,9 @@
     mounts the scenario folder read-only and *only its own* secrets folder; its broker URL is
     in ``PRIVGRID_BROKER_URL`` without the password, which ``python -m privgrid.compose exec``
     reads from the mounted file (so no password shows in ``docker inspect``). Only the MO
-    mounts ``runs/<run>/``, where it writes results.json, trace.csv, plots and the ledger.
+    mounts ``runs/<run>/``, where it writes results.json, trace.csv, plots and the ledger —
+    and, in an attack scenario, the colluders, whose coordinator writes the coalition's
+    estimates there (as with ``privgrid run``).
 
 The run id is pinned (``PRIVGRID_RUN``, default the scenario name) because the ACL is scoped
 to it. The MO's exit status is the run's: ``docker compose up --abort-on-container-exit
@@ -46,7 +48,9 @@ import secrets as _secrets
 import signal
 import subprocess
 import sys
+import textwrap
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -71,7 +75,9 @@ BROKER_HOST = "broker"
 NETWORK = "grid"
 BROKER_VOLUME = "broker-data"
 DEFAULT_LINGER = 300.0
-DEFAULT_STOP_GRACE = 10.0
+DEFAULT_STOP_GRACE = 20.0
+#: Docker's wait between SIGTERM and SIGKILL for the MO: the grace plus time for its report.
+MO_STOP_PERIOD = "45s"
 
 #: Paths inside the containers.
 SCENARIO_MOUNT = "/privgrid/scenario"
@@ -188,12 +194,16 @@ def compose_document(scenario: Scenario, layout: Layout) -> dict[str, Any]:
             )
         names[name] = pid
     run = _env(ENV_RUN, scenario.name)
+    attack = getattr(scenario, "attack", None)
+    colluders = set(attack.colluders) if attack is not None else set()
     image = _env("PRIVGRID_IMAGE", DEFAULT_IMAGE)
     scenario_volume = f"{layout.scenario_dir}:{SCENARIO_MOUNT}:ro"
     services: dict[str, Any] = {"setup": _setup_service(scenario, layout, image, run)}
     services["broker"] = _broker_service(layout)
     for pid in participant_ids(scenario):
-        services[service_name(pid)] = _participant_service(pid, layout, image, run, scenario_volume)
+        services[service_name(pid)] = _participant_service(
+            pid, layout, image, run, scenario_volume, pid in colluders
+        )
     return {
         "version": COMPOSE_VERSION,
         "services": services,
@@ -264,15 +274,17 @@ def _broker_service(layout: Layout) -> dict[str, Any]:
 
 
 def _participant_service(
-    pid: str, layout: Layout, image: str, run: str, scenario_volume: str
+    pid: str, layout: Layout, image: str, run: str, scenario_volume: str, colluder: bool
 ) -> dict[str, Any]:
+    run_folder = f"runs/{run}"  # relative to the image's WORKDIR, as results.json then names it
     if pid == LM_ID:
-        command = ["lm", "--scenario", layout.scenario_file]
+        command, role = ["lm", "--scenario", layout.scenario_file], "lm"
     elif pid == MO_ID:
-        out = f"runs/{run}"  # relative to the image's WORKDIR, as results.json then names it
-        command = ["mo", "--scenario", layout.scenario_file, "--out", out]
+        command, role = ["mo", "--scenario", layout.scenario_file, "--out", run_folder], "mo"
     else:
-        command = ["agent", "--id", pid, "--scenario", layout.scenario_file]
+        command, role = ["agent", "--id", pid, "--scenario", layout.scenario_file], "agent"
+    if colluder:  # the coordinator writes what the coalition estimated, as with `privgrid run`
+        command += ["--report", run_folder]
     environment = {
         ENV_URL: f"mqtt://{pid}@{BROKER_HOST}:{BROKER_PORT}",
         ENV_PASSWORD_FILE: f"{SECRETS_MOUNT}/{PASSWORD_FILE}",
@@ -284,8 +296,11 @@ def _participant_service(
     else:
         environment[ENV_LINGER] = _env(ENV_LINGER, int(DEFAULT_LINGER))
     volumes = [scenario_volume, f"{layout.secrets}/{pid}:{SECRETS_MOUNT}:ro"]
-    if pid == MO_ID:
-        volumes.append(f"{layout.runs}/{run}:{APP_DIR}/runs/{run}")
+    if pid == MO_ID or colluder:
+        volumes.append(f"{layout.runs}/{run}:{APP_DIR}/{run_folder}")
+    labels = {"org.privgrid.participant": pid, "org.privgrid.role": role}
+    if colluder:
+        labels["org.privgrid.colluder"] = "true"
     service: dict[str, Any] = {
         "image": image,
         "init": True,
@@ -294,11 +309,12 @@ def _participant_service(
         "command": command,
         "environment": environment,
         "volumes": volumes,
+        "labels": labels,
         "depends_on": {"broker": {"condition": "service_healthy"}},
         "networks": [NETWORK],
     }
     if pid == MO_ID:
-        service["stop_grace_period"] = "30s"
+        service["stop_grace_period"] = MO_STOP_PERIOD
     return service
 
 
@@ -361,31 +377,45 @@ def to_yaml(document: Mapping[str, Any], header: str = "") -> str:
     return "\n".join(lines + spaced) + "\n"
 
 
+#: The names ``docker compose`` finds without ``-f``.
+DEFAULT_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+
+
 def _header(scenario: Scenario, scenario_arg: str, output_arg: str) -> str:
     name = scenario.name
-    first_agent = service_name(scenario.agent_ids[0])
     table = getattr(scenario, "attack", None)
     attack = (
-        f"Attack: {', '.join(table.colluders)} collude against {table.target}."
+        f"Attack: {', '.join(table.colluders)} collude against {table.target} "
+        "(scenario's [attack] table)."
         if table is not None
         else "No attack: every agent is honest."
     )
-    return f"""\
-privgrid: scenario "{name}" as a Docker Compose project, one container per participant.
-Generated by `privgrid compose {scenario_arg} -o {output_arg}`: do not edit; change the
-scenario and regenerate. {attack}
-
-  docker compose up --build --abort-on-container-exit --exit-code-from mo
-  {f"docker compose logs -f {first_agent}":<42}# one agent's log, from another terminal
-  {f"cat runs/{name}/results.json":<42}# also trace.csv, plots/, ledger.sqlite
-  {"docker compose down -v":<42}# containers, network, broker state
-
-`setup` writes secrets/{name}/ (keys, broker passwords and config, ACL; never commit it) and
-stays up; each participant mounts only its own secrets/{name}/<id>/. Optional environment:
-PRIVGRID_RUN (run id, default {name}), PRIVGRID_UID / PRIVGRID_GID (who the participants
-run as and who owns their files, default {DEFAULT_UID}), PRIVGRID_IMAGE, PRIVGRID_BASE_IMAGE,
-PRIVGRID_MOSQUITTO_IMAGE, PRIVGRID_LINGER, PRIVGRID_STOP_GRACE. See docs/docker.md.
-"""
+    tailed = table.colluders[0] if table is not None else scenario.agent_ids[0]
+    adversary = ", a colluder" if table is not None else ""
+    dc = "docker compose" + ("" if output_arg in DEFAULT_FILE_NAMES else f" -f {output_arg}")
+    prose = (
+        f"Generated by `privgrid compose {scenario_arg} -o {output_arg}`: do not edit; change "
+        f"the scenario and regenerate. {attack} `setup` writes secrets/{name}/ (keys, broker "
+        "passwords and configuration, ACL; never commit it) and stays up; each participant "
+        f"mounts only its own secrets/{name}/<id>/. Optional environment: PRIVGRID_RUN (run "
+        f"id, default {name}), PRIVGRID_UID / PRIVGRID_GID (who the participants run as and "
+        f"own their files, default {DEFAULT_UID}), PRIVGRID_IMAGE, PRIVGRID_BASE_IMAGE, "
+        "PRIVGRID_MOSQUITTO_IMAGE, PRIVGRID_LINGER, PRIVGRID_STOP_GRACE. See docs/docker.md."
+    )
+    commands = [
+        (f"{dc} up --build --abort-on-container-exit --exit-code-from mo", ""),
+        (f"{dc} logs -f {service_name(tailed)}", f"{tailed}'s log{adversary}"),
+        (f"cat runs/{name}/results.json", "also trace.csv, plots/, ledger.sqlite"),
+        (f"{dc} down -v", "containers, network, broker state"),
+    ]
+    width = max(len(c) for c, _ in commands[1:]) + 2
+    lines = [
+        f'privgrid: scenario "{name}" as a Docker Compose project, one container per participant.',
+        *textwrap.wrap(prose, 94),
+        "",
+        *(f"  {c:<{width}}# {note}" if note else f"  {c}" for c, note in commands),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def generate(scenario_path: Path, output: Path) -> str:
@@ -431,8 +461,9 @@ def compose_command(scenario: Path, output: Path, check: bool) -> None:
         click.echo(f"{output} is up to date")
         return
     output.write_text(text, encoding="utf-8")
+    where = "" if output.name in DEFAULT_FILE_NAMES else f" -f {output}"
     click.echo(
-        f"wrote {output}; run: docker compose -f {output} up --build "
+        f"wrote {output}; run: docker compose{where} up --build "
         "--abort-on-container-exit --exit-code-from mo"
     )
 
@@ -630,6 +661,11 @@ def setup_grid(
 
     run_folder = runs_root / run
     _ensure_dir(run_folder, owner, 0o755)
+    # An earlier session may have run as another uid: the MO must be able to append to the
+    # ledger and replace the results.
+    for folder, dirs, files in os.walk(run_folder):
+        for entry in [*dirs, *files]:
+            _chown(Path(folder) / entry, owner)
     return SetupResult(project, run, ids, colluders, run_folder, reused)
 
 
@@ -787,8 +823,11 @@ def setup_command(
             broker_owner=Owner.from_env("PRIVGRID_BROKER", BROKER_UID, env),
         )
     except Exception as exc:  # whatever it is, Compose must not start on stale files
-        detail = "" if isinstance(exc, ScenarioError | ComposeError | OSError) else " (a bug)"
-        _say("setup", "ERROR", f"{type(exc).__name__}: {exc}{detail}")
+        if isinstance(exc, ScenarioError | ComposeError | OSError):
+            _say("setup", "ERROR", str(exc))
+        else:
+            _say("setup", "ERROR", f"unexpected {type(exc).__name__}: {exc}")
+            traceback.print_exc()
         if once:
             sys.exit(2)
         _drop_privileges()

@@ -110,8 +110,12 @@ def base_image(docker_engine: harness.EngineState) -> str:
 
 @pytest.fixture(scope="session")
 def mosquitto_image(base_image: str) -> str:
-    """Stand-in for eclipse-mosquitto:2 (same binary, config path and default command)."""
-    return base_image
+    """Stand-in for eclipse-mosquitto:2: same binary, config path, default command, and the
+    same uid (1883) for its ``mosquitto`` user, which owns /mosquitto."""
+    try:
+        return harness.ensure_mosquitto_image(base_image)
+    except _SETUP_ERRORS as exc:
+        _fail("the Mosquitto stand-in image could not be built", exc)
 
 
 @pytest.fixture(scope="session")

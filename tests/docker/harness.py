@@ -11,6 +11,8 @@ here from Debian packages:
   mosquitto, caches the tarball under ``/var/cache/privgrid-tests`` and imports it.
   The image stands in both for ``python:3.12-slim`` (as the Dockerfile's ``BASE_IMAGE``) and for
   ``eclipse-mosquitto:2`` (same binary path, same config path, same default command).
+* :func:`ensure_mosquitto_image` derives from it the stand-in for ``eclipse-mosquitto:2`` that
+  compose files use: the same, with the ``mosquitto`` user at the official image's uid 1883.
 * :func:`build_project_image` builds the repository's Dockerfile on that base.
 * :class:`ComposeProject` wraps whichever compose is installed (Debian bookworm ships the v1
   ``docker-compose`` 1.29) and always tears a project down with ``down -v --remove-orphans``.
@@ -26,6 +28,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -78,6 +81,9 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 BASE_IMAGE_REPO = "privgrid-local/bookworm-base"
 PROJECT_IMAGE = "privgrid-local/privgrid:test"
+MOSQUITTO_IMAGE_REPO = "privgrid-local/mosquitto"
+#: eclipse-mosquitto:2 creates its ``mosquitto`` user with this uid/gid (Debian's gets ~100).
+MOSQUITTO_UID = 1883
 #: Labels everything the harness or the tests create, so leftovers can be found and removed.
 HARNESS_LABEL = "org.privgrid.harness"
 TEST_LABEL = "org.privgrid.test"
@@ -622,6 +628,60 @@ def ensure_base_image() -> str:
         client.close()
 
 
+_MOSQUITTO_DOCKERFILE = """\
+FROM {base}
+# eclipse-mosquitto:2's user is uid/gid {uid}, and /mosquitto belongs to it: compose files give
+# the broker's files to that uid and run the broker as it (no usermod/groupmod needed).
+RUN sed -i 's/^mosquitto:x:[0-9]*:[0-9]*:/mosquitto:x:{uid}:{uid}:/' /etc/passwd \\
+ && sed -i 's/^mosquitto:x:[0-9]*:/mosquitto:x:{uid}:/' /etc/group \\
+ && chown -R {uid}:{uid} /mosquitto /var/lib/mosquitto /var/log/mosquitto \\
+ && test "$(id -u mosquitto)" = {uid}
+LABEL {label}=mosquitto
+CMD {cmd}
+"""
+
+
+def ensure_mosquitto_image(base_image: str) -> str:
+    """Return the tag of the stand-in for ``eclipse-mosquitto:2``, building it if needed.
+
+    The base image has Debian's mosquitto, whose user has a small system uid; the official
+    image's user is uid 1883, which is what a compose file that runs the broker non-root
+    (``user: 1883:1883``) and owns its files by uid relies on. A two-line derived image on the
+    base fixes that without a new debootstrap; it needs no network.
+    """
+    key = base_image.rsplit(":", 1)[-1]
+    dockerfile = _MOSQUITTO_DOCKERFILE.format(
+        base=base_image, uid=MOSQUITTO_UID, label=HARNESS_LABEL,
+        cmd=json.dumps(list(MOSQUITTO_COMMAND)),
+    )  # fmt: skip
+    digest = hashlib.sha256(dockerfile.encode()).hexdigest()[:8]
+    tag = f"{MOSQUITTO_IMAGE_REPO}:{key}-{digest}"
+    client = docker_client()
+    try:
+        with timed("mosquitto stand-in image") as record:
+            if _image_exists(client, tag):
+                record.note = f"cached image {tag}"
+                return tag
+            with _locked("build"):
+                error = None
+                for chunk in client.api.build(
+                    fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none",
+                    rm=True, forcerm=True, pull=False, decode=True,
+                ):  # fmt: skip
+                    if "error" in chunk:
+                        error = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                if error:
+                    raise HarnessError(f"building {tag} failed: {error}")
+            record.note = f"built {tag} (uid {MOSQUITTO_UID})"
+            for image in client.images.list(name=MOSQUITTO_IMAGE_REPO):
+                if tag not in image.tags:
+                    with contextlib.suppress(docker.errors.APIError):
+                        client.images.remove(image.id, force=True)
+            return tag
+    finally:
+        client.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Project image
 
@@ -774,6 +834,7 @@ class ComposeProject:
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 600
     _client: docker.DockerClient | None = field(default=None, init=False, repr=False)
+    _background: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _PROJECT_NAME.match(self.project_name):
@@ -789,6 +850,23 @@ class ComposeProject:
         if not os.environ.get("DOCKER_HOST"):
             env["DOCKER_HOST"] = DOCKER_SOCKET
         return _run(cmd, timeout=timeout or self.timeout, env=env, check=check)
+
+    def start(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
+        """Run one compose subcommand in the background (an attached ``up``), output to ``log``.
+
+        :meth:`down` stops it if it is still running, so a failing test leaves nothing behind.
+        """
+        cmd = [*compose_command(), "-f", str(self.compose_file), "-p", self.project_name, *args]
+        env = {**os.environ, **self.env}
+        if not os.environ.get("DOCKER_HOST"):
+            env["DOCKER_HOST"] = DOCKER_SOCKET
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as handle:
+            process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env
+            )
+        self._background.append(process)
+        return process
 
     def up(self, *services: str) -> None:
         """Start services (all by default) in the background, never building or pulling."""
@@ -819,6 +897,15 @@ class ComposeProject:
 
     def down(self) -> None:
         """Remove containers, networks, volumes and orphans; harmless when nothing is up."""
+        for process in self._background:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # compose: "Gracefully stopping..."
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self._background.clear()
         self.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
         if self._client is not None:
             self._client.close()
@@ -840,6 +927,8 @@ __all__ = [
     "BASE_IMAGE_REPO",
     "HARNESS_LABEL",
     "MOSQUITTO_COMMAND",
+    "MOSQUITTO_IMAGE_REPO",
+    "MOSQUITTO_UID",
     "PROJECT_IMAGE",
     "TEST_LABEL",
     "TIMINGS",
@@ -855,6 +944,7 @@ __all__ = [
     "ensure_base_image",
     "ensure_engine",
     "ensure_host_packages",
+    "ensure_mosquitto_image",
     "ensure_rootfs_tarball",
     "host_pip_index_args",
     "remove_test_resources",
