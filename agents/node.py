@@ -37,6 +37,16 @@ from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire.channel import Channel, Message, Outgoing
 from privgrid.wire.envelope import Rejected
 
+_SETUPS: dict[int, tuple[Scenario, MarketSetup]] = {}
+
+
+def _shared_setup(scenario: Scenario) -> MarketSetup:
+    """One :class:`MarketSetup` per scenario object, shared by the agents of one process."""
+    cached = _SETUPS.get(id(scenario))
+    if cached is None or cached[0] is not scenario:
+        cached = _SETUPS[id(scenario)] = (scenario, build_setup(scenario))
+    return cached[1]
+
 
 @dataclass
 class RoundWork:
@@ -78,7 +88,7 @@ class AgentNode(Node):
         self.exchange = mode.exchange(self.partners)
         # Built before connecting: loading the network takes seconds of CPU, and a client that
         # is silent for 1.5 keepalives inside its event loop is dropped by the broker.
-        self._setup = build_setup(scenario)
+        self._setup = _shared_setup(scenario)
         self.leg = mode.lm_leg(self.market_setup, self._mask_keys)
         ranges = trade_ranges(scenario)
         self.partner_lo = np.array([ranges[m][0] for m in self.partners])

@@ -1,4 +1,10 @@
-"""The prosumer process: load its private data, pick the privacy mode, run the node."""
+"""The prosumer process: load its private data, pick the privacy mode, run the node.
+
+One agent per process by default. ``--id`` may be repeated to host several agents in one OS
+process (``privgrid run --agents-per-process K``): each keeps its own identity key, Paillier
+key pair, MQTT client and log; they share the interpreter, which is what lets 100–500 agents
+fit on one machine.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,35 @@ import click
 
 from agents.collusion import Colluder
 from agents.node import AgentNode
+from privgrid import logs
 from privgrid.market.setup import TradeGraph, played_cost, trade_ranges
 from privgrid.privacy import make_mode
-from privgrid.process import load_context, role_options, run_node
+from privgrid.process import Context, load_context, role_options, run_nodes
 
 
 @click.command(name="agent")
-@click.option("--id", "agent_id", required=True, help="This agent's id in the scenario.")
+@click.option(
+    "--id",
+    "agent_ids",
+    required=True,
+    multiple=True,
+    help="This agent's id in the scenario; repeat to host several agents in this process.",
+)
 @click.option(
     "--report",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder where a colluding coordinator writes its estimates (the attack experiment).",
 )
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With several --id: also write each agent's log to <DIR>/<id>.log.",
+)
 @role_options
 def main(
-    agent_id: str,
+    agent_ids: tuple[str, ...],
     report: Path | None,
+    log_dir: Path | None,
     scenario_path: Path,
     broker: str | None,
     run_id: str | None,
@@ -32,8 +51,31 @@ def main(
     log_format: str,
     log_file: Path | None,
 ) -> None:
-    """Run one prosumer (seller, buyer or prosumer) of SCENARIO."""
-    ctx = load_context(agent_id, scenario_path, broker, run_id, keys_dir, log_format, log_file)
+    """Run one prosumer (seller, buyer or prosumer) of SCENARIO, or several (repeated --id)."""
+    if len(set(agent_ids)) != len(agent_ids):
+        raise click.BadParameter("an agent id is repeated", param_hint="--id")
+    group = logs.setup_group(list(agent_ids), log_format, log_dir) if len(agent_ids) > 1 else {}
+    members = []
+    for agent_id in agent_ids:
+        ctx = load_context(
+            agent_id,
+            scenario_path,
+            broker,
+            run_id,
+            keys_dir,
+            log_format,
+            log_file,
+            log=group.get(agent_id),
+        )
+        if members:  # one scenario object per process: its network and PTDF are built once
+            ctx.scenario = members[0][0].scenario
+        members.append((ctx, make_agent(ctx, report)))
+    sys.exit(run_nodes(members))
+
+
+def make_agent(ctx: Context, report: Path | None) -> AgentNode:
+    """The agent's node: its played cost, privacy mode and, in the attack experiment, its role."""
+    agent_id = ctx.me
     mode = make_mode(ctx.scenario, agent_id, ctx.settings.run, ctx.log)
     cost = played_cost(ctx.scenario, agent_id)  # its own private data only (I6: perturbed)
     colluder = None
@@ -51,5 +93,4 @@ def main(
             attack.strategy,
             attack.shares,
         )
-    node = AgentNode(agent_id, ctx.scenario, cost, mode, ctx.log, ctx.identity, colluder)
-    sys.exit(run_node(ctx, node))
+    return AgentNode(agent_id, ctx.scenario, cost, mode, ctx.log, ctx.identity, colluder)

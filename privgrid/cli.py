@@ -97,6 +97,14 @@ def solve(scenario: Path, as_json: bool, output: Path | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Identity keys to use (created if missing) [default: new keys in the run folder].",
 )
+@click.option(
+    "--agents-per-process",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Host K agents per OS process (each keeps its own keys, identity, MQTT client and "
+    "logs/<id>.log); for 100+ agents on one machine.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of tables.")
 def run(
     scenario: Path,
@@ -107,6 +115,7 @@ def run(
     embedded_broker: bool,
     ledger: Path | None,
     keys: Path | None,
+    agents_per_process: int,
     as_json: bool,
 ) -> None:
     """Run a whole grid for SCENARIO: broker, LM, MO and every agent as separate processes.
@@ -128,6 +137,7 @@ def run(
         "embedded" if embedded_broker else "auto",
         ledger=ledger,
         keys=keys,
+        agents_per_process=agents_per_process,
     )
     try:
         code, folder, results = launch(options)

@@ -34,6 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from broker.config import BrokerUsers
 from broker.local import LocalBroker, start_broker
 from privgrid.keys import init_keys, participants
+from privgrid.process import ENV_BROKER_URLS
 from privgrid.runtime import EXIT_FAILURE
 from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.solve import prepare
@@ -65,6 +66,7 @@ class LaunchOptions:
     run_id: str | None = None
     ledger: Path | None = None  # default: <run folder>/ledger.sqlite
     keys: Path | None = None  # default: new keys in <run folder>/secrets
+    agents_per_process: int = 1  # >1: several agents as asyncio tasks in one OS process
 
 
 @dataclass
@@ -97,7 +99,7 @@ def run_folder(scenario: Scenario, out: Path | None) -> tuple[Path, str]:
 
 
 def _command(
-    participant: str,
+    members: list[str],
     scenario_file: Path,
     run: str,
     keys: Path,
@@ -105,6 +107,8 @@ def _command(
     folder: Path,
     ledger: Path | None,
 ) -> list[str]:
+    """The command line of one child process: the LM, the MO, or one or more agents."""
+    participant = members[0]
     module = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(participant, "agents")
     cmd = [
         sys.executable,
@@ -120,12 +124,25 @@ def _command(
         fmt,
     ]
     if module == "agents":
-        cmd += ["--id", participant, "--report", str(folder)]
+        for agent in members:
+            cmd += ["--id", agent]
+        cmd += ["--report", str(folder)]
+        if len(members) > 1:
+            cmd += ["--log-dir", str(folder / "logs")]
     if participant == MO_ID:
         cmd += ["--out", str(folder), "--progress"]
         if ledger is not None:
             cmd += ["--ledger", str(ledger)]
     return cmd
+
+
+def process_groups(scenario: Scenario, agents_per_process: int) -> list[list[str]]:
+    """Who shares an OS process: the LM and the MO alone, agents in groups of K."""
+    if agents_per_process < 1:
+        raise ValueError("--agents-per-process must be at least 1")
+    agents = scenario.agent_ids
+    k = agents_per_process
+    return [[LM_ID], [MO_ID], *(agents[i : i + k] for i in range(0, len(agents), k))]
 
 
 class Launcher:
@@ -173,17 +190,19 @@ class Launcher:
 
     def start_children(self, scenario: Scenario, scenario_file: Path, urls: dict[str, str]) -> None:
         keys = self.keys
-        order = [LM_ID, MO_ID, *scenario.agent_ids]
-        for pid in order:
+        for members in process_groups(scenario, self.options.agents_per_process):
+            pid = members[0] if len(members) == 1 else f"agents-{members[0]}-{members[-1]}"
             log_path = self.folder / "logs" / f"{pid}.log"
-            env = {**os.environ, **self.options.extra_env, "PRIVGRID_BROKER_URL": urls[pid]}
+            env = {**os.environ, **self.options.extra_env, "PRIVGRID_BROKER_URL": urls[members[0]]}
+            if len(members) > 1:  # each agent keeps its own broker account
+                env[ENV_BROKER_URLS] = json.dumps({m: urls[m] for m in members})
             # Ctrl-C between starting a child and recording it would orphan the child.
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 with log_path.open("ab") as log:
                     process = subprocess.Popen(
                         _command(
-                            pid,
+                            members,
                             scenario_file,
                             self.run_id,
                             keys,

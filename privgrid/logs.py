@@ -88,6 +88,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+def _handlers(fmt: str, file: Path | None) -> list[logging.Handler]:
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {FORMATS}, not {fmt!r}")
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    return handlers
+
+
+def _install(handlers: list[logging.Handler], level: int) -> None:
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(level)
+    for handler in handlers:
+        root.addHandler(handler)
+    for noisy in ("aiomqtt", "paho", "amqtt", "transitions", "asyncio", "pandapower"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def setup(
     participant: str,
     fmt: str = "text",
@@ -96,21 +119,47 @@ def setup(
     adversarial: bool = False,
 ) -> ParticipantLog:
     """Configure the root logger for this process and return the participant's adapter."""
-    if fmt not in FORMATS:
-        raise ValueError(f"log format must be one of {FORMATS}, not {fmt!r}")
-    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    root = logging.getLogger()
-    root.handlers.clear()
-    root.setLevel(level)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(file, encoding="utf-8"))
+    handlers = _handlers(fmt, file)
     log = ParticipantLog(logging.getLogger("privgrid"), participant, adversarial)
     for handler in handlers:
-        handler.setFormatter(formatter)
         handler.addFilter(_Stamp(log))
-        root.addHandler(handler)
-    for noisy in ("aiomqtt", "paho", "amqtt", "transitions", "asyncio", "pandapower"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _install(handlers, level)
     return log
+
+
+class _OnlyParticipant(logging.Filter):
+    """Pass only one participant's records (its own file in a process that hosts several)."""
+
+    def __init__(self, participant: str) -> None:
+        super().__init__()
+        self.participant = participant
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "participant", None) == self.participant
+
+
+def setup_group(
+    participants: list[str],
+    fmt: str = "text",
+    log_dir: Path | None = None,
+    level: int = logging.INFO,
+) -> dict[str, ParticipantLog]:
+    """Logging for a process that hosts several agents (``--agents-per-process``).
+
+    Every line still names its agent; stderr gets them all, and with ``log_dir`` each agent
+    also gets its own ``<log_dir>/<id>.log`` (so ``tail -f logs/S1.log`` works as with one
+    process per agent). Library records that name no agent are stamped with the group's label.
+    """
+    handlers = _handlers(fmt, None)
+    label = ParticipantLog(logging.getLogger("privgrid"), "+".join(participants)[:40])
+    handlers[0].addFilter(_Stamp(label))
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for participant in participants:
+            handler = logging.FileHandler(log_dir / f"{participant}.log", encoding="utf-8")
+            handler.setFormatter(handlers[0].formatter)
+            handler.addFilter(_OnlyParticipant(participant))
+            handlers.append(handler)
+    _install(handlers, level)
+    # One adapter (and logger) per agent: each stamps its own id and round.
+    return {p: ParticipantLog(logging.getLogger(f"privgrid.{p}"), p) for p in participants}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import signal
 import sys
@@ -34,6 +35,9 @@ from privgrid.wire import kinds
 from privgrid.wire.session import BrokerUrl, BrokerUrlError
 
 ENV_RUN, ENV_KEYS = "PRIVGRID_RUN", "PRIVGRID_KEYS"
+#: JSON map participant id → broker URL, for a process hosting several participants (each
+#: connects with its own broker account). Overrides --broker / PRIVGRID_BROKER_URL.
+ENV_BROKER_URLS = "PRIVGRID_BROKER_URLS"
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,80}$"
 
 
@@ -108,16 +112,22 @@ def load_context(
     keys_dir: Path,
     log_format: str,
     log_file: Path | None,
+    log: logs.ParticipantLog | None = None,
 ) -> Context:
-    """Load and check everything; exit with status 2 and a clear message on bad input."""
-    log = logs.setup(me, log_format, log_file)
+    """Load and check everything; exit with status 2 and a clear message on bad input.
+
+    ``log``: the participant's logger when the process hosts several participants (logging is
+    then already set up, see :func:`privgrid.logs.setup_group`).
+    """
+    if log is None:
+        log = logs.setup(me, log_format, log_file)
     try:
         scenario = load_scenario(scenario_path)
         if scenario.attack is not None and me in scenario.attack.colluders:
             log.adversarial = True  # every line a colluder writes says so
         if me not in (LM_ID, MO_ID) and me not in scenario.agent_ids:
             raise ScenarioError.single(scenario_path, "agents", f"no agent with id {me!r}")
-        url = BrokerUrl.from_env(broker)
+        url = BrokerUrl.from_env(_member_url(me) or broker)
         run = run_id or scenario.name
         if not _valid_run_id(run):
             raise BrokerUrlError(f"run id {run!r} must match {RUN_ID_PATTERN}")
@@ -134,6 +144,20 @@ def load_context(
     return Context(scenario, me, identity, roster, roles_of(scenario), settings, log)
 
 
+def _member_url(me: str) -> str | None:
+    """This participant's broker URL from PRIVGRID_BROKER_URLS, if the variable is set."""
+    raw = os.environ.get(ENV_BROKER_URLS)
+    if not raw:
+        return None
+    try:
+        urls = json.loads(raw)
+    except json.JSONDecodeError:
+        raise BrokerUrlError(f"{ENV_BROKER_URLS} is not a JSON object") from None
+    if not isinstance(urls, dict) or not isinstance(urls.get(me), str):
+        raise BrokerUrlError(f"{ENV_BROKER_URLS} has no broker URL for {me!r}")
+    return urls[me]
+
+
 def _valid_run_id(run: str) -> bool:
     import re
 
@@ -142,7 +166,19 @@ def _valid_run_id(run: str) -> bool:
 
 def run_node(ctx: Context, node: Node) -> int:
     """Run the node's event loop until it finishes; SIGTERM/SIGINT stop it cleanly."""
-    participant = Participant(node, ctx.settings, ctx.identity, ctx.roster, ctx.roles)
+    return run_nodes([(ctx, node)])
+
+
+def run_nodes(members: list[tuple[Context, Node]]) -> int:
+    """Run several participants in one event loop (``--agents-per-process``).
+
+    Each keeps its own identity, keys, MQTT client and log; they share only the interpreter.
+    The exit status is the worst of theirs. SIGTERM/SIGINT stop them all cleanly.
+    """
+    participants = [
+        Participant(node, ctx.settings, ctx.identity, ctx.roster, ctx.roles)
+        for ctx, node in members
+    ]
 
     async def main() -> int:
         task = asyncio.current_task()
@@ -151,10 +187,12 @@ def run_node(ctx: Context, node: Node) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, functools.partial(_cancel, task))
         try:
-            return await participant.run()
+            codes = await asyncio.gather(*(p.run() for p in participants))
         except asyncio.CancelledError:
-            ctx.log.warning("stopped by a signal")
+            for ctx, _ in members:
+                ctx.log.warning("stopped by a signal")
             return EXIT_FAILURE
+        return max(codes)
 
     return asyncio.run(main())
 

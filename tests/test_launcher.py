@@ -111,3 +111,49 @@ def test_invalid_scenario_fails_before_anything_starts(tmp_path):
     assert proc.returncode == 2
     assert "agents[6] (B3).bus: bus 99 is not in case 'ieee14'" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
+    """--agents-per-process 4: the seven agents live in two OS processes, each agent with its
+    own identity, broker account and log file, and the market clears exactly as with one
+    process per agent (plain mode is bit-identical to the in-process negotiation)."""
+    from privgrid.market.setup import build_setup
+    from privgrid.scenario import load_scenario
+    from privgrid.solve import solve
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            *PRIVGRID,
+            "run",
+            "configs/paper.toml",
+            "--privacy",
+            "plain",
+            "--agents-per-process",
+            "4",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
+    reference = solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
+    assert results["rounds"] == reference["rounds"] == 195
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        assert abs(ours["power"] - theirs["power"]) <= 1e-9
+        assert abs(ours["price"] - theirs["price"]) <= 1e-9
+    pids = {a: int(results["participants"][a]["pid"]) for a in ["S1", "S2", "S3", "S4"]}
+    assert len(set(pids.values())) == 1  # S1..S4 share a process
+    b_pid = int(results["participants"]["B1"]["pid"])
+    assert b_pid not in pids.values() and int(results["participants"]["B3"]["pid"]) == b_pid
+    logs = out / "logs"
+    for agent in ["S1", "S4", "B2"]:
+        lines = (logs / f"{agent}.log").read_text().splitlines()
+        assert lines and all(f" {agent} r=" in line for line in lines)
+        assert any(" r=195 " in line for line in lines)
+    assert (logs / "agents-S1-S4.log").exists() and (logs / "agents-B1-B3.log").exists()
