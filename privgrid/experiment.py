@@ -217,10 +217,23 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     keys = ("pmax", "pmin", "a", "b")
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(keys)
+    floor = 1e-16  # an exact estimate still gets a visible bar on the log axis
     for j, key in enumerate(keys):
-        values = [max(r["errors"][key] or 0.0, 1e-16) for r in rows]
+        values = [
+            np.nan if r["errors"][key] is None else max(r["errors"][key], floor) for r in rows
+        ]
         ax.bar(np.arange(len(rows)) + j * width, values, width, label=key)
     ax.set_yscale("log")
+    for i, r in enumerate(rows):  # no estimate at all (the run aborted): say so, draw nothing
+        if all(r["errors"][key] is None for key in keys):
+            ax.text(
+                i + 0.3,
+                0.5,
+                "aborted:\nno estimate",
+                ha="center",
+                fontsize=8,
+                transform=ax.get_xaxis_transform(),
+            )
     ax.set_xticks(np.arange(len(rows)) + 0.3, [r["variant"] for r in rows], rotation=20)
     ax.set_ylabel("relative error of the estimate")
     ax.set_title("What colluding neighbours learn about the target")
