@@ -145,6 +145,18 @@ class Grid:
             time.sleep(0.05)
         raise AssertionError(f"round {round_} not reached within {timeout} s")
 
+    def wait_log(self, pid: str, text: str, timeout: float = 60) -> None:
+        """Poll ``pid``'s log file until it contains ``text`` (its process must stay up)."""
+        deadline = time.monotonic() + timeout
+        path = self.folder / "logs" / f"{pid}.log"
+        while time.monotonic() < deadline:
+            if path.exists() and text in path.read_text(errors="replace"):
+                return
+            if self.processes[pid].poll() is not None:
+                raise AssertionError(f"{pid} stopped before logging {text!r}")
+            time.sleep(0.05)
+        raise AssertionError(f"{pid} did not log {text!r} within {timeout} s")
+
     def kill(self, pid: str) -> None:
         os.killpg(self.processes[pid].pid, signal.SIGKILL)
 

@@ -266,11 +266,11 @@ async def inject_bad_keys(grid) -> None:
 def test_bad_key_announcements_are_rejected_with_a_clear_log_line(grid_factory):
     grid = grid_factory(intruder=True, privacy=TEST_KEYS)
     grid.start_all(skip=("B1",))
-    import time
-
-    time.sleep(4)  # everyone else is up and listening
+    for pid in participants(grid.scenario):
+        if pid != "B1":  # everyone else is subscribed before the intruder speaks
+            grid.wait_log(pid, "connected to ")
     asyncio.run(inject_bad_keys(grid))
-    time.sleep(1)
+    grid.wait_log("S1", "/keys/B1: bad signature")
     grid.start("B1")
     assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
     log = grid.log("S1")
