@@ -27,6 +27,7 @@ that make a peer's N acceptable are in :mod:`privgrid.crypto.keyproof`.
 from __future__ import annotations
 
 import secrets
+import time
 from collections import deque
 from typing import NamedTuple
 
@@ -298,31 +299,69 @@ def new_obfuscator(public_key: PublicKey) -> Obfuscator:
 class ObfuscatorPool:
     """Precomputed obfuscators, so an online encryption costs one multiplication (§10).
 
-    Fill it while waiting for peers; :meth:`take` pops an entry so that each is used once. If
-    the pool is empty, :meth:`take` computes an entry on the spot (counted in ``misses``) rather
-    than failing: a slow round is better than a stuck one. With a :class:`PaillierKeyPair`
-    the entries are computed by CRT (owner side); with a public key, by a full powmod.
-    ``deque`` append/popleft are atomic, so a filler thread and a consumer may share a pool.
+    Why: ``r^N mod N²`` does not depend on the plaintext, so it can be computed before the
+    market session (the *offline* phase) and while waiting for peers; the online encryption
+    is then ``(1 + m·N) · r^N mod N²``, one multiplication. The same entries serve as ZKP
+    commitments ``(r, a = r^N)``.
+
+    Rules:
+    - :meth:`take` pops an entry, so each is used **once**, for one purpose (an encryption
+      *or* a commitment; see :class:`Obfuscator` for why reuse would be fatal);
+    - an empty pool never blocks or fails: :meth:`take` computes an entry on the spot and
+      counts it in ``misses`` (a slow round is better than a stuck one);
+    - ``target`` is the depth that :meth:`fill_one` (one entry per call, for idle time) and
+      :meth:`fill_to_target` keep; ``seconds`` is the time spent computing entries *ahead of
+      use* (misses are timed by the caller, inside its online step).
+
+    With a :class:`PaillierKeyPair` entries are computed by CRT (owner side, ~0.56 floor);
+    with a public key, by one full powmod (the floor). ``deque`` append/popleft are atomic,
+    so a filler thread and a consumer may share a pool.
     """
 
-    def __init__(self, key: PaillierKeyPair | PublicKey) -> None:
+    def __init__(self, key: PaillierKeyPair | PublicKey, target: int = 0) -> None:
         self._keypair = key if isinstance(key, PaillierKeyPair) else None
         self.public_key: PublicKey = key.public_key if isinstance(key, PaillierKeyPair) else key
         self._entries: deque[Obfuscator] = deque()
-        self.misses = 0
+        self.target = target
+        self.misses = 0  # entries computed on the spot because the pool was empty
+        self.made = 0  # entries computed ahead of use
+        self.seconds = 0.0  # time spent computing entries ahead of use
 
     def _make(self) -> Obfuscator:
         if self._keypair is not None:
             return self._keypair.new_obfuscator()
         return new_obfuscator(self.public_key)
 
-    def fill(self, count: int) -> None:
-        """Compute and store ``count`` more entries."""
-        for _ in range(count):
-            self._entries.append(self._make())
+    def _add(self) -> float:
+        started = time.perf_counter()
+        self._entries.append(self._make())
+        spent = time.perf_counter() - started
+        self.made += 1
+        self.seconds += spent
+        return spent
+
+    def fill(self, count: int) -> float:
+        """Compute and store ``count`` more entries; return the seconds spent."""
+        return sum(self._add() for _ in range(count))
+
+    def fill_to_target(self) -> float:
+        """Fill up to ``target`` entries (the offline phase); return the seconds spent."""
+        return self.fill(self.deficit)
+
+    def fill_one(self) -> bool:
+        """One entry if below ``target`` (idle-time top-up): True if something was done."""
+        if len(self._entries) >= self.target:
+            return False
+        self._add()
+        return True
+
+    @property
+    def deficit(self) -> int:
+        """Entries missing to reach ``target``."""
+        return max(0, self.target - len(self._entries))
 
     def take(self) -> Obfuscator:
-        """Remove and return one ``(r, r^N)`` entry."""
+        """Remove and return one ``(r, r^N)`` entry (computed on the spot if none is left)."""
         try:
             return self._entries.popleft()
         except IndexError:

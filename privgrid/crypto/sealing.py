@@ -48,7 +48,8 @@ MASK_MODULUS = 1 << 64
 
 
 class AgreementKey:
-    """A process's X25519 key for one run (never stored, never reused across runs)."""
+    """A process's X25519 key for one run (never reused across runs; stored only sealed in
+    the participant's own checkpoint, so that a restart rejoins the same run with it)."""
 
     __slots__ = ("_key",)
 
@@ -58,6 +59,20 @@ class AgreementKey:
     @classmethod
     def generate(cls) -> AgreementKey:
         return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_private_bytes(cls, raw: bytes) -> AgreementKey:
+        if not isinstance(raw, bytes | bytearray) or len(raw) != 32:
+            raise SealError("X25519 private key must be 32 bytes")
+        return cls(X25519PrivateKey.from_private_bytes(bytes(raw)))
+
+    def private_bytes(self) -> bytes:
+        """The 32 raw private-key bytes (for the sealed checkpoint only)."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
 
     def public_bytes(self) -> bytes:
         """The 32 raw public-key bytes (the announcement's ``x25519_pub``)."""

@@ -35,12 +35,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import gmpy2
 
 from privgrid.crypto.codec import MAX_ABS_PLAINTEXT, decode_residue
 from privgrid.crypto.errors import CiphertextError, PlaintextError, ProofError
 from privgrid.crypto.framing import int_to_bytes, int_to_fixed, lp, lp_all
+from privgrid.crypto.multiexp import multi_powmod
 from privgrid.crypto.paillier import (
     Obfuscator,
     PaillierKeyPair,
@@ -57,6 +59,8 @@ FS_DOMAIN = b"privgrid/zkp-decryption/v1"
 FS_CHALLENGE_BITS = 256
 #: Challenge length of the interactive form.
 INTERACTIVE_CHALLENGE_BITS = 128
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -158,13 +162,10 @@ def prove_decryption(
 # --------------------------------------------------------------------------- verifier
 
 
-def verify_transcript(
+def _check_transcript_ranges(
     public_key: PublicKey, ciphertext: int, x: int, a: int, e: int, z: int, t: int
 ) -> None:
-    """Check one transcript ``(a, e, z)`` for ``Dec(c) = x`` with t-bit challenges.
-
-    Raises :class:`ProofError` naming the first failed check.
-    """
+    """Every check of a transcript except the exponentiation equation (microseconds)."""
     n, n2 = gmpy2.mpz(public_key.n), gmpy2.mpz(public_key.nsquare)
     for name, value in (("c", ciphertext), ("a", a), ("z", z), ("e", e), ("x", x)):
         if not isinstance(value, int) or isinstance(value, bool):
@@ -179,9 +180,78 @@ def verify_transcript(
         raise ProofError(f"challenge out of range: need 0 ≤ e < 2^{t}")
     if gmpy2.gcd(gmpy2.mpz(ciphertext) * a * z % n, n) != 1:
         raise ProofError("non-unit: gcd(c·a·z mod N, N) ≠ 1")
-    u = gmpy2.mpz(ciphertext) * (1 - (x % n) * n) % n2
-    if gmpy2.powmod(z, n, n2) != a * gmpy2.powmod(u, e, n2) % n2:
+
+
+def _u(public_key: PublicKey, ciphertext: int, x: int) -> gmpy2.mpz:
+    """``u = c · g^(−x) = c · (1 − x·N) mod N²``: an N-th power iff ``Dec(c) = x``."""
+    n, n2 = gmpy2.mpz(public_key.n), gmpy2.mpz(public_key.nsquare)
+    return gmpy2.mpz(ciphertext) * (1 - (x % n) * n) % n2
+
+
+def _equation_holds(public_key: PublicKey, ciphertext: int, x: int, a: int, e: int, z: int) -> bool:
+    """``z^N ≡ a · u^e (mod N²)``: one full exponentiation (the floor) plus a t-bit one."""
+    n, n2 = gmpy2.mpz(public_key.n), gmpy2.mpz(public_key.nsquare)
+    u = _u(public_key, ciphertext, x)
+    return bool(gmpy2.powmod(z, n, n2) == a * gmpy2.powmod(u, e, n2) % n2)
+
+
+def verify_transcript(
+    public_key: PublicKey, ciphertext: int, x: int, a: int, e: int, z: int, t: int
+) -> None:
+    """Check one transcript ``(a, e, z)`` for ``Dec(c) = x`` with t-bit challenges.
+
+    Raises :class:`ProofError` naming the first failed check.
+    """
+    _check_transcript_ranges(public_key, ciphertext, x, a, e, z, t)
+    if not _equation_holds(public_key, ciphertext, x, a, e, z):
         raise ProofError("verification equation z^N ≡ a·u^e (mod N²) fails")
+
+
+@dataclass(frozen=True)
+class PendingProof:
+    """A Fiat–Shamir proof whose cheap checks passed; only its equation is left to check.
+
+    ``fixed`` is the signed X the verifier may use optimistically (batch verification) until
+    the batch containing this proof is verified.
+    """
+
+    ciphertext: int
+    x: int  # residue mod N
+    a: int
+    z: int
+    e: int
+    fixed: int
+
+
+def check_decryption(
+    public_key: PublicKey,
+    ciphertext: int,
+    x: int,
+    proof: DecryptionProof,
+    context: ProofContext,
+    max_abs: int = MAX_ABS_PLAINTEXT,
+) -> PendingProof:
+    """Every check of :func:`verify_decryption` except the exponentiation equation.
+
+    Why split: batch verification accepts x optimistically once these cheap checks (ranges,
+    units, the 2^128 range of X, the Fiat–Shamir challenge) pass, and checks the equations
+    of many proofs at once later (:class:`DecryptionBatch`). Raises :class:`ProofError`.
+    """
+    try:
+        check_ciphertext(public_key, ciphertext)
+    except CiphertextError as exc:
+        raise ProofError(exc.reason) from exc
+    if not isinstance(x, int) or isinstance(x, bool):
+        raise ProofError(f"x must be an int, got {type(x).__name__}")
+    try:
+        fixed = decode_residue(x % public_key.n, public_key.n, max_abs)
+    except PlaintextError as exc:
+        raise ProofError(f"claimed plaintext rejected: {exc.reason}") from exc
+    if not isinstance(proof.a, int) or not 0 < proof.a < public_key.nsquare:
+        raise ProofError("commitment out of range: need 0 < a < N²")
+    e = fiat_shamir_challenge(public_key.n, ciphertext, x, proof.a, context)
+    _check_transcript_ranges(public_key, ciphertext, x, proof.a, e, proof.z, FS_CHALLENGE_BITS)
+    return PendingProof(ciphertext, x % public_key.n, proof.a, proof.z, e, fixed)
 
 
 def verify_decryption(
@@ -197,21 +267,147 @@ def verify_decryption(
     ``x`` may be given as the residue or as the signed integer (it is reduced mod N). The
     decoded X must satisfy ``|X| < max_abs`` (2^128, §5.4). Raises :class:`ProofError`.
     """
-    try:
-        check_ciphertext(public_key, ciphertext)
-    except CiphertextError as exc:
-        raise ProofError(exc.reason) from exc
-    if not isinstance(x, int) or isinstance(x, bool):
-        raise ProofError(f"x must be an int, got {type(x).__name__}")
-    try:
-        fixed = decode_residue(x % public_key.n, public_key.n, max_abs)
-    except PlaintextError as exc:
-        raise ProofError(f"claimed plaintext rejected: {exc.reason}") from exc
-    if not isinstance(proof.a, int) or not 0 < proof.a < public_key.nsquare:
-        raise ProofError("commitment out of range: need 0 < a < N²")
-    e = fiat_shamir_challenge(public_key.n, ciphertext, x, proof.a, context)
-    verify_transcript(public_key, ciphertext, x, proof.a, e, proof.z, FS_CHALLENGE_BITS)
-    return fixed
+    pending = check_decryption(public_key, ciphertext, x, proof, context, max_abs)
+    if not _equation_holds(public_key, ciphertext, x, proof.a, pending.e, proof.z):
+        raise ProofError("verification equation z^N ≡ a·u^e (mod N²) fails")
+    return pending.fixed
+
+
+# --------------------------------------------------------------------------- batch
+
+
+#: Bits of the verifier's random batch exponents t_i (odd, so 63 random bits): the soundness
+#: error of one batch is at most 2^-63 per false statement (see :class:`DecryptionBatch`).
+BATCH_EXPONENT_BITS = 64
+
+
+def batch_exponent() -> int:
+    """A secret, uniform, **odd** 64-bit exponent t (why odd: :class:`DecryptionBatch`)."""
+    return (secrets.randbits(BATCH_EXPONENT_BITS - 1) << 1) | 1
+
+
+class DecryptionBatch(Generic[T]):
+    """Batch verification of one owner's decryption proofs (all under the same N).
+
+    Each proof i claims ``z_i^N ≡ a_i · u_i^(e_i) (mod N²)``. The verifier draws a secret odd
+    64-bit ``t_i`` per proof and checks the single equation
+
+        ``(Π z_i^(t_i) mod N)^N ≡ Π a_i^(t_i) · u_i^(e_i·t_i)  (mod N²)``
+
+    (``w^N mod N²`` depends only on ``w mod N``, so the left side needs one full
+    exponentiation for the whole batch; the right side is one Straus multi-exponentiation,
+    :func:`~privgrid.crypto.multiexp.multi_powmod`). Proofs are *absorbed* into the two
+    accumulators in chunks (idle time), and the batch is *closed* with that one full
+    exponentiation. If the batch equation fails, every absorbed proof is verified on its own
+    (the fallback) to name the offending one(s): a batch fails only if some single proof
+    does, so the fallback always finds the culprit.
+
+    **Soundness** (why a false x cannot hide in a batch). ``Z*_{N²} = G × H`` with ``G =
+    ⟨1+N⟩`` of order N and ``H`` = the N-th powers, of order φ(N) (the key proof gives
+    gcd(N, φ(N)) = 1, hence N square-free). "``x = Dec(c)``" says exactly that the
+    G-component of ``u = c·(1+N)^(−x)`` is trivial. Write proof i's error
+    ``w_i = z_i^N / (a_i u_i^(e_i))`` as (δ_i in G ≅ Z_N) · (η_i in H); per-proof verification
+    checks w_i = 1, the batch checks Π w_i^(t_i) = 1, whose G-part is Σ t_i δ_i ≡ 0 (mod N).
+    For a false statement δ_j must be non-zero modulo some primes of N: zeroing it modulo a
+    prime s where x_j is wrong means hitting the Fiat–Shamir challenge mod s. Let S be the
+    product of the primes where δ_j ≢ 0. Fixing the other t's, the odd t_j < 2^64 with
+    ``t_j·δ_j ≡ −Σ_{i≠j} t_i δ_i (mod S)`` are one residue class mod S, so the batch passes with
+    probability ≤ 1/S + 2^-63 (the t's are secret, drawn after the proof arrived, and the
+    prover only ever learns accept/reject). A prover who grinds the hash to zero δ_j modulo
+    some primes pays their product in hash trials and gambles 1/S on the rest; the two
+    products multiply to N / gcd(x_j − Dec(c_j), N), which the 2^128 range check keeps
+    ≥ 2^1919 at 2048 bits (protocol.md §5.4) — as infeasible as cheating a single proof. For
+    an honestly generated key (two primes of |N|/2 bits) S ≥ min(p, q) and the error is
+    2^-63 per false proof.
+
+    **Small-order elements.** Z*_{N²} has elements of small order (−1, and whatever small
+    factors p−1 and q−1 have), and random-exponent batch tests are classically fooled by them
+    (Boyd–Pavlovski 1998). Here every element of order below 2^16 lies in H (G has order N,
+    whose prime factors the key checks put above 2^16; larger ones are covered above), and H
+    is what the *statement* does not constrain: tampering a proof with such an element
+    changes only η_i, never δ_i, so it can never make a false x pass. It can make a
+    malformed transcript of a *true* statement pass with probability ≤ 1/d for an element
+    of order d; with **odd** t_i a single order-2 tampering
+    (``a`` or ``z`` multiplied by −1 ≡ N²−1) is always caught, since ``(−1)^(t_i) = −1``.
+    Squaring both sides (the textbook fix) would be equally sound for the statement —
+    squaring is an automorphism of G, N being odd — but would make the batch accept every
+    order-2 tampering; odd exponents keep the batch's verdict closer to per-proof
+    verification at no cost.
+    """
+
+    def __init__(self, public_key: PublicKey) -> None:
+        self.public_key = public_key
+        self._n = gmpy2.mpz(public_key.n)
+        self._n2 = gmpy2.mpz(public_key.nsquare)
+        self._queued: list[tuple[PendingProof, T]] = []
+        self._absorbed: list[tuple[PendingProof, T]] = []
+        self._lhs = gmpy2.mpz(1)  # Π z_i^(t_i) mod N
+        self._rhs = gmpy2.mpz(1)  # Π a_i^(t_i) · u_i^(e_i·t_i) mod N²
+        self.verified = 0  # proofs that passed in closed batches
+        self.failed = 0  # proofs that failed (found by the fallback)
+        self.batches = 0  # batches closed
+
+    def add(self, proof: PendingProof, tag: T) -> None:
+        """Queue a proof (its cheap checks already passed); ``tag`` names it in failures."""
+        self._queued.append((proof, tag))
+
+    @property
+    def queued(self) -> int:
+        """Proofs waiting to be absorbed."""
+        return len(self._queued)
+
+    @property
+    def absorbed(self) -> int:
+        """Proofs folded into the accumulators, waiting for :meth:`close`."""
+        return len(self._absorbed)
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._absorbed)
+
+    def absorb(self, limit: int | None = None) -> int:
+        """Fold up to ``limit`` queued proofs (all if None) into the accumulators."""
+        count = len(self._queued) if limit is None else min(limit, len(self._queued))
+        if count == 0:
+            return 0
+        chunk, self._queued = self._queued[:count], self._queued[count:]
+        bases: list[int] = []
+        exponents: list[int] = []
+        lhs = self._lhs
+        for proof, _ in chunk:
+            t = batch_exponent()
+            bases += [proof.a, _u(self.public_key, proof.ciphertext, proof.x)]
+            exponents += [t, proof.e * t]
+            lhs = lhs * gmpy2.powmod(proof.z, t, self._n) % self._n
+        self._lhs = lhs
+        self._rhs = self._rhs * multi_powmod(bases, exponents, self.public_key.nsquare) % self._n2
+        self._absorbed += chunk
+        return count
+
+    def close(self) -> list[T]:
+        """Absorb what is queued, check the batch, reset; return the tags of failed proofs.
+
+        An empty list means every proof of the batch verified.
+        """
+        self.absorb()
+        batch, self._absorbed = self._absorbed, []
+        lhs, rhs = self._lhs, self._rhs
+        self._lhs, self._rhs = gmpy2.mpz(1), gmpy2.mpz(1)
+        if not batch:
+            return []
+        self.batches += 1
+        if gmpy2.powmod(lhs, self._n, self._n2) == rhs:
+            self.verified += len(batch)
+            return []
+        failed = [
+            tag
+            for proof, tag in batch
+            if not _equation_holds(
+                self.public_key, proof.ciphertext, proof.x, proof.a, proof.e, proof.z
+            )
+        ]
+        self.failed += len(failed)
+        self.verified += len(batch) - len(failed)
+        return failed
 
 
 # --------------------------------------------------------------------------- interactive

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
 from privgrid.wire.envelope import Rejected
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -105,6 +107,27 @@ def pair_list(value: Any) -> str | None:
     return None
 
 
+#: A throwaway key to probe announced X25519 keys with (see :func:`_x25519_public`).
+_PROBE = X25519PrivateKey.generate()
+
+
+def _x25519_public(value: Any) -> str | None:
+    """32 bytes that are a usable X25519 public key.
+
+    A low-order point gives the all-zero shared secret with *every* private key (clamped
+    scalars are multiples of the cofactor), so one probe exchange decides it. Refused here, at
+    the announcement, because once accepted every later seal to that peer would fail.
+    """
+    error = _bytes(32)(value)
+    if error is not None:
+        return error
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(value))
+    except ValueError:
+        return "is a low-order X25519 point (no shared secret with anyone)"
+    return None
+
+
 def _map(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be a map"
 
@@ -128,6 +151,7 @@ MAP_LIST = Spec(_list(_map, 10_000))
 NUMBER_MAP = Spec(_number_map)
 INT64_LIST = Spec(_list(_int64))
 UINT64_LIST = Spec(_list(_uint64))
+X25519_PUBLIC = Spec(_x25519_public)
 
 
 def text_list(exact: int | None = None, max_len: int = MAX_LIST) -> Spec:
