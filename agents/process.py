@@ -48,6 +48,8 @@ def main(
     broker: str | None,
     run_id: str | None,
     keys_dir: Path,
+    state_dir: Path | None,
+    new_paillier_key: bool,
     log_format: str,
     log_file: Path | None,
 ) -> None:
@@ -66,6 +68,8 @@ def main(
             log_format,
             log_file,
             log=group.get(agent_id),
+            state_dir=state_dir,
+            new_paillier_key=new_paillier_key,
         )
         if members:  # one scenario object per process: its network and PTDF are built once
             ctx.scenario = members[0][0].scenario

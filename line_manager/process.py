@@ -30,11 +30,23 @@ def main(
     broker: str | None,
     run_id: str | None,
     keys_dir: Path,
+    state_dir: Path | None,
+    new_paillier_key: bool,
     log_format: str,
     log_file: Path | None,
 ) -> None:
     """Run the Line Manager of SCENARIO."""
-    ctx = load_context(LM_ID, scenario_path, broker, run_id, keys_dir, log_format, log_file)
+    ctx = load_context(
+        LM_ID,
+        scenario_path,
+        broker,
+        run_id,
+        keys_dir,
+        log_format,
+        log_file,
+        state_dir=state_dir,
+        new_paillier_key=new_paillier_key,
+    )
     try:
         setup = build_setup(ctx.scenario)
     except ScenarioError as exc:

@@ -104,6 +104,8 @@ def main(
     broker: str | None,
     run_id: str | None,
     keys_dir: Path,
+    state_dir: Path | None,
+    new_paillier_key: bool,
     log_format: str,
     log_file: Path | None,
     out_dir: Path | None,
@@ -117,7 +119,17 @@ def main(
     all accept. Exit status: 0 converged and committed, 1 not converged, 2 bad input,
     3 a participant failed or the block was rejected.
     """
-    ctx = load_context(MO_ID, scenario_path, broker, run_id, keys_dir, log_format, log_file)
+    ctx = load_context(
+        MO_ID,
+        scenario_path,
+        broker,
+        run_id,
+        keys_dir,
+        log_format,
+        log_file,
+        state_dir=state_dir,
+        new_paillier_key=new_paillier_key,
+    )
     folder = out_dir or Path("runs") / ctx.settings.run
     try:
         setup = build_setup(ctx.scenario)

@@ -31,10 +31,11 @@ from privgrid.crypto.errors import IdentityError
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE, Node, Participant, Settings
 from privgrid.scenario import LM_ID, MO_ID, Scenario, ScenarioError, load_scenario
+from privgrid.state import CheckpointStore, scenario_digest
 from privgrid.wire import kinds
 from privgrid.wire.session import BrokerUrl, BrokerUrlError
 
-ENV_RUN, ENV_KEYS = "PRIVGRID_RUN", "PRIVGRID_KEYS"
+ENV_RUN, ENV_KEYS, ENV_STATE = "PRIVGRID_RUN", "PRIVGRID_KEYS", "PRIVGRID_STATE"
 #: JSON map participant id → broker URL, for a process hosting several participants (each
 #: connects with its own broker account). Overrides --broker / PRIVGRID_BROKER_URL.
 ENV_BROKER_URLS = "PRIVGRID_BROKER_URLS"
@@ -74,6 +75,20 @@ def role_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Folder with roster.json and <id>.key [env PRIVGRID_KEYS].",
         ),
         click.option(
+            "--state",
+            "state_dir",
+            envvar=ENV_STATE,
+            default=None,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Checkpoint folder: save a sealed checkpoint every round and, if one exists "
+            "for this run, resume from it after a crash [env PRIVGRID_STATE].",
+        ),
+        click.option(
+            "--new-paillier-key",
+            is_flag=True,
+            help="When resuming, announce a fresh Paillier key instead of the checkpointed one.",
+        ),
+        click.option(
             "--log-format", type=click.Choice(logs.FORMATS), default="text", show_default=True
         ),
         click.option(
@@ -98,6 +113,16 @@ class Context:
     roles: dict[str, str]
     settings: Settings
     log: logs.ParticipantLog
+    state_dir: Path | None = None
+    new_paillier_key: bool = False
+
+    def checkpoint_store(self) -> CheckpointStore | None:
+        if self.state_dir is None:
+            return None
+        digest = scenario_digest(self.scenario.source.read_bytes())
+        return CheckpointStore(
+            self.state_dir, self.settings.run, self.me, self.identity, digest
+        )
 
 
 def roles_of(scenario: Scenario) -> dict[str, str]:
@@ -113,6 +138,9 @@ def load_context(
     log_format: str,
     log_file: Path | None,
     log: logs.ParticipantLog | None = None,
+    *,
+    state_dir: Path | None = None,
+    new_paillier_key: bool = False,
 ) -> Context:
     """Load and check everything; exit with status 2 and a clear message on bad input.
 
@@ -141,7 +169,17 @@ def load_context(
         log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
     settings = Settings(run, url, scenario.timeouts.start)
-    return Context(scenario, me, identity, roster, roles_of(scenario), settings, log)
+    return Context(
+        scenario,
+        me,
+        identity,
+        roster,
+        roles_of(scenario),
+        settings,
+        log,
+        state_dir,
+        new_paillier_key,
+    )
 
 
 def _member_url(me: str) -> str | None:
@@ -176,7 +214,15 @@ def run_nodes(members: list[tuple[Context, Node]]) -> int:
     The exit status is the worst of theirs. SIGTERM/SIGINT stop them all cleanly.
     """
     participants = [
-        Participant(node, ctx.settings, ctx.identity, ctx.roster, ctx.roles)
+        Participant(
+            node,
+            ctx.settings,
+            ctx.identity,
+            ctx.roster,
+            ctx.roles,
+            ctx.checkpoint_store(),
+            ctx.new_paillier_key,
+        )
         for ctx, node in members
     ]
 

@@ -11,6 +11,15 @@ agents, the LM and the MO:
    that arrived earlier waits in a buffer;
 5. hand each message to the node; drop bad ones with one log line naming sender and reason;
 6. stop when the node has an exit code; clear our retained announcement on the way out.
+
+Restarts (docs/reliability.md): with a :class:`~privgrid.state.CheckpointStore` the runtime
+saves a sealed checkpoint wherever the node puts :data:`CHECKPOINT` in its outgoing messages
+(after everything before it is published, before anything after it), and at start-up resumes
+from the checkpoint if there is one: same session keys, incarnation + 1, announced with the
+last completed round. A peer that sees a higher incarnation forgets the peer's duplicate
+state, answers ``resync`` and lets its node redo what the restarted peer lost; the restarted
+participant ignores a peer's direct messages until that peer's ``resync`` (anything earlier
+was sent before the peer knew of the restart).
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from privgrid.crypto.identity import Identity, Roster
+from privgrid.crypto.sealing import AgreementKey
 from privgrid.logs import ParticipantLog
 from privgrid.scenario import MO_ID
 from privgrid.wire import topics
@@ -32,10 +42,18 @@ from privgrid.wire.channel import Channel, Conflict, Duplicate, Message, NotForM
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.session import BrokerUrl, MqttSession, client_id
 
+if TYPE_CHECKING:
+    from privgrid.state import CheckpointStore
+
 #: Process exit codes, shared by every role and the launcher.
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_BAD_INPUT, EXIT_FAILURE = 0, 1, 2, 3
 
 TICK_SECONDS = 0.2
+
+#: Put in a node's outgoing list: save the checkpoint once everything before it is published.
+CHECKPOINT = Outgoing("checkpoint", "", 0)
+#: Kinds a restarted participant accepts from a peer before that peer's ``resync``.
+_BEFORE_RESYNC = frozenset({"key", "resync", "gone"})
 
 
 class Node(ABC):
@@ -105,6 +123,36 @@ class Node(ABC):
         body = {"offender": offender, "reason": reason, "evidence": list(evidence)}
         return [Outgoing("violation", MO_ID, round_, body)]
 
+    # -- restarts (docs/reliability.md) ---------------------------------------------------------
+    #: Set by :meth:`restore`: the node resumes from a checkpoint instead of starting afresh.
+    restored = False
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The node's state for the checkpoint (None: this node does not checkpoint)."""
+        return None
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`snapshot`'s content (called before the announcement)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume from a checkpoint")
+
+    def session_secrets(self) -> dict[str, bytes]:
+        """Session keys beyond the X25519 key (the Paillier primes), for the checkpoint."""
+        return {}
+
+    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:  # noqa: B027
+        """Reuse the checkpointed session keys."""
+
+    def resume_point(self) -> int:
+        """The last round this participant completed (announced after a restart)."""
+        return 0
+
+    def peer_restarted(
+        self, peer: str, completed: int, new_keys: bool, now: float
+    ) -> list[Outgoing]:
+        """``peer`` rejoined from its checkpoint at round ``completed`` (with a new Paillier key
+        if ``new_keys``): redo or re-send what it lost. Called only once the node started."""
+        return []
+
     def give_up(self, reason: str) -> list[Outgoing]:
         """The run cannot start (a peer never announced itself): last words before exiting."""
         self.finish(EXIT_FAILURE)
@@ -132,6 +180,8 @@ class Participant:
         identity: Identity,
         roster: Roster,
         roles: Mapping[str, str],
+        store: CheckpointStore | None = None,
+        new_paillier_key: bool = False,
     ) -> None:
         self.node = node
         self.settings = settings
@@ -141,6 +191,13 @@ class Participant:
         self.started = False
         self.buffer: list[Message] = []
         self.began = time.perf_counter()
+        self.store = store
+        self.new_paillier_key = new_paillier_key
+        self.incarnation = 0  # +1 at each restart from the checkpoint
+        #: Per peer: (incarnation, X25519 key, Paillier N) as last accepted; checkpointed.
+        self.peer_state: dict[str, tuple[int, bytes, bytes | None]] = {}
+        self.restarted_peers: dict[str, tuple[int, bool]] = {}  # seen before we started
+        self.awaiting_resync: set[str] = set()
         node.stats = self.stats
         node.bind(self.channel)
 
@@ -163,8 +220,64 @@ class Participant:
         self.channel.stats["sent_bytes"] -= len(payload)
         return topic, payload
 
+    # -- checkpoints -------------------------------------------------------------------------
+    def _resume(self) -> None:
+        """Load the checkpoint, if any: session keys, incarnation, the node's state."""
+        from privgrid.state import StateError
+
+        if self.store is None:
+            return
+        content = self.store.load()
+        if content is None:
+            return
+        try:
+            secrets = content["secrets"]
+            self.channel.agreement = AgreementKey.from_private_bytes(secrets["x25519"])
+            if not self.new_paillier_key:
+                self.node.restore_session_secrets(secrets)
+            self.node.restore(content["node"])
+            self.incarnation = int(content["incarnation"]) + 1
+            self.peer_state = {
+                peer: (int(inc), bytes(x), None if n is None else bytes(n))
+                for peer, (inc, x, n) in content["peers"].items()
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"{self.store.path}: the checkpoint is incomplete ({exc})") from None
+        self.node.restored = True
+        self.awaiting_resync = set(self.node.peers())
+        self.log.warning(
+            "resuming from checkpoint %s: incarnation %d, last completed round %d%s",
+            self.store.path,
+            self.incarnation,
+            self.node.resume_point(),
+            ", with a new Paillier key" if self.new_paillier_key else "",
+        )
+
+    def save_checkpoint(self) -> None:
+        if self.store is None:
+            return
+        snapshot = self.node.snapshot()
+        if snapshot is None:
+            return
+        secrets = {"x25519": self.channel.agreement.private_bytes(), **self.node.session_secrets()}
+        self.store.save(
+            {
+                "incarnation": self.incarnation,
+                "peers": {p: list(v) for p, v in self.peer_state.items()},
+                "secrets": secrets,
+                "node": snapshot,
+            }
+        )
+
     async def run(self) -> int:
         me, run = self.node.me, self.settings.run
+        from privgrid.state import StateError
+
+        try:
+            self._resume()
+        except StateError as exc:
+            self.log.error("%s", exc)
+            return EXIT_BAD_INPUT
         session = MqttSession(
             self.settings.broker,
             client_id(run, me),
@@ -192,12 +305,18 @@ class Participant:
 
     async def _send(self, session: MqttSession, outgoing: list[Outgoing]) -> None:
         for out in outgoing:
+            if out is CHECKPOINT:  # everything before it is published; nothing after it yet
+                self.save_checkpoint()
+                continue
             topic, payload = self.channel.encode(out)
             await session.publish(topic, payload, retain=out.retain)
 
     async def _loop(self, session: MqttSession) -> int:
+        self.save_checkpoint()  # the session keys and incarnation, before anyone sees them
         body = {"x25519": self.channel.x25519_public, "created": time.time()}
         body.update(self.node.announcement())
+        if self.incarnation:
+            body.update(incarnation=self.incarnation, completed=self.node.resume_point())
         await self._send(session, [Outgoing("key", topics.BROADCAST, 0, body, retain=True)])
         deadline = time.monotonic() + self.settings.start_timeout
         while self.node.exit_code is None:
@@ -242,17 +361,38 @@ class Participant:
                     "dropped message from %s on %s: %s", exc.sender or "?", topic, exc.reason
                 )
                 continue
+            if message.sender in self.awaiting_resync and not self._before_resync(message):
+                continue
             await self._send(session, self._dispatch(message, now))
             # Duplicate detection needs only recent rounds; older replays meet the node's
             # round check instead (and are logged as stale).
             self.channel.forget_rounds_before(self.node.active_round() - 1)
         return self.node.exit_code
 
+    def _before_resync(self, message: Message) -> bool:
+        """After our restart: may this message from a peer that has not resynced pass?"""
+        if message.kind == "resync":
+            if message.body["incarnation"] == self.incarnation:
+                self.awaiting_resync.discard(message.sender)
+                self.log.info("%s resynced with us", message.sender)
+            return False
+        if message.kind in _BEFORE_RESYNC or message.recipient == topics.BROADCAST:
+            return True  # announcements, departures and broadcasts are never stale
+        self.log.info(
+            "ignored %s of round %d from %s: sent before it saw our restart",
+            message.kind,
+            message.round,
+            message.sender,
+        )
+        return False
+
     def _dispatch(self, message: Message, now: float) -> list[Outgoing]:
         if message.sender == self.node.me:
             return []  # our own broadcast or announcement, echoed by the broker
         if message.kind == "key":
             return self._on_announcement(message, now)
+        if message.kind == "resync":
+            return []  # a late one (we resumed earlier): nothing to do
         if not self.started:
             if message.kind == "stop":
                 self.log.error(
@@ -267,7 +407,14 @@ class Participant:
     def _on_announcement(self, message: Message, now: float) -> list[Outgoing]:
         sender = message.sender
         material = (message.body["x25519"], message.body.get("paillier_n"))
+        incarnation = message.body.get("incarnation", 0)
+        before = self.peer_state.get(sender)
+        if incarnation > (before[0] if before else 0):
+            return self._on_restart(message, now)
         known = self.announcements.get(sender)
+        if known is None and before is not None and before[1:] != material:
+            reason = "announced other keys than before our restart, without restarting itself"
+            return self.node.report_violation(sender, reason, [message.raw], 0)
         if known is not None:
             if known[0] != material:
                 reason = (
@@ -281,15 +428,62 @@ class Participant:
         except Rejected as exc:
             self.log.warning("rejected the key announcement of %s: %s", sender, exc.reason)
             return []
-        self.announcements[sender] = (material, message.raw)
-        self.channel.learn_agreement_key(sender, message.body["x25519"])
+        self._learn(message, incarnation)
         self.log.info("accepted the key announcement of %s", sender)
+        return self._maybe_start(now)
+
+    def _learn(self, message: Message, incarnation: int) -> None:
+        sender, body = message.sender, message.body
+        material = (body["x25519"], body.get("paillier_n"))
+        self.announcements[sender] = (material, message.raw)
+        self.peer_state[sender] = (incarnation, *material)
+        self.channel.learn_agreement_key(sender, body["x25519"])
+
+    def _maybe_start(self, now: float) -> list[Outgoing]:
         if self.started or not self.node.peers() <= set(self.announcements):
             return []
         self.started = True
         self.log.info("all %d peers announced; starting", len(self.node.peers()))
         outgoing = self.node.start(now)
+        for peer, (completed, new_keys) in self.restarted_peers.items():
+            outgoing += self.node.peer_restarted(peer, completed, new_keys, now)
+        self.restarted_peers = {}
         buffered, self.buffer = self.buffer, []
         for early in buffered:
             outgoing += self.node.handle(early, now)
+        return outgoing
+
+    def _on_restart(self, message: Message, now: float) -> list[Outgoing]:
+        """A peer rejoined from its checkpoint (a higher incarnation than we knew)."""
+        sender, body = message.sender, message.body
+        incarnation, completed = body.get("incarnation", 0), body.get("completed", 0)
+        before = self.peer_state.get(sender)
+        if before is not None and before[1] != body["x25519"]:
+            self.log.error(
+                "refused the rejoin of %s: it lost its checkpointed agreement key (a restart "
+                "must resume from its checkpoint)",
+                sender,
+            )
+            return []
+        new_keys = before is not None and before[2] != body.get("paillier_n")
+        try:
+            self.node.accept_announcement(sender, body)
+        except Rejected as exc:
+            self.log.warning("rejected the rejoin of %s: %s", sender, exc.reason)
+            return []
+        self._learn(message, incarnation)
+        self.channel.forget_sender(sender)
+        self.log.warning(
+            "%s rejoined (incarnation %d, last completed round %d%s)",
+            sender,
+            incarnation,
+            completed,
+            ", new Paillier key" if new_keys else "",
+        )
+        outgoing = [Outgoing("resync", sender, 0, {"incarnation": incarnation})]
+        if self.started:
+            outgoing += self.node.peer_restarted(sender, completed, new_keys, now)
+        else:
+            self.restarted_peers[sender] = (completed, new_keys)
+            outgoing += self._maybe_start(now)
         return outgoing

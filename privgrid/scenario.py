@@ -3,13 +3,16 @@
 Parsing and validation only — no network I/O, no solver. Every error names the file, the field
 and the reason, e.g. ``configs/x.toml: agents[2] (S3).a: must be > 0 (got -1.0)``; unknown keys
 are errors. Checks that need the network (bus numbers, line names) live in
-:mod:`privgrid.market.setup`, which reuses :class:`ScenarioError` so messages look the same.
+:mod:`privgrid.market.setup`, which reuses :class:`ScenarioError` so messages look the same;
+the one exception is ``market.pairs = {nearest = k}``, which loads the network case (cheap:
+shipped data) to rank sellers by electrical distance and checks the buses it needs.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,7 +21,9 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -142,10 +147,56 @@ class AgentSection(_Strict):
         return Role.PROSUMER
 
 
+class NearestPairs(_Strict):
+    """``pairs = {nearest = k}``: each buyer trades with its k electrically nearest sellers.
+
+    Distance is the DC Thevenin reactance between the two buses
+    (:mod:`privgrid.grid.distance`); see :func:`nearest_pairs` for ties, prosumers and sellers
+    that no buyer picked.
+    """
+
+    nearest: int
+
+    @field_validator("nearest")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be ≥ 1 (got {value}): every buyer needs a seller")
+        return value
+
+
+#: Tags of the ``market.pairs`` union; :func:`_loc_to_field` leaves them out of field names.
+_PAIRS_TAG = "pairs:"
+
+
+def _pairs_kind(value: Any) -> str | None:
+    """Pick the one ``market.pairs`` form to validate against, so errors name only that one."""
+    if isinstance(value, str):
+        return f"{_PAIRS_TAG}name"
+    if isinstance(value, dict | NearestPairs):
+        return f"{_PAIRS_TAG}nearest"
+    if isinstance(value, list | tuple):
+        return f"{_PAIRS_TAG}list"
+    return None
+
+
+PairsSpec = Annotated[
+    Annotated[Literal["sellers-buyers"], Tag(f"{_PAIRS_TAG}name")]
+    | Annotated[list[tuple[str, str]], Tag(f"{_PAIRS_TAG}list")]
+    | Annotated[NearestPairs, Tag(f"{_PAIRS_TAG}nearest")],
+    Discriminator(
+        _pairs_kind,
+        custom_error_type="pairs_form",
+        custom_error_message="must be 'sellers-buyers', a list of [seller, buyer] pairs "
+        "or {nearest = k}",
+    ),
+]
+
+
 class MarketSection(_Strict):
     """Negotiation parameters; defaults are algorithm.md §5.1."""
 
-    pairs: Literal["sellers-buyers"] | list[tuple[str, str]] = "sellers-buyers"
+    pairs: PairsSpec = "sellers-buyers"
     alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
     beta: Annotated[float, Field(gt=0, lt=1)] = 0.25
     tau: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
@@ -200,12 +251,17 @@ class PrivacySection(_Strict):
 
 
 class TimeoutsSection(_Strict):
-    """Seconds. ``start``: every participant announced; ``round``: one round's messages;
-    ``finish``: the final reports after the stop."""
+    """Seconds, and the failure policy. ``start``: every participant announced; ``round``: one
+    round's messages; ``finish``: the final reports after the stop. ``on_missing``: what a
+    participant leaving the run does — "abort" ends the run naming it; "wait" pauses the round
+    clock until it rejoins from its checkpoint (``--state``), for at most ``missing`` seconds
+    (docs/reliability.md)."""
 
     start: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
     round: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
     finish: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
+    on_missing: Literal["abort", "wait"] = "abort"
+    missing: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 120.0
 
 
 class AttackSection(_Strict):
@@ -279,8 +335,17 @@ class Scenario(_Strict):
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
-        """Trading pairs in canonical order (see :func:`resolve_pairs`)."""
-        return resolve_pairs(self.agents, self.market.pairs)
+        """Trading pairs in canonical order (see :func:`resolve_pairs`).
+
+        ``{nearest = k}`` needs the network: it is loaded here (the shipped data of a named
+        case loads in milliseconds) and the result is cached per agent set and k.
+        """
+        spec = self.market.pairs
+        if isinstance(spec, NearestPairs):
+            members = tuple((a.id, a.bus, a.role) for a in self.agents)
+            pairs = _nearest_cached(self.network.case, self.source.parent, members, spec.nearest)
+            return list(pairs)
+        return resolve_pairs(self.agents, spec)
 
 
 def _can_trade(first: Role, second: Role) -> bool:
@@ -288,15 +353,23 @@ def _can_trade(first: Role, second: Role) -> bool:
 
 
 def resolve_pairs(
-    agents: Sequence[AgentSection], spec: str | Sequence[tuple[str, str]]
+    agents: Sequence[AgentSection],
+    spec: str | Sequence[tuple[str, str]] | NearestPairs,
+    distance: Callable[[int, int], float] | None = None,
 ) -> list[tuple[str, str]]:
     """Trading pairs, each ``(first, second)`` with the seller first when there is one.
 
     ``"sellers-buyers"``: every seller with every buyer, and every prosumer with every other
     agent, in the order the agents are listed (for the paper case: S1-B1, S1-B2, …, S4-B3).
+    ``{nearest = k}``: :func:`nearest_pairs` with ``distance`` between two bus numbers.
     """
     role = {a.id: a.role for a in agents}
-    if isinstance(spec, str):
+    if isinstance(spec, NearestPairs):
+        if distance is None:
+            raise ValueError("pairs = {nearest = k} needs the network's bus distance")
+        members = [(a.id, a.bus, a.role) for a in agents]
+        raw = nearest_pairs(members, spec.nearest, distance)
+    elif isinstance(spec, str):
         raw = [
             (agents[i].id, agents[j].id)
             for i in range(len(agents))
@@ -305,15 +378,141 @@ def resolve_pairs(
         ]
     else:
         raw = [tuple(p) for p in spec]
+    return _seller_first(raw, role)
+
+
+def _seller_first(raw: Sequence[tuple[str, str]], role: dict[str, Role]) -> list[tuple[str, str]]:
     return [(m, n) if role[n] == Role.BUYER and role[m] == Role.SELLER else (n, m) for n, m in raw]
 
 
+#: What the pairing needs of an agent: its id, bus number and role.
+Member = tuple[str, int, Role]
+
+
+def nearest_pairs(
+    members: Sequence[Member], k: int, distance: Callable[[int, int], float]
+) -> list[tuple[str, str]]:
+    """Sparse pairing by electrical distance (``pairs = {nearest = k}``).
+
+    - Every buyer trades with the k sellers nearest to its bus.
+    - A prosumer is on both sides: it picks its k nearest among sellers and the other
+      prosumers, and buyers and prosumers may pick it.
+    - A seller that no one picked trades with its single nearest buyer (or prosumer), so
+      every seller has a partner; that buyer then has more than k partners.
+    - Ties (equal distance, e.g. agents on one bus) go to the smaller id (string order).
+    - Each pair appears once, ordered as ``"sellers-buyers"`` orders them: by the position
+      of its agents in the file. With k = number of sellers and no prosumers, the result is
+      exactly ``"sellers-buyers"``.
+
+    ``distance(bus_i, bus_j)`` must be symmetric (see :mod:`privgrid.grid.distance`).
+    """
+    order = {m[0]: i for i, m in enumerate(members)}
+    supply = [m for m in members if m[2] != Role.BUYER]
+    demand = [m for m in members if m[2] != Role.SELLER]
+
+    def ranked(member: Member, candidates: list[Member]) -> list[str]:
+        others = [c for c in candidates if c[0] != member[0]]
+        return [c[0] for c in sorted(others, key=lambda c: (distance(member[1], c[1]), c[0]))]
+
+    chosen: set[tuple[str, str]] = set()
+
+    def add(n: str, m: str) -> None:
+        chosen.add((n, m) if order[n] < order[m] else (m, n))
+
+    for buyer in demand:
+        for seller in ranked(buyer, supply)[:k]:
+            add(buyer[0], seller)
+    paired = {x for pair in chosen for x in pair}
+    for seller in supply:
+        if seller[2] == Role.SELLER and seller[0] not in paired and demand:
+            add(seller[0], ranked(seller, demand)[0])
+    return sorted(chosen, key=lambda p: (order[p[0]], order[p[1]]))
+
+
+def nearest_limit(roles: Sequence[Role]) -> int:
+    """The largest k every buyer (and prosumer) can be given: the candidates it picks from."""
+    supply = sum(r != Role.BUYER for r in roles)
+    return supply - 1 if Role.PROSUMER in roles else supply
+
+
+@functools.lru_cache(maxsize=32)
+def _nearest_cached(
+    case: str,
+    base_dir: Path,
+    members: tuple[Member, ...],
+    k: int,
+) -> tuple[tuple[str, str], ...]:
+    """:func:`resolve_pairs` for ``{nearest = k}``, once per network, agent set and k.
+
+    Every process resolves the pairs itself; this keeps it to one distance computation each.
+    """
+    from privgrid.grid.cases import load_network
+    from privgrid.grid.distance import electrical_distances
+
+    network = load_network(case, base_dir)
+    D = electrical_distances(network)
+
+    def distance(bus_i: int, bus_j: int) -> float:
+        return float(D[network.bus_index(bus_i), network.bus_index(bus_j)])
+
+    raw = nearest_pairs(members, k, distance)
+    return tuple(_seller_first(raw, {m[0]: m[2] for m in members}))
+
+
+def _nearest_errors(scenario: Scenario, spec: NearestPairs, file: str) -> list[FieldError]:
+    """``{nearest = k}``: k within what every buyer can pick, and a network that knows the buses.
+
+    The bus check repeats :func:`privgrid.market.setup.build_setup`'s, because the pairs are
+    needed (and the network loaded) before that runs.
+    """
+    from privgrid.grid.cases import CaseError, load_network
+    from privgrid.grid.distance import electrical_distances
+
+    agents = scenario.agents
+    limit = nearest_limit([a.role for a in agents])
+    where = "market.pairs.nearest"
+    prosumers = any(a.role == Role.PROSUMER for a in agents)
+    if not any(a.role != Role.SELLER for a in agents):
+        return [FieldError(file, where, "there are no buyers or prosumers to pick sellers")]
+    if limit < 1:
+        return [FieldError(file, where, "there are no sellers (or other prosumers) to pick")]
+    if spec.nearest > limit:
+        who = "sellers and prosumers, less itself," if prosumers else "sellers"
+        return [
+            FieldError(
+                file,
+                where,
+                f"must be ≤ {limit}, the number of {who} a buyer can pick from "
+                f"(got {spec.nearest})",
+            )
+        ]
+    try:
+        network = load_network(scenario.network.case, scenario.source.parent)
+        electrical_distances(network)
+    except (CaseError, ValueError) as exc:
+        return [FieldError(file, "network.case", f"{exc} (needed by {where})")]
+    return [
+        FieldError(
+            file,
+            f"agents[{i}] ({a.id}).bus",
+            f"bus {a.bus} is not in case {scenario.network.case!r} "
+            f"(buses {network.buses[0]}..{network.buses[-1]})",
+        )
+        for i, a in enumerate(agents)
+        if not network.has_bus(a.bus)
+    ]
+
+
 def _pairs_errors(scenario: Scenario, file: str) -> list[FieldError]:
-    """Explicit pair lists: known ids, no self-pairs or duplicates, roles that can trade."""
+    """Explicit pair lists: known ids, no self-pairs or duplicates, roles that can trade;
+    ``{nearest = k}``: a k every buyer can have and buses the network knows. Then every agent
+    must have a partner."""
     errors: list[FieldError] = []
     spec = scenario.market.pairs
     role = {a.id: a.role for a in scenario.agents}
-    if not isinstance(spec, str):
+    if isinstance(spec, NearestPairs):
+        errors = _nearest_errors(scenario, spec, file)
+    elif not isinstance(spec, str):
         seen: set[frozenset[str]] = set()
         for i, (n, m) in enumerate(spec):
             where = f"market.pairs[{i}]"
@@ -355,6 +554,10 @@ def _reachable_errors(scenario: Scenario, file: str) -> list[FieldError]:
         partners[n].append(m)
         partners[m].append(n)
     errors = []
+    # With sparse pairing the fix is often a larger k, not other bounds: say so.
+    hint = (
+        " (raise market.pairs.nearest)" if isinstance(scenario.market.pairs, NearestPairs) else ""
+    )
     for i, agent in enumerate(scenario.agents):
         # Most the partners can buy from this agent / sell to it.
         can_buy = sum(max(0.0, -agents[m].pmin) for m in partners[agent.id])
@@ -366,7 +569,7 @@ def _reachable_errors(scenario: Scenario, file: str) -> list[FieldError]:
                     file,
                     f"{where}.pmin",
                     f"must sell at least {agent.pmin:g} kW but its partners "
-                    f"{partners[agent.id]} can buy at most {can_buy:g} kW",
+                    f"{partners[agent.id]} can buy at most {can_buy:g} kW{hint}",
                 )
             )
         if -agent.pmax > can_sell + 1e-12:
@@ -375,7 +578,7 @@ def _reachable_errors(scenario: Scenario, file: str) -> list[FieldError]:
                     file,
                     f"{where}.pmax",
                     f"must buy at least {-agent.pmax:g} kW but its partners "
-                    f"{partners[agent.id]} can sell at most {can_sell:g} kW",
+                    f"{partners[agent.id]} can sell at most {can_sell:g} kW{hint}",
                 )
             )
     return errors
@@ -429,7 +632,10 @@ def _loc_to_field(loc: Sequence[int | str], data: dict[str, Any]) -> str:
             else:
                 parts.append(label)
         else:
-            if item.startswith("function-after") or item in {"tuple[str, str]", "list[...]"}:
+            if item.startswith(("function-after", _PAIRS_TAG)) or item in {
+                "tuple[str, str]",
+                "list[...]",
+            }:
                 continue
             parts.append(str(item))
             node = node.get(item) if isinstance(node, dict) else None

@@ -73,12 +73,70 @@ class PriceExchange(ABC):
         self._own: list[int | None] = []
         self._peer: list[int | None] = []
         self._failed: set[int] = set()
+        #: Partners redoing this round after a restart, and the prices we had with them.
+        self.redo: set[int] = set()
+        self._expected: dict[int, tuple[int | None, int | None]] = {}
 
     def _reset(self, round_: int) -> None:
         self.round = round_
         self._own = [None] * len(self.partners)
         self._peer = [None] * len(self.partners)
         self._failed = set()
+        self.redo = set()
+        self._expected = {}
+
+    # -- results, checked against what we had before a partner's restart ---------------------
+    def _set_own(self, i: int, value: int) -> None:
+        self._check_redo(i, 0, value, "our price")
+        self._own[i] = value
+
+    def _set_peer(self, i: int, value: int) -> None:
+        self._check_redo(i, 1, value, "its price")
+        self._peer[i] = value
+
+    def _check_redo(self, i: int, side: int, value: int, what: str) -> None:
+        expected = self._expected.get(i)
+        if expected is None or expected[side] is None or expected[side] == value:
+            return
+        partner = self.partners[i]
+        raise Violation(
+            partner,
+            f"after its restart, {partner} computed {what} of round {self.round} differently "
+            f"({value} instead of {expected[side]}, fixed point)",
+        )
+
+    def restart_partner(self, i: int) -> list[Outgoing]:
+        """Partner ``i`` restarted and redoes this round with us: start both directions over.
+
+        Our shares are unchanged, so the prices must come out the same as before (checked:
+        a partner that changes them after a restart is reported). Returns what we send first.
+        """
+        if self._own[i] is not None or self._peer[i] is not None:
+            self._expected[i] = (self._own[i], self._peer[i])
+        self._own[i] = self._peer[i] = None
+        self._failed.discard(i)
+        self.redo.add(i)
+        return self._restart_direction(i)
+
+    def _restart_direction(self, i: int) -> list[Outgoing]:
+        """Mode hook of :meth:`restart_partner`: forget the partner's part, resend ours."""
+        raise NotImplementedError
+
+    def redo_done(self, i: int) -> bool:
+        """Partner ``i``'s redo is complete (both prices in again)."""
+        done = self._own[i] is not None and self._peer[i] is not None
+        if done:
+            self.redo.discard(i)
+            self._expected.pop(i, None)
+        return done
+
+    def results(self) -> tuple[list[int | None], list[int | None]]:
+        """The round's fixed-point prices (ours, the partners'), for the checkpoint."""
+        return list(self._own), list(self._peer)
+
+    def restore_results(self, own: list[int | None], peer: list[int | None]) -> None:
+        """After :meth:`begin` on a restored round: the prices it had already produced."""
+        self._own, self._peer = list(own), list(peer)
 
     def drop(self, partners: Iterable[str]) -> None:
         self.dropped.update(p for p in partners if p in self.index)

@@ -24,7 +24,8 @@ every check of protocol.md §2 (:func:`privgrid.crypto.keyproof.check_announced_
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,12 +37,23 @@ from privgrid.crypto.errors import CryptoError
 from privgrid.crypto.framing import int_to_fixed
 from privgrid.crypto.keyproof import check_announced_key, key_proof_to_bytes, make_key_proof
 from privgrid.crypto.packing import decrypt_packed, encrypt_packed
-from privgrid.crypto.zkp import DecryptionProof, ProofContext, prove_decryption, verify_decryption
+from privgrid.crypto.zkp import (
+    DecryptionBatch,
+    DecryptionProof,
+    ProofContext,
+    check_decryption,
+    prove_decryption,
+    verify_decryption,
+)
 from privgrid.market.fixedpoint import decode, encode, encode_scalar
 from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
 from privgrid.privacy.lmleg import DirectLeg
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+
+#: Prices are int64 fixed point (:mod:`privgrid.market.fixedpoint`): a decryption beyond that
+#: is refused as a violation (a tighter bound than the proof's 2^128, protocol.md §5.4).
+FIXED_LIMIT = 1 << 63
 
 
 class PaillierKeys:
@@ -88,7 +100,59 @@ class PaillierKeys:
         return key
 
 
+#: Values of ``privacy.verify``: every proof on arrival (the default), or batched per owner.
+VERIFY_MODES = ("every_round", "batch")
+#: Batch verification: proofs folded into an owner's batch per idle call. At 2048 bits one
+#: proof costs ~0.08 of a powmod floor, so a chunk keeps an idle call near one exponentiation.
+ABSORB_CHUNK = 8
+#: Batch verification: an owner's batch is closed (one full exponentiation) in idle time once
+#: it holds this many proofs; whatever is left is closed before the final report.
+BATCH_CLOSE = 32
+
+
+@dataclass(frozen=True)
+class DeferredProof:
+    """What a batch needs to report a proof that fails: its round and its signed evidence."""
+
+    round: int
+    owner: str
+    evidence: tuple[bytes, ...]
+
+
+class DeferredViolation(Violation):
+    """A violation found after its round (batch verification): carries the round it names."""
+
+    def __init__(self, offender: str, reason: str, evidence: Sequence[bytes], round_: int) -> None:
+        super().__init__(offender, reason, evidence)
+        self.round = round_
+
+
 class PaillierExchange(PriceExchange):
+    """The two-party price computation of every pair, with pools and optional batch checks.
+
+    Precomputation (``pool_rounds`` > 0; protocol.md §10, docs/performance.md):
+    - **own pool** (CRT, this agent's key): one entry per own direction for ``c_A`` and one
+      for the proof commitment ``a``, i.e. 2 per partner per round. Filled to
+      ``pool_rounds`` rounds' worth in the constructor, which runs before the process
+      connects and announces its key, so the whole fill is *offline* (phase ``offline``);
+    - **partner pools** (each partner's public key, full powmod): one entry per round for
+      ``c_B``. They can be filled only once the partner's key is accepted: in idle time
+      before round 1, and what is still missing when round 1 begins is filled right then,
+      before the first share is sent (phase ``offline_start``);
+    - during the session :meth:`idle` tops the pools up, one entry per call (``topup``).
+      The depth never exceeds the rounds that can still run (``market.max_rounds``), so
+      ``pool_rounds ≥ max_rounds`` precomputes the whole session and never tops up.
+    An empty pool is not an error: the entry is computed on the spot (``pool_misses``).
+
+    Verification (``verify``): ``every_round`` checks each proof when it arrives (~1.14
+    floor). ``batch`` runs only the cheap checks on arrival (ranges, units, the 2^128 range,
+    the Fiat–Shamir hash), takes x optimistically, and verifies each owner's proofs together
+    (:class:`~privgrid.crypto.zkp.DecryptionBatch`): in idle time, and all that is left in
+    :meth:`settle`, which the agent calls before its final report. A failed batch names the
+    offending round(s) and yields a :class:`DeferredViolation` with that round's signed
+    messages, as a per-round failure would.
+    """
+
     kinds = frozenset({"share_own", "share_peer", "price_proof"})
 
     def __init__(
@@ -99,12 +163,34 @@ class PaillierExchange(PriceExchange):
         *,
         lie: float = 0.0,
         lie_from_round: int = 0,
+        pool_rounds: int = 0,
+        verify: str = "every_round",
+        max_rounds: int | None = None,
+        counters: CryptoCounters | None = None,
     ) -> None:
         super().__init__(me, partners)
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+        if pool_rounds < 0:
+            raise ValueError("pool_rounds must be ≥ 0")
+        if counters is not None:
+            self.counters = counters
         self.keys = keys
         self.lie = encode_scalar(lie) if lie else 0
         self.lie_from_round = lie_from_round
+        self.pool_rounds = pool_rounds
+        self.max_rounds = max_rounds
+        self.verify = verify
         self.counters.counts.update(proofs_made=0, proofs_verified=0, proofs_failed=0)
+        self.own_pool = pl.ObfuscatorPool(keys.keypair)
+        self.partner_pools: dict[str, pl.ObfuscatorPool] = {}
+        self._batches: dict[str, DecryptionBatch[DeferredProof]] = {}
+        self._found: list[DeferredViolation] = []
+        self._reported: set[str] = set()  # owners a deferred violation was raised against
+        self._started = False
+        if pool_rounds:
+            self._set_targets()
+            self.counters.add_time("offline", self.own_pool.fill_to_target())
 
     # -- helpers --------------------------------------------------------------------------------
     def _timed(self, phase: str, started: float) -> None:
@@ -123,9 +209,124 @@ class PaillierExchange(PriceExchange):
     def _context(self, owner: str, peer: str) -> ProofContext:
         return ProofContext(self.keys.run, self.round, owner, peer, "price")
 
+    # -- pools ----------------------------------------------------------------------------------
+    def _depth(self) -> int:
+        """Rounds of entries to hold: ``pool_rounds``, but never more than can still run."""
+        if self.max_rounds is None:
+            return self.pool_rounds
+        return max(0, min(self.pool_rounds, self.max_rounds - self.round + 1))
+
+    def _partner_pool(self, partner: str) -> pl.ObfuscatorPool:
+        """The pool of ``partner``'s key (made when first needed; the key must be accepted)."""
+        pool = self.partner_pools.get(partner)
+        if pool is None:
+            pool = self.partner_pools[partner] = pl.ObfuscatorPool(self.keys.public(partner))
+        return pool
+
+    def _set_targets(self) -> list[pl.ObfuscatorPool]:
+        """Set every pool's target depth; return the pools that can be filled now."""
+        depth = self._depth() if self.pool_rounds else 0
+        active = [m for _, m in self.active()]
+        self.own_pool.target = 2 * len(active) * depth
+        pools = [self.own_pool]
+        for m in self.partners:
+            if m not in self.partner_pools and m not in self.keys.peers:
+                continue  # its key is not in yet
+            pool = self._partner_pool(m)
+            pool.target = depth if m in active else 0
+            pools.append(pool)
+        return pools
+
+    def idle(self, now: float) -> bool:
+        """Spare time: one pool entry, or one chunk of batch verification. True if it worked.
+
+        Pools come first (their entries are needed in the next rounds; verification can wait
+        until the final report).
+        """
+        if self.pool_rounds:
+            pools = [p for p in self._set_targets() if p.target]
+            if pools:
+                pool = max(pools, key=lambda p: p.deficit / p.target)
+                started = time.perf_counter()
+                if pool.fill_one():
+                    self._timed("topup" if self._started else "offline_start", started)
+                    return True
+        if self.verify == "batch":
+            for owner, batch in self._batches.items():
+                if batch.queued:
+                    started = time.perf_counter()
+                    batch.absorb(ABSORB_CHUNK)
+                    self._timed("batch_verify", started)
+                    return True
+            for owner, batch in self._batches.items():
+                if batch.absorbed >= BATCH_CLOSE:
+                    self._close(owner)
+                    return True
+        return False
+
+    # -- batch verification ---------------------------------------------------------------------
+    def _close(self, owner: str) -> None:
+        """Verify ``owner``'s pending proofs; a failure becomes a :class:`DeferredViolation`."""
+        batch = self._batches[owner]
+        verified, failed = batch.verified, batch.failed
+        started = time.perf_counter()
+        bad = batch.close()
+        self._timed("batch_verify", started)
+        self.counters.count("proofs_verified", batch.verified - verified)
+        self.counters.count("proofs_failed", batch.failed - failed)
+        if not bad or owner in self._reported:
+            return
+        self._reported.add(owner)
+        first = min(bad, key=lambda d: d.round)
+        rounds = sorted({d.round for d in bad})
+        listed = ", ".join(map(str, rounds[:10])) + (", …" if len(rounds) > 10 else "")
+        reason = (
+            "decryption proof refused: verification equation z^N ≡ a·u^e (mod N²) fails "
+            f"(batch verification; {len(bad)} proof(s) of {owner} fail, in round(s) {listed})"
+        )
+        self._found.append(DeferredViolation(owner, reason, first.evidence, first.round))
+
+    def settle(self) -> list[Violation]:
+        """Verify every pending proof now (before the final report); return what failed.
+
+        Also returns deferred violations found in idle time and not yet collected.
+        """
+        for owner in list(self._batches):
+            if len(self._batches[owner]):
+                self._close(owner)
+        return self.drain_violations()
+
+    def drain_violations(self) -> list[Violation]:
+        """Deferred violations found since the last call (to be reported to the MO)."""
+        found, self._found = self._found, []
+        return list(found)
+
+    def drop(self, partners: Iterable[str]) -> None:
+        """The MO removed these pairs: their pools and unverified proofs are of no more use."""
+        super().drop(partners)
+        for m in self.dropped:
+            self._batches.pop(m, None)
+            pool = self.partner_pools.get(m)
+            if pool is not None:
+                pool.target = 0
+
+    def stats(self) -> dict[str, float]:
+        pools = [self.own_pool, *self.partner_pools.values()]
+        return {
+            **super().stats(),
+            "pool_made": float(sum(p.made for p in pools)),
+            "pool_misses": float(sum(p.misses for p in pools)),
+            "pool_left": float(sum(len(p) for p in pools)),
+        }
+
     # -- the protocol ---------------------------------------------------------------------------
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
         self._reset(round_)
+        if not self._started:
+            self._started = True
+            if self.pool_rounds:  # the end of the offline phase: top every pool up first
+                spent = sum(pool.fill_to_target() for pool in self._set_targets())
+                self.counters.add_time("offline_start", spent)
         self._peer_share = [int(x) for x in peer]
         self._c_own: dict[int, int] = {}  # c_A of our directions
         self._c_theirs: dict[int, tuple[int, int, bytes]] = {}  # (c_A, c_B, raw share_own)
@@ -133,7 +334,7 @@ class PaillierExchange(PriceExchange):
         me, key = self.me, self.keys.keypair.public_key
         out = []
         for i, m in self.active():
-            c_a = self.keys.keypair.encrypt_int(int(own[i]))  # owner-side CRT encryption
+            c_a = self.keys.keypair.encrypt_int(int(own[i]), self.own_pool.take_rn())
             self._c_own[i] = c_a
             out.append(
                 Outgoing(
@@ -162,7 +363,7 @@ class PaillierExchange(PriceExchange):
         except CryptoError as exc:
             raise Violation(owner, exc.reason, [message.raw]) from None
         started = time.perf_counter()
-        c_b = pl.encrypt_int(key, self._peer_share[i])
+        c_b = pl.encrypt_int(key, self._peer_share[i], self._partner_pool(owner).take_rn())
         self._timed("encrypt", started)
         self._c_theirs[i] = (c_a, c_b, message.raw)
         body = {"pair": [owner, self.me], "c": pl.ciphertext_to_bytes(key, c_b)}
@@ -181,7 +382,7 @@ class PaillierExchange(PriceExchange):
         except CryptoError as exc:
             raise Violation(peer, exc.reason, [message.raw]) from None
         started = time.perf_counter()
-        x, proof = prove_decryption(keypair, c, self._context(self.me, peer))
+        x, proof = prove_decryption(keypair, c, self._context(self.me, peer), self.own_pool.take())
         self._timed("decrypt_prove", started)
         self.counters.count("proofs_made")
         self._own[i] = decode_residue(x, keypair.n)
@@ -197,7 +398,11 @@ class PaillierExchange(PriceExchange):
         return [Outgoing("price_proof", peer, self.round, body)]
 
     def _verify(self, message: Message) -> list[Outgoing]:
-        """Peer step: recompute c, check the decryption proof, record the owner's price."""
+        """Peer step: recompute c, check the decryption proof, record the owner's price.
+
+        With ``verify = "batch"`` only the cheap checks run here; the equation waits in the
+        owner's batch and x is used optimistically until then.
+        """
         owner = message.sender
         i = self._direction(message, owner, self.me)
         if i not in self._c_theirs:
@@ -213,7 +418,17 @@ class PaillierExchange(PriceExchange):
                 int.from_bytes(message.body["a"], "big"), int.from_bytes(message.body["z"], "big")
             )
             x = int.from_bytes(message.body["x"], "big")
-            value = verify_decryption(key, c, x, proof, self._context(owner, self.me))
+            context = self._context(owner, self.me)
+            if self.verify == "batch":
+                pending = check_decryption(key, c, x, proof, context)
+                evidence = DeferredProof(self.round, owner, (share_own, message.raw))
+                batch = self._batches.get(owner)
+                if batch is None:
+                    batch = self._batches[owner] = DecryptionBatch(key)
+                batch.add(pending, evidence)
+                value = pending.fixed
+            else:
+                value = verify_decryption(key, c, x, proof, context)
         except CryptoError as exc:
             self.counters.count("proofs_failed")
             self.fail(i)
@@ -222,7 +437,8 @@ class PaillierExchange(PriceExchange):
             ) from None
         finally:
             self._timed("verify", started)
-        self.counters.count("proofs_verified")
+        if self.verify != "batch":
+            self.counters.count("proofs_verified")
         self._peer[i] = value
         return []
 
@@ -250,12 +466,15 @@ class PaillierLeg(DirectLeg):
         keypair = self.keys.keypair
         try:
             cts = [pl.ciphertext_from_bytes(keypair.public_key, b) for b in message.body["c"]]
-            values = decrypt_packed(keypair, cts, count)
+            values = np.array(decrypt_packed(keypair, cts, count), dtype=np.int64)
         except CryptoError as exc:
             raise Violation(message.sender, exc.reason, [message.raw]) from None
+        except OverflowError:  # a slot holds up to 2^87; fixed point is 64-bit
+            reason = "a packed value is beyond the 64-bit fixed-point range"
+            raise Violation(message.sender, reason, [message.raw]) from None
         finally:
             self.counters.add_time("lm_leg", time.perf_counter() - started)
-        return decode(np.array(values, dtype=np.int64))
+        return decode(values)
 
     def agent_message(self, round_: int, trades: np.ndarray, extrapolated: np.ndarray) -> Outgoing:
         from privgrid.scenario import LM_ID

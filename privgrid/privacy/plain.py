@@ -23,6 +23,7 @@ class PlainExchange(PriceExchange):
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
         self._reset(round_)
         self._own_share = [int(x) for x in own]
+        self._peer_share = [int(x) for x in peer]
         return [Outgoing("share", m, round_, {"x": int(peer[i])}) for i, m in self.active()]
 
     def handle(self, message: Message) -> list[Outgoing]:
@@ -32,7 +33,11 @@ class PlainExchange(PriceExchange):
             price = self._own_share[i] + x
             if not INT64_MIN <= price <= INT64_MAX:
                 raise Rejected("share makes the price overflow", message.sender)
-            self._own[i] = price
+            self._set_own(i, price)
             return [Outgoing("price", message.sender, self.round, {"x": price})]
-        self._peer[i] = x
+        self._set_peer(i, x)
         return []
+
+    def _restart_direction(self, i: int) -> list[Outgoing]:
+        m = self.partners[i]
+        return [Outgoing("share", m, self.round, {"x": self._peer_share[i]})]

@@ -249,6 +249,12 @@ class Channel:
         self._seen[key] = payload
         return Message(env.kind, env.round, env.sender, env.recipient, body, payload)
 
+    def forget_sender(self, sender: str) -> None:
+        """A peer restarted from its checkpoint: what it sends now may differ in its bytes
+        (fresh randomness) from what it sent before the crash for the same round, so its
+        duplicate-detection state starts over. Its announcements are kept."""
+        self._seen = {k: v for k, v in self._seen.items() if k[2] != sender or k[1] == "key"}
+
     def forget_rounds_before(self, round_: int) -> None:
         """Drop duplicate-detection state of old rounds (bounded memory on long runs)."""
         if round_ <= self._pruned:

@@ -55,16 +55,25 @@ KEY = _kind(
     {EVERYONE},
     False,
     {
-        "x25519": s.blob(32),
+        "x25519": s.X25519_PUBLIC,
         "created": s.NUMBER,
         "paillier_n": s.optional(s.blob(max_len=1024)),
         "paillier_bits": s.optional(s.NON_NEGATIVE),
         "key_proof": s.optional(s.blob_list(16, 1024)),
+        # A restart (docs/reliability.md): the sender's incarnation (0 at first start, +1 at
+        # each restart from its checkpoint) and the last round it completed.
+        "incarnation": s.optional(s.NON_NEGATIVE),
+        "completed": s.optional(s.NON_NEGATIVE),
     },
 )
+#: After a peer's restart: "everything I send you from now on is fresh". The restarted
+#: participant ignores the sender's directed messages until this arrives (they may be stale).
+RESYNC = _kind("resync", ANY, ANY, False, {"incarnation": s.NON_NEGATIVE})
 ROUND = _kind("round", {MO}, {EVERYONE}, False, {"dropped": s.optional(s.Spec(s.pair_list))})
 STOP = _kind("stop", {MO}, {EVERYONE}, False, {"converged": s.BOOL, "reason": s.TEXT})
 GONE = _kind("gone", ANY, {EVERYONE}, False, {})
+#: The MO's last word: the run is over (block committed or not); participants may exit.
+CLOSED = _kind("closed", {MO}, {EVERYONE}, False, {"committed": s.BOOL, "reason": s.TEXT})
 VIOLATION = _kind(
     "violation",
     ANY,
