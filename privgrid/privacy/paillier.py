@@ -33,7 +33,7 @@ import numpy as np
 from privgrid.contract import pair_contract
 from privgrid.crypto import paillier as pl
 from privgrid.crypto.codec import decode_residue, to_residue
-from privgrid.crypto.errors import CryptoError
+from privgrid.crypto.errors import CryptoError, PlaintextError
 from privgrid.crypto.framing import int_to_fixed
 from privgrid.crypto.keyproof import check_announced_key, key_proof_to_bytes, make_key_proof
 from privgrid.crypto.packing import decrypt_packed, encrypt_packed
@@ -54,6 +54,15 @@ from privgrid.wire.envelope import Rejected
 #: Prices are int64 fixed point (:mod:`privgrid.market.fixedpoint`): a decryption beyond that
 #: is refused as a violation (a tighter bound than the proof's 2^128, protocol.md §5.4).
 FIXED_LIMIT = 1 << 63
+
+
+def _in_fixed_range(value: int) -> int:
+    """``value`` if it fits int64 fixed point; else a :class:`PlaintextError` (a violation)."""
+    if abs(value) >= FIXED_LIMIT:
+        raise PlaintextError(
+            f"decrypted value beyond the 64-bit fixed-point range ({value.bit_length()} bits)"
+        )
+    return value
 
 
 class PaillierKeys:
@@ -385,7 +394,10 @@ class PaillierExchange(PriceExchange):
         x, proof = prove_decryption(keypair, c, self._context(self.me, peer), self.own_pool.take())
         self._timed("decrypt_prove", started)
         self.counters.count("proofs_made")
-        self._own[i] = decode_residue(x, keypair.n)
+        try:  # X = A + B: our A is in range, so a sum beyond int64 is the peer's B
+            self._own[i] = _in_fixed_range(decode_residue(x, keypair.n))
+        except CryptoError as exc:
+            raise Violation(peer, exc.reason, [message.raw]) from None
         if self.lie and self.round >= self.lie_from_round:  # behaviour "lying-decryptor"
             x = to_residue(self._own[i] + self.lie, keypair.n)
         size = pl.modulus_length(keypair.public_key)
@@ -429,6 +441,7 @@ class PaillierExchange(PriceExchange):
                 value = pending.fixed
             else:
                 value = verify_decryption(key, c, x, proof, context)
+            _in_fixed_range(value)  # an honest proof of an absurd price is still refused
         except CryptoError as exc:
             self.counters.count("proofs_failed")
             self.fail(i)
