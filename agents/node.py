@@ -183,7 +183,13 @@ class AgentNode(Node):
         if now - self.last_heard > self.timeout:
             self.log.error("nothing heard for %.0f s; giving up", now - self.last_heard)
             self.finish(EXIT_FAILURE)
-        return []
+        # Nothing arrived for a tick: spare time for the exchange's deferred work (pool
+        # top-ups, batch verification); a proof found bad there is reported like any other.
+        outgoing: list[Outgoing] = []
+        for found in self.exchange.work_while_idle(now):
+            round_ = getattr(found, "round", self.completed)
+            outgoing += self.report_violation(found.offender, found.reason, found.evidence, round_)
+        return outgoing
 
     # -- a round ------------------------------------------------------------------------------
     def _drop_pairs(self, dropped: list[list[str]]) -> None:
@@ -375,6 +381,12 @@ class AgentNode(Node):
                 check.value,
                 check.tolerance,
             )
+        # Batch verification: every proof still pending is checked now, before the report and
+        # so before any block; a failure reaches the MO ahead of the report (it commits nothing).
+        reports: list[Outgoing] = []
+        for found in self.exchange.settle():
+            round_ = getattr(found, "round", self.completed)
+            reports += self.report_violation(found.offender, found.reason, found.evidence, round_)
         body = {
             "P": [int(x) for x in encode(self.trades)],
             "lam": [int(x) for x in encode(self.prices)],
@@ -387,7 +399,7 @@ class AgentNode(Node):
             self.awaiting_block = True  # the MO proposes the block next
         else:
             self.finish(EXIT_OK)
-        return [Outgoing("final", MO_ID, self.completed, body)]
+        return [*reports, Outgoing("final", MO_ID, self.completed, body)]
 
     def _vote(self, message: Message) -> list[Outgoing]:
         """Proof of Solution: check our part of the KKT on the proposed block, sign the verdict."""

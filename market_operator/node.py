@@ -217,6 +217,15 @@ class OperatorNode(Node):
             round_,
             reason,
         )
+        if self.phase in (FINISHING, VOTING) and self.outcome.error is None:
+            # A deferred check (privacy.verify = "batch") failed after the stop: the result
+            # was computed with the false value, so nothing is committed, whatever
+            # on_violation says; the final reports still on their way are not needed.
+            error = (
+                f"protocol violation by {offender} in round {round_}: {reason} "
+                f"(reported by {reporter} after the stop)"
+            )
+            return self._stop(now, ok=False, reason="protocol violation", error=error)
         if self.phase != RUNNING:
             return []
         pair = sorted((reporter, offender))

@@ -29,6 +29,7 @@ import click
 from privgrid import logs
 from privgrid.crypto.errors import IdentityError
 from privgrid.crypto.identity import Identity, Roster
+from privgrid.market.feasibility import ensure_feasible
 from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE, Node, Participant, Settings
 from privgrid.scenario import LM_ID, MO_ID, Scenario, ScenarioError, load_scenario
 from privgrid.state import CheckpointStore, scenario_digest
@@ -151,6 +152,7 @@ def load_context(
         log = logs.setup(me, log_format, log_file)
     try:
         scenario = load_scenario(scenario_path)
+        ensure_feasible(scenario)  # an infeasible market never starts (exit 2, explained)
         if scenario.attack is not None and me in scenario.attack.colluders:
             log.adversarial = True  # every line a colluder writes says so
         if me not in (LM_ID, MO_ID) and me not in scenario.agent_ids:

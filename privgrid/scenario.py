@@ -233,6 +233,14 @@ class PrivacySection(_Strict):
     #: How trades reach the LM: "masked" (I5: masked aggregation, the LM learns line flows
     #: only), "paillier" (the published design: trades under the LM's key), "sealed".
     lm_leg: Literal["masked", "paillier", "sealed"] = "masked"
+    #: Paillier mode: rounds' worth of precomputed obfuscators r^N and proof commitments per
+    #: partner, filled before the session (offline) and topped up in idle time; 0: none
+    #: (docs/performance.md says what they buy). Capped at ``market.max_rounds``.
+    pool_rounds: Annotated[int, Field(ge=0)] = 0
+    #: Paillier mode: check each decryption proof when it arrives ("every_round"), or check
+    #: a partner's proofs together in idle time and before the final report ("batch"; a lie
+    #: is still caught before anything is committed, but after the round it was told in).
+    verify: Literal["every_round", "batch"] = "every_round"
 
     @model_validator(mode="after")
     def _leg_needs_keys(self) -> PrivacySection:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from privgrid.market.central import check_feasible, solve_central
+from privgrid.market.central import solve_central
+from privgrid.market.feasibility import check_feasible
 from privgrid.market.kkt import check_solution
 from privgrid.market.negotiation import RoundRecord, negotiate
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs

@@ -126,23 +126,9 @@ def solve_central(setup: MarketSetup, costs: Mapping[str, AgentCost]) -> Central
 def check_feasible(setup: MarketSetup, costs: Mapping[str, AgentCost]) -> None:
     """Raise :class:`InfeasibleMarketError` with an explanation if no clearing point exists.
 
-    Tried first with the line limits; if that fails, again without, to say whether the limits
-    or the agents' bounds are to blame.
+    Kept for its callers: the check (and its explanation naming agents and lines) lives in
+    :mod:`privgrid.market.feasibility`.
     """
-    problem, *_ = _problem(setup, costs, lines=True, objective=False)
-    if _solve(problem) == "optimal":
-        return
-    relaxed, *_ = _problem(setup, costs, lines=False, objective=False)
-    if _solve(relaxed) == "optimal":
-        limits = ", ".join(
-            f"{setup.line_names[i]} ≤ {f:g} kW"
-            for i, f in zip(setup.limited, setup.fmax, strict=True)
-        )
-        raise InfeasibleMarketError(
-            f"the agents' bounds can be met, but not within the line limits ({limits}): "
-            "no seller can deliver the buyers' minimum demand without overloading a line"
-        )
-    raise InfeasibleMarketError(
-        "the agents' bounds cannot all be met together: total minimum supply and demand "
-        "do not overlap through the trading pairs"
-    )
+    from privgrid.market.feasibility import check_feasible as check
+
+    check(setup, costs)

@@ -95,12 +95,18 @@ class PaillierMode(PrivacyMode):
 
         agent = self.scenario.agent(self.me)
         lie = agent.lie if agent.behaviour == "lying-decryptor" else 0.0
-        exchange = PaillierExchange(
-            self.me, partners, self.keys, lie=lie, lie_from_round=agent.lie_from_round
+        privacy = self.scenario.privacy
+        return PaillierExchange(
+            self.me,
+            partners,
+            self.keys,
+            lie=lie,
+            lie_from_round=agent.lie_from_round,
+            pool_rounds=privacy.pool_rounds,
+            verify=privacy.verify,
+            max_rounds=self.scenario.market.max_rounds,
+            counters=self.counters,  # the offline pool fill in the constructor is counted too
         )
-        exchange.counters = self.counters
-        exchange.counters.counts.update(proofs_made=0, proofs_verified=0, proofs_failed=0)
-        return exchange
 
     def _paillier_leg(self) -> LmLeg:
         from privgrid.privacy.paillier import PaillierLeg

@@ -13,6 +13,7 @@ to the MO and the direction counts as failed (the round still completes; the MO 
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ import numpy as np
 from privgrid.market.fixedpoint import decode
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+
+#: Longest stretch of deferred work per idle tick: short enough that a message arriving
+#: meanwhile waits no longer than a typical MQTT hop on loopback takes anyway.
+IDLE_BUDGET_S = 0.05
 
 
 class Violation(Rejected):
@@ -186,6 +191,27 @@ class PriceExchange(ABC):
             if i not in self._failed:
                 own[i], peer[i] = decode(np.array([self._own[i], self._peer[i]], dtype=np.int64))
         return own, peer
+
+    # -- deferred work (Paillier pools and batch verification; no-ops elsewhere) ---------------
+    def idle(self, now: float) -> bool:
+        """Do one small piece of deferred work in spare time; False when there is none."""
+        return False
+
+    def settle(self) -> list[Violation]:
+        """Finish every deferred check (before the final report); return what failed."""
+        return self.drain_violations()
+
+    def drain_violations(self) -> list[Violation]:
+        """Violations found by deferred checks since the last call, to report to the MO."""
+        return []
+
+    def work_while_idle(self, now: float, budget_s: float = IDLE_BUDGET_S) -> list[Violation]:
+        """Deferred work for up to about ``budget_s`` (the caller's event loop waits meanwhile),
+        then the violations it found. Called by the agent when nothing arrived for a tick."""
+        deadline = time.perf_counter() + budget_s
+        while time.perf_counter() < deadline and self.idle(now):
+            pass
+        return self.drain_violations()
 
     def stats(self) -> dict[str, float]:
         """Mode-specific figures for the results (proofs made/verified/failed, crypto phases)."""

@@ -261,7 +261,7 @@ class PaillierExchange(PriceExchange):
                     self._timed("topup" if self._started else "offline_start", started)
                     return True
         if self.verify == "batch":
-            for owner, batch in self._batches.items():
+            for batch in self._batches.values():
                 if batch.queued:
                     started = time.perf_counter()
                     batch.absorb(ABSORB_CHUNK)
