@@ -1,0 +1,71 @@
+"""Smoke tests of the benchmark scripts (``--quick``), so that they cannot rot.
+
+Each script runs for real (real keys, real Mosquitto where it starts grids) on a tiny
+problem, prints its table and rewrites its own section of a scratch copy of the performance
+document, leaving the rest of it alone. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(600)
+SECTIONS = ("crypto", "paper", "scale", "rho")
+
+
+@pytest.fixture
+def doc(tmp_path: Path) -> Path:
+    path = tmp_path / "performance.md"
+    parts = ["# Performance", "Hand-written text."]
+    for name in SECTIONS:
+        parts += [f"<!-- {name}:begin -->", f"old {name} table", f"<!-- {name}:end -->", "kept"]
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+def run_script(name: str, doc: Path) -> str:
+    env = {**os.environ, "PRIVGRID_PERF_DOC": str(doc)}
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{name}.py", "--quick", "--write-docs"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    text = doc.read_text()
+    assert f"old {name} table" not in text  # its own section was rewritten …
+    for other in set(SECTIONS) - {name}:
+        assert f"old {other} table" in text  # … and nothing else
+    assert text.count("kept") == len(SECTIONS) and "Hand-written text." in text
+    section = text.split(f"<!-- {name}:begin -->")[1].split(f"<!-- {name}:end -->")[0]
+    assert "| " in section and "Measured " in section
+    return proc.stdout + section
+
+
+def test_crypto_benchmark(doc):
+    out = run_script("crypto", doc)
+    assert "floor: gmpy2.powmod" in out and "batch verify, per proof" in out
+    assert "1024 ms" in out
+
+
+def test_rho_benchmark(doc):
+    out = run_script("rho", doc)
+    assert "rounds ρ=1.5" in out and "paper" in out
+
+
+def test_paper_benchmark(doc):
+    out = run_script("paper", doc)
+    assert "plain" in out and "secure, pools + batch" in out and "online ÷ plain" in out
+
+
+def test_scale_benchmark(doc):
+    out = run_script("scale", doc)
+    assert "secure 1024-bit (insecure test size)" in out and "CPU ms/pair-dir/round" in out
