@@ -62,6 +62,19 @@ class ScenarioError(ValueError):
         return cls([FieldError(str(file), field, reason)])
 
 
+class FieldValueError(ValueError):
+    """Raised by a model-level check to name the field it is about (pydantic would report the
+    section only): ``_pydantic_errors`` appends ``field`` to the error's location."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+#: Booleans must be TOML booleans: pydantic would otherwise read "yes" or "off" as one.
+StrictBool = Annotated[bool, Field(strict=True)]
+
+
 class Role(StrEnum):
     """Inferred from an agent's bounds (algorithm.md §1)."""
 
@@ -125,17 +138,21 @@ class AgentSection(_Strict):
     def _behaviour_options(self) -> AgentSection:
         options = {"lie", "lie_from_round"} & self.model_fields_set
         if options and self.behaviour != "lying-decryptor":
-            raise ValueError(f"{sorted(options)} apply only to behaviour 'lying-decryptor'")
+            raise FieldValueError(
+                sorted(options)[0],
+                f"{sorted(options)} apply only to behaviour 'lying-decryptor' "
+                f"(behaviour is {self.behaviour!r})",
+            )
         if self.behaviour == "lying-decryptor" and self.lie == 0:
-            raise ValueError("a lying-decryptor needs a non-zero lie")
+            raise FieldValueError("lie", "a lying-decryptor needs a non-zero lie")
         return self
 
     @model_validator(mode="after")
     def _bounds(self) -> AgentSection:
         if self.pmin > self.pmax:
-            raise ValueError(f"pmin ({self.pmin}) must not exceed pmax ({self.pmax})")
+            raise FieldValueError("pmin", f"pmin ({self.pmin}) must not exceed pmax ({self.pmax})")
         if self.pmin == 0 and self.pmax == 0:
-            raise ValueError("pmin = pmax = 0: the agent can neither sell nor buy")
+            raise FieldValueError("pmax", "pmin = pmax = 0: the agent can neither sell nor buy")
         return self
 
     @property
@@ -211,9 +228,10 @@ class MarketSection(_Strict):
         # Chambolle–Pock: τ(2α + 2σ‖G‖²) < 1. The LM picks σ so that its part is
         # 0.9(1 − 2τα); what remains for the scenario is τα < ½.
         if self.tau * self.alpha >= 0.5:
-            raise ValueError(
+            raise FieldValueError(
+                "tau",
                 f"tau * alpha = {self.tau * self.alpha:g} must be < 0.5 "
-                "(convergence condition of algorithm.md §5.1)"
+                "(convergence condition of algorithm.md §5.1)",
             )
         return self
 
@@ -223,13 +241,13 @@ class PrivacySection(_Strict):
 
     mode: Literal["plain", "paillier"] = "paillier"
     key_bits: Annotated[int, Field(ge=1024, le=8192)] = 2048
-    insecure_test_keys: bool = False
+    insecure_test_keys: StrictBool = False
     #: What a failed check against a partner does: end the run naming the offender, or
     #: remove the pair from the market and go on.
     on_violation: Literal["abort", "drop_pair"] = "abort"
     #: I4 (protocol.md §4.4): after each round, check the pair's price invariant and that the
     #: partner's derived trade lies in its registered range. Stops price injection; free.
-    pair_checks: bool = True
+    pair_checks: StrictBool = True
     #: How trades reach the LM: "masked" (I5: masked aggregation, the LM learns line flows
     #: only), "paillier" (the published design: trades under the LM's key), "sealed".
     lm_leg: Literal["masked", "paillier", "sealed"] = "masked"
@@ -245,15 +263,16 @@ class PrivacySection(_Strict):
     @model_validator(mode="after")
     def _leg_needs_keys(self) -> PrivacySection:
         if self.lm_leg == "paillier" and self.mode != "paillier":
-            raise ValueError("lm_leg = 'paillier' needs mode = 'paillier'")
+            raise FieldValueError("lm_leg", "lm_leg = 'paillier' needs mode = 'paillier'")
         return self
 
     @model_validator(mode="after")
     def _key_size(self) -> PrivacySection:
         if self.key_bits < 2048 and not self.insecure_test_keys:
-            raise ValueError(
+            raise FieldValueError(
+                "key_bits",
                 f"key_bits = {self.key_bits} is below 2048; set insecure_test_keys = true "
-                "to allow small test keys"
+                "to allow small test keys",
             )
         return self
 
@@ -286,8 +305,8 @@ class AttackSection(_Strict):
     probe_levels: Annotated[int, Field(ge=2)] = 4
     probe_prices: list[float] | None = None
     shares: Literal["compliant", "free"] = "compliant"
-    release: bool = True
-    compare_honest: bool = False
+    release: StrictBool = True
+    compare_honest: StrictBool = False
     coalition: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "coalition"
 
 
@@ -300,7 +319,15 @@ class MarketOperatorSection(_Strict):
 class LedgerSection(_Strict):
     """Accept votes a block needs: ``"all"`` participants (default) or a number."""
 
-    quorum: Literal["all"] | Annotated[int, Field(ge=1)] = "all"
+    quorum: Literal["all"] | int = "all"
+
+    @field_validator("quorum", mode="before")
+    @classmethod
+    def _quorum(cls, value: Any) -> Any:
+        """One message for both forms (pydantic would report each branch of the union)."""
+        if value == "all" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f"must be 'all' or a whole number ≥ 1 (got {value!r})")
 
 
 class Scenario(_Strict):
@@ -320,9 +347,9 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _unique_ids(self) -> Scenario:
         seen: set[str] = set()
-        for agent in self.agents:
+        for i, agent in enumerate(self.agents):
             if agent.id in seen:
-                raise ValueError(f"duplicate agent id {agent.id!r}")
+                raise FieldValueError(f"agents.{i}.id", f"duplicate agent id {agent.id!r}")
             seen.add(agent.id)
         return self
 
@@ -650,15 +677,26 @@ def _loc_to_field(loc: Sequence[int | str], data: dict[str, Any]) -> str:
     return ".".join(parts) or "<top level>"
 
 
+def _shown(value: Any) -> bool:
+    """Worth quoting in a message: a short scalar (not a whole table or list)."""
+    return isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) < 60)
+
+
 def _pydantic_errors(exc: ValidationError, data: dict[str, Any], file: str) -> list[FieldError]:
     errors = []
     for err in exc.errors():
         reason = err["msg"].removeprefix("Value error, ")
+        loc = list(err["loc"])
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, FieldValueError):  # a model check that knows its field
+            loc += [int(x) if x.isdigit() else x for x in cause.field.split(".")]
         if err["type"] == "extra_forbidden":
             reason = "unknown key"
         elif err["type"] == "missing":
             reason = "required field is missing"
-        errors.append(FieldError(file, _loc_to_field(err["loc"], data), reason))
+        elif "(got " not in reason and _shown(err.get("input")):
+            reason += f" (got {err['input']!r})"
+        errors.append(FieldError(file, _loc_to_field(loc, data), reason))
     # A union field reports one error per branch; keep one line per field.
     unique = {(e.field, e.reason): e for e in errors}
     return list(unique.values())
