@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -244,6 +245,7 @@ def scenario_file(
     privacy: dict[str, Any] | None = None,
     market: dict[str, Any] | None = None,
     name: str = "",
+    timeouts: dict[str, Any] | None = None,
 ) -> Path:
     """The scenario of this run: its mode, key size (secure runs) and any overrides."""
     scenario = load_scenario(CONFIGS / f"{config}.toml")
@@ -255,6 +257,7 @@ def scenario_file(
             section["insecure_test_keys"] = True
         section.update(privacy or {})
     data.setdefault("market", {}).update(market or {})
+    data.setdefault("timeouts", {}).update(timeouts or {})
     path = folder / f"{name or config + '-' + mode}.toml"
     path.write_text(tomli_w.dumps(data), encoding="utf-8")
     return path
@@ -270,8 +273,12 @@ def run_wire(
     privacy: dict[str, Any] | None = None,
     market: dict[str, Any] | None = None,
     tag: str = "",
+    timeout: float | None = None,
+    timeouts: dict[str, Any] | None = None,
 ) -> WireRun:
-    """One ``privgrid run`` of ``config``, sampled; ``k``: None → 1, 0 → :func:`auto_k`."""
+    """One ``privgrid run`` of ``config``, sampled; ``k``: None → 1, 0 → :func:`auto_k`.
+
+    A run still going after ``timeout`` seconds is interrupted (reported, not converged)."""
     scenario = load_scenario(CONFIGS / f"{config}.toml")
     n, pairs = len(scenario.agents), len(scenario.pairs)
     k = 1 if k is None else (auto_k(n) if k == 0 else k)
@@ -284,7 +291,7 @@ def run_wire(
         "-m",
         "privgrid.cli",
         "run",
-        str(scenario_file(config, mode, key_bits, folder, privacy, market, name)),
+        str(scenario_file(config, mode, key_bits, folder, privacy, market, name, timeouts)),
         "--json",
         "--out",
         str(out),
@@ -296,7 +303,16 @@ def run_wire(
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
     sampler = Sampler(process.pid, out / "logs" / "MO.log")
     sampler.start()
-    stdout, _ = process.communicate()
+    try:
+        stdout, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # Ctrl-C semantics: the launcher stops every child
+        print(f"  no result within {timeout:g} s: interrupting the run", flush=True)
+        process.send_signal(signal.SIGINT)
+        try:
+            stdout, _ = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, _ = process.communicate()
     run.wall_s = time.perf_counter() - started
     sampler.done.set()
     sampler.join()
@@ -487,6 +503,8 @@ def main() -> None:
         help="K for every run; 0 (default): 1 up to 40 agents, else ⌈agents/20⌉",
     )
     parser.add_argument("--max-rounds", type=int, help="override market.max_rounds")
+    parser.add_argument("--rho", type=float, help="override market.rho (benchmarks/rho.py)")
+    parser.add_argument("--timeout", type=float, help="interrupt a run after this many s")
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: paper plain and 1024-bit, 3 rounds"
     )
@@ -503,17 +521,32 @@ def main() -> None:
             k_note = f"K = {args.agents_per_process} for every run."
     else:
         k, k_note = None, "This launcher has no `--agents-per-process`: one process per agent."
-    market = {"max_rounds": args.max_rounds} if args.max_rounds else None
+    market: dict[str, Any] = {}
+    if args.max_rounds:
+        market["max_rounds"] = args.max_rounds
+    if args.rho:
+        market["rho"] = args.rho
+        k_note += f" Every run with over-relaxation ρ = {args.rho:g} (`market.rho`)."
     privacy = {"verify": args.verify} if args.verify else None
     tag = "batch" if args.verify == "batch" else ""
     wire: list[WireRun] = []
     with tempfile.TemporaryDirectory(prefix="privgrid-scale-") as tmp:
         for config in args.plain:
-            wire.append(run_wire(config, "plain", None, k, Path(tmp), market=market))
+            wire.append(
+                run_wire(config, "plain", None, k, Path(tmp), market=market, timeout=args.timeout)
+            )
         for config, bits in parse_secure(args.secure):
             wire.append(
                 run_wire(
-                    config, "paillier", bits, k, Path(tmp), privacy=privacy, market=market, tag=tag
+                    config,
+                    "paillier",
+                    bits,
+                    k,
+                    Path(tmp),
+                    privacy=privacy,
+                    market=market,
+                    tag=tag,
+                    timeout=args.timeout,
                 )
             )
     print(text_table(*wire_rows(wire)))
