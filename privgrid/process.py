@@ -34,6 +34,7 @@ from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE, Node, Participant, Se
 from privgrid.scenario import LM_ID, MO_ID, Scenario, ScenarioError, load_scenario
 from privgrid.state import CheckpointStore, scenario_digest
 from privgrid.wire import kinds
+from privgrid.wire.faults import FaultConfigError, FaultSpec
 from privgrid.wire.session import BrokerUrl, BrokerUrlError
 
 ENV_RUN, ENV_KEYS, ENV_STATE = "PRIVGRID_RUN", "PRIVGRID_KEYS", "PRIVGRID_STATE"
@@ -158,6 +159,7 @@ def load_context(
         if me not in (LM_ID, MO_ID) and me not in scenario.agent_ids:
             raise ScenarioError.single(scenario_path, "agents", f"no agent with id {me!r}")
         url = BrokerUrl.from_env(_member_url(me) or broker)
+        FaultSpec.from_env()  # a bad PRIVGRID_FAULTS is bad input, not a crash later
         run = run_id or scenario.name
         if not _valid_run_id(run):
             raise BrokerUrlError(f"run id {run!r} must match {RUN_ID_PATTERN}")
@@ -167,7 +169,7 @@ def load_context(
         missing = sorted(set(roles_of(scenario)) - set(roster))
         if missing:
             raise IdentityError(f"roster {keys_dir / 'roster.json'} lacks {', '.join(missing)}")
-    except (ScenarioError, BrokerUrlError, IdentityError) as exc:
+    except (ScenarioError, BrokerUrlError, IdentityError, FaultConfigError) as exc:
         log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
     settings = Settings(run, url, scenario.timeouts.start)

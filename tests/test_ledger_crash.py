@@ -128,9 +128,13 @@ def test_kill_9_during_commits_never_breaks_the_chain(writer_setup):
         landed["in append"] += last in (b"B", b"C") or (i % 2 == 1 and not last)
         landed["in COMMIT"] += last == b"C" or (i % 2 == 1 and not last)
         heights.append(_assert_complete(path))
+    assert len(heights) == KILLS >= 50  # issue #9: at least 50 kills, each one verified
     assert heights == sorted(heights)  # nothing committed is ever lost
     assert heights[-1] >= KILLS // 2, heights  # the writer did get blocks in
     assert landed["in COMMIT"] >= KILLS // 4, landed  # kills did hit commits
+    cli = Path(sys.executable).parent / "privgrid"  # and the command users run agrees
+    done = subprocess.run([cli, "ledger", "verify", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _wal_frames(wal: bytes) -> list[tuple[int, int]]:

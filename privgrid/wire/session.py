@@ -4,7 +4,13 @@ aiomqtt does not reconnect on its own, so a supervisor task re-enters a fresh cl
 exponential backoff and re-subscribes. Sessions are persistent (``clean_session=False`` with a
 client id derived from run and participant), so the broker queues QoS 1 messages while we are
 away. Publishing waits for a connection and retries after a reconnect: delivery is at least
-once, and receivers drop duplicates (:class:`privgrid.wire.channel.Channel`).
+once, and receivers drop duplicates (:class:`privgrid.wire.channel.Channel`). A publish whose
+acknowledgement is pending when the connection drops is sent again on the next connection at
+once (not after aiomqtt's 10 s timeout): the broker may then have it twice, which is harmless.
+
+With ``PRIVGRID_FAULTS`` set, outgoing messages go through a
+:class:`~privgrid.wire.faults.FaultInjector` (duplicates, delays, reordering: a chaos facility
+for tests, off by default); :meth:`MqttSession.close` sends what it still holds.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from privgrid.wire import topics
+from privgrid.wire.faults import FaultInjector, FaultSpec
+
 DEFAULT_URL = "mqtt://localhost:1883"
 #: paho does not set TCP_NODELAY: a PUBACK followed by a PUBLISH then waits for the peer's
 #: delayed ACK (~40 ms a hop). Measured QoS 1 round trip: 88 ms without, 0.5 ms with.
@@ -29,6 +38,18 @@ ENV_URL = "PRIVGRID_BROKER_URL"
 #: Seconds between MQTT pings. The broker drops a client silent for 1.5× this; a participant's
 #: event loop can be busy for seconds (Paillier key generation, a loaded machine), so be generous.
 KEEPALIVE = 45
+#: Mosquitto publishes every connected client's last will when it shuts down, also for a
+#: restart with persistence (a known FIXME in its source), so a broker restart looks like
+#: everyone leaving the run. A departure notice is therefore held this many seconds: if our own
+#: connection drops meanwhile, or the notice comes this soon after a reconnect, it is the
+#: broker's shutdown speaking and is dropped with a log line. A participant that really died in
+#: that window is still caught, by the round timeout (docs/reliability.md).
+WILL_HOLD = 2.0
+
+
+def _is_departure(topic: str) -> bool:
+    parsed = topics.parse(topic)
+    return parsed is not None and parsed.recipient == topics.BROADCAST and parsed.kind == "gone"
 
 
 class BrokerUrlError(ValueError):
@@ -91,7 +112,9 @@ class MqttSession:
         log: logging.LoggerAdapter | logging.Logger,
         will: tuple[str, bytes] | None = None,
         max_backoff: float = 5.0,
+        faults: FaultSpec | None = None,
     ) -> None:
+        """``faults``: message faults to inject; default: ``PRIVGRID_FAULTS`` (usually unset)."""
         self.url = url
         self.identifier = identifier
         self.subscriptions = list(subscriptions)
@@ -105,6 +128,15 @@ class MqttSession:
         self._task: asyncio.Task[None] | None = None
         self.connects = 0
         self.last_error: str | None = None
+        #: Set when the current connection is lost: pending publishes retry on the next one.
+        self._lost = asyncio.Event()
+        self._held_departures: set[asyncio.Task[None]] = set()
+        spec = faults if faults is not None else FaultSpec.from_env()
+        self.faults = (
+            FaultInjector(spec, identifier, self._publish, log) if spec is not None else None
+        )
+        if self.faults is not None:
+            log.warning("injecting message faults (%s): a chaos test, not a real run", spec)
 
     async def start(self, timeout: float) -> None:
         """Start the supervisor and wait for the first connection (``TimeoutError`` if none)."""
@@ -118,38 +150,84 @@ class MqttSession:
                 + (f" ({self.last_error})" if self.last_error else "")
             ) from None
 
-    async def close(self) -> None:
+    async def close(self, flush_timeout: float = 10.0) -> None:
+        if self.faults is not None and self._task is not None and not self._task.done():
+            await self.faults.flush(flush_timeout)  # held and delayed messages go out first
+            self.log.info("message faults injected: %s", self.faults.counts)
         self._closing = True
+        for task in list(self._held_departures):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await self._task
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish at QoS 1, retrying until it succeeds (at-least-once delivery).
+        """Publish at QoS 1, retrying until it succeeds (at-least-once delivery); through the
+        fault injector when faults are on (retained messages never are)."""
+        if self.faults is not None and not retain:
+            await self.faults.publish(topic, payload)
+        else:
+            await self._publish(topic, payload, retain=retain)
 
-        Only the supervisor decides whether the connection is gone: a failed publish on a
+    async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Only the supervisor decides whether the connection is gone: a failed publish on a
         connection that is still up (e.g. a PUBACK timeout) is retried after a short backoff,
-        never left waiting for a reconnect that will not come.
+        never left waiting for a reconnect that will not come; a publish still waiting for its
+        PUBACK when the connection drops is retried on the next connection straight away.
         """
         backoff = 0.05
         while True:
             await self._connected.wait()
-            client = self._client
-            if client is None:
+            client, lost = self._client, self._lost
+            if client is None or lost.is_set():
                 await asyncio.sleep(backoff)
                 continue
+            sending = asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
+            watching = asyncio.ensure_future(lost.wait())
             try:
-                await client.publish(topic, payload, qos=1, retain=retain)
+                await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watching.cancel()
+                if not sending.done():
+                    sending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await sending
+            if sending.cancelled():
+                self.log.info("connection lost while publishing to %s; will resend", topic)
+                continue
+            exc = sending.exception()
+            if exc is None:
                 return
-            except aiomqtt.MqttError as exc:
-                self.log.warning("publish to %s failed (%s); retrying", topic, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+            if not isinstance(exc, aiomqtt.MqttError):
+                raise exc
+            self.log.warning("publish to %s failed (%s); retrying", topic, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
         while True:
             yield await self.inbox.get()
+
+    def _hold_departure(self, topic: str, payload: bytes, connection: int, since: float) -> None:
+        """Pass a departure notice on after :data:`WILL_HOLD` s unless a broker restart sent it."""
+        loop = asyncio.get_running_loop()
+        if connection > 1 and loop.time() - since < WILL_HOLD:
+            self.log.warning("ignored a departure notice on %s: queued at a broker restart", topic)
+            return
+
+        async def release() -> None:
+            await asyncio.sleep(WILL_HOLD)
+            if self.connects != connection or self._lost.is_set():
+                self.log.warning(
+                    "ignored a departure notice on %s: sent as the broker shut down", topic
+                )
+                return
+            await self.inbox.put((topic, payload))
+
+        task = asyncio.ensure_future(release())
+        self._held_departures.add(task)
+        task.add_done_callback(self._held_departures.discard)
 
     async def _supervise(self) -> None:
         backoff = 0.1
@@ -171,18 +249,26 @@ class MqttSession:
                 ) as client:
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
+                    self._lost = asyncio.Event()
                     self._client = client
                     self.connects += 1
                     if self.connects > 1:
                         self.log.info("reconnected to %s (connection %d)", self.url, self.connects)
                     self._connected.set()
                     backoff = 0.1
+                    connection, since = self.connects, asyncio.get_running_loop().time()
                     async for message in client.messages:
                         payload = message.payload
-                        if isinstance(payload, bytes | bytearray):
-                            await self.inbox.put((str(message.topic), bytes(payload)))
+                        if not isinstance(payload, bytes | bytearray):
+                            continue
+                        topic = str(message.topic)
+                        if _is_departure(topic):
+                            self._hold_departure(topic, bytes(payload), connection, since)
+                        else:
+                            await self.inbox.put((topic, bytes(payload)))
             except aiomqtt.MqttError as exc:
                 self.last_error = str(exc)
+                self._lost.set()
                 if self._connected.is_set():
                     self.log.warning("lost the broker (%s); reconnecting", exc)
                 self._connected.clear()
