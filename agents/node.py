@@ -17,7 +17,9 @@ All maths is in :mod:`privgrid.market`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ from privgrid.market.kkt import AgentView, Check, Tolerances, check_agent, exclu
 from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ranges
 from privgrid.privacy import PrivacyMode, Violation
-from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
+from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire.channel import Channel, Message, Outgoing
 from privgrid.wire.envelope import Rejected
@@ -107,7 +109,15 @@ class AgentNode(Node):
         self.work: RoundWork | None = None
         self.early: list[Message] = []  # messages of round completed + 1, before its broadcast
         self.last_heard = 0.0
-        self.timeout = scenario.timeouts.round + scenario.timeouts.finish
+        timeouts = scenario.timeouts
+        self.wait_missing = timeouts.on_missing == "wait"
+        self.timeout = timeouts.round + timeouts.finish
+        if self.wait_missing:  # the LM or MO may be away for up to timeouts.missing
+            self.timeout += timeouts.missing
+        # Restarts (docs/reliability.md): what a restarted LM or MO may have lost.
+        self.last_mo: Outgoing | None = None  # our last message to the MO
+        self.last_lm: Outgoing | None = None  # our LM contribution of the last round begun
+        self.voted = False  # waiting for the MO's ``closed`` after our vote
 
     def bind(self, channel: Channel) -> None:
         super().bind(channel)
@@ -154,16 +164,25 @@ class AgentNode(Node):
             return self._stop(message)
         if message.kind == "block" and message.sender == MO_ID:
             return self._vote(message)
+        if message.kind == "closed" and message.sender == MO_ID:
+            self.log.info("the MO closed the run: %s", message.body["reason"])
+            self.finish(EXIT_OK)
+            return []
         if self.colluder is not None and message.kind in self.colluder.kinds:
             return self._coalition(message)
         if message.kind == "gone":
             if message.sender in (MO_ID, LM_ID):
+                if self.wait_missing:
+                    self.log.warning("%s left the run; waiting for it to rejoin", message.sender)
+                    return []
                 self.log.error("%s left the run; stopping", message.sender)
                 self.finish(EXIT_FAILURE)
             return []
         current = self.work.round if self.work else self.completed
         if message.round == current and self.work is not None:
             return self._in_round(message)
+        if message.round == self.completed and self.exchange.redo:
+            return self._serve(message)
         if message.round == self.completed + 1:
             self.early.append(message)
             return []
@@ -177,6 +196,9 @@ class AgentNode(Node):
         return []
 
     def tick(self, now: float) -> list[Outgoing]:
+        if self.voted and now - self.last_heard > self.scenario.timeouts.finish:
+            self.log.warning("the MO did not close the run; leaving with our vote cast")
+            self.finish(EXIT_OK)
         if self.awaiting_block and now - self.last_heard > self.scenario.timeouts.finish:
             self.log.error("no block to vote on within %g s", self.scenario.timeouts.finish)
             self.finish(EXIT_FAILURE)
@@ -189,6 +211,96 @@ class AgentNode(Node):
         for found in self.exchange.work_while_idle(now):
             round_ = getattr(found, "round", self.completed)
             outgoing += self.report_violation(found.offender, found.reason, found.evidence, round_)
+        return outgoing
+
+    # -- restarts (docs/reliability.md) ---------------------------------------------------------
+    _ARRAYS = ("trades", "prices", "partner_prices", "charges", "derived", "lo", "hi")
+
+    def snapshot(self) -> dict[str, object] | None:
+        """Our state at the end of a round (or after the final report / the vote).
+
+        A colluder does not checkpoint: its attack state lives in the coalition.
+        """
+        if self.colluder is not None:
+            return None
+        state: dict[str, object] = {n: [float(x) for x in getattr(self, n)] for n in self._ARRAYS}
+        last_mo = self.last_mo
+        state.update(
+            completed=self.completed,
+            theta=self.theta,
+            dropped_pairs=self.dropped_pairs,
+            exchange_dropped=sorted(self.exchange.dropped),
+            awaiting_block=self.awaiting_block,
+            voted=self.voted,
+            last_mo=None if last_mo is None else [last_mo.kind, last_mo.round, last_mo.body],
+        )
+        return state
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        for name in self._ARRAYS:
+            setattr(self, name, np.array(state[name], dtype=float))
+        self.completed = int(state["completed"])
+        self.theta = float(state["theta"])
+        self.dropped_pairs = [list(p) for p in state["dropped_pairs"]]
+        self.exchange.drop(state["exchange_dropped"])
+        self.awaiting_block = bool(state["awaiting_block"])
+        self.voted = bool(state["voted"])
+        last = state["last_mo"]
+        self.last_mo = None if last is None else Outgoing(last[0], MO_ID, int(last[1]), last[2])
+        self.log.round = self.completed
+
+    def session_secrets(self) -> dict[str, bytes]:
+        return self.mode.session_secrets()
+
+    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
+        if self.mode.restore_session_secrets(secrets) and hasattr(self.exchange, "rekeyed"):
+            self.exchange.rekeyed()
+
+    def resume_point(self) -> int:
+        return self.completed
+
+    def peer_restarted(
+        self, peer: str, completed: int, new_keys: bool, now: float
+    ) -> list[Outgoing]:
+        """Redo or re-send what ``peer`` lost since its checkpoint at round ``completed``."""
+        self.last_heard = now
+        if peer == MO_ID:
+            return [] if self.last_mo is None else [self.last_mo]
+        if peer == LM_ID:
+            lm = self.last_lm
+            return [lm] if lm is not None and lm.round == completed + 1 else []
+        i = self.exchange.index.get(peer)
+        if i is None or peer in self.exchange.dropped:
+            return []
+        self.early = [m for m in self.early if m.sender != peer]  # sent before its crash
+        if self.exchange.round != completed + 1:
+            return []  # we have not begun the round it redoes: it will come in order
+        self.log.info("redoing round %d with %s after its restart", completed + 1, peer)
+        return self.exchange.restart_partner(i)
+
+    def peer_resynced(self, peer: str) -> list[Outgoing]:
+        """After our restart: the MO may have lost our last report (the LM and partners lose
+        nothing we sent before our checkpoint — they needed it to let us complete the round)."""
+        if peer == MO_ID and self.last_mo is not None:
+            return [self.last_mo]
+        return []
+
+    def _serve(self, message: Message) -> list[Outgoing]:
+        """A restarted partner redoes the round we completed: answer, nothing to commit."""
+        try:
+            if message.kind not in self.exchange.kinds:
+                raise Rejected(f"unexpected {message.kind}", message.sender)
+            outgoing = self.exchange.handle(message)
+        except Violation as exc:
+            return self.report_violation(exc.offender, exc.reason, exc.evidence, self.completed)
+        except Rejected as exc:
+            self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
+            return []
+        i = self.exchange.index[message.sender]
+        if self.exchange.redo_done(i):
+            self.log.info(
+                "redo of round %d with %s done: same prices", self.completed, message.sender
+            )
         return outgoing
 
     # -- a round ------------------------------------------------------------------------------
@@ -219,6 +331,8 @@ class AgentNode(Node):
         return outgoing
 
     def _begin(self, round_: int, dropped: list[list[str]]) -> list[Outgoing]:
+        if round_ <= self.completed or (self.work is not None and self.work.round == round_):
+            return []  # a repeat (the MO re-broadcasts its round after its restart)
         if round_ != self.completed + 1 or self.work is not None:
             self.log.warning("ignored round %d (expected %d)", round_, self.completed + 1)
             return []
@@ -251,7 +365,8 @@ class AgentNode(Node):
         self.compute_seconds += time.perf_counter() - started
         self.work = RoundWork(round_, step, own_fixed)
         outgoing = self.exchange.begin(round_, own_fixed, peer_fixed)
-        outgoing.append(self.leg.agent_message(round_, step.trades, step.extrapolated))
+        self.last_lm = self.leg.agent_message(round_, step.trades, step.extrapolated)
+        outgoing.append(self.last_lm)
         early, self.early = self.early, []
         for message in early:
             outgoing += self._in_round(message)
@@ -314,7 +429,8 @@ class AgentNode(Node):
             "r_C": encode_scalar(quantise_scalar(gap)),
             "r_P": encode_scalar(quantise_scalar(mismatch)),
         }
-        return [*outgoing, Outgoing("residuals", MO_ID, work.round, body)]
+        self.last_mo = Outgoing("residuals", MO_ID, work.round, body)
+        return [*outgoing, CHECKPOINT, self.last_mo]
 
     def _pair_checks(
         self,
@@ -352,6 +468,8 @@ class AgentNode(Node):
             self.log.error("the MO could not start the run: %s", message.body["reason"])
             self.finish(EXIT_FAILURE)
             return []
+        if self.last_mo is not None and self.last_mo.kind != "residuals":
+            return []  # a repeat (the MO re-broadcasts after its restart): reported already
         if message.round != self.completed:
             self.log.warning("stop for round %d while at round %d", message.round, self.completed)
         verdict = "converged" if message.body["converged"] else "did not converge"
@@ -399,7 +517,8 @@ class AgentNode(Node):
             self.awaiting_block = True  # the MO proposes the block next
         else:
             self.finish(EXIT_OK)
-        return [*reports, Outgoing("final", MO_ID, self.completed, body)]
+        self.last_mo = Outgoing("final", MO_ID, self.completed, body)
+        return [*reports, CHECKPOINT, self.last_mo]
 
     def _vote(self, message: Message) -> list[Outgoing]:
         """Proof of Solution: check our part of the KKT on the proposed block, sign the verdict."""
@@ -434,9 +553,10 @@ class AgentNode(Node):
                 check.value,
                 check.tolerance,
             )
-        self.finish(EXIT_OK)
         if block is None:
+            self.finish(EXIT_OK)
             return []
+        self.voted = True  # stay until the MO closes the run: it may need the vote again
         vote = vote_on(self.identity, self.me, block, checks)
         self.log.info(
             "%s block %d (%s…)",
@@ -444,4 +564,5 @@ class AgentNode(Node):
             block.height,
             block.hash_hex[:16],
         )
-        return [Outgoing("vote", MO_ID, message.round, {"vote": vote.to_bytes()})]
+        self.last_mo = Outgoing("vote", MO_ID, message.round, {"vote": vote.to_bytes()})
+        return [CHECKPOINT, self.last_mo]

@@ -11,7 +11,8 @@ with the line prices, to the MO; after convergence, vote on the MO's block.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +23,11 @@ from privgrid.market.kkt import Tolerances, check_line_flows, check_lines, exclu
 from privgrid.market.line_step import LinePrices, line_update
 from privgrid.market.setup import MarketSetup
 from privgrid.privacy import PrivacyMode, Violation
-from privgrid.runtime import EXIT_FAILURE, EXIT_OK, Node
+from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.topics import BROADCAST
 
 
 class LineManagerNode(Node):
@@ -49,7 +51,16 @@ class LineManagerNode(Node):
         self.awaiting_block = False
         self.dropped: list[list[str]] = []
         self.last_heard = 0.0
-        self.timeout = setup.scenario.timeouts.round + setup.scenario.timeouts.finish
+        timeouts = setup.scenario.timeouts
+        self.wait_missing = timeouts.on_missing == "wait"
+        self.timeout = timeouts.round + timeouts.finish
+        if self.wait_missing:
+            self.timeout += timeouts.missing
+        # Restarts (docs/reliability.md): what we sent last, for a peer that lost it.
+        self.last_step: list[Outgoing] = []  # the last round's charges / line prices, r_L
+        self.last_mo: Outgoing | None = None  # our last message to the MO
+        self.voted = False
+        self.rebroadcast = False  # after our restart, broadcasts went out again once
         #: Opt-in audit of what the LM received (the honest-but-curious experiment).
         self.record: Callable[[dict[str, object]], None] | None = None
 
@@ -78,8 +89,15 @@ class LineManagerNode(Node):
             return self._stop(message)
         if message.kind == "block" and message.sender == MO_ID:
             return self._vote(message)
+        if message.kind == "closed" and message.sender == MO_ID:
+            self.log.info("the MO closed the run: %s", message.body["reason"])
+            self.finish(EXIT_OK)
+            return []
         if message.kind == "gone":
             if message.sender == MO_ID:
+                if self.wait_missing:
+                    self.log.warning("the MO left the run; waiting for it to rejoin")
+                    return []
                 self.log.error("the MO left the run; stopping")
                 self.finish(EXIT_FAILURE)
             return []
@@ -93,6 +111,8 @@ class LineManagerNode(Node):
         if message.kind != self.leg.agent_kind:
             self.log.warning("dropped unexpected %s from %s", message.kind, message.sender)
             return []
+        if message.round == self.completed:
+            return []  # a restarted agent redoing the round we priced already: same values
         if message.round != self.completed + 1:
             self.log.warning(
                 "dropped %s of round %d from %s (expected round %d)",
@@ -136,10 +156,14 @@ class LineManagerNode(Node):
         residuals = {"r_L": encode_scalar(line.line_residual)}
         if reciprocity is not None:
             residuals["r_P"] = encode_scalar(reciprocity)
-        outgoing.append(Outgoing("lm_residuals", MO_ID, round_, residuals))
-        return outgoing
+        self.last_mo = Outgoing("lm_residuals", MO_ID, round_, residuals)
+        self.last_step = outgoing
+        return [CHECKPOINT, *outgoing, self.last_mo]
 
     def tick(self, now: float) -> list[Outgoing]:
+        if self.voted and now - self.last_heard > self.setup.scenario.timeouts.finish:
+            self.log.warning("the MO did not close the run; leaving with our vote cast")
+            self.finish(EXIT_OK)
         if self.awaiting_block and now - self.last_heard > self.setup.scenario.timeouts.finish:
             self.log.error("no block to vote on within %g s", self.setup.scenario.timeouts.finish)
             self.finish(EXIT_FAILURE)
@@ -161,6 +185,8 @@ class LineManagerNode(Node):
             self.log.error("the MO could not start the run: %s", message.body["reason"])
             self.finish(EXIT_FAILURE)
             return []
+        if self.last_mo is not None and self.last_mo.kind != "lm_residuals":
+            return []  # a repeat (the MO re-broadcasts after its restart): reported already
         verdict = "converged" if message.body["converged"] else "did not converge"
         self.log.info("market %s after round %d", verdict, message.round)
         checks = self._final_checks()
@@ -182,7 +208,8 @@ class LineManagerNode(Node):
             self.awaiting_block = True
         else:
             self.finish(EXIT_OK)
-        return [Outgoing("lm_final", MO_ID, self.completed, body)]
+        self.last_mo = Outgoing("lm_final", MO_ID, self.completed, body)
+        return [CHECKPOINT, self.last_mo]
 
     def _vote(self, message: Message) -> list[Outgoing]:
         """Proof of Solution, the LM's part: line records, limits, line prices, charges."""
@@ -193,13 +220,14 @@ class LineManagerNode(Node):
         from privgrid.ledger.pos import lm_checks, vote_on
 
         self.awaiting_block = False
-        self.finish(EXIT_OK)
         try:
             block = Block.from_bytes(message.body["block"])
             checks = excluding_pairs(lm_checks(block, self.setup), self.dropped)
         except LedgerError as exc:
             self.log.error("the proposed block is malformed: %s; not voting", exc)
+            self.finish(EXIT_OK)
             return []
+        self.voted = True  # stay until the MO closes the run: it may need the vote again
         for check in (c for c in checks if not c.passed):
             self.log.warning(
                 "block check %s failed at %s: %.3g > %.3g",
@@ -215,4 +243,76 @@ class LineManagerNode(Node):
             block.height,
             block.hash_hex[:16],
         )
-        return [Outgoing("vote", MO_ID, message.round, {"vote": vote.to_bytes()})]
+        self.last_mo = Outgoing("vote", MO_ID, message.round, {"vote": vote.to_bytes()})
+        return [CHECKPOINT, self.last_mo]
+
+    # -- restarts (docs/reliability.md) ---------------------------------------------------------
+    def snapshot(self) -> dict[str, object]:
+        def out(o: Outgoing) -> list[object]:
+            return [o.kind, o.recipient, o.round, o.body]
+
+        return {
+            "completed": self.completed,
+            "eta_up": [float(x) for x in self.line_prices.up],
+            "eta_down": [float(x) for x in self.line_prices.down],
+            "flows": [float(x) for x in self.flows],
+            "dropped": self.dropped,
+            "leg": self.leg.lm_snapshot(),
+            "awaiting_block": self.awaiting_block,
+            "voted": self.voted,
+            "last_step": [out(o) for o in self.last_step],
+            "last_mo": None if self.last_mo is None else out(self.last_mo),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        def out(o: list[Any]) -> Outgoing:
+            return Outgoing(o[0], o[1], int(o[2]), o[3])
+
+        self.completed = int(state["completed"])
+        self.line_prices = LinePrices(
+            np.array(state["eta_up"], dtype=float), np.array(state["eta_down"], dtype=float)
+        )
+        self.flows = np.array(state["flows"], dtype=float)
+        self.dropped = [list(p) for p in state["dropped"]]
+        if self.dropped:
+            self.leg.lm_drop(self.setup, self.dropped)
+        self.leg.lm_restore(state["leg"])
+        self.awaiting_block = bool(state["awaiting_block"])
+        self.voted = bool(state["voted"])
+        self.last_step = [out(o) for o in state["last_step"]]
+        self.last_mo = None if state["last_mo"] is None else out(state["last_mo"])
+        self.log.round = self.completed
+
+    def session_secrets(self) -> dict[str, bytes]:
+        return self.mode.session_secrets()
+
+    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
+        self.mode.restore_session_secrets(secrets)
+
+    def resume_point(self) -> int:
+        return self.completed
+
+    def _resend_to(self, peer: str) -> list[Outgoing]:
+        """Our last round's messages for ``peer``; broadcasts once per restart of ours."""
+        if peer == MO_ID:
+            return [] if self.last_mo is None else [self.last_mo]
+        return [o for o in self.last_step if o.recipient == peer]
+
+    def peer_restarted(
+        self, peer: str, completed: int, new_keys: bool, now: float
+    ) -> list[Outgoing]:
+        """An agent that lost our answer to the round it redoes gets it again; the MO gets
+        our last report again."""
+        self.last_heard = now
+        if peer == MO_ID:
+            return self._resend_to(peer)
+        if self.completed != completed + 1:
+            return []
+        return self._resend_to(peer) + [o for o in self.last_step if o.recipient == BROADCAST]
+
+    def peer_resynced(self, peer: str) -> list[Outgoing]:
+        outgoing = self._resend_to(peer)
+        if not self.rebroadcast:
+            self.rebroadcast = True
+            outgoing += [o for o in self.last_step if o.recipient == BROADCAST]
+        return outgoing

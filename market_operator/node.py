@@ -11,8 +11,8 @@ becomes of them (results, ledger) is the process layer's business (:attr:`outcom
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from privgrid.ledger import Block, Decision, LedgerError, Vote
@@ -21,7 +21,7 @@ from privgrid.market.fixedpoint import decode_scalar
 from privgrid.market.setup import TradeGraph
 from privgrid.market.stopping import Residuals, converged
 from privgrid.privacy import PrivacyMode
-from privgrid.runtime import EXIT_FAILURE, EXIT_NOT_CONVERGED, EXIT_OK, Node
+from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_NOT_CONVERGED, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire import topics
 from privgrid.wire.channel import Message, Outgoing
@@ -82,6 +82,12 @@ class OperatorNode(Node):
         self.agent_residuals: dict[str, tuple[float, float, float | None]] = {}
         self.lm_residuals: tuple[float | None, float] | None = None
         self.outcome = RunOutcome()
+        # Faults and restarts (docs/reliability.md).
+        self.wait_missing = scenario.timeouts.on_missing == "wait"
+        self.missing: dict[str, float] = {}  # participant → when it left
+        self.paused_at = 0.0
+        self.last_broadcast: Outgoing | None = None  # the phase message, sent again on restart
+        self.outbox: list[Outgoing] = []
 
     def peers(self) -> set[str]:
         return set(self.expected)
@@ -93,9 +99,16 @@ class OperatorNode(Node):
         self.mode.accept_announcement(sender, body)
 
     def start(self, now: float) -> list[Outgoing]:
+        if self.restored:
+            return self._resume(now)
         self.log.info("every participant announced itself; starting round 1")
         self.outcome.started = time.perf_counter()
         return self._next_round(now)
+
+    def _broadcast(self, kind: str, body: dict[str, Any]) -> list[Outgoing]:
+        """A phase message for everyone, checkpointed first: a restarted MO sends it again."""
+        self.last_broadcast = Outgoing(kind, topics.BROADCAST, self.round, body)
+        return [CHECKPOINT, self.last_broadcast]
 
     # -- rounds -------------------------------------------------------------------------------
     def _next_round(self, now: float) -> list[Outgoing]:
@@ -104,7 +117,7 @@ class OperatorNode(Node):
         self.round_started = now
         self.agent_residuals, self.lm_residuals = {}, None
         body = {"dropped": self.outcome.dropped} if self.outcome.dropped else {}
-        return [Outgoing("round", topics.BROADCAST, self.round, body)]
+        return self._broadcast("round", body)
 
     def _stop(
         self, now: float, *, ok: bool, reason: str, error: str | None = None
@@ -121,9 +134,18 @@ class OperatorNode(Node):
             outcome.finished = outcome.stopped
             self.finish(EXIT_FAILURE)
         body = {"converged": ok, "reason": error or reason}
-        return [Outgoing("stop", topics.BROADCAST, self.round, body)]
+        return self._broadcast("stop", body)
 
     def handle(self, message: Message, now: float) -> list[Outgoing]:
+        outgoing = self._handle(message, now)
+        return outgoing + self._drain()
+
+    def _drain(self) -> list[Outgoing]:
+        """Messages queued by :meth:`_done` (the ``closed`` broadcast)."""
+        queued, self.outbox = self.outbox, []
+        return queued
+
+    def _handle(self, message: Message, now: float) -> list[Outgoing]:
         kind, sender = message.kind, message.sender
         if kind == "gone":
             return self._departed(sender, now)
@@ -134,12 +156,14 @@ class OperatorNode(Node):
             )
         if kind in ("final", "lm_final"):
             return self._final(message, now)
-        if kind in ("line_prices", "block", "round", "stop"):
+        if kind in ("line_prices", "block", "round", "stop", "closed"):
             return []  # broadcasts for the agents (our own come back too)
         if kind == "vote":
             return self._vote(message)
         if self.phase != RUNNING:
             return []
+        if message.round == self.round - 1 and kind in ("residuals", "lm_residuals"):
+            return []  # re-sent to us after our restart; we had it before the checkpoint
         if message.round != self.round:
             self.log.warning(
                 "dropped %s from %s for round %d (current round %d)",
@@ -255,6 +279,18 @@ class OperatorNode(Node):
         return [Outgoing("stop", topics.BROADCAST, 0, {"converged": False, "reason": reason})]
 
     def _departed(self, sender: str, now: float) -> list[Outgoing]:
+        if self.wait_missing and self.phase in (RUNNING, FINISHING, VOTING):
+            if not self.missing:
+                self.paused_at = now
+            self.missing[sender] = now
+            self.log.warning(
+                "%s left the run during round %d; the round clock is paused for up to %g s "
+                "while it may rejoin (timeouts.on_missing = wait)",
+                sender,
+                self.round,
+                self.scenario.timeouts.missing,
+            )
+            return []
         if self.phase == RUNNING:
             error = f"participant {sender} left the run during round {self.round}"
             return self._stop(now, ok=False, reason="participant left", error=error)
@@ -263,7 +299,25 @@ class OperatorNode(Node):
         return []
 
     def tick(self, now: float) -> list[Outgoing]:
+        return self._tick(now) + self._drain()
+
+    def _tick(self, now: float) -> list[Outgoing]:
         timeouts = self.scenario.timeouts
+        if self.missing:
+            if self.phase == DONE or now - self.paused_at <= timeouts.missing:
+                return []  # the round clock is paused
+            names = ", ".join(sorted(self.missing))
+            self.missing = {}
+            error = (
+                f"participant {names} left the run during round {self.round} and did not "
+                f"rejoin within {timeouts.missing:g} s"
+            )
+            if self.phase != RUNNING:
+                self.outcome.error = error
+                self.log.error("%s", error)
+                self._done()
+                return []
+            return self._stop(now, ok=False, reason="participant left", error=error)
         if self.phase == RUNNING and now - self.round_started > timeouts.round:
             missing = [a for a in self.agents if a not in self.agent_residuals]
             if self.lm_residuals is None:
@@ -291,6 +345,87 @@ class OperatorNode(Node):
             self._done()
         return []
 
+    # -- restarts (docs/reliability.md) ---------------------------------------------------------
+    def peer_restarted(
+        self, peer: str, completed: int, new_keys: bool, now: float
+    ) -> list[Outgoing]:
+        """A participant rejoined: resume the round clock; give it the phase message again."""
+        if peer in self.missing:
+            del self.missing[peer]
+            if not self.missing:  # the clock runs again, minus the pause
+                paused = now - self.paused_at
+                self.round_started += paused
+                self.stop_sent_at += paused
+        self.log.info(
+            "%s rejoined at round %d (its last completed: %d)", peer, self.round, completed
+        )
+        return [] if self.last_broadcast is None else [self.last_broadcast]
+
+    def snapshot(self) -> dict[str, object]:
+        o = self.outcome
+        last = self.last_broadcast
+        return {
+            "round": self.round,
+            "phase": self.phase,
+            "elapsed": time.perf_counter() - o.started if o.started else 0.0,
+            "converged": o.converged,
+            "rounds": o.rounds,
+            "reason": o.reason,
+            "error": o.error,
+            "trace": [[r.round, r.elapsed, *astuple(r.residuals)] for r in o.trace],
+            "finals": o.finals,
+            "lm_final": o.lm_final,
+            "violations": o.violations,
+            "dropped": o.dropped,
+            "block": None if o.block is None else o.block.to_bytes(),
+            "votes": {voter: vote.to_bytes() for voter, vote in o.votes.items()},
+            "last_broadcast": None if last is None else [last.kind, last.round, last.body],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        o = self.outcome
+        self.round = int(state["round"])
+        self.phase = str(state["phase"])
+        o.started = time.perf_counter() - float(state["elapsed"])
+        o.converged, o.rounds = bool(state["converged"]), int(state["rounds"])
+        o.reason, o.error = str(state["reason"]), state["error"]
+        o.trace = [
+            TraceRow(int(r[0]), Residuals(*(float(x) for x in r[2:])), float(r[1]))
+            for r in state["trace"]
+        ]
+        o.finals, o.lm_final = dict(state["finals"]), state["lm_final"]
+        o.violations, o.dropped = list(state["violations"]), [list(p) for p in state["dropped"]]
+        o.block = None if state["block"] is None else Block.from_bytes(state["block"])
+        o.votes = {voter: Vote.from_bytes(raw) for voter, raw in state["votes"].items()}
+        last = state["last_broadcast"]
+        if last is not None:
+            self.last_broadcast = Outgoing(last[0], topics.BROADCAST, int(last[1]), last[2])
+        self.log.round = self.round
+        if self.phase == DONE:  # crashed after the end: only the commit may be left to do
+            if o.block is not None and o.votes and self.proposal is not None:
+                o.decision = self.proposal.decide(o.block, list(o.votes.values()))
+            self.finish(EXIT_OK if o.error is None else EXIT_FAILURE)
+
+    def session_secrets(self) -> dict[str, bytes]:
+        return self.mode.session_secrets()
+
+    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
+        self.mode.restore_session_secrets(secrets)
+
+    def resume_point(self) -> int:
+        return self.round
+
+    def _resume(self, now: float) -> list[Outgoing]:
+        """Start after a restart: the clocks run from now; the phase message goes out again."""
+        self.round_started = self.stop_sent_at = now
+        self.log.info("resuming in phase %s at round %d", self.phase, self.round)
+        if self.phase == VOTING and set(self.proposal.voters) <= set(self.outcome.votes):
+            self._decide()  # every vote was in before the crash
+            return self._drain()
+        if self.phase == RUNNING:
+            self.agent_residuals, self.lm_residuals = {}, None
+        return [] if self.last_broadcast is None else [self.last_broadcast]
+
     # -- the end -----------------------------------------------------------------------------
     def _final(self, message: Message, now: float) -> list[Outgoing]:
         if self.phase != FINISHING:
@@ -307,7 +442,8 @@ class OperatorNode(Node):
             if outcome.converged and outcome.error is None and self.proposal is not None:
                 return self._propose(now)
             self._done()
-        return []
+            return []
+        return [CHECKPOINT]
 
     # -- the block -------------------------------------------------------------------------------
     def _propose(self, now: float) -> list[Outgoing]:
@@ -325,7 +461,7 @@ class OperatorNode(Node):
         self.log.info(
             "proposing block %d (%s…) for Proof of Solution", block.height, block.hash_hex[:16]
         )
-        return [Outgoing("block", topics.BROADCAST, self.round, {"block": block.to_bytes()})]
+        return self._broadcast("block", {"block": block.to_bytes()})
 
     def _vote(self, message: Message) -> list[Outgoing]:
         if self.phase != VOTING:
@@ -351,7 +487,8 @@ class OperatorNode(Node):
         )
         if set(self.proposal.voters) <= set(self.outcome.votes):
             self._decide()
-        return []
+            return []
+        return [CHECKPOINT]
 
     def _decide(self) -> None:
         outcome = self.outcome
@@ -369,6 +506,10 @@ class OperatorNode(Node):
         self.phase = DONE
         self.outcome.finished = time.perf_counter()
         ok = self.outcome.converged and self.outcome.error is None
+        decision = self.outcome.decision
+        committed = decision is not None and decision.commit
+        reason = self.outcome.error or self.outcome.reason
+        self.outbox += self._broadcast("closed", {"committed": committed, "reason": reason})
         self.finish(
             EXIT_OK if ok else EXIT_NOT_CONVERGED if self.outcome.error is None else EXIT_FAILURE
         )

@@ -67,6 +67,13 @@ def commit(ctx: Context, ledger: Ledger, outcome: RunOutcome) -> dict[str, Any]:
             },
         }
     )
+    already = ledger.height >= block.height and ledger.block(block.height).hash == block.hash
+    if decision.commit and already:  # committed before a restart of ours: never twice
+        info["committed"] = True
+        ctx.log.info(
+            "block %d (%s) is already in %s", block.height, block.hash_hex[:16], ledger.path
+        )
+        return info
     if decision.commit:
         try:
             ledger.append(block, list(outcome.votes.values()))

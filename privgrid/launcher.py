@@ -122,6 +122,8 @@ def _command(
         str(keys),
         "--log-format",
         fmt,
+        "--state",  # checkpoints: a participant restarted by hand resumes (docs/reliability.md)
+        str(folder / "state"),
     ]
     if module == "agents":
         for agent in members:

@@ -153,6 +153,11 @@ class Node(ABC):
         if ``new_keys``): redo or re-send what it lost. Called only once the node started."""
         return []
 
+    def peer_resynced(self, peer: str) -> list[Outgoing]:
+        """After our own restart, ``peer`` has seen it: re-send what it may have lost (what we
+        sent it, or broadcast, between our checkpoint and the crash)."""
+        return []
+
     def give_up(self, reason: str) -> list[Outgoing]:
         """The run cannot start (a peer never announced itself): last words before exiting."""
         self.finish(EXIT_FAILURE)
@@ -198,6 +203,7 @@ class Participant:
         self.peer_state: dict[str, tuple[int, bytes, bytes | None]] = {}
         self.restarted_peers: dict[str, tuple[int, bool]] = {}  # seen before we started
         self.awaiting_resync: set[str] = set()
+        self.resynced_early: list[str] = []  # peers that resynced before we started
         node.stats = self.stats
         node.bind(self.channel)
 
@@ -215,7 +221,8 @@ class Participant:
         }
 
     def _will(self) -> tuple[str, bytes]:
-        topic, payload = self.channel.encode(Outgoing("gone", topics.BROADCAST, 0))
+        body = {"incarnation": self.incarnation} if self.incarnation else {}
+        topic, payload = self.channel.encode(Outgoing("gone", topics.BROADCAST, 0, body))
         self.channel.stats["sent"] -= 1  # the broker sends it, if ever
         self.channel.stats["sent_bytes"] -= len(payload)
         return topic, payload
@@ -361,21 +368,34 @@ class Participant:
                     "dropped message from %s on %s: %s", exc.sender or "?", topic, exc.reason
                 )
                 continue
-            if message.sender in self.awaiting_resync and not self._before_resync(message):
-                continue
+            if message.sender in self.awaiting_resync:
+                if message.kind == "resync":
+                    await self._send(session, self._resynced(message))
+                    continue
+                if not self._before_resync(message):
+                    continue
             await self._send(session, self._dispatch(message, now))
             # Duplicate detection needs only recent rounds; older replays meet the node's
             # round check instead (and are logged as stale).
             self.channel.forget_rounds_before(self.node.active_round() - 1)
         return self.node.exit_code
 
+    def _resynced(self, message: Message) -> list[Outgoing]:
+        """A peer answered our restart: from now on its messages are current again."""
+        if message.body["incarnation"] != self.incarnation:
+            return []  # an answer to an earlier restart of ours
+        self.awaiting_resync.discard(message.sender)
+        # What it sent before (ignored above) must not count as seen: its resent messages
+        # carry the same round/kind with other bytes (fresh randomness).
+        self.channel.forget_sender(message.sender)
+        self.log.info("%s resynced with us", message.sender)
+        if not self.started:
+            self.resynced_early.append(message.sender)
+            return []
+        return self.node.peer_resynced(message.sender)
+
     def _before_resync(self, message: Message) -> bool:
         """After our restart: may this message from a peer that has not resynced pass?"""
-        if message.kind == "resync":
-            if message.body["incarnation"] == self.incarnation:
-                self.awaiting_resync.discard(message.sender)
-                self.log.info("%s resynced with us", message.sender)
-            return False
         if message.kind in _BEFORE_RESYNC or message.recipient == topics.BROADCAST:
             return True  # announcements, departures and broadcasts are never stale
         self.log.info(
@@ -393,6 +413,11 @@ class Participant:
             return self._on_announcement(message, now)
         if message.kind == "resync":
             return []  # a late one (we resumed earlier): nothing to do
+        if message.kind == "gone":
+            known = self.peer_state.get(message.sender, (0,))[0]
+            if message.body.get("incarnation", 0) < known:
+                self.log.info("ignored the last will of an earlier run of %s", message.sender)
+                return []
         if not self.started:
             if message.kind == "stop":
                 self.log.error(
@@ -448,6 +473,9 @@ class Participant:
         for peer, (completed, new_keys) in self.restarted_peers.items():
             outgoing += self.node.peer_restarted(peer, completed, new_keys, now)
         self.restarted_peers = {}
+        for peer in self.resynced_early:
+            outgoing += self.node.peer_resynced(peer)
+        self.resynced_early = []
         buffered, self.buffer = self.buffer, []
         for early in buffered:
             outgoing += self.node.handle(early, now)

@@ -42,6 +42,14 @@ class PrivacyMode:
     def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:
         """Plain mode needs nothing beyond the X25519 key the channel already checked."""
 
+    def session_secrets(self) -> dict[str, bytes]:
+        """This session's private keys beyond the X25519 key, for the sealed checkpoint."""
+        return {}
+
+    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> bool:
+        """Reuse checkpointed session keys after a restart; True if a key was replaced."""
+        return False
+
     def exchange(self, partners: Sequence[str]) -> PriceExchange:
         from privgrid.privacy.plain import PlainExchange
 
@@ -90,6 +98,19 @@ class PaillierMode(PrivacyMode):
     def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:
         self.keys.accept(sender, body)
 
+    def session_secrets(self) -> dict[str, bytes]:
+        key = self.keys.keypair.private_key
+        return {"paillier_p": int_bytes(key.p), "paillier_q": int_bytes(key.q)}
+
+    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> bool:
+        from privgrid.crypto.paillier import keypair_from_primes
+
+        if "paillier_p" not in secrets:
+            return False
+        p, q = (int.from_bytes(secrets[k], "big") for k in ("paillier_p", "paillier_q"))
+        self.keys.keypair = keypair_from_primes(p, q)
+        return True
+
     def exchange(self, partners: Sequence[str]) -> PriceExchange:
         from privgrid.privacy.paillier import PaillierExchange
 
@@ -112,6 +133,11 @@ class PaillierMode(PrivacyMode):
         from privgrid.privacy.paillier import PaillierLeg
 
         return PaillierLeg(self.keys, self.counters)
+
+
+def int_bytes(value: int) -> bytes:
+    """A non-negative integer as minimal big-endian bytes."""
+    return int(value).to_bytes((int(value).bit_length() + 7) // 8 or 1, "big")
 
 
 def make_mode(scenario: Scenario, me: str, run: str, log: ParticipantLog) -> PrivacyMode:

@@ -71,6 +71,23 @@ class LmLeg(ABC):
     def lm_send(self, round_: int, setup: MarketSetup, prices: LinePrices) -> list[Outgoing]:
         """Give the agents what they need for their charges."""
 
+    #: LM-side arrays carried from round to round: what a checkpoint must hold.
+    _carried: tuple[str, ...] = ()
+
+    def lm_snapshot(self) -> dict[str, list[float] | None]:
+        """The LM side's state between rounds (for the LM's checkpoint)."""
+        return {
+            name: None if getattr(self, name) is None else [float(x) for x in getattr(self, name)]
+            for name in self._carried
+        }
+
+    def lm_restore(self, state: dict[str, list[float] | None]) -> None:
+        """Resume from :meth:`lm_snapshot` (the round's contributions start empty)."""
+        self._received = {}
+        for name in self._carried:
+            value = state.get(name)
+            setattr(self, name, None if value is None else np.array(value, dtype=float))
+
     def lm_drop(self, setup: MarketSetup, pairs: Sequence[Sequence[str]]) -> None:  # noqa: B027
         """Pairs left the market (``drop_pair``); direct legs zero their remembered trades."""
 
@@ -82,6 +99,8 @@ class LmLeg(ABC):
 
 class DirectLeg(LmLeg):
     """Legs in which the LM receives every trade (sealed or under its Paillier key)."""
+
+    _carried = ("trades", "charges")
 
     def __init__(self) -> None:
         super().__init__()

@@ -41,6 +41,7 @@ from privgrid.wire.envelope import Rejected
 class MaskedLeg(LmLeg):
     agent_kind = "flows_masked"
     charges_kind = "line_prices"
+    _carried = ("flows",)
 
     def __init__(
         self,

@@ -328,6 +328,34 @@ class PaillierExchange(PriceExchange):
             "pool_left": float(sum(len(p) for p in pools)),
         }
 
+    # -- restarts (docs/reliability.md) ----------------------------------------------------------
+    def rekeyed(self) -> None:
+        """Our key pair was replaced (restored from a checkpoint): pooled entries are void."""
+        self.own_pool = pl.ObfuscatorPool(self.keys.keypair)
+        if self.pool_rounds:
+            self._set_targets()
+
+    def _restart_direction(self, i: int) -> list[Outgoing]:
+        """Partner ``i`` restarted: forget its part (its key may be new), resend our c_A.
+
+        Our c_A is sent again byte for byte — it commits to the same share — so only the
+        partner's side is computed afresh.
+        """
+        m = self.partners[i]
+        self._c_theirs.pop(i, None)
+        if m in self._batches:  # proofs under its previous key: settle them under that key
+            if len(self._batches[m]):
+                self._close(m)
+            del self._batches[m]
+        self.partner_pools.pop(m, None)
+        if i not in self._c_own:
+            return []
+        body = {
+            "pair": [self.me, m],
+            "c": pl.ciphertext_to_bytes(self.keys.keypair.public_key, self._c_own[i]),
+        }
+        return [Outgoing("share_own", m, self.round, body)]
+
     # -- the protocol ---------------------------------------------------------------------------
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
         self._reset(round_)
@@ -395,7 +423,7 @@ class PaillierExchange(PriceExchange):
         self._timed("decrypt_prove", started)
         self.counters.count("proofs_made")
         try:  # X = A + B: our A is in range, so a sum beyond int64 is the peer's B
-            self._own[i] = _in_fixed_range(decode_residue(x, keypair.n))
+            self._set_own(i, _in_fixed_range(decode_residue(x, keypair.n)))
         except CryptoError as exc:
             raise Violation(peer, exc.reason, [message.raw]) from None
         if self.lie and self.round >= self.lie_from_round:  # behaviour "lying-decryptor"
@@ -452,7 +480,7 @@ class PaillierExchange(PriceExchange):
             self._timed("verify", started)
         if self.verify != "batch":
             self.counters.count("proofs_verified")
-        self._peer[i] = value
+        self._set_peer(i, value)
         return []
 
 

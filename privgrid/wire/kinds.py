@@ -71,7 +71,7 @@ KEY = _kind(
 RESYNC = _kind("resync", ANY, ANY, False, {"incarnation": s.NON_NEGATIVE})
 ROUND = _kind("round", {MO}, {EVERYONE}, False, {"dropped": s.optional(s.Spec(s.pair_list))})
 STOP = _kind("stop", {MO}, {EVERYONE}, False, {"converged": s.BOOL, "reason": s.TEXT})
-GONE = _kind("gone", ANY, {EVERYONE}, False, {})
+GONE = _kind("gone", ANY, {EVERYONE}, False, {"incarnation": s.optional(s.NON_NEGATIVE)})
 #: The MO's last word: the run is over (block committed or not); participants may exit.
 CLOSED = _kind("closed", {MO}, {EVERYONE}, False, {"committed": s.BOOL, "reason": s.TEXT})
 VIOLATION = _kind(
