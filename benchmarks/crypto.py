@@ -148,7 +148,9 @@ def doc_section(results: dict[int, dict[str, float]], repeat: int, elapsed: floa
         [
             "### Crypto per operation against the floor (`benchmarks/crypto.py`)",
             "",
-            stamp(command_line(), elapsed) + f" Median of {repeat} interleaved samples.",
+            stamp(command_line(), elapsed)
+            + f" Median CPU time (this process's, so other jobs' load does not count) of"
+            f" {repeat} interleaved samples.",
             "",
             markdown_table(head, rows),
             "",
