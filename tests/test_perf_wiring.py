@@ -192,5 +192,23 @@ def test_the_agent_settles_before_its_final_report_and_reports_first():
     stop = Message("stop", 7, MO_ID, "B1", {"converged": True, "reason": "converged"}, raw=b"")
     out = node.handle(stop, 1.0)
     assert node.exchange.settled
-    assert [(o.kind, o.round) for o in out] == [("violation", 7), ("final", 7)]
+    sent = [(o.kind, o.round) for o in out if o.kind != "checkpoint"]  # markers, not messages
+    assert sent == [("violation", 7), ("final", 7)]
     assert out[0].body["offender"] == "S2"
+
+
+def test_the_pool_fill_at_round_one_is_bounded_and_the_rest_is_made_on_demand(keys, monkeypatch):
+    """The fill when round 1 begins holds the event loop, so it stops at its budget."""
+    import privgrid.privacy.paillier as paillier
+
+    monkeypatch.setattr(paillier, "START_FILL_BUDGET_S", 0.0)
+    s1k, b1k = keys
+    s1 = PaillierExchange("S1", ["B1"], s1k, pool_rounds=3, max_rounds=10)
+    b1 = PaillierExchange("B1", ["S1"], b1k, pool_rounds=3, max_rounds=10)
+    run_pair(s1, b1, round_=1, seed=5)
+    assert len(b1.partner_pools["S1"]) == 0  # nothing filled at round 1 …
+    assert b1.stats()["pool_misses"] == 1  # … so c_B's obfuscator was made on the spot
+    assert s1.complete and b1.complete
+    plain = (PlainExchange("S1", ["B1"]), PlainExchange("B1", ["S1"]))
+    run_pair(*plain, round_=1, seed=5)
+    assert str(s1.prices(np.zeros(1))) == str(plain[0].prices(np.zeros(1)))

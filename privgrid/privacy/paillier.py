@@ -111,6 +111,9 @@ class PaillierKeys:
 
 #: Values of ``privacy.verify``: every proof on arrival (the default), or batched per owner.
 VERIFY_MODES = ("every_round", "batch")
+#: Pools: the longest the fill at the start of round 1 may hold the event loop (partners'
+#: pools need their keys, so they cannot be filled before the session in a one-session run).
+START_FILL_BUDGET_S = 2.0
 #: Batch verification: proofs folded into an owner's batch per idle call. At 2048 bits one
 #: proof costs ~0.08 of a powmod floor, so a chunk keeps an idle call near one exponentiation.
 ABSORB_CHUNK = 8
@@ -147,7 +150,8 @@ class PaillierExchange(PriceExchange):
     - **partner pools** (each partner's public key, full powmod): one entry per round for
       ``c_B``. They can be filled only once the partner's key is accepted: in idle time
       before round 1, and what is still missing when round 1 begins is filled right then,
-      before the first share is sent (phase ``offline_start``);
+      before the first share is sent, for at most ``START_FILL_BUDGET_S`` (phase
+      ``offline_start``);
     - during the session :meth:`idle` tops the pools up, one entry per call (``topup``).
       The depth never exceeds the rounds that can still run (``market.max_rounds``), so
       ``pool_rounds ≥ max_rounds`` precomputes the whole session and never tops up.
@@ -245,6 +249,25 @@ class PaillierExchange(PriceExchange):
             pool.target = depth if m in active else 0
             pools.append(pool)
         return pools
+
+    def _fill_at_start(self) -> float:
+        """Fill the pools round-robin for at most ``START_FILL_BUDGET_S``; return the time.
+
+        Bounded because it runs in the event loop: a client that computes for 1.5 keepalives
+        without serving its connection is dropped by the broker (measured: an unbounded
+        200-round fill at 2048 bits, 7 s of CPU per agent, did that on a loaded machine).
+        Whatever is left is topped up in idle time or made on demand (a pool miss).
+        """
+        pools = self._set_targets()
+        deadline = time.perf_counter() + START_FILL_BUDGET_S
+        spent = 0.0
+        while time.perf_counter() < deadline:
+            needy = [pool for pool in pools if pool.deficit]
+            if not needy:
+                break
+            for pool in needy:
+                spent += pool.fill(1)
+        return spent
 
     def idle(self, now: float) -> bool:
         """Spare time: one pool entry, or one chunk of batch verification. True if it worked.
@@ -361,9 +384,8 @@ class PaillierExchange(PriceExchange):
         self._reset(round_)
         if not self._started:
             self._started = True
-            if self.pool_rounds:  # the end of the offline phase: top every pool up first
-                spent = sum(pool.fill_to_target() for pool in self._set_targets())
-                self.counters.add_time("offline_start", spent)
+            if self.pool_rounds:  # the end of the offline phase: top the pools up first
+                self.counters.add_time("offline_start", self._fill_at_start())
         self._peer_share = [int(x) for x in peer]
         self._c_own: dict[int, int] = {}  # c_A of our directions
         self._c_theirs: dict[int, tuple[int, int, bytes]] = {}  # (c_A, c_B, raw share_own)
