@@ -529,26 +529,32 @@ def main() -> None:
         k_note += f" Every run with over-relaxation ρ = {args.rho:g} (`market.rho`)."
     privacy = {"verify": args.verify} if args.verify else None
     tag = "batch" if args.verify == "batch" else ""
+    plan: list[tuple[str, str, int | None]] = [(c, "plain", None) for c in args.plain]
+    plan += [(c, "paillier", bits) for c, bits in parse_secure(args.secure)]
+    # Smallest first (agents, then plain before secure), so a long run cut short by the
+    # deadline of the session leaves every smaller result in the table.
+    plan.sort(key=lambda item: (len(load_scenario(CONFIGS / f"{item[0]}.toml").agents), item[1]))
     wire: list[WireRun] = []
     with tempfile.TemporaryDirectory(prefix="privgrid-scale-") as tmp:
-        for config in args.plain:
-            wire.append(
-                run_wire(config, "plain", None, k, Path(tmp), market=market, timeout=args.timeout)
-            )
-        for config, bits in parse_secure(args.secure):
+        for done, (config, mode, bits) in enumerate(plan, 1):
+            secure = mode != "plain"
             wire.append(
                 run_wire(
                     config,
-                    "paillier",
+                    mode,
                     bits,
                     k,
                     Path(tmp),
-                    privacy=privacy,
+                    privacy=privacy if secure else None,
                     market=market,
-                    tag=tag,
+                    tag=tag if secure else "",
                     timeout=args.timeout,
                 )
             )
+            if args.write_docs:  # after every run: an interrupted benchmark still reports
+                note = "" if done == len(plan) else f" Partial: {done} of {len(plan)} runs."
+                elapsed = time.perf_counter() - started
+                write_section("scale", doc_section(wire, k_note + note, elapsed))
     print(text_table(*wire_rows(wire)))
     head, rows = fit_rows(wire)
     if rows:
@@ -569,7 +575,6 @@ def main() -> None:
         ]
         args.json.write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")
     if args.write_docs:
-        write_section("scale", doc_section(wire, k_note, elapsed))
         print("wrote the scale section of docs/performance.md")
 
 
