@@ -16,11 +16,11 @@ offline precomputation (the agents' pool-filling CPU: before connecting, and the
 pools completed when round 1 begins); the online clearing latency, round 1 → convergence
 (the MO's clock), and the same without round 1 (which, with pools, holds the partner-pool
 fill that long-lived keys would do between sessions); the median round; the stop → block
-time (it holds the final batch check); per agent and round: crypto, maths, the rest of the
-process's CPU (MQTT, envelopes, event loop; from ``/proc``) and the rest of the wall time
-(network and waiting for peers); messages and bytes per round; the online latency over
-plain's; and the negotiated result against the centralised QP. Nothing is asserted;
-``--write-docs`` rewrites the ``paper`` section of docs/performance.md.
+time (it holds the final batch check); per agent and round: crypto, maths, network +
+waiting (the processes' own timings) and the CPU the process got (``/proc``); messages
+and bytes per round; the online latency over plain's; and the negotiated result against
+the centralised QP. Nothing is asserted; ``--write-docs`` rewrites the ``paper`` section of
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -105,7 +105,6 @@ def figures(run: WireRun) -> dict[str, float]:
     steps = trace_times(run.folder)
     negotiation = float(timings.get("negotiation_s") or math.nan)
     per_round = negotiation / rounds
-    other_cpu = (run.agent_cpu_s - crypto - maths) / n / rounds
     out = {
         "rounds": float(run.rounds),
         "wall": run.wall_s,
@@ -118,13 +117,13 @@ def figures(run: WireRun) -> dict[str, float]:
         "finish": float(timings.get("finish_s") or math.nan),
         "crypto": 1000 * crypto / n / rounds,
         "maths": 1000 * maths / n / rounds,
-        "other_cpu": 1000 * max(other_cpu, 0.0),
+        "cpu": 1000 * run.agent_cpu_s / n / rounds,
         "messages": float(r.get("messages", {}).get("per_round") or math.nan),
         "kbytes": float(r.get("messages", {}).get("bytes_per_round") or math.nan) / 1024,
         "gap": abs(float(r.get("welfare_gap") or math.nan)),
         "proofs": float(r.get("proofs", {}).get("verified", 0)),
     }
-    out["waiting"] = max(0.0, 1000 * per_round - out["crypto"] - out["maths"] - out["other_cpu"])
+    out["waiting"] = max(0.0, 1000 * per_round - out["crypto"] - out["maths"])
     return out
 
 
@@ -160,15 +159,15 @@ def table(rows: list[tuple[str, WireRun, dict[str, float]]]) -> tuple[list[str],
         "rounds",
         "wall s",
         "start-up s",
-        "offline CPU s",
+        "offline s",
         "online s",
         "online w/o round 1 s",
         "median round ms",
         "stop→block s",
         "crypto ms",
         "maths ms",
-        "other CPU ms",
-        "waiting ms",
+        "network + waiting ms",
+        "agent CPU ms",
         "msgs/round",
         "KB/round",
         "online ÷ plain",
@@ -191,8 +190,8 @@ def table(rows: list[tuple[str, WireRun, dict[str, float]]]) -> tuple[list[str],
                 _f(f["finish"]),
                 _f(f["crypto"]),
                 _f(f["maths"], 2),
-                _f(f["other_cpu"]),
                 _f(f["waiting"]),
+                _f(f["cpu"]),
                 _f(f["messages"], 0),
                 _f(f["kbytes"], 0),
                 _f(f["online"] / plain, 2),
@@ -219,17 +218,20 @@ def doc_section(
             "",
             "- configs/paper.toml: 7 agents, 12 pairs (24 pair directions), one OS process per "
             "participant, Mosquitto on loopback; every secure row proves every decryption.",
-            "- **offline CPU**: the agents' pool filling (sum over agents): own pools before "
-            "connecting, partners' pools as soon as their keys are in (in this one-session "
-            "simulation, that is when round 1 begins: it shows in **round 1**). **online**: "
+            "- **offline**: the agents' pool filling (seconds, summed over agents): own pools "
+            "before connecting, partners' pools once their keys are in (in this one-session "
+            "simulation, when round 1 begins, for at most 2 s per agent; the rest in idle "
+            "time or on demand). **online**: "
             "the MO's round 1 → convergence; **online w/o round 1** leaves out round 1 (the "
             "clearing latency when the partner pools were filled between sessions, as with "
             "long-lived keys). **stop→block**: final reports (with the last batch check), "
             "block proposal and every vote.",
-            "- Per agent and round: **crypto** (Paillier, proofs, signatures, sealing; the "
-            "offline fill excluded), **maths** (the local step), **other CPU** (the rest of "
-            "the process's CPU in the negotiation, from `/proc`: MQTT, msgpack, the event "
-            "loop), **waiting** (the rest of the round: network and waiting for peers).",
+            "- Per agent and round, from the timings every process reports (results.json "
+            "`participants`): **crypto** (time inside Paillier, proofs, signatures and sealing; "
+            "the offline fill excluded), **maths** (the local step), **network + waiting** (the "
+            "rest of the round: MQTT, the broker, and waiting for peers). These are wall-clock "
+            "times, so on a loaded machine crypto includes time descheduled; **agent CPU** is "
+            "the CPU the agent process actually got per round (from `/proc`, round 1 → stop).",
             f"- Centralised QP (`solve_central`): {central['qp_s'] * 1000:.0f} ms; the same "
             f"negotiation in one process (`negotiate`): {central['negotiate_s']:.2f} s, "
             f"{central['rounds']:.0f} rounds, welfare gap {central['gap']:.1e} — every row "
