@@ -436,19 +436,33 @@ def test_linger_ends_by_itself_and_keeps_the_exit_status():
     assert wrapper.returncode == 3
 
 
-def test_the_mo_may_finish_its_report_before_it_is_stopped():
+def _child_started(marker: Path, timeout: float = 60) -> None:
+    """Wait until the wrapped child runs (the wrapper's signal handlers are in place by then;
+    a fixed sleep was too short on a loaded machine, where imports take seconds)."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the wrapped child never started"
+        time.sleep(0.05)
+
+
+def _touching(marker: Path, then: str) -> str:
+    return f"import pathlib; pathlib.Path({str(marker)!r}).touch(); {then}"
+
+
+def test_the_mo_may_finish_its_report_before_it_is_stopped(tmp_path):
     # The child ignores nothing: it simply needs 2 s; grace 20 s lets it end by itself.
-    wrapper = _wrapper(0, 20, "import time, sys; time.sleep(2); sys.exit(5)")
-    time.sleep(0.8)
+    marker = tmp_path / "started"
+    wrapper = _wrapper(0, 20, _touching(marker, "import time, sys; time.sleep(2); sys.exit(5)"))
+    _child_started(marker)
     wrapper.send_signal(signal.SIGTERM)
     out, _ = wrapper.communicate(timeout=20)
     assert wrapper.returncode == 5 and "code 5" in out
 
 
-def test_a_stop_is_passed_on_after_the_grace():
-    child = "import time; time.sleep(60)"
-    wrapper = _wrapper(60, 0.5, child)
-    time.sleep(0.8)
+def test_a_stop_is_passed_on_after_the_grace(tmp_path):
+    marker = tmp_path / "started"
+    wrapper = _wrapper(60, 0.5, _touching(marker, "import time; time.sleep(60)"))
+    _child_started(marker)
     started = time.monotonic()
     wrapper.send_signal(signal.SIGTERM)
     out, _ = wrapper.communicate(timeout=20)
