@@ -510,6 +510,9 @@ def main() -> None:
     )
     parser.add_argument("--write-docs", action="store_true", help="rewrite the docs section")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument(
+        "--keep", type=Path, help="run folders (logs, results) here instead of a temporary one"
+    )
     args = parser.parse_args()
     if args.quick:
         args.plain, args.secure, args.max_rounds = ["paper"], ["paper:1024"], 3
@@ -535,7 +538,11 @@ def main() -> None:
     # deadline of the session leaves every smaller result in the table.
     plan.sort(key=lambda item: (len(load_scenario(CONFIGS / f"{item[0]}.toml").agents), item[1]))
     wire: list[WireRun] = []
-    with tempfile.TemporaryDirectory(prefix="privgrid-scale-") as tmp:
+    keep = args.keep.resolve() if args.keep else None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="privgrid-scale-") as scratch:
+        tmp = str(keep or scratch)
         for done, (config, mode, bits) in enumerate(plan, 1):
             secure = mode != "plain"
             wire.append(
