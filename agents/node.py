@@ -142,15 +142,6 @@ class AgentNode(Node):
             peers |= set(self.scenario.agent_ids) - {self.me}  # mask keys with every agent
         return peers
 
-    def announcement(self) -> dict[str, object]:
-        return self.mode.announcement()
-
-    def accept_announcement(self, sender: str, body: dict) -> None:  # type: ignore[override]
-        self.mode.accept_announcement(sender, body)
-
-    def crypto_seconds(self) -> float:
-        return self.mode.counters.total_seconds
-
     def start(self, now: float) -> list[Outgoing]:
         self.last_heard = now
         return []
@@ -248,9 +239,6 @@ class AgentNode(Node):
         last = state["last_mo"]
         self.last_mo = None if last is None else Outgoing(last[0], MO_ID, int(last[1]), last[2])
         self.log.round = self.completed
-
-    def session_secrets(self) -> dict[str, bytes]:
-        return self.mode.session_secrets()
 
     def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
         if self.mode.restore_session_secrets(secrets) and hasattr(self.exchange, "rekeyed"):

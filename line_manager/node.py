@@ -70,15 +70,6 @@ class LineManagerNode(Node):
     def peers(self) -> set[str]:
         return {*self.graph.agent_ids, MO_ID}
 
-    def announcement(self) -> dict[str, object]:
-        return self.mode.announcement()
-
-    def accept_announcement(self, sender: str, body: dict) -> None:  # type: ignore[override]
-        self.mode.accept_announcement(sender, body)
-
-    def crypto_seconds(self) -> float:
-        return self.mode.counters.total_seconds
-
     def start(self, now: float) -> list[Outgoing]:
         self.last_heard = now
         return []
@@ -282,12 +273,6 @@ class LineManagerNode(Node):
         self.last_step = [out(o) for o in state["last_step"]]
         self.last_mo = None if state["last_mo"] is None else out(state["last_mo"])
         self.log.round = self.completed
-
-    def session_secrets(self) -> dict[str, bytes]:
-        return self.mode.session_secrets()
-
-    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
-        self.mode.restore_session_secrets(secrets)
 
     def resume_point(self) -> int:
         return self.completed

@@ -92,12 +92,6 @@ class OperatorNode(Node):
     def peers(self) -> set[str]:
         return set(self.expected)
 
-    def announcement(self) -> dict[str, Any]:
-        return self.mode.announcement()
-
-    def accept_announcement(self, sender: str, body: dict) -> None:  # type: ignore[override]
-        self.mode.accept_announcement(sender, body)
-
     def start(self, now: float) -> list[Outgoing]:
         if self.restored:
             return self._resume(now)
@@ -405,12 +399,6 @@ class OperatorNode(Node):
             if o.block is not None and o.votes and self.proposal is not None:
                 o.decision = self.proposal.decide(o.block, list(o.votes.values()))
             self.finish(EXIT_OK if o.error is None else EXIT_FAILURE)
-
-    def session_secrets(self) -> dict[str, bytes]:
-        return self.mode.session_secrets()
-
-    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
-        self.mode.restore_session_secrets(secrets)
 
     def resume_point(self) -> int:
         return self.round

@@ -73,12 +73,18 @@ class Node(ABC):
     def peers(self) -> set[str]:
         """Participants whose key announcements must be in before :meth:`start`."""
 
+    #: The role's privacy mode (:class:`privgrid.privacy.PrivacyMode`), set by roles that
+    #: have one: announcements, peers' key checks, session keys and crypto time go through it.
+    mode: Any = None
+
     def announcement(self) -> dict[str, Any]:
         """Extra fields of our key announcement (the privacy mode adds its public key)."""
-        return {}
+        return {} if self.mode is None else self.mode.announcement()
 
-    def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:  # noqa: B027
+    def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:
         """Check a peer's announcement beyond the signature; raise ``Rejected`` to refuse it."""
+        if self.mode is not None:
+            self.mode.accept_announcement(sender, body)
 
     @abstractmethod
     def start(self, now: float) -> list[Outgoing]:
@@ -94,7 +100,7 @@ class Node(ABC):
 
     def crypto_seconds(self) -> float:
         """Time spent in the privacy mode's cryptography (beyond signing and sealing)."""
-        return 0.0
+        return 0.0 if self.mode is None else self.mode.counters.total_seconds
 
     def bind(self, channel: Channel) -> None:
         """The runtime hands the node its secure channel (keys learnt from announcements)."""
@@ -137,10 +143,12 @@ class Node(ABC):
 
     def session_secrets(self) -> dict[str, bytes]:
         """Session keys beyond the X25519 key (the Paillier primes), for the checkpoint."""
-        return {}
+        return {} if self.mode is None else self.mode.session_secrets()
 
-    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:  # noqa: B027
+    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
         """Reuse the checkpointed session keys."""
+        if self.mode is not None:
+            self.mode.restore_session_secrets(secrets)
 
     def resume_point(self) -> int:
         """The last round this participant completed (announced after a restart)."""
