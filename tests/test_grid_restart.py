@@ -7,7 +7,6 @@ same result as the undisturbed in-process negotiation (within 1e-6), and the log
 the pause, the rejoin and — for a partner of the victim — the redone pair computations.
 """
 
-import time
 from pathlib import Path
 
 import pytest
@@ -47,7 +46,10 @@ def kill_and_restart(grid, victim: str, at_round: int, *extra: str) -> None:
     grid.wait_for_round(at_round)
     grid.kill(victim)
     grid.wait(victim, timeout=10)
-    time.sleep(0.5)  # the broker publishes the victim's last will; the MO pauses
+    # The broker publishes the victim's last will (held 2 s by each session, see
+    # privgrid/wire/session.py WILL_HOLD); restart only once it has been seen.
+    witness = "S1" if victim == MO_ID else MO_ID
+    grid.wait_log(witness, f"{victim} left the run")
     grid.extra_args[victim] = [*grid.extra_args[victim], *extra]
     grid.start(victim)
 
