@@ -142,6 +142,12 @@ class AgentNode(Node):
             peers |= set(self.scenario.agent_ids) - {self.me}  # mask keys with every agent
         return peers
 
+    def listens_to(self) -> set[str]:
+        """A colluder also reads its coalition's keys (their records are sealed)."""
+        if self.colluder is None:
+            return self.peers()
+        return self.peers() | set(self.colluder.attack.colluders)
+
     def start(self, now: float) -> list[Outgoing]:
         self.last_heard = now
         return []

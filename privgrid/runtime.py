@@ -110,6 +110,11 @@ class Node(ABC):
         """Topic filters beyond inbox, broadcasts and keys (a colluder's coalition topic)."""
         return []
 
+    def listens_to(self) -> set[str]:
+        """Participants whose announcements and broadcasts this node reads: its peers, plus
+        anyone it talks to without waiting for them (a colluder's coalition)."""
+        return self.peers()
+
     def active_round(self) -> int:
         """The round this participant is in (what its log lines show)."""
         return self.log.round
@@ -298,8 +303,7 @@ class Participant:
             client_id(run, me),
             [
                 topics.inbox_filter(run, me),
-                topics.broadcast_filter(run),
-                topics.keys_filter(run),
+                *self._subscriptions(),
                 *self.node.extra_subscriptions(run),
             ],
             self.log,
@@ -318,13 +322,40 @@ class Participant:
                 await session.publish(topics.keys(run, me), b"", retain=True)
             await session.close()
 
+    def _subscriptions(self) -> list[str]:
+        """Announcements and broadcasts: of everyone when we listen to (nearly) everyone,
+        else only of those we listen to. With 500 agents each pairing with a few, the
+        wildcards would deliver every agent's announcement and departure to every agent
+        (250,000 messages, each checked) for nothing."""
+        run, me = self.settings.run, self.node.me
+        wanted = self.node.listens_to() - {me}
+        if len(wanted) * 2 >= len(self.channel.roles) - 1:
+            return [topics.broadcast_filter(run), topics.keys_filter(run)]
+        return [
+            *(topics.broadcast_filter(run, p) for p in sorted(wanted)),
+            *(topics.keys(run, p) for p in sorted(wanted)),
+        ]
+
     async def _send(self, session: MqttSession, outgoing: list[Outgoing]) -> None:
+        """Publish the node's messages in order, pipelined: a batch is in flight at once (one
+        round trip for all, not one each); a checkpoint waits for everything before it."""
+        batch: list[tuple[str, bytes, bool]] = []
         for out in outgoing:
             if out is CHECKPOINT:  # everything before it is published; nothing after it yet
+                await self._publish_all(session, batch)
+                batch = []
                 self.save_checkpoint()
                 continue
-            topic, payload = self.channel.encode(out)
-            await session.publish(topic, payload, retain=out.retain)
+            batch.append((*self.channel.encode(out), out.retain))
+        await self._publish_all(session, batch)
+
+    @staticmethod
+    async def _publish_all(session: MqttSession, batch: list[tuple[str, bytes, bool]]) -> None:
+        if len(batch) == 1:
+            topic, payload, retain = batch[0]
+            await session.publish(topic, payload, retain=retain)
+        elif batch:  # tasks start in order, so the messages leave in order
+            await asyncio.gather(*(session.publish(t, p, retain=r) for t, p, r in batch))
 
     async def _loop(self, session: MqttSession) -> int:
         self.save_checkpoint()  # the session keys and incarnation, before anyone sees them

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from privgrid.keys import participants
-from privgrid.market.setup import build_setup
-from privgrid.scenario import MO_ID
+from privgrid.market.setup import TradeGraph, build_setup
+from privgrid.scenario import LM_ID, MO_ID
 from privgrid.solve import solve
 from tests.grid_harness import make_grid
 
@@ -113,6 +113,47 @@ def test_run_folder_has_trace_and_plots(plain_run):
         assert (grid.folder / "plots" / name).stat().st_size > 10_000
     assert results["messages"]["per_round"] > 50
     assert set(results["timings"]) >= {"negotiation_s", "per_round_s", "crypto_s", "wait_s"}
+
+
+def test_a_sparse_market_reads_only_its_partners_announcements(tmp_path):
+    """With few partners, an agent subscribes to the announcements and broadcasts of its peers
+    only (at 500 agents the wildcards cost 250,000 checked messages at start); the result is
+    still the in-process negotiation's."""
+    root = Path(__file__).resolve().parent.parent
+    grid = make_grid(
+        tmp_path,
+        root / "configs" / "paper.toml",
+        privacy={"mode": "plain", "lm_leg": "sealed"},  # masked pairs every agent with all
+        market={"pairs": {"nearest": 1}},
+    )
+    try:
+        grid.start_all()
+        assert grid.wait(MO_ID, timeout=240) == 0, grid.log(MO_ID)[-2000:]
+        for pid in participants(grid.scenario):
+            grid.wait(pid, timeout=30)
+    finally:
+        grid.stop()
+    reference = solve(build_setup(grid.scenario))
+    results = grid.results()
+    assert results["rounds"] == reference["rounds"]
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        assert abs(ours["power"] - theirs["power"]) <= 1e-9, (ours, theirs)
+    graph = TradeGraph.from_scenario(grid.scenario)
+    everyone = set(participants(grid.scenario))
+    narrowed = 0
+    for agent in grid.scenario.agents:
+        heard = set(re.findall(r"accepted the key announcement of (\S+)", grid.log(agent.id)))
+        peers = {*graph.partners_of(graph.index(agent.id)), LM_ID, MO_ID}
+        # Wildcards still serve an agent that listens to half of the others or more.
+        few = 2 * len(peers) < len(everyone) - 1
+        assert heard == (peers if few else everyone - {agent.id}), agent.id
+        narrowed += few
+    assert narrowed >= 4  # most agents heard only their peers
+    # The MO and LM talk to everyone, so they read every announcement.
+    assert (
+        len(re.findall("accepted the key announcement", grid.log(MO_ID)))
+        == len(grid.scenario.agents) + 1
+    )
 
 
 def test_role_processes_reject_bad_input_clearly(tmp_path):

@@ -6,7 +6,10 @@ client id derived from run and participant), so the broker queues QoS 1 messages
 away. Publishing waits for a connection and retries after a reconnect: delivery is at least
 once, and receivers drop duplicates (:class:`privgrid.wire.channel.Channel`). A publish whose
 acknowledgement is pending when the connection drops is sent again on the next connection at
-once (not after aiomqtt's 10 s timeout): the broker may then have it twice, which is harmless.
+once: the broker may then have it twice, which is harmless. On a live connection a publish
+waits for its PUBACK as long as it takes: TCP delivers it or the connection dies (keepalive),
+and re-sending on a timeout only multiplies the load that made the broker slow — at 500 agents
+such retries snowballed until no round could finish (docs/performance.md).
 
 With ``PRIVGRID_FAULTS`` set, outgoing messages go through a
 :class:`~privgrid.wire.faults.FaultInjector` (duplicates, delays, reordering: a chaos facility
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -45,6 +49,8 @@ KEEPALIVE = 45
 #: broker's shutdown speaking and is dropped with a log line. A participant that really died in
 #: that window is still caught, by the round timeout (docs/reliability.md).
 WILL_HOLD = 2.0
+#: Publishes awaiting their PUBACK at once (paho's window; aiomqtt warns beyond it).
+MAX_IN_FLIGHT = 1000
 
 
 def _is_departure(topic: str) -> bool:
@@ -171,10 +177,11 @@ class MqttSession:
             await self._publish(topic, payload, retain=retain)
 
     async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Only the supervisor decides whether the connection is gone: a failed publish on a
-        connection that is still up (e.g. a PUBACK timeout) is retried after a short backoff,
-        never left waiting for a reconnect that will not come; a publish still waiting for its
-        PUBACK when the connection drops is retried on the next connection straight away.
+        """Only the supervisor decides whether the connection is gone: a publish refused at
+        once on a connection that is still up is retried after a short backoff, never left
+        waiting for a reconnect that will not come; a publish still waiting for its PUBACK when
+        the connection drops is retried on the next connection straight away. There is no
+        PUBACK timeout (see the module's docstring).
         """
         backoff = 0.05
         while True:
@@ -183,7 +190,9 @@ class MqttSession:
             if client is None or lost.is_set():
                 await asyncio.sleep(backoff)
                 continue
-            sending = asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
+            sending = asyncio.ensure_future(
+                client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
+            )
             watching = asyncio.ensure_future(lost.wait())
             try:
                 await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
@@ -234,7 +243,7 @@ class MqttSession:
         will = aiomqtt.Will(self.will[0], self.will[1], qos=1) if self.will else None
         while not self._closing:
             try:
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     self.url.host,
                     self.url.port,
                     username=self.url.username,
@@ -244,11 +253,14 @@ class MqttSession:
                     will=will,
                     keepalive=KEEPALIVE,
                     timeout=10,
-                    max_inflight_messages=1000,
+                    max_inflight_messages=MAX_IN_FLIGHT,
                     socket_options=NO_DELAY,
-                ) as client:
-                    for topic in self.subscriptions:
-                        await client.subscribe(topic, qos=1)
+                )
+                # aiomqtt warns from 10 unacknowledged publishes on; a pipelined round (an LM
+                # answering 500 agents) has hundreds in flight by design.
+                client.pending_calls_threshold = MAX_IN_FLIGHT
+                async with client:
+                    await client.subscribe([(topic, 1) for topic in self.subscriptions])
                     self._lost = asyncio.Event()
                     self._client = client
                     self.connects += 1

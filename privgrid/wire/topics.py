@@ -48,8 +48,9 @@ def inbox_filter(run: str, me: str) -> str:
     return f"{PREFIX}/{run}/to/{me}/#"
 
 
-def broadcast_filter(run: str) -> str:
-    return f"{PREFIX}/{run}/bcast/#"
+def broadcast_filter(run: str, sender: str = "+") -> str:
+    """Broadcasts of one sender, or of everyone."""
+    return f"{PREFIX}/{run}/bcast/{sender}/+"
 
 
 def keys_filter(run: str) -> str:
