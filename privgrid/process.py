@@ -29,9 +29,14 @@ import click
 from privgrid import logs
 from privgrid.crypto.errors import IdentityError
 from privgrid.crypto.identity import Identity, Roster
-from privgrid.market.feasibility import ensure_feasible
+from privgrid.market.feasibility import (
+    InfeasibleScenarioError,
+    ensure_feasible,
+    known_feasible,
+    remember_feasible,
+)
 from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE, Node, Participant, Settings
-from privgrid.scenario import LM_ID, MO_ID, Scenario, ScenarioError, load_scenario
+from privgrid.scenario import LM_ID, MO_ID, FieldError, Scenario, ScenarioError, load_scenario
 from privgrid.state import CheckpointStore, scenario_digest
 from privgrid.wire import kinds
 from privgrid.wire.faults import FaultConfigError, FaultSpec
@@ -122,13 +127,55 @@ class Context:
         if self.state_dir is None:
             return None
         digest = scenario_digest(self.scenario.source.read_bytes())
-        return CheckpointStore(
-            self.state_dir, self.settings.run, self.me, self.identity, digest
-        )
+        return CheckpointStore(self.state_dir, self.settings.run, self.me, self.identity, digest)
 
 
 def roles_of(scenario: Scenario) -> dict[str, str]:
     return {**{a: kinds.AGENT for a in scenario.agent_ids}, LM_ID: kinds.LM, MO_ID: kinds.MO}
+
+
+def ensure_feasible_apart(scenario: Scenario) -> None:
+    """:func:`~privgrid.market.feasibility.ensure_feasible` in a forked child process.
+
+    Why: the check's LP needs SciPy and HiGHS, about 45 MB that a participant would otherwise
+    carry for its whole run (the target is 80 MB per agent process; docs/performance.md). The
+    child inherits the loaded scenario, so the fork costs little more than the check itself.
+    Same errors as in-process (file, field, reason); without ``fork``, or with SciPy already
+    loaded, the check runs here. Called before any thread or event loop exists.
+    """
+    if known_feasible(scenario):
+        return
+    if not hasattr(os, "fork") or "scipy.optimize" in sys.modules:
+        ensure_feasible(scenario)
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: check, report the errors as JSON, exit without cleanup
+        os.close(read)
+        code, report = 0, ""
+        try:
+            ensure_feasible(scenario)
+        except ScenarioError as exc:
+            code = 2
+            errors = [[e.file, e.field, e.reason] for e in exc.errors]
+            report = json.dumps([isinstance(exc, InfeasibleScenarioError), errors])
+        except BaseException as exc:  # reported to the parent, which raises
+            code, report = 3, f"{type(exc).__name__}: {exc}"
+        with os.fdopen(write, "w") as out:
+            out.write(report)
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as inp:
+        report = inp.read()
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code == 0:
+        remember_feasible(scenario)
+    elif code == 2:
+        infeasible, errors = json.loads(report)
+        kind = InfeasibleScenarioError if infeasible else ScenarioError
+        raise kind([FieldError(*error) for error in errors])
+    else:
+        raise RuntimeError(f"the feasibility check of {scenario.source} failed: {report}")
 
 
 def load_context(
@@ -153,7 +200,7 @@ def load_context(
         log = logs.setup(me, log_format, log_file)
     try:
         scenario = load_scenario(scenario_path)
-        ensure_feasible(scenario)  # an infeasible market never starts (exit 2, explained)
+        ensure_feasible_apart(scenario)  # an infeasible market never starts (exit 2, explained)
         if scenario.attack is not None and me in scenario.attack.colluders:
             log.adversarial = True  # every line a colluder writes says so
         if me not in (LM_ID, MO_ID) and me not in scenario.agent_ids:

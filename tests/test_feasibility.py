@@ -133,3 +133,36 @@ def test_a_role_process_refuses_an_infeasible_scenario_at_start(tmp_path, module
     assert done.returncode == 2, done.stderr
     assert "the sellers must sell 24 kW in total" in done.stderr
     assert "connected to" not in done.stderr
+
+
+_APART = """
+import sys
+from pathlib import Path
+from privgrid.process import ensure_feasible_apart
+from privgrid.scenario import ScenarioError, load_scenario
+try:
+    ensure_feasible_apart(load_scenario(Path(sys.argv[1])))
+    print("feasible")
+except ScenarioError as exc:
+    print(type(exc).__name__, str(exc))
+print("scipy loaded:", "scipy.optimize" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("edit", [None, "too_much_supply"])
+def test_a_role_process_checks_feasibility_in_a_child_and_never_loads_scipy(tmp_path, edit):
+    """The LP's SciPy (≈ 45 MB) stays out of the participant: the check runs in a forked
+    child, with the same verdict and message as in-process."""
+    path = scenario_file(tmp_path, globals()[edit]) if edit else CONFIGS / "paper.toml"
+    done = subprocess.run(
+        [sys.executable, "-c", _APART, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    if edit is None:
+        assert done.stdout.splitlines()[0] == "feasible"
+    else:
+        with pytest.raises(InfeasibleScenarioError) as in_process:
+            ensure_feasible(load_scenario(path))
+        verdict = "\n".join(done.stdout.splitlines()[:-1])
+        assert verdict == f"InfeasibleScenarioError {in_process.value}"
+    assert done.stdout.splitlines()[-1] == "scipy loaded: False"

@@ -230,15 +230,29 @@ def check_feasible(setup: MarketSetup, costs: Mapping[str, AgentCost] | None = N
 _FEASIBLE: set[str] = set()
 
 
+def _digest(scenario: Scenario) -> str | None:
+    source = scenario.source
+    return hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None
+
+
+def known_feasible(scenario: Scenario) -> bool:
+    """This process has already found this file content feasible."""
+    return _digest(scenario) in _FEASIBLE
+
+
+def remember_feasible(scenario: Scenario) -> None:
+    """Record a check done elsewhere (in a child process, see privgrid.process)."""
+    key = _digest(scenario)
+    if key is not None:
+        _FEASIBLE.add(key)
+
+
 def ensure_feasible(scenario: Scenario) -> None:
     """The pre-run check every entry point calls (the launcher and ``privgrid solve`` through
     :func:`privgrid.solve.prepare`, each role process through
-    :func:`privgrid.process.load_context`): the network checks of :func:`build_setup`, then
-    :func:`check_feasible`. Once per file content and process."""
-    source = scenario.source
-    key = hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None
-    if key is not None and key in _FEASIBLE:
+    :func:`privgrid.process.load_context`, there in a child process): the network checks of
+    :func:`build_setup`, then :func:`check_feasible`. Once per file content and process."""
+    if known_feasible(scenario):
         return
     check_feasible(build_setup(scenario))
-    if key is not None:
-        _FEASIBLE.add(key)
+    remember_feasible(scenario)
