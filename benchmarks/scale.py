@@ -92,11 +92,15 @@ def _children() -> dict[int, list[int]]:
 
 
 def _descendants(root: int) -> list[int]:
+    """The launcher's process tree, without the children of role processes: those are the
+    short-lived feasibility checks forked at start (privgrid.process), not participants."""
     tree, out, todo = _children(), [], [root]
     while todo:
         pid = todo.pop()
         out.append(pid)
-        todo += tree.get(pid, [])
+        kind = _classify(pid)
+        if kind is None or kind[0] not in ("agents", "LM", "MO"):
+            todo += tree.get(pid, [])
     return out
 
 
