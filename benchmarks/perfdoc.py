@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ def command_line() -> str:
     script = Path(sys.argv[0]).resolve()
     with contextlib.suppress(ValueError):
         script = script.relative_to(ROOT)
-    return " ".join(["python", str(script), *sys.argv[1:]])
+    return shlex.join(["python", str(script), *sys.argv[1:]])
 
 
 def write_section(name: str, body: str, doc: Path = DOC) -> None:
