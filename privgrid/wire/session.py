@@ -260,7 +260,8 @@ class MqttSession:
                 # answering 500 agents) has hundreds in flight by design.
                 client.pending_calls_threshold = MAX_IN_FLIGHT
                 async with client:
-                    await client.subscribe([(topic, 1) for topic in self.subscriptions])
+                    if self.subscriptions:  # paho refuses an empty list
+                        await client.subscribe([(topic, 1) for topic in self.subscriptions])
                     self._lost = asyncio.Event()
                     self._client = client
                     self.connects += 1
