@@ -75,8 +75,17 @@ async def record_then_inject(grid, after_round: int) -> None:
             recipient="S1",
             body=b"\x00" * 40,
         )
+        # Validly signed (stolen key) but unopenable. For a round B1 has not reached yet: had
+        # B1's own price of that round come first, this would be a conflicting second price
+        # signed by B1 — a violation that rightly stops the run, and a race with B1 to lose.
         garbage_body = seal_envelope(
-            b1, kind="price", run=run, round=now, sender="B1", recipient="S1", body=os.urandom(60)
+            b1,
+            kind="price",
+            run=run,
+            round=now + 50,
+            sender="B1",
+            recipient="S1",
+            body=os.urandom(60),
         )
         injections = [
             (topics.direct(run, "S1", "B1", "share"), forged),
