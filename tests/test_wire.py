@@ -55,6 +55,22 @@ def test_sealed_body_cannot_be_opened_by_a_third_party(channels):
         channels["B2"].decode(moved, payload)
 
 
+def test_a_message_sent_again_is_the_same_bytes_and_reads_as_a_duplicate(channels):
+    """A node re-sending its last report (to a peer that resynced after our restart) must not
+    look like a conflicting replay: sealing is randomised, so the bytes are kept, not redone.
+    (A restarted LM once sent its fresh round report, then the same report again on the MO's
+    resync: two sealings, and the MO stopped the run for a replay.)"""
+    report = Outgoing("lm_residuals", "MO", 26, {"r_L": 5})
+    first = send(channels, "LM", report)
+    again = send(channels, "LM", report)
+    assert again == first
+    channels["MO"].decode(*first)
+    with pytest.raises(Duplicate):
+        channels["MO"].decode(*again)
+    same_content = Outgoing("lm_residuals", "MO", 26, {"r_L": 5})  # another message object
+    assert send(channels, "LM", same_content)[1] != first[1]  # fresh randomness
+
+
 def test_duplicate_is_recognised_and_conflicting_replay_rejected(channels):
     topic, payload = send(channels, "S1", Outgoing("share", "B1", 4, {"x": 1}))
     channels["B1"].decode(topic, payload)

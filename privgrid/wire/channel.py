@@ -68,13 +68,21 @@ class Message:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message a node wants sent; the channel seals, signs and addresses it."""
+    """A message a node wants sent; the channel seals, signs and addresses it.
+
+    Sealing takes fresh randomness, so the same message encoded twice would differ in its
+    bytes — and a receiver takes a second, different message of the same round, kind and pair
+    for a replay (a violation). A node that sends a message again (its last report to a peer
+    that lost it) therefore sends the very bytes of the first time: ``wire`` keeps them.
+    """
 
     kind: str
     recipient: str  # a participant id, or topics.BROADCAST
     round: int
     body: dict[str, Any] = field(default_factory=dict)
     retain: bool = False
+    #: (sender, run, topic, payload) once encoded; filled by :meth:`Channel.encode`.
+    wire: list[tuple[str, str, str, bytes]] = field(default_factory=list, compare=False, repr=False)
 
 
 def pack_body(body: Mapping[str, Any]) -> bytes:
@@ -146,6 +154,17 @@ class Channel:
 
     # -- outbound -------------------------------------------------------------------------
     def encode(self, out: Outgoing) -> tuple[str, bytes]:
+        """Topic and signed envelope of ``out``; the same bytes again when it is re-sent."""
+        for sender, run, topic, payload in out.wire:
+            if (sender, run) == (self.me, self.run):
+                self.stats["sent"] += 1
+                self.stats["sent_bytes"] += len(payload)
+                return topic, payload
+        topic, payload = self._encode(out)
+        out.wire.append((self.me, self.run, topic, payload))
+        return topic, payload
+
+    def _encode(self, out: Outgoing) -> tuple[str, bytes]:
         spec = kinds.KINDS[out.kind]
         started = time.perf_counter()
         if spec.sealed:
