@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,17 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _descendants(root: int) -> list[int]:
-    """The launcher's process tree, without the children of role processes: those are the
-    short-lived feasibility checks forked at start (privgrid.process), not participants."""
+def _descendants(
+    root: int, kind_of: Callable[[int], tuple[str, int] | None]
+) -> list[tuple[int, tuple[str, int] | None]]:
+    """The launcher's process tree with each process's kind, without the children of role
+    processes: those are the short-lived feasibility checks forked at start
+    (privgrid.process), not participants."""
     tree, out, todo = _children(), [], [root]
     while todo:
         pid = todo.pop()
-        out.append(pid)
-        kind = _classify(pid)
+        kind = kind_of(pid)
+        out.append((pid, kind))
         if kind is None or kind[0] not in ("agents", "LM", "MO"):
             todo += tree.get(pid, [])
     return out
@@ -151,13 +155,17 @@ class Sampler(threading.Thread):
             return False, False
         return ROUND_ONE in text, STOPPED in text
 
+    def _kind(self, pid: int) -> tuple[str, int] | None:
+        """A known process's kind without reading /proc again."""
+        proc = self.procs.get(pid)
+        return (proc.role, proc.agents) if proc is not None else _classify(pid)
+
     def sample(self) -> None:
-        for pid in _descendants(self.root):
+        for pid, kind in _descendants(self.root, self._kind):
+            if kind is None:
+                continue
             proc = self.procs.get(pid)
             if proc is None:
-                kind = _classify(pid)
-                if kind is None:
-                    continue
                 proc = self.procs[pid] = Proc(pid, *kind)
             read = _read(pid)
             if read is None:

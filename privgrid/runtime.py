@@ -351,11 +351,8 @@ class Participant:
 
     @staticmethod
     async def _publish_all(session: MqttSession, batch: list[tuple[str, bytes, bool]]) -> None:
-        if len(batch) == 1:
-            topic, payload, retain = batch[0]
-            await session.publish(topic, payload, retain=retain)
-        elif batch:  # tasks start in order, so the messages leave in order
-            await asyncio.gather(*(session.publish(t, p, retain=r) for t, p, r in batch))
+        # The tasks start in order, so the messages leave in order.
+        await asyncio.gather(*(session.publish(t, p, retain=r) for t, p, r in batch))
 
     async def _loop(self, session: MqttSession) -> int:
         self.save_checkpoint()  # the session keys and incarnation, before anyone sees them
