@@ -883,7 +883,15 @@ class ComposeProject:
             labels.append(f"com.docker.compose.service={service}")
         if self._client is None:
             self._client = docker_client(timeout=60)
-        return self._client.containers.list(all=True, filters={"label": labels})
+        # A sparse listing, then one inspect each: compose may remove a container between
+        # the two (the SDK's full listing raises NotFound then); a vanished one is skipped.
+        found = []
+        for sparse in self._client.containers.list(
+            all=True, sparse=True, filters={"label": labels}
+        ):
+            with contextlib.suppress(docker.errors.NotFound):
+                found.append(self._client.containers.get(sparse.id))
+        return found
 
     def wait(self, service: str, timeout: float = 120) -> int:
         """Wait for a service's container to exit and return its exit code (v1 has no wait)."""

@@ -166,7 +166,6 @@ def _addresses(grid: Grid, log: Path, timeout: float = 180) -> dict[str, tuple[s
     while time.monotonic() < deadline and len(found) < len(PARTICIPANTS):
         for participant in PARTICIPANTS:
             for container in grid.project.containers(service(participant)):
-                container.reload()
                 networks = container.attrs["NetworkSettings"]["Networks"]
                 address = networks.get(network, {}).get("IPAddress")
                 if container.status == "running" and address:
