@@ -17,7 +17,7 @@ All maths is in :mod:`privgrid.market`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,8 @@ class AgentNode(Node):
         self.cost = cost
         self.mode = mode
         self.exchange = mode.exchange(self.partners)
+        if scenario.privacy.mode == "paillier":
+            self.crypto_threads = scenario.privacy.crypto_threads
         # Built before connecting: loading the network takes seconds of CPU, and a client that
         # is silent for 1.5 keepalives inside its event loop is dropped by the broker.
         self._setup = _shared_setup(scenario)
@@ -191,6 +193,12 @@ class AgentNode(Node):
             current,
         )
         return []
+
+    def precompute(self, message: Message) -> Callable[[], None] | None:
+        work = self.work
+        if work is None or message.round != work.round or message.kind not in self.exchange.kinds:
+            return None
+        return self.exchange.precompute(message)
 
     def tick(self, now: float) -> list[Outgoing]:
         if self.voted and now - self.last_heard > self.scenario.timeouts.finish:

@@ -29,12 +29,14 @@ import base64
 import os
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.crypto.sealing import AgreementKey
+from privgrid.crypto.workers import crypto_pool
 from privgrid.logs import ParticipantLog
 from privgrid.scenario import MO_ID
 from privgrid.wire import topics
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_BAD_INPUT, EXIT_FAILURE = 0, 1, 2, 3
 
 TICK_SECONDS = 0.2
+#: Most messages with crypto jobs started before the oldest is handled.
+MAX_PREPARED = 64
 
 #: Put in a node's outgoing list: save the checkpoint once everything before it is published.
 CHECKPOINT = Outgoing("checkpoint", "", 0)
@@ -97,6 +101,14 @@ class Node(ABC):
     def tick(self, now: float) -> list[Outgoing]:
         """Called a few times a second: timeouts live here."""
         return []
+
+    #: Worker threads for :meth:`precompute` jobs (``privacy.crypto_threads``); 0: none.
+    crypto_threads = 0
+
+    def precompute(self, message: Message) -> Callable[[], None] | None:
+        """A job to run on a worker thread before :meth:`handle` gets ``message`` (its heavy,
+        side-effect-free crypto), or None. Only asked when ``crypto_threads`` > 0."""
+        return None
 
     def crypto_seconds(self) -> float:
         """Time spent in the privacy mode's cryptography (beyond signing and sealing)."""
@@ -217,6 +229,10 @@ class Participant:
         self.restarted_peers: dict[str, tuple[int, bool]] = {}  # seen before we started
         self.awaiting_resync: set[str] = set()
         self.resynced_early: list[str] = []  # peers that resynced before we started
+        #: ``privacy.crypto_threads``: the process's worker threads, and the messages whose
+        #: jobs run there, in arrival order, each handled once its job is done.
+        self.workers = crypto_pool(node.crypto_threads) if node.crypto_threads else None
+        self.prepared: deque[tuple[Message, float, asyncio.Future[None]]] = deque()
         node.stats = self.stats
         node.bind(self.channel)
 
@@ -363,6 +379,9 @@ class Participant:
         await self._send(session, [Outgoing("key", topics.BROADCAST, 0, body, retain=True)])
         deadline = time.monotonic() + self.settings.start_timeout
         while self.node.exit_code is None:
+            if self.prepared and (session.inbox.empty() or len(self.prepared) >= MAX_PREPARED):
+                await self._handle_prepared(session)
+                continue
             try:
                 topic, payload = await asyncio.wait_for(session.inbox.get(), TICK_SECONDS)
             except TimeoutError:
@@ -410,11 +429,46 @@ class Participant:
                     continue
                 if not self._before_resync(message):
                     continue
-            await self._send(session, self._dispatch(message, now))
-            # Duplicate detection needs only recent rounds; older replays meet the node's
-            # round check instead (and are logged as stale).
-            self.channel.forget_rounds_before(self.node.active_round() - 1)
+            if self._prepare(message, now):
+                continue  # handled when its job is done, after those before it
+            await self._handle_prepared(session)
+            await self._handle(session, message, now)
         return self.node.exit_code
+
+    async def _handle(self, session: MqttSession, message: Message, now: float) -> None:
+        await self._send(session, self._dispatch(message, now))
+        # Duplicate detection needs only recent rounds; older replays meet the node's round
+        # check instead (and are logged as stale).
+        self.channel.forget_rounds_before(self.node.active_round() - 1)
+
+    def _prepare(self, message: Message, now: float) -> bool:
+        """Start ``message``'s heavy crypto on a worker thread; False if it has none.
+
+        While it runs, the loop reads the next messages (their jobs run alongside: pairs do
+        not wait for each other's crypto) and the process's other agents go on. Messages are
+        still handled one at a time and in arrival order (:meth:`_handle_prepared`); a message
+        without a job first waits for those before it.
+        """
+        if self.workers is None or not self.started or message.sender == self.node.me:
+            return False
+        job = self.node.precompute(message)
+        if job is None:
+            return False
+        future = asyncio.get_running_loop().run_in_executor(self.workers, job)
+        self.prepared.append((message, now, future))
+        return True
+
+    async def _handle_prepared(self, session: MqttSession) -> None:
+        """Handle the messages whose jobs were started, in order, each once its job is done."""
+        while self.prepared and self.node.exit_code is None:
+            message, now, future = self.prepared.popleft()
+            try:
+                await future
+            except Exception as exc:  # a job must not fail; if one does, handle() works inline
+                self.log.warning(
+                    "worker job for %s from %s failed: %r", message.kind, message.sender, exc
+                )
+            await self._handle(session, message, now)
 
     def _resynced(self, message: Message) -> list[Outgoing]:
         """A peer answered our restart: from now on its messages are current again."""

@@ -259,6 +259,10 @@ class PrivacySection(_Strict):
     #: a partner's proofs together in idle time and before the final report ("batch"; a lie
     #: is still caught before anything is committed, but after the round it was told in).
     verify: Literal["every_round", "batch"] = "every_round"
+    #: Paillier mode: worker threads per agent process for the heavy steps (decrypt + prove,
+    #: a proof's check), so one pair's crypto does not wait for another's; 0: all on the
+    #: event loop. One pool per process, shared by the agents it hosts (docs/performance.md).
+    crypto_threads: Annotated[int, Field(ge=0, le=64)] = 0
 
     @model_validator(mode="after")
     def _leg_needs_keys(self) -> PrivacySection:

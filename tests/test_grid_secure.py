@@ -5,8 +5,11 @@ for a few rounds.
 """
 
 import asyncio
+import json
 import math
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import aiomqtt
@@ -278,3 +281,36 @@ def test_bad_key_announcements_are_rejected_with_a_clear_log_line(grid_factory):
     assert "rejected the key announcement of B1: Paillier key refused" in log
     assert log.count("rejected the key announcement of B1") == 2  # too small; failing proof
     assert "accepted the key announcement of B1" in log
+
+
+def test_crypto_threads_with_agents_sharing_a_process_give_the_same_result(tmp_path, reference):
+    """``crypto_threads = 2`` and all seven agents in one process (one shared pool of worker
+    threads): the heavy steps run on the workers, and the run equals the in-process one."""
+    scenario = tmp_path / "paper-threads.toml"
+    privacy = "".join(f"{k} = {str(v).lower()}\n" for k, v in TEST_KEYS.items() if k != "mode")
+    scenario.write_text(
+        (ROOT / "configs" / "paper.toml").read_text()
+        + f'\n[privacy]\nmode = "paillier"\n{privacy}crypto_threads = 2\n'
+    )
+    run = [sys.executable, "-m", "privgrid.cli", "run", str(scenario), "--json"]
+    proc = subprocess.run(
+        [*run, "--agents-per-process", "7", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
+    assert results["converged"] and results["rounds"] == reference["rounds"]
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        for key in ("power", "price", "charge"):
+            assert abs(ours[key] - theirs[key]) <= 1e-6
+    proofs = results["proofs"]
+    assert proofs["made"] == proofs["verified"] == 24 * results["rounds"]
+    agents = [results["participants"][a] for a in ("S1", "S2", "S3", "S4", "B1", "B2", "B3")]
+    assert len({a["pid"] for a in agents}) == 1
+    # Per round and direction, two heavy steps (decrypt + prove, check); messages that come
+    # before their round has begun are handled inline, the rest on the workers.
+    jobs = sum(a.get("worker_jobs", 0) for a in agents)
+    assert jobs >= 0.5 * 2 * 24 * results["rounds"], jobs

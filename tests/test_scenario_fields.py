@@ -293,6 +293,13 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
         "greater than or equal to 0",
     ),
     (
+        "privacy.crypto_threads",
+        ("privacy", "crypto_threads"),
+        65,
+        "privacy.crypto_threads",
+        "less than or equal to 64",
+    ),
+    (
         "privacy.verify",
         ("privacy", "verify"),
         "never",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,6 +193,13 @@ class PriceExchange(ABC):
         return own, peer
 
     # -- deferred work (Paillier pools and batch verification; no-ops elsewhere) ---------------
+    def precompute(self, message: Message) -> Callable[[], None] | None:
+        """The heavy, side-effect-free part of handling ``message``, to run on a worker thread
+        (``privacy.crypto_threads``) while other pairs' messages are handled; None if there is
+        none. :meth:`handle` uses the result only if its inputs are the ones it would use
+        itself, and computes inline otherwise, so precomputing never changes an outcome."""
+        return None
+
     def idle(self, now: float) -> bool:
         """Do one small piece of deferred work in spare time; False when there is none."""
         return False

@@ -24,7 +24,7 @@ every check of protocol.md §2 (:func:`privgrid.crypto.keyproof.check_announced_
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +139,17 @@ class DeferredViolation(Violation):
         self.round = round_
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A worker thread's result for one message (:meth:`PaillierExchange.precompute`): the
+    inputs it was computed from, what came out (``(x, proof)`` of a decryption proof; the
+    verified fixed-point price or the :class:`CryptoError` of a check) and its time."""
+
+    inputs: tuple[Any, ...]
+    result: Any
+    seconds: float
+
+
 class PaillierExchange(PriceExchange):
     """The two-party price computation of every pair, with pools and optional batch checks.
 
@@ -156,6 +167,14 @@ class PaillierExchange(PriceExchange):
       The depth never exceeds the rounds that can still run (``market.max_rounds``), so
       ``pool_rounds ≥ max_rounds`` precomputes the whole session and never tops up.
     An empty pool is not an error: the entry is computed on the spot (``pool_misses``).
+
+    Concurrency (``privacy.crypto_threads``): :meth:`precompute` hands out the two heavy
+    steps, decrypt + prove (``share_peer``) and a proof's check (``price_proof``), as jobs
+    the process runs on worker threads while it goes on with other messages; the steps read
+    only what earlier messages settled and write nothing but their result, keyed by the
+    message's signed bytes. :meth:`handle` then takes that result if it was computed from
+    the very inputs it would use (else it computes inline), so every check happens as
+    without threads.
 
     Verification (``verify``): ``every_round`` checks each proof when it arrives (~1.14
     floor). ``batch`` runs only the cheap checks on arrival (ranges, units, the 2^128 range,
@@ -200,6 +219,7 @@ class PaillierExchange(PriceExchange):
         self._batches: dict[str, DecryptionBatch[DeferredProof]] = {}
         self._found: list[DeferredViolation] = []
         self._reported: set[str] = set()  # owners a deferred violation was raised against
+        self._prepared: dict[bytes, Prepared] = {}  # worker results by message bytes
         self._started = False
         if pool_rounds:
             self._set_targets()
@@ -221,6 +241,93 @@ class PaillierExchange(PriceExchange):
 
     def _context(self, owner: str, peer: str) -> ProofContext:
         return ProofContext(self.keys.run, self.round, owner, peer, "price")
+
+    def _contract_of(self, message: Message, i: int) -> int:
+        """Owner side: the contract's c for direction ``i`` from the peer's ``share_peer``."""
+        public = self.keys.keypair.public_key
+        c_b = pl.ciphertext_from_bytes(public, message.body["c"], "c_B")
+        return pair_contract(public, self._c_own[i], c_b)
+
+    def _claim_of(self, message: Message, i: int) -> tuple[int, int, DecryptionProof, ProofContext]:
+        """Peer side: (c, x, proof, context) of the owner's ``price_proof`` for direction ``i``."""
+        owner = message.sender
+        c_a, c_b, _ = self._c_theirs[i]
+        c = pair_contract(self.keys.public(owner), c_a, c_b)
+        body = message.body
+        proof = DecryptionProof(int.from_bytes(body["a"], "big"), int.from_bytes(body["z"], "big"))
+        return c, int.from_bytes(body["x"], "big"), proof, self._context(owner, self.me)
+
+    # -- work on threads (privacy.crypto_threads) ------------------------------------------------
+    def precompute(self, message: Message) -> Callable[[], None] | None:
+        try:
+            if message.kind == "share_peer":
+                return self._prepare_proof(message)
+            if message.kind == "price_proof" and self.verify == "every_round":
+                return self._prepare_check(message)
+        except (Rejected, CryptoError, LookupError, TypeError, ValueError):
+            pass  # not a message to work on ahead: handle() checks it and says why
+        return None
+
+    def _prepare_proof(self, message: Message) -> Callable[[], None] | None:
+        i = self._direction(message, self.me, message.sender)
+        if self._own[i] is not None:
+            return None
+        c, context = self._contract_of(message, i), self._context(self.me, message.sender)
+        keypair, raw = self.keys.keypair, message.raw
+        pool = self.own_pool  # taken here, on the event loop: pools are not thread-safe
+        commitment = pool.take() if len(pool) else None
+
+        def job() -> None:
+            started = time.perf_counter()
+            result = prove_decryption(keypair, c, context, commitment)
+            self._prepared[raw] = Prepared((c, context), result, time.perf_counter() - started)
+
+        return job
+
+    def _prepare_check(self, message: Message) -> Callable[[], None] | None:
+        i = self._direction(message, message.sender, self.me)
+        if i not in self._c_theirs or self._peer[i] is not None:
+            return None
+        c, x, proof, context = self._claim_of(message, i)
+        key, raw = self.keys.public(message.sender), message.raw
+
+        def job() -> None:
+            started = time.perf_counter()
+            result: int | CryptoError
+            try:
+                result = verify_decryption(key, c, x, proof, context)
+            except CryptoError as exc:
+                result = exc
+            inputs = (key.n, c, x, proof, context)
+            self._prepared[raw] = Prepared(inputs, result, time.perf_counter() - started)
+
+        return job
+
+    def _take_prepared(self, message: Message, inputs: tuple[Any, ...]) -> Prepared | None:
+        """The worker's result for ``message`` if it was computed from ``inputs``."""
+        prepared = self._prepared.pop(message.raw, None)
+        if prepared is None or prepared.inputs != inputs:
+            return None
+        self.counters.count("worker_jobs")
+        return prepared
+
+    def _checked(
+        self,
+        message: Message,
+        key: pl.PublicKey,
+        c: int,
+        x: int,
+        proof: DecryptionProof,
+        context: ProofContext,
+    ) -> int:
+        """``verify_decryption``, or the worker's verdict on the same inputs."""
+        prepared = self._take_prepared(message, (key.n, c, x, proof, context))
+        if prepared is None:
+            return verify_decryption(key, c, x, proof, context)
+        self.counters.add_time("verify", prepared.seconds)
+        if isinstance(prepared.result, CryptoError):
+            raise prepared.result
+        return int(prepared.result)
 
     # -- pools ----------------------------------------------------------------------------------
     def _depth(self) -> int:
@@ -382,6 +489,7 @@ class PaillierExchange(PriceExchange):
     # -- the protocol ---------------------------------------------------------------------------
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
         self._reset(round_)
+        self._prepared.clear()  # results for last round's messages are of no more use
         if not self._started:
             self._started = True
             if self.pool_rounds:  # the end of the offline phase: top the pools up first
@@ -436,13 +544,18 @@ class PaillierExchange(PriceExchange):
             raise Rejected(f"second share_peer from {peer} in round {self.round}", peer)
         keypair = self.keys.keypair
         try:
-            c_b = pl.ciphertext_from_bytes(keypair.public_key, message.body["c"], "c_B")
-            c = pair_contract(keypair.public_key, self._c_own[i], c_b)
+            c = self._contract_of(message, i)
         except CryptoError as exc:
             raise Violation(peer, exc.reason, [message.raw]) from None
-        started = time.perf_counter()
-        x, proof = prove_decryption(keypair, c, self._context(self.me, peer), self.own_pool.take())
-        self._timed("decrypt_prove", started)
+        context = self._context(self.me, peer)
+        prepared = self._take_prepared(message, (c, context))
+        if prepared is None:
+            started = time.perf_counter()
+            x, proof = prove_decryption(keypair, c, context, self.own_pool.take())
+            self._timed("decrypt_prove", started)
+        else:
+            x, proof = prepared.result
+            self.counters.add_time("decrypt_prove", prepared.seconds)
         self.counters.count("proofs_made")
         try:  # X = A + B: our A is in range, so a sum beyond int64 is the peer's B
             self._set_own(i, _in_fixed_range(decode_residue(x, keypair.n)))
@@ -471,16 +584,11 @@ class PaillierExchange(PriceExchange):
             raise Violation(owner, "price_proof before the shares were exchanged", [message.raw])
         if self._peer[i] is not None or i in self._failed:
             raise Rejected(f"second price_proof from {owner} in round {self.round}", owner)
-        c_a, c_b, share_own = self._c_theirs[i]
+        share_own = self._c_theirs[i][2]
         key = self.keys.public(owner)
         started = time.perf_counter()
         try:
-            c = pair_contract(key, c_a, c_b)
-            proof = DecryptionProof(
-                int.from_bytes(message.body["a"], "big"), int.from_bytes(message.body["z"], "big")
-            )
-            x = int.from_bytes(message.body["x"], "big")
-            context = self._context(owner, self.me)
+            c, x, proof, context = self._claim_of(message, i)
             if self.verify == "batch":
                 pending = check_decryption(key, c, x, proof, context)
                 evidence = DeferredProof(self.round, owner, (share_own, message.raw))
@@ -490,7 +598,7 @@ class PaillierExchange(PriceExchange):
                 batch.add(pending, evidence)
                 value = pending.fixed
             else:
-                value = verify_decryption(key, c, x, proof, context)
+                value = self._checked(message, key, c, x, proof, context)
             _in_fixed_range(value)  # an honest proof of an absurd price is still refused
         except CryptoError as exc:
             self.counters.count("proofs_failed")
