@@ -411,6 +411,7 @@ class Participant:
                 continue
             except Conflict as exc:
                 if self.started:
+                    await self._handle_prepared(session)  # reports keep arrival order
                     await self._send(
                         session,
                         self.node.report_violation(
@@ -425,6 +426,7 @@ class Participant:
                 continue
             if message.sender in self.awaiting_resync:
                 if message.kind == "resync":
+                    await self._handle_prepared(session)  # what came before it, first
                     await self._send(session, self._resynced(message))
                     continue
                 if not self._before_resync(message):
