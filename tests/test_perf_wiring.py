@@ -124,6 +124,22 @@ def test_honest_batch_mode_verifies_every_proof_and_matches_every_round(keys):
     assert str(results["batch"]) == str(results["every_round"])
 
 
+def test_a_batch_never_idle_is_closed_at_its_limit_and_still_catches_a_lie(keys):
+    """An agent that never gets a tick of idle time still checks its batches at their size
+    limit — memory stays bounded — and a lie found there is reported with its round."""
+    s1k, b1k = keys
+    liar = PaillierExchange("S1", ["B1"], s1k, lie=0.02, lie_from_round=9)
+    b1 = PaillierExchange("B1", ["S1"], b1k, verify="batch")
+    b1.batch_limit = 4
+    for round_ in range(1, 13):
+        run_pair(liar, b1, round_=round_, seed=round_)
+        assert len(b1._batches["S1"]) < 4  # never more pending than the limit
+    assert b1.counters.counts["proofs_verified"] == 8  # rounds 1–8: two full batches
+    found = b1.drain_violations()  # what the agent's next tick reports
+    assert [(v.offender, v.round) for v in found] == [("S1", 9)]
+    assert "round(s) 9, 10, 11, 12" in found[0].reason
+
+
 def test_idle_work_tops_pools_up_and_closes_full_batches(keys):
     s1k, b1k = keys
     s1 = PaillierExchange("S1", ["B1"], s1k, pool_rounds=3, max_rounds=10)
