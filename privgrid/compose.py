@@ -788,9 +788,7 @@ def container_main() -> None:
 @click.option("--name", required=True, help="The scenario name the compose file was made for.")
 @click.option("--secrets", "secrets_root", default=SETUP_SECRETS, type=click.Path(path_type=Path))
 @click.option("--runs", "runs_root", default=SETUP_RUNS, type=click.Path(path_type=Path))
-@click.option(
-    "--broker-data", default=SETUP_BROKER_DATA, type=click.Path(path_type=Path)
-)  # fmt: skip
+@click.option("--broker-data", default=SETUP_BROKER_DATA, type=click.Path(path_type=Path))
 @click.option("--ready", "ready_file", default=READY_FILE, type=click.Path(path_type=Path))
 @click.option("--once", is_flag=True, help="Exit when done instead of idling (tests, hosts).")
 def setup_command(

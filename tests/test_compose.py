@@ -356,21 +356,56 @@ def test_setup_refuses_a_bad_run_id_or_another_scenario(tmp_path):
 def test_setup_command_marks_ready_and_exits_with_once(tmp_path):
     ready = tmp_path / "ready"
     proc = subprocess.run(
-        [sys.executable, "-m", "privgrid.compose", "setup", "--scenario", str(PAPER),
-         "--name", "paper", "--secrets", str(tmp_path / "secrets"), "--runs",
-         str(tmp_path / "runs"), "--broker-data", str(tmp_path / "none"), "--ready",
-         str(ready), "--once"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PRIVGRID_RUN": "r1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "privgrid.compose",
+            "setup",
+            "--scenario",
+            str(PAPER),
+            "--name",
+            "paper",
+            "--secrets",
+            str(tmp_path / "secrets"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--broker-data",
+            str(tmp_path / "none"),
+            "--ready",
+            str(ready),
+            "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PRIVGRID_RUN": "r1"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert ready.read_text() == "r1\n"
     assert "run r1" in proc.stderr and "9 participants" in proc.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "privgrid.compose", "setup", "--scenario", str(PAPER),
-         "--name", "paper", "--secrets", str(tmp_path / "secrets"), "--runs",
-         str(tmp_path / "runs"), "--ready", str(tmp_path / "ready2"), "--once"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PRIVGRID_UID": "x"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "privgrid.compose",
+            "setup",
+            "--scenario",
+            str(PAPER),
+            "--name",
+            "paper",
+            "--secrets",
+            str(tmp_path / "secrets"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--ready",
+            str(tmp_path / "ready2"),
+            "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PRIVGRID_UID": "x"},
+    )
     assert bad.returncode == 2 and "PRIVGRID_UID='x' must be a number" in bad.stderr
     assert not (tmp_path / "ready2").exists()
 
@@ -471,12 +506,18 @@ def test_a_stop_is_passed_on_after_the_grace(tmp_path):
 
 
 def test_exec_refuses_a_missing_password_file(tmp_path):
-    env = {**os.environ, compose.ENV_URL: "mqtt://S1@broker:1883",
-           compose.ENV_PASSWORD_FILE: str(tmp_path / "missing")}  # fmt: skip
+    env = {
+        **os.environ,
+        compose.ENV_URL: "mqtt://S1@broker:1883",
+        compose.ENV_PASSWORD_FILE: str(tmp_path / "missing"),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "privgrid.compose", "exec", "agent", "--id", "S1"],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 2 and "cannot read the broker password" in proc.stderr
     assert " S1 " in proc.stderr
 

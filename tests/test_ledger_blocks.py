@@ -42,8 +42,11 @@ def test_genesis_registers_the_paper_roster():
     assert quorum_of(g) == "all"
     s1 = g.body["participants"][0]
     assert (s1["role"], s1["bus"], from_fixed(s1["pmin"]), from_fixed(s1["pmax"])) == (
-        "seller", 2, 1.0, 7.0,
-    )  # fmt: skip
+        "seller",
+        2,
+        1.0,
+        7.0,
+    )
     assert Block.from_bytes(g.to_bytes()) == g
 
 
@@ -110,10 +113,16 @@ def test_market_block_round_trips_bytes_exactly():
 
 
 reals = st.floats(-1000, 1000, allow_nan=False).map(lambda x: round(x, 6))
-trade = st.fixed_dictionaries({
-    "power": reals, "price": reals, "seller_charge": reals, "buyer_power": reals,
-    "buyer_price": reals, "buyer_charge": reals | st.none(),
-})  # fmt: skip
+trade = st.fixed_dictionaries(
+    {
+        "power": reals,
+        "price": reals,
+        "seller_charge": reals,
+        "buyer_power": reals,
+        "buyer_price": reals,
+        "buyer_charge": reals | st.none(),
+    }
+)
 line = st.fixed_dictionaries(
     {"flow": reals, "limit": st.none() | st.floats(0, 100), "price_up": reals, "price_down": reals}
 )
@@ -239,14 +248,29 @@ def test_stored_floats_are_refused():
 
 # -- settlement
 def test_settlement_of_one_trade():
-    t = {"seller": "S1", "buyer": "B1", "power": 2.0, "price": 1.5, "seller_charge": 0.25,
-         "buyer_power": -2.0, "buyer_price": 1.5}  # fmt: skip
+    t = {
+        "seller": "S1",
+        "buyer": "B1",
+        "power": 2.0,
+        "price": 1.5,
+        "seller_charge": 0.25,
+        "buyer_power": -2.0,
+        "buyer_price": 1.5,
+    }
     s = market_block(1, H, "r", 1, [t], []).body["settlement"]
     row = {k: from_fixed(v) if isinstance(v, int) else v for k, v in s["trades"][0].items()}
-    assert row == {"seller": "S1", "buyer": "B1", "payment": 3.0, "seller_receives": 2.5,
-                   "buyer_pays": 3.5, "congestion": 1.0}  # fmt: skip
-    agents = {a["id"]: (from_fixed(a["receives"]), from_fixed(a["pays"]), from_fixed(a["net"]))
-              for a in s["agents"]}  # fmt: skip
+    assert row == {
+        "seller": "S1",
+        "buyer": "B1",
+        "payment": 3.0,
+        "seller_receives": 2.5,
+        "buyer_pays": 3.5,
+        "congestion": 1.0,
+    }
+    agents = {
+        a["id"]: (from_fixed(a["receives"]), from_fixed(a["pays"]), from_fixed(a["net"]))
+        for a in s["agents"]
+    }
     assert agents == {"S1": (2.5, 0.0, 2.5), "B1": (0.0, 3.5, -3.5)}
     assert from_fixed(s["congestion_rent"]) == 1.0
     assert imbalance(s) == 0.0
@@ -280,8 +304,11 @@ def test_paper_case_settlement_balances_and_pays_the_congestion_rent():
     rent = from_fixed(s["congestion_rent"])
     assert abs(paid - received - rent) <= 1e-6
     assert rent == pytest.approx(10.868, abs=1e-3)  # algorithm.md §9
-    line_rent = sum(ln["limit"] * (ln["price_up"] + ln["price_down"])
-                    for ln in case.results["lines"] if ln["limit"] is not None)  # fmt: skip
+    line_rent = sum(
+        ln["limit"] * (ln["price_up"] + ln["price_down"])
+        for ln in case.results["lines"]
+        if ln["limit"] is not None
+    )
     assert rent == pytest.approx(line_rent, abs=1e-3)  # Σ c P = Σ Fmax (η⁺ + η⁻)
     for row, t in zip(s["trades"], case.results["trades"], strict=True):
         assert from_fixed(row["payment"]) == pytest.approx(t["power"] * t["price"], abs=1e-9)

@@ -30,8 +30,20 @@ def test_show_prints_blocks_trades_and_settlement(ledger_file):
     result = _run("show", ledger_file)
     assert result.exit_code == 0, result.output
     out = result.output
-    expected = ["block 0", "genesis", "block 2", "market", "run-2", "Registered participants",
-                "Trades", "Settlement", "congestion rent to the LM", "S1", "B2", "2-3"]  # fmt: skip
+    expected = [
+        "block 0",
+        "genesis",
+        "block 2",
+        "market",
+        "run-2",
+        "Registered participants",
+        "Trades",
+        "Settlement",
+        "congestion rent to the LM",
+        "S1",
+        "B2",
+        "2-3",
+    ]
     for text in expected:
         assert text in out, text
     with Ledger.open(ledger_file) as book:
@@ -95,6 +107,10 @@ def test_unreadable_paths_exit_2(tmp_path, command):
 
 def test_the_group_runs_as_a_program(ledger_file):
     code = "from privgrid.ledger.cli import ledger; ledger()"
-    done = subprocess.run([sys.executable, "-c", code, "verify", str(ledger_file)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, "verify", str(ledger_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0 and "ledger OK" in done.stdout

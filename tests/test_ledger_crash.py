@@ -58,8 +58,10 @@ while True:
 def _start_writer(path: Path, keys: Path, limit: int = 10**9) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), str(keys), str(limit)],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if line != b"ready\n":

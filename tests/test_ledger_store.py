@@ -35,8 +35,10 @@ from tests.test_ledger_support import (
 
 def _counts(path: Path) -> tuple[int, int]:
     with sqlite3.connect(path) as conn:
-        return (conn.execute("SELECT count(*) FROM blocks").fetchone()[0],
-                conn.execute("SELECT count(*) FROM votes").fetchone()[0])  # fmt: skip
+        return (
+            conn.execute("SELECT count(*) FROM blocks").fetchone()[0],
+            conn.execute("SELECT count(*) FROM votes").fetchone()[0],
+        )
 
 
 def _tamper(path: Path, sql: str, args: tuple = ()) -> None:
@@ -219,8 +221,9 @@ def ledger_file(tmp_path):
     return path
 
 
-def _flip_each(path: Path, table: str, where: str, data: bytes, expect: int,
-               stride: int = 1, start: int = 0):  # fmt: skip
+def _flip_each(
+    path: Path, table: str, where: str, data: bytes, expect: int, stride: int = 1, start: int = 0
+):
     """Flip one bit in each ``stride``-th byte of a stored blob; verify must name ``expect``."""
     for offset in range(start, len(data), stride):
         bad = bytearray(data)
@@ -296,8 +299,9 @@ def test_a_stored_reject_vote_is_caught(tmp_path):
         block = ledger.block(1)
     failed = Check("A1-total-bounds", "agent S1", 1.0, 0.1)
     reject = sign_vote(parties.identities["S1"], "S1", block.hash, False, [failed])
-    _tamper(path, "UPDATE votes SET data = ? WHERE height = 1 AND voter = 'S1'",
-            (reject.to_bytes(),))  # fmt: skip
+    _tamper(
+        path, "UPDATE votes SET data = ? WHERE height = 1 AND voter = 'S1'", (reject.to_bytes(),)
+    )
     report = verify_ledger(path)
     assert report.bad_height == 1 and "rejects the block" in report.reason
 
@@ -306,10 +310,14 @@ def test_a_consistently_rewritten_block_fails_on_its_votes(ledger_file):
     """Rewriting a block and its hash column is caught: the votes signed the old hash."""
     with Ledger.open(ledger_file) as ledger:
         block = ledger.block(2)
-    forged = market_block(2, block.prev_hash, block.run, 1, small_trades(9), SMALL_LINES,
-                          block.timestamp)  # fmt: skip
-    _tamper(ledger_file, "UPDATE blocks SET data = ?, hash = ? WHERE height = 2",
-            (forged.to_bytes(), forged.hash))  # fmt: skip
+    forged = market_block(
+        2, block.prev_hash, block.run, 1, small_trades(9), SMALL_LINES, block.timestamp
+    )
+    _tamper(
+        ledger_file,
+        "UPDATE blocks SET data = ?, hash = ? WHERE height = 2",
+        (forged.to_bytes(), forged.hash),
+    )
     report = verify_ledger(ledger_file)
     assert report.bad_height == 2 and "is for block" in report.reason
 
@@ -322,8 +330,11 @@ def test_a_non_canonical_but_same_content_block_is_caught(ledger_file):
     assert wide != data
     import hashlib
 
-    _tamper(ledger_file, "UPDATE blocks SET data = ?, hash = ? WHERE height = 1",
-            (wide, hashlib.sha256(wide).digest()))  # fmt: skip
+    _tamper(
+        ledger_file,
+        "UPDATE blocks SET data = ?, hash = ? WHERE height = 1",
+        (wide, hashlib.sha256(wide).digest()),
+    )
     report = verify_ledger(ledger_file)
     assert report.bad_height == 1 and "non-canonical" in report.reason
 
@@ -366,10 +377,20 @@ def test_verify_report(ledger_file):
 def test_a_foreign_vote_encoding_is_caught(ledger_file):
     with Ledger.open(ledger_file) as ledger:
         vote = ledger.votes(1)[0]
-    fields = {"v": 1, "voter": vote.voter, "block": vote.block_hash, "accept": True,
-              "failures": [], "sig": vote.signature, "extra": 1}  # fmt: skip
-    _tamper(ledger_file, "UPDATE votes SET data = ? WHERE height = 1 AND voter = ?",
-            (encode(fields), vote.voter))  # fmt: skip
+    fields = {
+        "v": 1,
+        "voter": vote.voter,
+        "block": vote.block_hash,
+        "accept": True,
+        "failures": [],
+        "sig": vote.signature,
+        "extra": 1,
+    }
+    _tamper(
+        ledger_file,
+        "UPDATE votes SET data = ? WHERE height = 1 AND voter = ?",
+        (encode(fields), vote.voter),
+    )
     report = verify_ledger(ledger_file)
     assert report.bad_height == 1 and "unexpected" in report.reason
     assert isinstance(Vote.from_bytes(vote.to_bytes()), Vote)

@@ -18,8 +18,12 @@ from privgrid.ledger import Block, Ledger, Vote, genesis_block, market_block, si
 from privgrid.ledger.genesis import participants_from_scenario
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-AGENTS = {"S1": ("seller", 2, 1.0, 7.0), "S2": ("seller", 5, 1.0, 4.0),
-          "B1": ("buyer", 3, -7.0, -1.0), "B2": ("buyer", 4, -6.0, -1.0)}  # fmt: skip
+AGENTS = {
+    "S1": ("seller", 2, 1.0, 7.0),
+    "S2": ("seller", 5, 1.0, 4.0),
+    "B1": ("buyer", 3, -7.0, -1.0),
+    "B2": ("buyer", 4, -6.0, -1.0),
+}
 
 
 @dataclass
@@ -45,16 +49,23 @@ class Parties:
 def make_parties(quorum: str | int = "all", timestamp: int = 1_700_000_000_000) -> Parties:
     identities = {pid: Identity.generate() for pid in [*AGENTS, "LM", "MO"]}
     participants: list[dict[str, Any]] = [
-        {"id": pid, "role": role, "public_key": identities[pid].public_b64, "bus": bus,
-         "pmin": lo, "pmax": hi}
+        {
+            "id": pid,
+            "role": role,
+            "public_key": identities[pid].public_b64,
+            "bus": bus,
+            "pmin": lo,
+            "pmax": hi,
+        }
         for pid, (role, bus, lo, hi) in AGENTS.items()
-    ]  # fmt: skip
+    ]
     participants += [
         {"id": "LM", "role": "lm", "public_key": identities["LM"].public_b64},
         {"id": "MO", "role": "mo", "public_key": identities["MO"].public_b64},
     ]
-    return Parties(identities, genesis_block("test", participants, quorum=quorum,
-                                             timestamp=timestamp))  # fmt: skip
+    return Parties(
+        identities, genesis_block("test", participants, quorum=quorum, timestamp=timestamp)
+    )
 
 
 def small_trades(seed: int = 0) -> list[dict[str, Any]]:
@@ -66,9 +77,17 @@ def small_trades(seed: int = 0) -> list[dict[str, Any]]:
             power = float(np.round(rng.uniform(0, 3), 6))
             price = float(np.round(rng.uniform(1, 3), 6))
             charge = float(np.round(rng.uniform(-0.5, 0.9), 6))
-            out.append({"seller": seller, "buyer": buyer, "power": power, "price": price,
-                        "seller_charge": charge, "buyer_power": -power,
-                        "buyer_price": price})  # fmt: skip
+            out.append(
+                {
+                    "seller": seller,
+                    "buyer": buyer,
+                    "power": power,
+                    "price": price,
+                    "seller_charge": charge,
+                    "buyer_power": -power,
+                    "buyer_price": price,
+                }
+            )
     return out
 
 
@@ -81,8 +100,15 @@ SMALL_LINES = [
 
 def next_block(ledger: Ledger, seed: int = 0, timestamp: int = 1_700_000_100_000) -> Block:
     head = ledger.head()
-    return market_block(head.height + 1, head.hash, f"run-{head.height + 1}", 195,
-                        small_trades(seed), SMALL_LINES, timestamp + head.height)  # fmt: skip
+    return market_block(
+        head.height + 1,
+        head.hash,
+        f"run-{head.height + 1}",
+        195,
+        small_trades(seed),
+        SMALL_LINES,
+        timestamp + head.height,
+    )
 
 
 def build_ledger(path: Path, blocks: int, parties: Parties | None = None) -> Parties:
@@ -108,10 +134,14 @@ class Paper:
         from privgrid.ledger import trades_from_results
 
         return market_block(
-            height, prev_hash or self.genesis.hash, "paper-run", self.results["rounds"],
-            trades_from_results(self.results["trades"]), self.results["lines"],
+            height,
+            prev_hash or self.genesis.hash,
+            "paper-run",
+            self.results["rounds"],
+            trades_from_results(self.results["trades"]),
+            self.results["lines"],
             timestamp=1_700_000_200_000,
-        )  # fmt: skip
+        )
 
     def held(self, agent: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The agent's own final (trades, prices, charges) in slot order, from the results."""
@@ -119,8 +149,12 @@ class Paper:
         vectors = [np.full(g.n_trades, np.nan) for _ in range(3)]
         for row in self.results["trades"]:
             t, m = g.trade(row["seller"], row["buyer"]), g.trade(row["buyer"], row["seller"])
-            for vec, a, b in zip(vectors, ("power", "price", "charge"),
-                                 ("buyer_power", "buyer_price", None), strict=True):  # fmt: skip
+            for vec, a, b in zip(
+                vectors,
+                ("power", "price", "charge"),
+                ("buyer_power", "buyer_price", None),
+                strict=True,
+            ):
                 vec[t] = row[a]
                 vec[m] = -row["charge"] if b is None else row[b]
         slots = g.slots[g.index(agent)]
@@ -139,6 +173,7 @@ def paper() -> Paper:
     results = solve(setup)
     identities = {pid: Identity.generate() for pid in participants(scenario)}
     roster = Roster({pid: key.public_b64 for pid, key in identities.items()})
-    genesis = genesis_block(scenario.name, participants_from_scenario(scenario, roster),
-                            timestamp=1_700_000_000_000)  # fmt: skip
+    genesis = genesis_block(
+        scenario.name, participants_from_scenario(scenario, roster), timestamp=1_700_000_000_000
+    )
     return Paper(setup, results, identities, genesis)

@@ -56,8 +56,10 @@ def test_vote_bytes_round_trip_and_are_canonical():
 
 def test_failures_from_check_and_from_its_dict_agree():
     assert Failure.of(FAILED) == Failure.of(FAILED.as_dict())
-    assert Failure.of({"condition": "c", "subject": "s", "value": float("inf"),
-                       "tolerance": 1}).value == "inf"  # fmt: skip
+    assert (
+        Failure.of({"condition": "c", "subject": "s", "value": float("inf"), "tolerance": 1}).value
+        == "inf"
+    )
 
 
 def test_failures_need_a_condition_and_a_number():
@@ -91,8 +93,9 @@ def test_tampered_votes_do_not_verify(change):
 
 def test_tampered_failures_do_not_verify():
     key, vote = _vote(accept=False)
-    lighter = dataclasses.replace(vote, failures=(Failure("A3-stationarity", "trade S1-B1",
-                                                          "0.0001", "0.001"),))  # fmt: skip
+    lighter = dataclasses.replace(
+        vote, failures=(Failure("A3-stationarity", "trade S1-B1", "0.0001", "0.001"),)
+    )
     with pytest.raises(VoteError, match="does not verify"):
         verify_vote(key.public_key, lighter)
 
@@ -140,8 +143,13 @@ def parties():
 
 
 def _decide(parties, votes, quorum="all"):
-    return commit_decision(votes, required_voters(parties.genesis), quorum,
-                           block_hash=BLOCK, roster=roster_of(parties.genesis))  # fmt: skip
+    return commit_decision(
+        votes,
+        required_voters(parties.genesis),
+        quorum,
+        block_hash=BLOCK,
+        roster=roster_of(parties.genesis),
+    )
 
 
 def _all_accept(parties):
@@ -191,8 +199,10 @@ def test_vote_for_another_block_does_not_count(parties):
 
 
 def test_equivocation_counts_as_reject(parties):
-    votes = [*_all_accept(parties), sign_vote(parties.identities["B2"], "B2", BLOCK, False,
-                                              [FAILED])]  # fmt: skip
+    votes = [
+        *_all_accept(parties),
+        sign_vote(parties.identities["B2"], "B2", BLOCK, False, [FAILED]),
+    ]
     decision = _decide(parties, votes)
     assert not decision.commit and "B2" in decision.rejected
     assert "B2" not in decision.accepted_voters
@@ -213,15 +223,17 @@ def _all_votes(case, block):
     costs = agent_costs(case.setup.scenario)
     votes, failures = [], {}
     for agent in case.setup.graph.agent_ids:
-        checks = agent_checks(block, case.setup, agent, costs[agent], case.theta(agent),
-                              case.held(agent))  # fmt: skip
+        checks = agent_checks(
+            block, case.setup, agent, costs[agent], case.theta(agent), case.held(agent)
+        )
         votes.append(vote_on(case.identities[agent], agent, block, checks))
     votes.append(vote_on(case.identities["LM"], "LM", block, lm_checks(block, case.setup)))
     votes.append(vote_on(case.identities["MO"], "MO", block, mo_checks(block, case.setup)))
     for v in votes:
         failures[v.voter] = {f.condition for f in v.failures}
-    decision = commit_decision(votes, required_voters(case.genesis), block_hash=block.hash,
-                               roster=roster_of(case.genesis))  # fmt: skip
+    decision = commit_decision(
+        votes, required_voters(case.genesis), block_hash=block.hash, roster=roster_of(case.genesis)
+    )
     return decision, failures
 
 
@@ -243,9 +255,15 @@ def _tampered(block, change):
     def reals(entry):
         return {k: from_fixed(v) if isinstance(v, int) else v for k, v in entry.items()}
 
-    return market_block(block.height, block.prev_hash, block.run, body["rounds"],
-                        [reals(t) for t in body["trades"]], [reals(ln) for ln in body["lines"]],
-                        block.timestamp)  # fmt: skip
+    return market_block(
+        block.height,
+        block.prev_hash,
+        block.run,
+        body["rounds"],
+        [reals(t) for t in body["trades"]],
+        [reals(ln) for ln in body["lines"]],
+        block.timestamp,
+    )
 
 
 def test_a_raised_price_is_rejected_by_both_parties_with_named_conditions():

@@ -56,8 +56,9 @@ def show(path: Path, as_json: bool) -> None:
     except LedgerError as exc:
         _fail(exc.reason)
     if as_json:
-        click.echo(json.dumps({"ledger_id": ledger_id, "path": str(path), "blocks": entries},
-                              indent=2))  # fmt: skip
+        click.echo(
+            json.dumps({"ledger_id": ledger_id, "path": str(path), "blocks": entries}, indent=2)
+        )
         return
     console = Console()
     console.print(f"ledger {path}  id {ledger_id}  ({len(entries)} blocks, not verified)")

@@ -92,10 +92,16 @@ def participants_from_scenario(scenario: Scenario, roster: Roster) -> list[dict[
     if missing:
         raise BlockError(f"roster has no key for {missing}")
     entries: list[dict[str, Any]] = [
-        {"id": a.id, "role": str(a.role), "public_key": roster[a.id], "bus": a.bus,
-         "pmin": a.pmin, "pmax": a.pmax}
+        {
+            "id": a.id,
+            "role": str(a.role),
+            "public_key": roster[a.id],
+            "bus": a.bus,
+            "pmin": a.pmin,
+            "pmax": a.pmax,
+        }
         for a in scenario.agents
-    ]  # fmt: skip
+    ]
     entries.append({"id": LM_ID, "role": "lm", "public_key": roster[LM_ID]})
     entries.append({"id": MO_ID, "role": "mo", "public_key": roster[MO_ID]})
     return entries

@@ -26,8 +26,9 @@ TRADE_INPUT = ("seller", "buyer", "power", "price", "seller_charge", "buyer_powe
 LINE_INPUT = ("id", "flow", "limit", "price_up", "price_down")
 
 
-def _exact_keys(entry: Mapping[str, Any], required: Sequence[str], optional: set[str],
-                where: str) -> None:  # fmt: skip
+def _exact_keys(
+    entry: Mapping[str, Any], required: Sequence[str], optional: set[str], where: str
+) -> None:
     missing = [k for k in required if k not in entry]
     extra = set(entry) - set(required) - optional
     if missing or extra:
@@ -90,8 +91,14 @@ def trades_from_results(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     """Trade inputs from the results schema's trade rows (which name the seller's charge
     ``charge`` and leave the buyer's implicit, ``−charge``)."""
     return [
-        {"seller": r["seller"], "buyer": r["buyer"], "power": r["power"], "price": r["price"],
-         "seller_charge": r["charge"], "buyer_power": r["buyer_power"],
-         "buyer_price": r["buyer_price"]}
+        {
+            "seller": r["seller"],
+            "buyer": r["buyer"],
+            "power": r["power"],
+            "price": r["price"],
+            "seller_charge": r["charge"],
+            "buyer_power": r["buyer_power"],
+            "buyer_price": r["buyer_price"],
+        }
         for r in rows
-    ]  # fmt: skip
+    ]

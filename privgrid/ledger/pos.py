@@ -72,13 +72,21 @@ def block_solution(block: Block, setup: MarketSetup) -> BlockSolution:
         except (KeyError, ValueError) as exc:
             raise BlockError(f"block trades {seller}-{buyer}, not a pair of this market") from exc
         seen.add(min(t, m))
-        for name, side, key in (("P", t, "power"), ("P", m, "buyer_power"),
-                                ("lam", t, "price"), ("lam", m, "buyer_price"),
-                                ("c", t, "seller_charge"), ("c", m, "buyer_charge")):  # fmt: skip
+        for name, side, key in (
+            ("P", t, "power"),
+            ("P", m, "buyer_power"),
+            ("lam", t, "price"),
+            ("lam", m, "buyer_price"),
+            ("c", t, "seller_charge"),
+            ("c", m, "buyer_charge"),
+        ):
             vectors[name][side] = from_fixed(entry[key])
     if len(seen) != len(g.pairs):
-        absent = [f"{g.agent_ids[a]}-{g.agent_ids[b]}" for p, (a, b) in enumerate(g.pairs)
-                  if 2 * p not in seen]  # fmt: skip
+        absent = [
+            f"{g.agent_ids[a]}-{g.agent_ids[b]}"
+            for p, (a, b) in enumerate(g.pairs)
+            if 2 * p not in seen
+        ]
         raise BlockError(f"block has no trade for pairs {absent}")
     lines = {ln["id"]: ln for ln in block.body["lines"]}
     up, down = [], []
@@ -88,8 +96,9 @@ def block_solution(block: Block, setup: MarketSetup) -> BlockSolution:
             raise BlockError(f"block has no entry for limited line {name}")
         up.append(from_fixed(lines[name]["price_up"]))
         down.append(from_fixed(lines[name]["price_down"]))
-    return BlockSolution(vectors["P"], vectors["lam"], vectors["c"],
-                         LinePrices(np.array(up), np.array(down)))  # fmt: skip
+    return BlockSolution(
+        vectors["P"], vectors["lam"], vectors["c"], LinePrices(np.array(up), np.array(down))
+    )
 
 
 def tolerances(setup: MarketSetup) -> Tolerances:

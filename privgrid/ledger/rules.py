@@ -50,6 +50,9 @@ def check_market_block(block: Block, genesis: Block) -> None:
 def decide(block: Block, votes: Iterable[Vote], genesis: Block) -> Decision:
     """The commit rule for ``block`` under the genesis roster and quorum."""
     return commit_decision(
-        votes, required_voters(genesis), quorum_of(genesis),
-        block_hash=block.hash, roster=roster_of(genesis),
-    )  # fmt: skip
+        votes,
+        required_voters(genesis),
+        quorum_of(genesis),
+        block_hash=block.hash,
+        roster=roster_of(genesis),
+    )

@@ -23,9 +23,17 @@ AGENT_KEYS = frozenset({"id", "role", "public_key", "bus", "pmin", "pmax"})
 SERVICE_KEYS = frozenset({"id", "role", "public_key"})
 MARKET_KEYS = frozenset({"rounds", "trades", "lines", "settlement"})
 TRADE_KEYS = frozenset(
-    {"seller", "buyer", "power", "price", "seller_charge", "buyer_power", "buyer_price",
-     "buyer_charge"}
-)  # fmt: skip
+    {
+        "seller",
+        "buyer",
+        "power",
+        "price",
+        "seller_charge",
+        "buyer_power",
+        "buyer_price",
+        "buyer_charge",
+    }
+)
 LINE_KEYS = frozenset({"id", "flow", "limit", "price_up", "price_down"})
 SETTLEMENT_KEYS = frozenset({"trades", "agents", "congestion_rent"})
 SETTLED_TRADE_KEYS = frozenset(

@@ -117,8 +117,13 @@ def connect(path: str | os.PathLike[str], *, create: bool = False) -> sqlite3.Co
     except sqlite3.Error as exc:
         raise LedgerFormatError(f"{target}: cannot open: {exc}") from exc
     try:
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "fullfsync=ON",
-                       "checkpoint_fullfsync=ON", "foreign_keys=ON"):  # fmt: skip
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "fullfsync=ON",
+            "checkpoint_fullfsync=ON",
+            "foreign_keys=ON",
+        ):
             conn.execute(f"PRAGMA {pragma}")
     except sqlite3.Error as exc:
         conn.close()
@@ -269,8 +274,9 @@ class Ledger:
     def __enter__(self) -> Ledger:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # -- what genesis pins

@@ -73,12 +73,14 @@ class _Registration:
     @classmethod
     def of(cls, genesis: Block) -> _Registration:
         voters = required_voters(genesis)
-        return cls(genesis, roster_of(genesis), frozenset(voters),
-                   needed_votes(voters, quorum_of(genesis)))  # fmt: skip
+        return cls(
+            genesis, roster_of(genesis), frozenset(voters), needed_votes(voters, quorum_of(genesis))
+        )
 
 
-def _check_votes(conn: sqlite3.Connection, block: Block, block_hash: bytes,
-                 reg: _Registration) -> None:  # fmt: skip
+def _check_votes(
+    conn: sqlite3.Connection, block: Block, block_hash: bytes, reg: _Registration
+) -> None:
     """Every stored vote is a valid accept by a registered voter, and there are enough.
 
     Stored votes are distinct per voter (the table's key), so after each passes, the commit
@@ -105,8 +107,11 @@ def _check_votes(conn: sqlite3.Connection, block: Block, block_hash: bytes,
     if count < reg.needed:
         stored = {voter for voter, _ in stored_votes(conn, block.height)}
         absent = ", ".join(sorted(reg.required - stored))
-        raise _Bad(block.height, f"commit rule not met: {count} of {reg.needed} needed "
-                                 f"accept votes; no valid vote from {absent}")  # fmt: skip
+        raise _Bad(
+            block.height,
+            f"commit rule not met: {count} of {reg.needed} needed "
+            f"accept votes; no valid vote from {absent}",
+        )
 
 
 def _check_block(
@@ -167,8 +172,9 @@ def _walk(conn: sqlite3.Connection, path: str, pinned_id: str | None) -> VerifyR
     except _Bad as bad:
         return VerifyReport(path, False, checked, bad_height=bad.height, reason=bad.reason)
     except sqlite3.DatabaseError as exc:
-        return VerifyReport(path, False, checked, bad_height=expected,
-                            reason=f"storage error while reading: {exc}")  # fmt: skip
+        return VerifyReport(
+            path, False, checked, bad_height=expected, reason=f"storage error while reading: {exc}"
+        )
     return VerifyReport(path, True, checked, genesis_id(genesis), prev.height, prev.hash_hex)
 
 

@@ -61,10 +61,12 @@ def describe(block: Block, votes: Sequence[Vote] = ()) -> dict[str, Any]:
         out["scenario"] = body["scenario"]
         out["quorum"] = body["quorum"]
         out["participants"] = [
-            {**_reals(p, [k for k in ("pmin", "pmax") if k in p]),
-             "public_key": base64.b64encode(p["public_key"]).decode()}
+            {
+                **_reals(p, [k for k in ("pmin", "pmax") if k in p]),
+                "public_key": base64.b64encode(p["public_key"]).decode(),
+            }
             for p in body["participants"]
-        ]  # fmt: skip
+        ]
         return out
     settlement = body["settlement"]
     out["rounds"] = body["rounds"]
@@ -106,9 +108,17 @@ def print_block(console: Console, info: Mapping[str, Any]) -> None:
     )
     if info["kind"] == GENESIS:
         console.print(f"{head}  scenario {info['scenario']}  quorum {info['quorum']}")
-        rows = [[p["id"], p["role"], str(p.get("bus", "–")), _num(p.get("pmin"), 3),
-                 _num(p.get("pmax"), 3), p["public_key"][:12] + "…"]
-                for p in info["participants"]]  # fmt: skip
+        rows = [
+            [
+                p["id"],
+                p["role"],
+                str(p.get("bus", "–")),
+                _num(p.get("pmin"), 3),
+                _num(p.get("pmax"), 3),
+                p["public_key"][:12] + "…",
+            ]
+            for p in info["participants"]
+        ]
         columns = ["id", "role", "bus", "pmin kW", "pmax kW", "key"]
         console.print(_table("Registered participants", columns, rows, text_columns=2))
         return
@@ -116,22 +126,39 @@ def print_block(console: Console, info: Mapping[str, Any]) -> None:
     console.print(f"{head}  rounds {info['rounds']}  votes: {voters}")
     settled = info["settlement"]["trades"]
     trades = [
-        [t["seller"], t["buyer"], _num(t["power"]), _num(t["price"]),
-         _num(t["seller_charge"]), _num(s["payment"], 6), _num(s["congestion"], 6)]
+        [
+            t["seller"],
+            t["buyer"],
+            _num(t["power"]),
+            _num(t["price"]),
+            _num(t["seller_charge"]),
+            _num(s["payment"], 6),
+            _num(s["congestion"], 6),
+        ]
         for t, s in zip(info["trades"], settled, strict=True)
-    ]  # fmt: skip
-    columns = ["seller", "buyer", "power kW", "price $/kW", "charge $/kW", "payment $",
-               "to LM $"]  # fmt: skip
+    ]
+    columns = ["seller", "buyer", "power kW", "price $/kW", "charge $/kW", "payment $", "to LM $"]
     console.print(_table("Trades (seller side)", columns, trades, text_columns=2))
     limited = [ln for ln in info["lines"] if ln["limit"] is not None]
     if limited:
-        rows = [[ln["id"], _num(ln["flow"]), _num(ln["limit"], 2), _num(ln["price_up"]),
-                 _num(ln["price_down"])] for ln in limited]  # fmt: skip
-        console.print(_table("Limited lines", ["line", "flow kW", "limit kW", "η⁺ $/kW",
-                                               "η⁻ $/kW"], rows))  # fmt: skip
+        rows = [
+            [
+                ln["id"],
+                _num(ln["flow"]),
+                _num(ln["limit"], 2),
+                _num(ln["price_up"]),
+                _num(ln["price_down"]),
+            ]
+            for ln in limited
+        ]
+        console.print(
+            _table("Limited lines", ["line", "flow kW", "limit kW", "η⁺ $/kW", "η⁻ $/kW"], rows)
+        )
     settlement = info["settlement"]
-    rows = [[a["id"], _num(a["receives"], 6), _num(a["pays"], 6), _num(a["net"], 6)]
-            for a in settlement["agents"]]  # fmt: skip
+    rows = [
+        [a["id"], _num(a["receives"], 6), _num(a["pays"], 6), _num(a["net"], 6)]
+        for a in settlement["agents"]
+    ]
     console.print(_table("Settlement", ["agent", "receives $", "pays $", "net $"], rows))
     console.print(
         f"congestion rent to the LM {settlement['congestion_rent']:.6f} $; "

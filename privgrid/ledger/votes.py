@@ -77,8 +77,12 @@ class Failure:
         return cls(condition, subject, _real_text(get("value")), _real_text(get("tolerance")))
 
     def as_dict(self) -> dict[str, str]:
-        return {"condition": self.condition, "subject": self.subject,
-                "value": self.value, "tolerance": self.tolerance}  # fmt: skip
+        return {
+            "condition": self.condition,
+            "subject": self.subject,
+            "value": self.value,
+            "tolerance": self.tolerance,
+        }
 
     def __str__(self) -> str:
         return f"{self.condition} on {self.subject}: {self.value} > {self.tolerance}"
@@ -118,11 +122,16 @@ class Vote:
 
     def to_bytes(self) -> bytes:
         """Canonical wire and storage form (includes the signature)."""
-        return encode({
-            "v": VOTE_VERSION, "voter": self.voter, "block": self.block_hash,
-            "accept": self.accept, "failures": [f.as_dict() for f in self.failures],
-            "sig": self.signature,
-        })  # fmt: skip
+        return encode(
+            {
+                "v": VOTE_VERSION,
+                "voter": self.voter,
+                "block": self.block_hash,
+                "accept": self.accept,
+                "failures": [f.as_dict() for f in self.failures],
+                "sig": self.signature,
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Vote:
@@ -142,8 +151,9 @@ class Vote:
             raise VoteError(f"vote is not canonical: {exc.reason}") from exc
         except BlockError as exc:
             raise VoteError(exc.reason) from exc
-        return cls(fields["voter"], fields["block"], fields["accept"], tuple(failures),
-                   fields["sig"])  # fmt: skip
+        return cls(
+            fields["voter"], fields["block"], fields["accept"], tuple(failures), fields["sig"]
+        )
 
 
 def sign_vote(
@@ -165,8 +175,10 @@ def verify_vote(
     """Raise :class:`VoteError` unless ``vote`` is signed by its voter (looked up in a
     roster, or the given public key) and, if ``block_hash`` is given, is for that block."""
     if block_hash is not None and vote.block_hash != block_hash:
-        raise VoteError(f"vote by {vote.voter} is for block {vote.block_hash.hex()[:16]}…, "
-                        f"not {block_hash.hex()[:16]}…")  # fmt: skip
+        raise VoteError(
+            f"vote by {vote.voter} is for block {vote.block_hash.hex()[:16]}…, "
+            f"not {block_hash.hex()[:16]}…"
+        )
     if len(vote.signature) != SIGNATURE_BYTES:
         raise VoteError(f"vote by {vote.voter} has no valid signature field")
     try:

@@ -495,8 +495,14 @@ def _remove_rootfs(root: Path) -> None:
 
 def _postprocess_rootfs(root: Path) -> None:
     """Trim the rootfs and make it a stand-in for eclipse-mosquitto:2 and a pip-ready base."""
-    for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
-                 "usr/share/man", "usr/share/info", "usr/share/locale"):  # fmt: skip
+    for junk in (
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+    ):
         path = root / junk
         if path.is_dir():
             for child in path.iterdir():
@@ -651,9 +657,11 @@ def ensure_mosquitto_image(base_image: str) -> str:
     """
     key = base_image.rsplit(":", 1)[-1]
     dockerfile = _MOSQUITTO_DOCKERFILE.format(
-        base=base_image, uid=MOSQUITTO_UID, label=HARNESS_LABEL,
+        base=base_image,
+        uid=MOSQUITTO_UID,
+        label=HARNESS_LABEL,
         cmd=json.dumps(list(MOSQUITTO_COMMAND)),
-    )  # fmt: skip
+    )
     digest = hashlib.sha256(dockerfile.encode()).hexdigest()[:8]
     tag = f"{MOSQUITTO_IMAGE_REPO}:{key}-{digest}"
     client = docker_client()
@@ -665,9 +673,14 @@ def ensure_mosquitto_image(base_image: str) -> str:
             with _locked("build"):
                 error = None
                 for chunk in client.api.build(
-                    fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none",
-                    rm=True, forcerm=True, pull=False, decode=True,
-                ):  # fmt: skip
+                    fileobj=io.BytesIO(dockerfile.encode()),
+                    tag=tag,
+                    network_mode="none",
+                    rm=True,
+                    forcerm=True,
+                    pull=False,
+                    decode=True,
+                ):
                     if "error" in chunk:
                         error = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                 if error:
@@ -698,8 +711,11 @@ def host_pip_index_args() -> dict[str, str]:
     try:
         out = subprocess.run(
             [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True, text=True, timeout=60, check=False,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         out = ""
     found: dict[str, tuple[int, str]] = {}

@@ -100,10 +100,22 @@ class Grid:
             brokers = [c for c in self.project.containers("broker") if c.status == "running"]
             if brokers:
                 code, out = brokers[0].exec_run(
-                    ["mosquitto_sub", "-h", "127.0.0.1", "-u", "monitor",
-                     "-P", self.monitor_password(), "-t", f"privgrid/{RUN}/bcast/MO/round",
-                     "-C", str(round_), "-W", "20"],
-                )  # fmt: skip
+                    [
+                        "mosquitto_sub",
+                        "-h",
+                        "127.0.0.1",
+                        "-u",
+                        "monitor",
+                        "-P",
+                        self.monitor_password(),
+                        "-t",
+                        f"privgrid/{RUN}/bcast/MO/round",
+                        "-C",
+                        str(round_),
+                        "-W",
+                        "20",
+                    ],
+                )
                 if code == 0:
                     return
                 assert b"not authorised" not in out, out
