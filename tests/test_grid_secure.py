@@ -105,6 +105,14 @@ def test_lying_decryptor_under_drop_pair_is_cut_out_and_the_rest_clears(grid_fac
     grid.start_all()
     assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
     results = grid.results()
+    # Caught in the first round it lies, by the proof check, and only S1 is named: a drop
+    # for any other reason, or a detection one round late, must fail here.
+    reports = results["violations"]
+    assert reports, "no violation was reported"
+    assert {v["round"] for v in reports} == {4}
+    assert {v["offender"] for v in reports} == {"S1"}
+    assert {v["reporter"] for v in reports} == {"B1", "B2", "B3"}
+    assert all("decryption proof refused" in v["reason"] for v in reports), reports
     assert sorted(map(tuple, results["dropped_pairs"])) == [
         ("B1", "S1"),
         ("B2", "S1"),
