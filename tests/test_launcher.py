@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -17,6 +18,38 @@ ROOT = Path(__file__).resolve().parent.parent
 PRIVGRID = [sys.executable, "-m", "privgrid.cli"]
 
 
+@pytest.fixture(scope="module")
+def solve_json() -> dict[str, Any]:
+    """``privgrid solve configs/paper.toml --json``: the in-process reference, computed once."""
+    proc = subprocess.run(
+        [*PRIVGRID, "solve", "configs/paper.toml", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def assert_same_market_as_solve(results: dict[str, Any], reference: dict[str, Any]) -> None:
+    """Every trade and price within 1e-9 of ``privgrid solve`` (same arithmetic, same order),
+    and the welfare within 1e-4 relative of solve's centralised optimum (acceptance, issue 3)."""
+    assert results["rounds"] == reference["rounds"]
+    assert results["trades"] and len(results["trades"]) == len(reference["trades"])
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        assert (ours["seller"], ours["buyer"]) == (theirs["seller"], theirs["buyer"])
+        for key in ("power", "price", "charge", "buyer_power", "buyer_price"):
+            assert abs(ours[key] - theirs[key]) <= 1e-9, (key, ours, theirs)
+    assert results["lines"] and len(results["lines"]) == len(reference["lines"])
+    for ours, theirs in zip(results["lines"], reference["lines"], strict=True):
+        assert ours["id"] == theirs["id"]
+        for key in ("flow", "price_up", "price_down"):
+            assert abs(ours[key] - theirs[key]) <= 1e-9, (key, ours, theirs)
+    optimum = reference["optimal_social_welfare"]
+    assert abs(results["social_welfare"] - optimum) <= 1e-4 * abs(optimum)
+
+
 def path_without_mosquitto() -> str:
     """PATH with every folder holding a mosquitto binary removed (the binary stays installed)."""
     folders = os.environ.get("PATH", "").split(os.pathsep)
@@ -24,7 +57,7 @@ def path_without_mosquitto() -> str:
     return os.pathsep.join(kept)
 
 
-def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path):
+def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, solve_json):
     assert shutil.which("mosquitto"), "Debian's mosquitto must be installed for this test"
     out = tmp_path / "run"
     proc = subprocess.run(
@@ -39,6 +72,7 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path):
     assert "Summary: paper (plain)" in proc.stdout and "195" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["converged"] and results["rounds"] == 195
+    assert_same_market_as_solve(results, solve_json)
     assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(
         f"{p}.log" for p in ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"]
     )
