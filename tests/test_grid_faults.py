@@ -17,12 +17,13 @@ import pytest
 
 from privgrid.crypto.identity import Identity
 from privgrid.keys import participants
+from privgrid.ledger import Ledger
 from privgrid.market.setup import build_setup
 from privgrid.scenario import MO_ID, load_scenario
 from privgrid.solve import solve
 from privgrid.wire import topics
 from privgrid.wire.envelope import seal_envelope
-from privgrid.wire.session import NO_DELAY, BrokerUrl
+from privgrid.wire.session import NO_DELAY, WILL_HOLD, BrokerUrl
 from tests.grid_harness import INTRUDER
 
 pytestmark = pytest.mark.timeout(300)
@@ -139,4 +140,40 @@ def test_participant_dying_mid_run_stops_the_run_naming_it(grid_factory):
     assert results["converged"] is False and "S2" in results["error"]
     for pid in participants(grid.scenario):
         if pid != "S2":
+            grid.wait(pid, timeout=30)
+
+
+def test_a_participant_that_never_rejoins_under_on_missing_wait_stops_the_run_naming_it(
+    grid_factory,
+):
+    """``timeouts.on_missing = "wait"``, ``missing = 3``: S2 is killed mid-run (SIGKILL) and
+    never restarted. The MO pauses the round clock when S2's last will arrives (held
+    ``WILL_HOLD`` s by its session), waits 3 s more, then stops the run naming S2; nobody
+    hangs and no block is committed. Bounds: at least ``missing`` after the kill (it did wait),
+    at most ``WILL_HOLD + missing`` plus a margin for a loaded machine."""
+    missing, margin = 3.0, 12.0
+    grid = grid_factory(
+        privacy={"mode": "plain"}, timeouts={"on_missing": "wait", "missing": missing}
+    )
+    for pid in participants(grid.scenario):  # as a restartable deployment would run
+        grid.extra_args[pid] = ["--state", str(grid.folder / "state")]
+    grid.start_all()
+    grid.wait_for_round(10)
+    grid.kill("S2")
+    killed = time.monotonic()
+    assert grid.wait(MO_ID, timeout=60) == 3, grid.log(MO_ID)[-2000:]
+    elapsed = time.monotonic() - killed
+    assert missing <= elapsed < WILL_HOLD + missing + margin, elapsed
+
+    log = grid.log(MO_ID)
+    assert "S2 left the run during round" in log and "the round clock is paused" in log
+    error = "participant S2 left the run during round"
+    assert f"did not rejoin within {missing:g} s" in log and error in log
+    results = grid.results()
+    assert results["converged"] is False
+    assert error in results["error"] and f"did not rejoin within {missing:g} s" in results["error"]
+    assert results["ledger"]["committed"] is False
+    assert Ledger.open(grid.folder / "ledger.sqlite").height == 0
+    for pid in participants(grid.scenario):  # nobody hangs waiting for S2
+        if pid not in ("S2", MO_ID):
             grid.wait(pid, timeout=30)
