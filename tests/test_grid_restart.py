@@ -7,12 +7,13 @@ same result as the undisturbed in-process negotiation (within 1e-6), and the log
 the pause, the rejoin and — for a partner of the victim — the redone pair computations.
 """
 
+import time
 from pathlib import Path
 
 import pytest
 
 from privgrid.keys import participants
-from privgrid.ledger import Ledger
+from privgrid.ledger import Ledger, verify_ledger
 from privgrid.market.setup import build_setup
 from privgrid.scenario import LM_ID, MO_ID, load_scenario
 from privgrid.solve import solve
@@ -84,9 +85,17 @@ def test_a_participant_killed_mid_run_rejoins_and_the_result_is_unchanged(
         assert "the round clock is paused" in grid.log(MO_ID)
 
 
-@pytest.mark.parametrize("new_key", [False, True], ids=["same-paillier-key", "new-paillier-key"])
-def test_a_secure_agent_restarts_with_its_key_or_a_new_one(grid_factory, reference, new_key):
-    grid = restartable(grid_factory, privacy=TEST_KEYS)
+@pytest.mark.parametrize(
+    ("new_key", "threads"),
+    [(False, 0), (True, 0), (True, 2)],
+    ids=["same-paillier-key", "new-paillier-key", "new-paillier-key-crypto-threads"],
+)
+def test_a_secure_agent_restarts_with_its_key_or_a_new_one(
+    grid_factory, reference, new_key, threads
+):
+    """With ``crypto_threads`` the partners have proof checks in flight on worker threads when
+    the restart's resync arrives; those messages are handled first, in arrival order."""
+    grid = restartable(grid_factory, privacy={**TEST_KEYS, "crypto_threads": threads})
     grid.start_all()
     kill_and_restart(grid, "S1", 20, *(["--new-paillier-key"] if new_key else []))
     assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
@@ -112,3 +121,28 @@ def test_a_restarted_mo_never_commits_a_block_twice(grid_factory):
     assert "is already in" in grid.log(MO_ID)
     with Ledger.open(ledger_path) as ledger:
         assert ledger.height == 1 and ledger.head().hash_hex == head
+
+
+def test_an_mo_killed_after_the_votes_commits_the_block_once_when_restarted(grid_factory):
+    """SIGKILL the MO the moment every vote is in (just before or during its commit); the
+    restarted MO finishes the commit from its checkpoint: the ledger verifies and holds the
+    block exactly once, with every participant's vote."""
+    grid = restartable(grid_factory, privacy={"mode": "plain"})
+    grid.start_all()
+    log = grid.folder / "logs" / f"{MO_ID}.log"
+    deadline = time.monotonic() + 240
+    while "accepted: 9 of 9" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the MO never reached the commit"
+        time.sleep(0.002)
+    grid.kill(MO_ID)
+    grid.wait(MO_ID, timeout=10)
+    assert verify_ledger(grid.folder / "ledger.sqlite").ok
+    grid.start(MO_ID)
+    assert grid.wait(MO_ID, timeout=60) == 0, grid.log(MO_ID)[-2000:]
+    assert "resuming" in grid.log(MO_ID)
+    report = verify_ledger(grid.folder / "ledger.sqlite")
+    assert report.ok and report.blocks == 2, report.summary()
+    with Ledger.open(grid.folder / "ledger.sqlite") as ledger:
+        assert ledger.height == 1
+        assert {v.voter for v in ledger.votes(1)} == set(participants(grid.scenario))
+    assert grid.results()["converged"]
