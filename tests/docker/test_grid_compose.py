@@ -220,6 +220,13 @@ def test_grid_in_containers_converges_like_solve(grid: Grid, reference: dict[str
         for key, value in expected.items():
             if isinstance(value, float):
                 assert ours[pair][key] == pytest.approx(value, abs=TOLERANCE), (pair, key)
+    lines = {line["id"]: line for line in results["lines"]}
+    assert lines.keys() == {line["id"] for line in reference["lines"]}
+    for expected in reference["lines"]:
+        for key in ("flow", "price_up", "price_down"):
+            got = lines[expected["id"]][key]
+            assert got == pytest.approx(expected[key], abs=TOLERANCE), (expected["id"], key)
+    assert results["social_welfare"] == pytest.approx(reference["social_welfare"], abs=TOLERANCE)
     for name in ("trace.csv", "ledger.sqlite", "plots"):
         assert (grid.run_folder / name).exists(), name
     verified = privgrid("ledger", "verify", str(grid.run_folder / "ledger.sqlite"))
