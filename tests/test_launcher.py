@@ -1,7 +1,9 @@
 """``privgrid run`` as a user runs it: its own Mosquitto, the embedded fallback, Ctrl-C."""
 
+import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +59,28 @@ def path_without_mosquitto() -> str:
     return os.pathsep.join(kept)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_run_folder(folder: Path, results: dict[str, Any], participant_ids: list[str]) -> None:
+    """The launcher's own run folder: trace.csv with one row per round (residuals, welfare),
+    one log per participant and both plots as real PNG files."""
+    with (folder / "trace.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and list(rows[0]) == ["round", "r_P", "r_L", "r_d", "r_C", "elapsed_s", "welfare"]
+    assert [int(r["round"]) for r in rows] == list(range(1, results["rounds"] + 1))
+    assert all(r["welfare"] != "" for r in rows)  # the evaluator's replay matched the run
+    assert abs(float(rows[-1]["welfare"]) - results["social_welfare"]) < 1e-9
+    assert {k: float(rows[-1][k]) for k in ("r_P", "r_L", "r_d", "r_C")} == results["residuals"]
+    assert participant_ids
+    for pid in participant_ids:
+        log = folder / "logs" / f"{pid}.log"
+        assert log.stat().st_size > 0, pid
+    for name in ("convergence.png", "trades.png"):
+        data = (folder / "plots" / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name
+
+
 def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, solve_json):
     assert shutil.which("mosquitto"), "Debian's mosquitto must be installed for this test"
     out = tmp_path / "run"
@@ -73,31 +97,24 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, so
     results = json.loads((out / "results.json").read_text())
     assert results["converged"] and results["rounds"] == 195
     assert_same_market_as_solve(results, solve_json)
-    assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(
-        f"{p}.log" for p in ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"]
-    )
+    everyone = ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"]
+    assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(f"{p}.log" for p in everyone)
+    assert_run_folder(out, results, everyone)
     # Secrets stay private to the user who ran it.
     assert (out / "secrets" / "S1.key").stat().st_mode & 0o077 == 0
     assert (out / "secrets" / "broker.json").stat().st_mode & 0o077 == 0
 
 
 def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
+    """Also the run without ``--out``: the folder is ``runs/<timestamp>-<scenario>/`` under the
+    working directory (a fresh one here, so nothing lands in the repository's runs/)."""
     env = {**os.environ, "PATH": path_without_mosquitto()}
-    out = tmp_path / "run"
+    scenario = ROOT / "configs" / "paper-unconstrained.toml"
     proc = subprocess.run(
-        [
-            *PRIVGRID,
-            "run",
-            "configs/paper-unconstrained.toml",
-            "--privacy",
-            "plain",
-            "--out",
-            str(out),
-            "--json",
-        ],
+        [*PRIVGRID, "run", str(scenario), "--privacy", "plain", "--json"],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
         env=env,
         timeout=300,
     )
@@ -106,6 +123,12 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     results = json.loads(proc.stdout)
     assert results["converged"] and results["rounds"] == 108
     assert results["kkt"]["passed"]
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1
+    folder = folders[0]
+    assert re.fullmatch(r"\d{8}-\d{6}-paper-unconstrained", folder.name), folder.name
+    assert f"run folder: runs/{folder.name}" in proc.stderr
+    assert json.loads((folder / "results.json").read_text()) == results
 
 
 def test_ctrl_c_stops_every_child(tmp_path):
