@@ -15,16 +15,27 @@ import os
 import re
 import subprocess
 import sys
-from collections import Counter
+import tomllib
+from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from agents.node import AgentNode
+from line_manager.node import LineManagerNode
+from market_operator.node import OperatorNode
 from privgrid.keys import participants
-from privgrid.market.setup import build_setup
-from privgrid.scenario import MO_ID, load_scenario
+from privgrid.logs import ParticipantLog
+from privgrid.market.fixedpoint import encode_scalar
+from privgrid.market.setup import build_setup, played_cost
+from privgrid.privacy import PrivacyMode, make_mode
+from privgrid.runtime import CHECKPOINT, Node
+from privgrid.scenario import LM_ID, MO_ID, Scenario, load_scenario, parse_scenario
 from privgrid.solve import solve
+from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.faults import ENV_FAULTS, FaultConfigError, FaultInjector, FaultSpec
+from privgrid.wire.topics import BROADCAST
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Fewer rounds than the paper defaults (95 instead of 195): every hop may be delayed.
@@ -132,3 +143,274 @@ def test_a_role_process_refuses_a_bad_PRIVGRID_FAULTS_at_start(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "PRIVGRID_FAULTS: delay is a probability, must be in [0, 1] (got 2)" in done.stderr
+
+
+# --- the round rule, node by node (no broker: messages passed by hand) --------------------------
+#: The scenario of the node-level tests: the grid test's short run, plain mode, and the sealed
+#: LM leg (the masked leg needs the channel's pairwise mask keys, which need a broker).
+NODE_SCENARIO = {
+    "market": SHORT_RUN,
+    "privacy": {"mode": "plain", "lm_leg": "sealed"},
+}
+#: The round around which messages are held back or injected.
+R = 20
+
+
+def node_scenario() -> Scenario:
+    data = tomllib.loads((ROOT / "configs" / "paper.toml").read_text())
+    for section, values in NODE_SCENARIO.items():
+        data[section] = {**data.get(section, {}), **values}
+    return parse_scenario(data, "paper-nodes.toml")
+
+
+class Bus:
+    """Every node of a run (7 agents, LM, MO) wired by hand: FIFO delivery, no broker, no
+    channel — so a test decides exactly which message arrives when. Broadcasts reach everyone
+    but the sender (the runtime drops its own echo); checkpoint markers are skipped."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        setup = build_setup(scenario)
+
+        def log(pid: str) -> ParticipantLog:
+            return ParticipantLog(logging.getLogger(f"test.nodes.{pid}"), pid)
+
+        def mode(pid: str) -> PrivacyMode:
+            return make_mode(scenario, pid, "node-test", log(pid))
+
+        self.agents = {
+            a: AgentNode(a, scenario, played_cost(scenario, a), mode(a), log(a))
+            for a in scenario.agent_ids
+        }
+        self.lm = LineManagerNode(setup, mode(LM_ID), log(LM_ID))
+        self.mo = OperatorNode(scenario, mode(MO_ID), log(MO_ID))
+        self.nodes: dict[str, Node] = {**self.agents, LM_ID: self.lm, MO_ID: self.mo}
+        self.queue: deque[Message] = deque()
+        self.count = 0
+        for pid, node in self.nodes.items():  # the MO last: its start broadcasts round 1
+            self.post(pid, node.start(0.0))
+
+    def post(self, sender: str, outgoing: list[Outgoing]) -> None:
+        for out in outgoing:
+            if out is CHECKPOINT:
+                continue
+            if out.recipient == BROADCAST:
+                recipients = [p for p in self.nodes if p != sender]
+            else:
+                recipients = [out.recipient]
+            for recipient in recipients:
+                self.count += 1
+                raw = f"{self.count}:{sender}>{recipient}:{out.kind}".encode()
+                self.queue.append(Message(out.kind, out.round, sender, recipient, out.body, raw))
+
+    def deliver(self, message: Message) -> list[Outgoing]:
+        outgoing = self.nodes[message.recipient].handle(message, 1.0)
+        self.post(message.recipient, outgoing)
+        return outgoing
+
+    def run(self, intercept: Callable[[Message], bool] | None = None) -> None:
+        """Deliver until nothing is left; ``intercept`` returns True for a message it took."""
+        while self.queue:
+            message = self.queue.popleft()
+            if intercept is None or not intercept(message):
+                self.deliver(message)
+
+    def result(self) -> dict[str, list[float]]:
+        """Every agent's trades, prices, partner prices and charges, as floats."""
+        assert self.mo.phase == "done" and self.mo.exit_code == 0, self.mo.outcome.error
+        assert all(node.exit_code == 0 for node in self.nodes.values())
+        return {
+            f"{pid}.{name}": [float(x) for x in getattr(agent, name)]
+            for pid, agent in self.agents.items()
+            for name in ("trades", "prices", "partner_prices", "charges")
+        }
+
+
+@pytest.fixture(scope="module")
+def undisturbed() -> tuple[dict[str, list[float]], int]:
+    """The node-level run without interference, checked against the in-process reference."""
+    scenario = node_scenario()
+    bus = Bus(scenario)
+    bus.run()
+    reference = solve(build_setup(scenario))
+    assert bus.mo.outcome.converged and bus.mo.outcome.rounds == reference["rounds"]
+    assert reference["rounds"] > R + 3  # the tests below act around round R
+    for trade in reference["trades"]:
+        seller = bus.agents[trade["seller"]]
+        i = seller.partners.index(trade["buyer"])
+        assert abs(seller.trades[i] - trade["power"]) <= 1e-6
+        assert abs(seller.prices[i] - trade["price"]) <= 1e-6
+    return bus.result(), bus.mo.outcome.rounds
+
+
+def dropped(caplog: pytest.LogCaptureFixture, pid: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == f"test.nodes.{pid}" and r.getMessage().startswith("dropped")
+    ]
+
+
+def test_an_agent_holds_a_next_round_message_until_that_round_begins(undisturbed, caplog):
+    """Rule (agents/node.py ``handle``): between rounds — round r committed, the MO's
+    ``round r+1`` not yet in — a message of round r+1 is *held* (``early``) and handled right
+    after that broadcast begins round r+1, in order. It can legitimately come first: a partner
+    got the broadcast earlier and sent its share at once.
+
+    Here B1's copy of the ``round R+1`` broadcast is held back until everyone else is stuck
+    waiting for B1. By then each partner's round-R+1 share has reached B1: all wait in its
+    buffer, none is applied to round R. When the broadcast comes, B1 answers every one of
+    them with its round-R+1 price, and the run ends bit for bit as the undisturbed one (were
+    the shares dropped instead, the run would stall; applied to round R, prices would differ).
+    """
+    bus = Bus(node_scenario())
+    held: list[Message] = []
+
+    def hold_b1_round(message: Message) -> bool:
+        if (message.kind, message.round, message.recipient) == ("round", R + 1, "B1"):
+            held.append(message)
+            return True
+        return False
+
+    with caplog.at_level(logging.INFO):
+        bus.run(hold_b1_round)  # returns when everyone waits for B1
+        b1 = bus.agents["B1"]
+        assert len(held) == 1 and b1.completed == R and b1.work is None
+        early = sorted((m.kind, m.sender, m.round) for m in b1.early)
+        assert early == sorted(("share", p, R + 1) for p in b1.partners) and early
+        assert bus.mo.round == R + 1 and bus.mo.phase == "running"
+
+        answers = bus.deliver(held[0])
+        assert b1.early == [] and b1.work is not None and b1.work.round == R + 1
+        prices = sorted((o.recipient, o.round) for o in answers if o.kind == "price")
+        assert prices == sorted((p, R + 1) for p in b1.partners)
+        bus.run()
+    assert dropped(caplog, "B1") == []
+    assert bus.result() == undisturbed[0] and bus.mo.outcome.rounds == undisturbed[1]
+
+
+def test_an_agent_drops_a_message_two_rounds_ahead_or_from_a_past_round(undisturbed, caplog):
+    """Rule: only the current round's messages are handled and only the next round's (between
+    rounds) are held; a message of any other round is dropped with ``dropped <kind> from
+    <sender>: round <r> is not the current round <c>`` — never applied to the wrong round,
+    never kept. (One exception, not exercised here: a restarted partner redoing the round we
+    completed is answered, docs/reliability.md.)
+
+    Injected into B1, as shares signed by S1 with a value that would shift B1's price: round
+    R+2 and round R−1 while B1 waits for round R+1 (nothing joins the buffer), and round R+2
+    again while B1 is in round R+1. The run ends bit for bit as the undisturbed one.
+    """
+    bus = Bus(node_scenario())
+    b1 = bus.agents["B1"]
+    injected: list[tuple[int, int]] = []  # (round of the fake share, B1's round then)
+
+    def fake(round_: int) -> Message:
+        return Message("share", round_, "S1", "B1", {"x": 10**15}, f"fake {round_}".encode())
+
+    def inject(message: Message) -> bool:
+        if message.recipient != "B1" or injected:
+            return False
+        if (message.kind, message.round) == ("round", R + 1):
+            assert b1.completed == R and b1.work is None
+            for round_ in (R + 2, R - 1):
+                bus.deliver(fake(round_))
+                injected.append((round_, R))
+            assert b1.early == []
+            bus.deliver(message)
+            assert b1.work is not None and b1.work.round == R + 1
+            bus.deliver(fake(R + 2))
+            injected.append((R + 2, R + 1))
+            return True
+        return False
+
+    with caplog.at_level(logging.INFO):
+        bus.run(inject)
+    assert injected == [(R + 2, R), (R - 1, R), (R + 2, R + 1)]
+    assert dropped(caplog, "B1") == [
+        f"dropped share from S1: round {r} is not the current round {c}" for r, c in injected
+    ]
+    assert bus.result() == undisturbed[0] and bus.mo.outcome.rounds == undisturbed[1]
+
+
+def test_the_lm_prices_the_next_round_before_its_broadcast_and_drops_other_rounds(
+    undisturbed, caplog
+):
+    """Rule (line_manager/node.py ``handle``): the LM's round is its last priced round + 1,
+    known without the MO's broadcast (which only carries removed pairs), so contributions of
+    that round are taken as they come; a contribution of the round it already priced is
+    ignored silently (a restarted agent redoing it); any other round is dropped with
+    ``dropped <kind> of round <r> from <sender> (expected round <e>)``.
+
+    The LM's copy of the ``round R+1`` broadcast is held back until the LM has priced round
+    R+1. Meanwhile, after S1's real round-R+1 trades, the LM gets S1 trades of round R+3, R−1
+    and R — absurd values that would change the line prices if taken. The run ends bit for bit
+    as the undisturbed one.
+    """
+    bus = Bus(node_scenario())
+    lm = bus.lm
+    held: list[Message] = []
+    size = len(bus.agents["S1"].partners)
+
+    def fake(round_: int) -> Message:
+        body = {"x": [10**12] * size}
+        return Message("trades", round_, "S1", LM_ID, body, f"fake {round_}".encode())
+
+    def intercept(message: Message) -> bool:
+        if message.recipient != LM_ID:
+            return False
+        if (message.kind, message.round) == ("round", R + 1):
+            assert lm.completed == R
+            held.append(message)
+            return True
+        if (message.kind, message.round, message.sender) == ("trades", R + 1, "S1"):
+            assert held and lm.completed == R  # before the broadcast, taken at once
+            bus.deliver(message)
+            for round_ in (R + 3, R - 1, R):
+                bus.deliver(fake(round_))
+            return True
+        if held and lm.completed == R + 1:
+            bus.deliver(held.pop())  # the overtaken broadcast arrives after all
+        return False
+
+    with caplog.at_level(logging.INFO):
+        bus.run(intercept)
+    assert not held
+    assert dropped(caplog, LM_ID) == [
+        f"dropped trades of round {r} from S1 (expected round {R + 1})" for r in (R + 3, R - 1)
+    ]
+    assert bus.result() == undisturbed[0] and bus.mo.outcome.rounds == undisturbed[1]
+
+
+def test_the_mo_drops_residuals_of_a_future_or_past_round(undisturbed, caplog):
+    """Rule (market_operator/node.py ``_handle``): the MO takes residuals of its current round
+    only; those of the round just before are ignored silently (re-sent after the MO's own
+    restart); any other round is dropped with ``dropped <kind> from <sender> for round <r>
+    (current round <c>)``. Residuals of a later round cannot be legitimate — nobody begins a
+    round before the MO's broadcast — so there is nothing to hold.
+
+    During round R+1, after S1's real residuals, the MO gets S1 residuals of rounds R+2, R−1
+    and R, all claiming convergence (zero residuals): taken for round R+1, they would end the
+    run early. The run ends bit for bit as the undisturbed one.
+    """
+    bus = Bus(node_scenario())
+    zero = {"r_d": encode_scalar(0.0), "r_C": encode_scalar(0.0), "r_P": encode_scalar(0.0)}
+
+    def fake(round_: int) -> Message:
+        return Message("residuals", round_, "S1", MO_ID, zero, f"fake {round_}".encode())
+
+    def intercept(message: Message) -> bool:
+        if (message.kind, message.round, message.sender) != ("residuals", R + 1, "S1"):
+            return False
+        assert bus.mo.round == R + 1
+        bus.deliver(message)
+        kept = bus.mo.agent_residuals["S1"]
+        for round_ in (R + 2, R - 1, R):
+            bus.deliver(fake(round_))
+        assert bus.mo.agent_residuals["S1"] == kept and bus.mo.round == R + 1
+        return True
+
+    with caplog.at_level(logging.INFO):
+        bus.run(intercept)
+    assert dropped(caplog, MO_ID) == [
+        f"dropped residuals from S1 for round {r} (current round {R + 1})" for r in (R + 2, R - 1)
+    ]
+    assert bus.result() == undisturbed[0] and bus.mo.outcome.rounds == undisturbed[1]
