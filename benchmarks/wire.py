@@ -3,9 +3,11 @@
 For each privacy mode asked for (default: plain) on one scenario (default: the paper case):
 rounds, end-to-end wall time (processes started → MO exited), negotiation wall time (round 1 →
 stop), time per round, messages and bytes per round, the split of participants' time into
-crypto / maths / waiting, and the broker's publish→receive latency (median, p99) measured
-*during* the run by a probe client on a side topic. Next to it, ``privgrid solve``'s
-in-process negotiation time on the same machine in the same run. Nothing is asserted.
+crypto / maths / waiting, the broker's publish→receive latency (median, p99) measured
+*during* the run by a probe client on a side topic, and from it the split of a round into
+crypto / maths / network (critical-path hops × median latency) / waiting for peers. Next to
+it, ``privgrid solve``'s in-process negotiation time on the same machine in the same run.
+Nothing is asserted.
 
     python benchmarks/wire.py [--scenario configs/paper.toml] [--modes plain paillier]
 """
@@ -35,6 +37,25 @@ from privgrid.market.setup import agent_costs, build_setup  # noqa: E402
 from privgrid.scenario import MO_ID, load_scenario  # noqa: E402
 from privgrid.wire.session import NO_DELAY, BrokerUrl  # noqa: E402
 from tests.grid_harness import INTRUDER, make_grid  # noqa: E402
+
+#: Messages in sequence on a round's critical path, each one broker hop (publish → receive):
+#: plain: round → share → price → residuals; paillier: round → c_A → c_B → price + proof →
+#: residuals. The LM leg (trades → charges, two hops) runs alongside the pair exchange.
+CRITICAL_HOPS = {"plain": 4, "paillier": 5}
+
+
+def network_ms(run: dict[str, Any]) -> float:
+    """The network's share of a round: its critical path's hops at the measured median
+    publish→receive latency (an estimate: the processes share no clock with the broker)."""
+    return CRITICAL_HOPS[run["mode"]] * run["latency_median_ms"]
+
+
+def waiting_ms(run: dict[str, Any], participants_n: int) -> float:
+    """What is left of a round once a participant's own crypto and maths and the network
+    are taken out: waiting for peers' work."""
+    timings, rounds = run["results"]["timings"], run["results"]["rounds"]
+    own = (timings["crypto_s"] + timings["compute_s"]) / participants_n / rounds
+    return max(0.0, 1000 * (timings["per_round_s"] - own) - network_ms(run))
 
 
 class Probe:
@@ -153,12 +174,21 @@ def main() -> None:
     n = len(participants(scenario))
     for key, label in (("crypto_s", "crypto"), ("compute_s", "maths"), ("wait_s", "waiting")):
         row(
-            f"{label} s per participant per round",
-            lambda r, k=key: f"{1000 * res(r)['timings'][k] / n / res(r)['rounds']:.2f} ms",
+            f"{label} ms per participant per round",
+            lambda r, k=key: f"{1000 * res(r)['timings'][k] / n / res(r)['rounds']:.2f}",
         )
     row("publish→receive latency median ms", lambda r: f"{r['latency_median_ms']:.2f}")
     row("publish→receive latency p99 ms", lambda r: f"{r['latency_p99_ms']:.2f}")
     row("latency samples", lambda r: str(r["latency_samples"]))
+    row("critical-path hops per round", lambda r: str(CRITICAL_HOPS[r["mode"]]))
+    row(
+        "network ms per round (hops × median latency)",
+        lambda r: f"{network_ms(r):.2f}",
+    )
+    row(
+        "waiting for peers ms per round (round − crypto − maths − network)",
+        lambda r: f"{waiting_ms(r, n):.1f}",
+    )
     if len(runs) == 2:
         ratio = (
             runs[1]["results"]["timings"]["negotiation_s"]
