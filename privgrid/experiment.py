@@ -160,6 +160,7 @@ def summarise(variant: Variant, outcomes: Sequence[Mapping[str, Any]]) -> dict[s
     }
     first = attacks[0] if attacks else {}
     results = [o["results"] for o in outcomes if o["results"]]
+    aborted = [o for o in outcomes if o["exit"] == 3]
     return {
         "variant": variant.name,
         "label": variant.label,
@@ -174,8 +175,39 @@ def summarise(variant: Variant, outcomes: Sequence[Mapping[str, Any]]) -> dict[s
         ),
         "checks_fired": sum(a["detection"]["pair_check_failures"] for a in attacks),
         "first_detection": first.get("detection", {}).get("first_round"),
-        "aborted": any(o["exit"] == 3 for o in outcomes),
+        "aborted": bool(aborted),
+        "abort_round": _abort_round(aborted),
+        "abort_reported": any(o["attack"] for o in aborted),
     }
+
+
+def _abort_round(aborted: Sequence[Mapping[str, Any]]) -> int | None:
+    """The first round with a violation among the aborted runs, or None when none says.
+
+    The run's own violations (results.json) come first: they hold every reason, not only the
+    pair checks that attack.json counts. A run that died before writing results.json has
+    neither, and then there is no round to report — saying "round None" would be untrue.
+    """
+    rounds = [
+        v["round"]
+        for o in aborted
+        for v in (o["results"] or {}).get("violations", [])
+        if v.get("round") is not None
+    ]
+    rounds += [
+        o["attack"]["detection"]["first_round"]
+        for o in aborted
+        if o["attack"] and o["attack"]["detection"].get("first_round") is not None
+    ]
+    return min(rounds, default=None)
+
+
+def _aborted_text(row: Mapping[str, Any]) -> str:
+    if row["abort_round"] is not None:
+        return f"aborted in round {row['abort_round']}"
+    if not row["abort_reported"]:
+        return "aborted before the attack reported"
+    return "aborted, no violation recorded"
 
 
 def _cell(x: float | None) -> str:
@@ -191,13 +223,12 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         e = r["errors"]
-        rounds = (
-            f"{r['rounds_honest']} → {r['rounds_attacked']:.0f}" if r["rounds_attacked"] else "–"
-        )
+        honest = "–" if r["rounds_honest"] is None else str(r["rounds_honest"])
+        rounds = f"{honest} → {r['rounds_attacked']:.0f}" if r["rounds_attacked"] else "–"
         if r["aborted"]:
-            rounds = f"aborted in round {r['first_detection']}"
+            rounds = _aborted_text(r)
         checks = f"{r['checks_fired']}" + (
-            f", first in round {r['first_detection']}" if r["first_detection"] else ""
+            f", first in round {r['first_detection']}" if r["first_detection"] is not None else ""
         )
         lines.append(
             f"| {r['label']} | {_cell(e['pmax'])} | {_cell(e['pmin'])} | {_cell(e['a'])} | "
@@ -243,9 +274,24 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+#: Every variant's name, for ``--only`` (the names do not depend on keys or seeds).
+VARIANT_NAMES = tuple(v.name for v in variants(KEYS_1024, 1))
+
+
+def check_only(only: Sequence[str]) -> None:
+    """Refuse unknown variant names before any run starts (an empty table helps nobody)."""
+    unknown = [name for name in only if name not in VARIANT_NAMES]
+    if unknown:
+        raise ValueError(
+            f"--only: unknown variant {', '.join(map(repr, unknown))}; "
+            f"valid names: {', '.join(VARIANT_NAMES)}"
+        )
+
+
 def run_experiment(
     scenario: Path, out: Path, *, key_bits: int = 1024, seeds: int = 5, only: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
+    check_only(only)
     base = tomllib.loads(scenario.read_text())
     if "attack" not in base:
         raise ValueError(f"{scenario}: the scenario has no [attack] table")
