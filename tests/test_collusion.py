@@ -67,11 +67,20 @@ def test_probing_with_compliant_trades_recovers_everything_and_releases(grid_fac
     assert errors["pmax"] < 1e-6 and errors["pmin"] < 1e-6
     assert errors["a"] < 1e-6 and errors["b"] < 1e-6
     assert report["detection"]["pair_check_failures"] == 0  # compliant: the checks pass
-    # After the release the market converges to the honest optimum.
+    # After the release the market converges to the honest optimum within the stopping
+    # tolerance (algorithm.md §5.3 step 4: ε_P kW on trades, ε_λ $/kW on prices), and the
+    # attacked run's own Proof of Solution (§8) passes. The stopping rule bounds each run's
+    # residuals, not its distance to the optimum, so this is a measured fact of this market,
+    # not a theorem: trades differ by 5.5e-5 kW and prices by 3.1e-5 $/kW (deterministic;
+    # the honest run itself is 1.1e-4 kW from the centralised optimum on B2's trade). The
+    # welfare bound is §9's relative welfare-gap tolerance at the default ε (measured 2e-6).
     outcome = report["outcome"]
+    market = grid.scenario.market
     assert report["attacked"]["converged"]
+    assert grid.results()["kkt"]["passed"]
+    assert outcome["max_trade_change"] <= market.epsilon_p
+    assert outcome["max_price_change"] <= market.epsilon_lambda
     assert abs(outcome["welfare_change"]) <= 1e-4
-    assert outcome["max_trade_change"] <= 5e-3 and outcome["max_price_change"] <= 1e-3
     assert outcome["extra_rounds"] > 0
 
 
