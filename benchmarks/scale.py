@@ -17,6 +17,7 @@ Paillier keys (``insecure_test_keys``) and say so in the table.
     python benchmarks/scale.py --plain paper --secure paper:2048
     python benchmarks/scale.py --quick              # smoke test: paper, a few rounds
     python benchmarks/scale.py --write-docs         # also rewrite docs/performance.md's section
+    python benchmarks/scale.py --plain ieee30-40 --merge old.json   # re-measure some rows only
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -486,6 +487,31 @@ def doc_section(wire: list[WireRun], k_note: str, elapsed: float) -> str:
     return "\n".join(parts)
 
 
+def load_runs(path: Path) -> list[WireRun]:
+    """Runs written by an earlier ``--json``: the table and the fit need only these fields."""
+    runs = []
+    for raw in json.loads(path.read_text(encoding="utf-8")):
+        names = {f.name for f in fields(WireRun)} - {"results"}
+        run = WireRun(**{key: raw[key] for key in names if key in raw})
+        run.results = {
+            "rounds": raw["rounds"],
+            "converged": raw["converged"],
+            "timings": raw["timings"],
+            "messages": raw["messages"],
+        }
+        runs.append(run)
+    return runs
+
+
+def merged(kept: list[WireRun], measured: list[WireRun]) -> list[WireRun]:
+    """``kept`` without the runs measured again (same config, mode, key size and tag), then
+    the new ones; the table sorts nothing, so smallest first as a run would."""
+    key = lambda r: (r.config, r.mode, r.key_bits, r.tag)  # noqa: E731
+    again = {key(r) for r in measured}
+    runs = [r for r in kept if key(r) not in again] + measured
+    return sorted(runs, key=lambda r: (r.agents, r.mode != "plain", r.key_bits or 0))
+
+
 def parse_secure(items: list[str]) -> list[tuple[str, int]]:
     out = []
     for item in items:
@@ -523,6 +549,11 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="rewrite the docs section")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument(
+        "--merge",
+        type=Path,
+        help="an earlier --json: its runs stay in the table unless measured again",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="run folders (logs, results) here instead of a temporary one"
     )
     args = parser.parse_args()
@@ -550,6 +581,16 @@ def main() -> None:
     # deadline of the session leaves every smaller result in the table.
     plan.sort(key=lambda item: (len(load_scenario(CONFIGS / f"{item[0]}.toml").agents), item[1]))
     wire: list[WireRun] = []
+    kept = load_runs(args.merge) if args.merge else []
+    kept_note = ""
+    if kept:
+        again = {(c, m, b) for c, m, b in plan}
+        old = [r for r in kept if (r.config, r.mode, r.key_bits) not in again]
+        stamp_ = time.strftime("%Y-%m-%d %H:%M", time.localtime(args.merge.stat().st_mtime))
+        kept_note = (
+            f" Rows {', '.join(f'{r.config} {r.mode}' for r in old)} are kept from an earlier "
+            f"run of this script (`--merge`, written {stamp_}), same machine and options."
+        )
     keep = args.keep.resolve() if args.keep else None
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
@@ -573,9 +614,11 @@ def main() -> None:
             if args.write_docs:  # after every run: an interrupted benchmark still reports
                 note = "" if done == len(plan) else f" Partial: {done} of {len(plan)} runs."
                 elapsed = time.perf_counter() - started
-                write_section("scale", doc_section(wire, k_note + note, elapsed))
-    print(text_table(*wire_rows(wire)))
-    head, rows = fit_rows(wire)
+                table = merged(kept, wire)
+                write_section("scale", doc_section(table, k_note + note + kept_note, elapsed))
+    table = merged(kept, wire)
+    print(text_table(*wire_rows(table)))
+    head, rows = fit_rows(table)
     if rows:
         print("\nCost per round against pairs (linear fit)")
         print(text_table(head, rows))
