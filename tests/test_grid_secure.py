@@ -285,9 +285,14 @@ def test_bad_key_announcements_are_rejected_with_a_clear_log_line(grid_factory):
     grid.start("B1")
     assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
     log = grid.log("S1")
-    assert "dropped message from B1 on privgrid/" in log and "/keys/B1: bad signature" in log
-    assert "rejected the key announcement of B1: Paillier key refused" in log
-    assert log.count("rejected the key announcement of B1") == 2  # too small; failing proof
+    forged = f"dropped message from B1 on {topics.keys(grid.run, 'B1')}: bad signature: "
+    assert forged + "signature does not verify under the given public key" in log
+    # Each refusal with its own reason: a check that refused the wrong announcement (the
+    # small key twice, say, with the proof check broken) must fail here.
+    refused = "rejected the key announcement of B1: Paillier key refused: "
+    assert refused + "announced key size 512 bits is below the minimum 1024" in log
+    assert refused + "key proof root 1 does not verify: σ^N ≢ ρ (mod N)" in log
+    assert log.count("rejected the key announcement of B1") == 2  # nothing else refused
     assert "accepted the key announcement of B1" in log
 
 
