@@ -5,9 +5,9 @@ Two sources, kept apart:
   line prices, each party's own KKT checks, traffic counters) and the MO's residual trace;
 - **the evaluator** (a simulation oracle, not a participant): it reads every agent's private
   cost from the scenario file to compute welfare and the centralised optimum, and replays the
-  negotiation in one process to give ``trace.csv`` a welfare column. The replay is used only if
-  it reproduces the run's final trades bit for bit. Nothing it computes goes back to a
-  participant.
+  negotiation in one process to give ``trace.csv`` a welfare column and ``agents[].theta`` a
+  value (as in ``privgrid solve``). The replay is used only if it reproduces the run's final
+  trades bit for bit. Nothing it computes goes back to a participant.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from privgrid.market.kkt import Check, Tolerances, check_pairs
 from privgrid.market.line_step import LinePrices
 from privgrid.market.negotiation import negotiate, welfare
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
-from privgrid.results import Outcome, build_results
+from privgrid.results import Outcome, build_results, optimal_block
 
 
 def assemble(setup: MarketSetup, finals: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -83,9 +84,11 @@ def build(
     complete = len(outcome.finals) == g.n_agents and outcome.lm_final is not None
     trades = np.nan_to_num(v["P"])
     mo_checks: list[Check] = []
+    t_kkt = time.perf_counter()
     if complete:
         tol = Tolerances.for_market(setup.scenario.market)
         mo_checks = check_pairs(setup, trades, v["lam"], tol, outcome.dropped)
+    kkt_time = time.perf_counter() - t_kkt  # the MO's checks; each party times its own
     kkt = merge_kkt(
         [body.get("kkt", []) for body in outcome.finals.values()]
         + [lm.get("kkt", [])]
@@ -96,12 +99,14 @@ def build(
     costs = agent_costs(setup.scenario)
     run_welfare = welfare(setup, costs, trades) if complete else float("nan")
     judged = without_pairs(setup, outcome.dropped)
-    optimal_welfare = optimal_totals = None
+    optimal_welfare = optimal_totals = optimal = theta = central_time = None
     welfare_trace: list[float | None] = [None] * len(outcome.trace)
     if evaluate and complete:
         try:
             central = solve_central(judged, costs)
             optimal_welfare, optimal_totals = central.welfare, central.totals
+            optimal = optimal_block(central.theta, central.line_prices)
+            central_time = central.solve_time
         except InfeasibleMarketError:
             pass
         if not outcome.dropped:  # a replay reproduces only an undisturbed run
@@ -113,6 +118,7 @@ def build(
             )
             if np.array_equal(replay.state.trades, trades):
                 welfare_trace = [r.welfare for r in replay.trace[: len(outcome.trace)]]
+                theta = replay.state.theta
     stats = _participant_stats(outcome)
     stats["MO"] = dict(mo_stats)
     rounds = max(outcome.rounds, 1)
@@ -129,6 +135,7 @@ def build(
             np.nan_to_num(v["lam"]),
             np.nan_to_num(v["c"]),
             eta,
+            theta,
         ),
         welfare=run_welfare,
         optimal_welfare=optimal_welfare,
@@ -142,8 +149,13 @@ def build(
             "crypto_s": _totals(stats, "crypto_s"),
             "compute_s": _totals(stats, "compute_s"),
             "wait_s": _totals(stats, "wait_s"),
+            "central_s": central_time,
+            "kkt_s": kkt_time,
+            # Round 1 to now: negotiation, final reports, ledger vote and this evaluation.
+            "total_s": time.perf_counter() - outcome.started if outcome.started else 0.0,
         },
         mode=mode,
+        optimal=optimal,
         extra={
             "run": run,
             "reason": outcome.reason,

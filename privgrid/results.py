@@ -2,11 +2,16 @@
 
 Pure: builds plain dicts from arrays. Trades are reported from the seller's side (the side
 with the non-negative trade; the buyer holds −power), with the seller's price and charge.
+
+Both producers emit every key of the schema, with ``null`` where a value is unknown (a run's
+``agents[].theta`` when the evaluator could not replay it, say), so a reader never has to ask
+which producer wrote a file. A run adds the fields in :data:`RUN_ONLY_FIELDS` and nothing else
+(docs/wire.md, "The run folder").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +21,30 @@ from privgrid.market.line_step import LinePrices
 from privgrid.market.setup import MarketSetup
 
 SCHEMA_VERSION = 1
+
+#: What ``results.json`` of a run has on top of ``privgrid solve --json``: the protocol's own
+#: bookkeeping (run id, stop reason, traffic, per-participant counters, proofs, the ledger) and
+#: the run's extra timings. A path names a key and everything below it; ``[]`` is a list item.
+RUN_ONLY_FIELDS = frozenset(
+    {
+        "run",
+        "reason",
+        "error",
+        "violations",
+        "messages",
+        "participants",
+        "proofs",
+        "crypto_phases",
+        "dropped_pairs",
+        "evaluation",
+        "ledger",
+        "timings.per_round_s",
+        "timings.finish_s",
+        "timings.crypto_s",
+        "timings.compute_s",
+        "timings.wait_s",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -62,10 +91,8 @@ def agent_rows(
             "bus": agent.bus,
             "total": float(out.trades[g.slots[i]].sum()),
         }
-        if out.theta is not None:
-            row["theta"] = float(out.theta[i])
-        if optimal_totals is not None:
-            row["optimal_total"] = float(optimal_totals[i])
+        row["theta"] = float(out.theta[i]) if out.theta is not None else None
+        row["optimal_total"] = float(optimal_totals[i]) if optimal_totals is not None else None
         rows.append(row)
     return rows
 
@@ -99,8 +126,10 @@ def build_results(
     residuals: Mapping[str, float],
     timings: Mapping[str, float],
     mode: str,
+    optimal: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The results dict; ``optimal`` is :func:`optimal_block` of the centralised solution."""
     gap = None
     if optimal_welfare is not None:
         gap = (optimal_welfare - welfare) / max(abs(optimal_welfare), 1e-12)
@@ -119,8 +148,39 @@ def build_results(
         "lines": line_rows(setup, out),
         "kkt": dict(kkt),
         "timings": dict(timings),
+        "optimal": dict(optimal) if optimal is not None else None,
         **(extra or {}),
     }
+
+
+def optimal_block(theta: np.ndarray, line_prices: LinePrices) -> dict[str, list[float]]:
+    """The centralised optimum's marginal values and line prices (``optimal`` in the results)."""
+    return {
+        "theta": theta.tolist(),
+        "price_up": line_prices.up.tolist(),
+        "price_down": line_prices.down.tolist(),
+    }
+
+
+def key_paths(value: Any, prefix: str = "") -> Iterator[str]:
+    """Every key path of a JSON value, e.g. ``timings.total_s`` or ``agents[].theta``.
+
+    Lists contribute the union of their items' paths, so two results files have the same
+    schema exactly when their path sets are equal, whatever the number of agents or lines.
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from key_paths(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            yield from key_paths(item, f"{prefix}[]")
+
+
+def is_run_only(path: str) -> bool:
+    """Whether ``path`` is, or lies below, one of :data:`RUN_ONLY_FIELDS`."""
+    return any(path == f or path.startswith((f"{f}.", f"{f}[]")) for f in RUN_ONLY_FIELDS)
 
 
 def overloaded_lines(lines: Sequence[Mapping[str, Any]], tol: float) -> list[str]:

@@ -15,6 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
+from privgrid.results import is_run_only, key_paths
+
 pytestmark = pytest.mark.timeout(400)
 ROOT = Path(__file__).resolve().parent.parent
 PRIVGRID = [sys.executable, "-m", "privgrid.cli"]
@@ -62,6 +64,15 @@ def path_without_mosquitto() -> str:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def assert_solve_schema(results: dict[str, Any], reference: dict[str, Any]) -> None:
+    """Same schema as ``privgrid solve --json``, compared key by key through nested objects and
+    list items: nothing of solve's missing, and only the documented run-only fields added."""
+    ours, theirs = set(key_paths(results)), set(key_paths(reference))
+    assert {"optimal.theta", "agents[].theta", "timings.total_s", "trades[].price"} <= theirs
+    assert sorted(theirs - ours) == []
+    assert sorted(p for p in ours - theirs if not is_run_only(p)) == []
+
+
 def assert_run_folder(folder: Path, results: dict[str, Any], participant_ids: list[str]) -> None:
     """The launcher's own run folder: trace.csv with one row per round (residuals, welfare),
     one log per participant and both plots as real PNG files."""
@@ -97,6 +108,9 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, so
     results = json.loads((out / "results.json").read_text())
     assert results["converged"] and results["rounds"] == 195
     assert_same_market_as_solve(results, solve_json)
+    assert_solve_schema(results, solve_json)
+    assert results["agents"] and all(a["theta"] is not None for a in results["agents"])
+    assert results["optimal"] == solve_json["optimal"]
     everyone = ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"]
     assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(f"{p}.log" for p in everyone)
     assert_run_folder(out, results, everyone)
