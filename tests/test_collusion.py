@@ -139,16 +139,21 @@ def test_objective_perturbation_limits_what_colluders_learn(grid_factory):
 
 
 # --- the coalition topic ---------------------------------------------------------------------
-async def watch_coalition(grid, user: str, into: list[bytes], stop: asyncio.Event) -> None:
+def coalition_client(grid, user: str, identifier: str) -> aiomqtt.Client:
+    """A client with ``user``'s broker account (the product's own processes use other ids)."""
     url = BrokerUrl.parse(grid.url(user))
-    async with aiomqtt.Client(
+    return aiomqtt.Client(
         url.host,
         url.port,
         username=user,
         password=url.password,
-        identifier=f"watch-{user}",
+        identifier=identifier,
         socket_options=NO_DELAY,
-    ) as c:
+    )
+
+
+async def watch_coalition(grid, user: str, into: list[bytes], stop: asyncio.Event) -> None:
+    async with coalition_client(grid, user, f"watch-{user}") as c:
         await c.subscribe(topics.collusion(grid.run, "coalition"), qos=1)
         async for message in c.messages:
             into.append(bytes(message.payload))
@@ -156,29 +161,68 @@ async def watch_coalition(grid, user: str, into: list[bytes], stop: asyncio.Even
                 return
 
 
+def _holds_a_blob(value: object) -> bool:
+    if isinstance(value, bytes | msgpack.ExtType):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_a_blob(k) or _holds_a_blob(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_a_blob(v) for v in value)
+    return False
+
+
 def readable(body: bytes) -> bool:
+    """Plaintext: the body decodes completely as msgpack into numbers, text, lists or maps.
+
+    Any such value counts (a scalar or a list of prices as much as a map of fields). A sealed
+    body is ``nonce ‖ ciphertext ‖ tag`` — random bytes to anyone without the pair key. Random
+    bytes of these lengths decode completely only as one opaque bin or ext blob whose length
+    header happens to match (~3 in 100,000); a blob carries no readable value, so it is not
+    counted (3 million random bodies of 40–170 bytes gave no other complete decoding).
+    """
     try:
-        return isinstance(msgpack.unpackb(body), dict)
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception:
         return False
+    return not _holds_a_blob(value)
 
 
-def test_only_colluders_read_the_coalition_topic_and_it_carries_no_plaintext(grid_factory):
+def test_readable_catches_any_plaintext_value_not_only_maps():
+    for plain in ({"price": 20_000_000}, [20_000_000, -5], 20_000_000, 25.18, "probe", None):
+        assert readable(msgpack.packb(plain)), plain
+    assert not readable(bytes(range(12)) + b"\x00" * 60)  # nonce + ciphertext + tag: not msgpack
+
+
+FORGED = b"S1 writes on the coalition topic"
+
+
+def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_plaintext(
+    grid_factory,
+):
     grid = grid_factory(
         COLLUSION,
         privacy={"mode": "plain"},
         attack={"strategy": "passive", "compare_honest": False},
     )
+    colluders = grid.scenario.attack.colluders
     target_view: list[bytes] = []
+    colluder_view: list[bytes] = []
     broker_view: list[bytes] = []
+    before_the_run: dict[str, list[bytes]] = {}
 
     async def observe() -> None:
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(watch_coalition(grid, "S1", target_view, stop)),
+            asyncio.create_task(watch_coalition(grid, colluders[-1], colluder_view, stop)),
             asyncio.create_task(watch_coalition(grid, "monitor", broker_view, stop)),
         ]
         await asyncio.sleep(0.5)
+        # The target writes on the coalition topic with its own account: the broker drops it.
+        async with coalition_client(grid, "S1", "forge-S1") as s1:
+            await s1.publish(topics.collusion(grid.run, "coalition"), FORGED, qos=1)
+        await asyncio.sleep(1.0)
+        before_the_run.update(colluder=list(colluder_view), monitor=list(broker_view))
         grid.start_all()
         await asyncio.to_thread(grid.wait, MO_ID, 600)
         stop.set()
@@ -187,11 +231,17 @@ def test_only_colluders_read_the_coalition_topic_and_it_carries_no_plaintext(gri
             task.cancel()
 
     asyncio.run(observe())
-    assert target_view == []  # the broker's ACL: the target cannot read the coalition
+    # Write side of the ACL: neither a colluder nor the broker-wide monitor got S1's message.
+    assert before_the_run == {"colluder": [], "monitor": []}
+    assert FORGED not in colluder_view and FORGED not in broker_view
+    assert target_view == []  # read side: the target cannot read the coalition
+    # The same subscribers do see the colluders' own traffic, so silence above means refusal.
     assert len(broker_view) > 100  # the colluders did talk
+    assert len(colluder_view) == len(broker_view)
     for payload in broker_view:
         envelope = msgpack.unpackb(payload)
         assert envelope["kind"] in ("coalition_record", "coalition_order")
+        assert envelope["sender"] in colluders
         assert not readable(envelope["body"])  # sealed: nothing to read without the pair key
 
 
