@@ -7,8 +7,10 @@ the same result as an undisturbed run.
 """
 
 import asyncio
+import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import aiomqtt
@@ -143,15 +145,26 @@ def test_participant_dying_mid_run_stops_the_run_naming_it(grid_factory):
             grid.wait(pid, timeout=30)
 
 
+def logged_at(log: str, text: str) -> float:
+    """The time stamp (Unix seconds) of the first log line containing ``text``."""
+    line = next(line for line in log.splitlines() if text in line)
+    return datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
+
+
 def test_a_participant_that_never_rejoins_under_on_missing_wait_stops_the_run_naming_it(
     grid_factory,
 ):
     """``timeouts.on_missing = "wait"``, ``missing = 3``: S2 is killed mid-run (SIGKILL) and
     never restarted. The MO pauses the round clock when S2's last will arrives (held
-    ``WILL_HOLD`` s by its session), waits 3 s more, then stops the run naming S2; nobody
-    hangs and no block is committed. Bounds: at least ``missing`` after the kill (it did wait),
-    at most ``WILL_HOLD + missing`` plus a margin for a loaded machine."""
-    missing, margin = 3.0, 12.0
+    ``WILL_HOLD`` s by each session), waits ``missing`` s, then stops the run naming S2; nobody
+    hangs and no block is committed.
+
+    Times come from the MO's log stamps, not from its exit: writing the results after the stop
+    takes the MO from 1 to 13 s on this shared 2-core machine. The pause must last at least
+    ``missing`` (it did wait) and at most ``missing`` + 5 s (the clock is checked a few times a
+    second; slack for load); the stop must come within ``WILL_HOLD + missing`` + 15 s of the
+    kill."""
+    missing = 3.0
     grid = grid_factory(
         privacy={"mode": "plain"}, timeouts={"on_missing": "wait", "missing": missing}
     )
@@ -160,20 +173,24 @@ def test_a_participant_that_never_rejoins_under_on_missing_wait_stops_the_run_na
     grid.start_all()
     grid.wait_for_round(10)
     grid.kill("S2")
-    killed = time.monotonic()
-    assert grid.wait(MO_ID, timeout=60) == 3, grid.log(MO_ID)[-2000:]
-    elapsed = time.monotonic() - killed
-    assert missing <= elapsed < WILL_HOLD + missing + margin, elapsed
+    killed = time.time()
+    assert grid.wait(MO_ID, timeout=90) == 3, grid.log(MO_ID)[-2000:]
 
     log = grid.log(MO_ID)
-    assert "S2 left the run during round" in log and "the round clock is paused" in log
     error = "participant S2 left the run during round"
-    assert f"did not rejoin within {missing:g} s" in log and error in log
+    rejoin = f"did not rejoin within {missing:g} s"
+    paused = logged_at(log, "S2 left the run during round")
+    stopped = logged_at(log, rejoin)
+    assert "the round clock is paused for up to 3 s" in log and error in log
+    assert missing <= stopped - paused < missing + 5, (paused, stopped)
+    assert killed < paused and stopped - killed < WILL_HOLD + missing + 15, (killed, stopped)
     results = grid.results()
     assert results["converged"] is False
-    assert error in results["error"] and f"did not rejoin within {missing:g} s" in results["error"]
+    assert error in results["error"] and rejoin in results["error"]
     assert results["ledger"]["committed"] is False
     assert Ledger.open(grid.folder / "ledger.sqlite").height == 0
     for pid in participants(grid.scenario):  # nobody hangs waiting for S2
         if pid not in ("S2", MO_ID):
             grid.wait(pid, timeout=30)
+    figures = {"kill to stop (s)": stopped - killed, "pause (s)": stopped - paused}
+    print(json.dumps({k: round(v, 2) for k, v in figures.items()} | {"round": results["rounds"]}))
