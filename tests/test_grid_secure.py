@@ -296,6 +296,75 @@ def test_bad_key_announcements_are_rejected_with_a_clear_log_line(grid_factory):
     assert "accepted the key announcement of B1" in log
 
 
+async def announce_a_second_key(grid) -> None:
+    """As B1 (with its stolen identity key), announce a second Paillier key mid-run.
+
+    Everything about it is valid — signature, run, size, key proof — and the rest of B1's
+    announcement is copied from the retained one, so the only fault is that it is a second,
+    different key for the same (run, id) (protocol.md §2).
+    """
+    run = grid.run
+    url = BrokerUrl.parse(grid.url(INTRUDER))
+    stolen = Identity.load(grid.folder / "secrets" / "B1.key")
+    other = pl.generate_keypair(1024)
+    async with aiomqtt.Client(
+        url.host,
+        url.port,
+        username=INTRUDER,
+        password=url.password,
+        identifier="intruder",
+        socket_options=NO_DELAY,
+    ) as c:
+        await c.subscribe(topics.keys(run, "B1"), qos=1)
+        async for message in c.messages:  # the retained announcement comes first
+            first = msgpack.unpackb(bytes(message.payload))
+            break
+        body = msgpack.unpackb(first["body"])
+        assert body["paillier_n"] != pl.public_key_to_bytes(other.public_key)
+        body.update(
+            paillier_n=pl.public_key_to_bytes(other.public_key),
+            paillier_bits=other.bits,
+            key_proof=key_proof_to_bytes(other.n, make_key_proof(other, run, "B1")),
+        )
+        second = seal_envelope(
+            stolen,
+            kind="key",
+            run=run,
+            round=0,
+            sender="B1",
+            recipient="*",
+            body=msgpack.packb(body),
+        )
+        await c.publish(topics.keys(run, "B1"), second, qos=1)
+
+
+def test_a_second_different_key_for_the_same_run_and_id_is_a_violation(grid_factory, reference):
+    """B1 announces a second, valid Paillier key in round ≥ 3: everyone who reads it reports
+    B1 with both announcements as evidence, and under ``on_violation = "abort"`` (the
+    default) the run ends naming B1."""
+    grid = grid_factory(intruder=True, privacy=TEST_KEYS)
+    grid.start_all()
+    grid.wait_for_round(3, timeout=300)
+    asyncio.run(announce_a_second_key(grid))
+    assert finish(grid) == 3, grid.log(MO_ID)[-3000:]
+    results = grid.results()
+    reason = f"announced a second, different key in run {grid.run}; the first is kept"
+    assert not results["converged"]
+    assert f"protocol violation by B1 in round 0: {reason}" in results["error"]
+    reports = results["violations"]
+    assert reports, "no violation was reported"
+    assert {v["offender"] for v in reports} == {"B1"}
+    assert {v["reason"] for v in reports} == {reason}
+    # The evidence is both signed announcements, the first and the second; each process that
+    # reads B1's announcements (every one but B1 with the masked LM leg) logs it.
+    assert {v["evidence"] for v in reports} == {2}
+    readers = [p for p in participants(grid.scenario) if p not in ("B1", MO_ID)]
+    assert readers
+    for pid in readers:
+        assert f"protocol violation by B1: {reason}; signed evidence (2 messages" in grid.log(pid)
+    assert 3 <= results["rounds"] < reference["rounds"]  # stopped early, not at convergence
+
+
 def test_crypto_threads_with_agents_sharing_a_process_give_the_same_result(tmp_path, reference):
     """``crypto_threads = 2`` and all seven agents in one process (one shared pool of worker
     threads): the heavy steps run on the workers, and the run equals the in-process one."""
