@@ -119,13 +119,29 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, so
     assert (out / "secrets" / "broker.json").stat().st_mode & 0o077 == 0
 
 
+def assert_json_logs(folder: Path, participant_ids: list[str], rounds: int) -> None:
+    """``--log-format json``: every line of every participant's log is one JSON object that
+    names that participant and carries the round (an int), the last round included."""
+    assert participant_ids
+    for pid in participant_ids:
+        lines = (folder / "logs" / f"{pid}.log").read_text().splitlines()
+        assert lines, pid
+        records = [json.loads(line) for line in lines]  # raises on any non-JSON line
+        for record in records:
+            assert record["participant"] == pid, (pid, record)
+            assert isinstance(record["round"], int), (pid, record)
+            assert {"ts", "level", "msg"} <= set(record), (pid, record)
+        assert any(r["round"] == rounds for r in records), pid
+
+
 def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
-    """Also the run without ``--out``: the folder is ``runs/<timestamp>-<scenario>/`` under the
-    working directory (a fresh one here, so nothing lands in the repository's runs/)."""
+    """Also the run without ``--out`` (the folder is ``runs/<timestamp>-<scenario>/`` under the
+    working directory, a fresh one here so nothing lands in the repository's runs/) and with
+    ``--log-format json``."""
     env = {**os.environ, "PATH": path_without_mosquitto()}
     scenario = ROOT / "configs" / "paper-unconstrained.toml"
     proc = subprocess.run(
-        [*PRIVGRID, "run", str(scenario), "--privacy", "plain", "--json"],
+        [*PRIVGRID, "run", str(scenario), "--privacy", "plain", "--log-format", "json", "--json"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -143,6 +159,7 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     assert re.fullmatch(r"\d{8}-\d{6}-paper-unconstrained", folder.name), folder.name
     assert f"run folder: runs/{folder.name}" in proc.stderr
     assert json.loads((folder / "results.json").read_text()) == results
+    assert_json_logs(folder, ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"], 108)
 
 
 def test_ctrl_c_stops_every_child(tmp_path):
