@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COLLUSION = ROOT / "configs" / "collusion.toml"
 PAPER = ROOT / "configs" / "paper.toml"
 TEST_KEYS = {"mode": "paillier", "key_bits": 1024, "insecure_test_keys": True}
+LM_KINDS = {"paillier": "trades_enc", "sealed": "trades"}  # what an agent sends the LM (I5 off)
 
 
 def finish(grid, timeout=600) -> int:
@@ -246,18 +247,29 @@ def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_pla
 
 
 # --- the Line Manager's view -----------------------------------------------------------------
-def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(grid_factory):
-    """Theorem 2: with the published LM leg the LM reconstructs every agent's cost (every
-    agent of this market is inside its bounds for a while; one pinned at a bound from the
-    start would reveal only that bound — privgrid.attack.lm_view)."""
-    grid = grid_factory(COLLUSION, privacy={"mode": "plain", "lm_leg": "sealed"}, attack=None)
+@pytest.mark.parametrize(
+    "privacy",
+    [{**TEST_KEYS, "lm_leg": "paillier"}, {"mode": "plain", "lm_leg": "sealed"}],
+    ids=["paillier-leg", "sealed-leg"],
+)
+def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(grid_factory, privacy):
+    """Theorem 2: with I5 off the LM reconstructs every agent's cost from what it received —
+    the published leg (``lm_leg = "paillier"``: packed trades under the LM's key, decrypted by
+    it) as much as trades sealed to it. Every agent of this market is inside its bounds for a
+    while; one pinned at a bound from the start would reveal only that bound
+    (privgrid.attack.lm_view)."""
+    grid = grid_factory(COLLUSION, privacy=privacy, attack=None)
     record = grid.folder / "lm-view.jsonl"
     grid.extra_args["LM"] = ["--record", str(record)]
     grid.start_all()
     assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    entries = read_record(record)
+    # What arrived: Paillier ciphertexts the LM decrypted, or trades sealed to it.
+    assert {e["kind"] for e in entries} == {LM_KINDS[privacy["lm_leg"]]}
     setup = build_setup(grid.scenario)
-    fits = reconstruct(setup, read_record(record))
+    fits = reconstruct(setup, entries)
     truth = agent_costs(grid.scenario)
+    assert set(fits) == set(truth)
     for agent, fit in fits.items():
         assert fit.a == pytest.approx(truth[agent].a, rel=1e-6), agent
         assert fit.b == pytest.approx(truth[agent].b, rel=1e-6), agent
