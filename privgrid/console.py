@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from privgrid.attack.summary import detection_summary
+
 #: Beyond this many rows, tables show the largest entries and say how many were left out.
 MAX_ROWS = 25
 
@@ -133,11 +135,7 @@ def print_attack_summary(report: Mapping[str, Any], console: Console | None = No
     ]
     for label, key, true_key in rows:
         table.add_row(label, _fmt(truth[true_key], ".6g"), _fmt(est[key], ".10g"), _fmt(err[key]))
-    detection = report["detection"]
-    table.caption = (
-        f"pair-check failures: {detection['pair_check_failures']} "
-        f"(first in round {detection['first_round']})"
-    )
+    table.caption = detection_summary(report["detection"])
     console.print(table)
     outcome = report.get("outcome")
     if outcome:

@@ -1,8 +1,11 @@
 """The pure pieces of the collusion experiment, without a broker: Theorem 1's derivation, the
 pair checks (I4), the estimators, the coordinator's phases, the perturbation (I6)."""
 
+import io
+
 import numpy as np
 import pytest
+from rich.console import Console
 
 from privgrid.attack.coordinator import DOWN, PROBE, RELEASE, UP, WARMUP, Coordinator
 from privgrid.attack.estimators import (
@@ -12,6 +15,8 @@ from privgrid.attack.estimators import (
     not_repeated,
     passive_fit,
 )
+from privgrid.attack.summary import detection_summary
+from privgrid.console import print_attack_summary
 from privgrid.market.agent_step import AgentCost
 from privgrid.market.derive import derive_partner, invariant_tolerance, pair_checks
 from privgrid.market.fixedpoint import decode
@@ -168,3 +173,79 @@ def test_perturbation_is_per_session_and_stays_within_its_bounds():
         p = perturb(cost, noise, session_seed(seed, "S1"))
         assert abs(p.a / cost.a - 1) <= 0.1
         assert 5.0 <= p.pmin <= 9.0 and 36.0 <= p.pmax <= 40.0
+
+
+# --- the end-of-run summary ------------------------------------------------------------------
+def summary_report(failures: int, first_round: int | None) -> dict:
+    """attack.json as the evaluator writes it (the fields the summary reads)."""
+    return {
+        "target": "S1",
+        "colluders": ["B1", "B2", "B3"],
+        "strategy": "probe",
+        "shares": "compliant",
+        "truth": {"pmax": 40.0, "pmin": 5.0, "a": 0.5, "b": 10.0},
+        "estimates": {
+            "pmax": 40.0000000007,
+            "pmin": 5.0000000001,
+            "a": 0.5000000001,
+            "b": 10.0000000004,
+            "passive_a": None,
+            "passive_b": None,
+        },
+        "errors": {
+            "pmax": 1.8e-11,
+            "pmin": 1.9e-11,
+            "a": 2.5e-10,
+            "b": 4.2e-11,
+            "passive_a": None,
+            "passive_b": None,
+        },
+        "detection": {
+            "pair_check_failures": failures,
+            "first_round": first_round,
+            "violations": failures,
+        },
+        "attacked": {"rounds": 381, "converged": True},
+        "honest": {"rounds": 131, "converged": True},
+        "outcome": {
+            "welfare_change": -2e-6,
+            "max_trade_change": 5.5e-5,
+            "max_price_change": 3.1e-5,
+        },
+    }
+
+
+def render_summary(report: dict) -> str:
+    out = io.StringIO()
+    print_attack_summary(report, Console(file=out, width=160, color_system=None))
+    return out.getvalue()
+
+
+def test_detection_summary_says_none_when_no_check_fired():
+    assert detection_summary({"pair_check_failures": 0, "first_round": None}) == (
+        "pair-check failures: none"
+    )
+    assert detection_summary({"pair_check_failures": 632, "first_round": 20}) == (
+        "pair-check failures: 632 (first in round 20)"
+    )
+
+
+def test_the_end_of_run_summary_reads_true_with_and_without_detections():
+    quiet = render_summary(summary_report(0, None))
+    title = " ".join(quiet.split("┏")[0].split())  # rich wraps the title to the table's width
+    assert title == "Collusion against S1 by B1, B2, B3 (probe, compliant shares)"
+    rows = {
+        cells[0]: cells[1:]
+        for line in quiet.splitlines()
+        if line.startswith("│")
+        for cells in [[c.strip() for c in line.strip("│").split("│")]]
+    }
+    assert rows["Pmax"] == ["40", "40", "1.80e-11"]
+    assert rows["a (active)"] == ["0.5", "0.5000000001", "2.50e-10"]
+    assert rows["a (passive)"] == ["0.5", "–", "–"]  # no estimate: a dash, not "None"
+    assert "pair-check failures: none" in quiet
+    assert "rounds honest → attacked: 131 → 381; welfare change -2.00e-06" in quiet
+    assert "None" not in quiet
+    caught = render_summary(summary_report(632, 20))
+    assert "pair-check failures: 632 (first in round 20)" in caught
+    assert "None" not in caught
