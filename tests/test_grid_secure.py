@@ -64,6 +64,38 @@ def test_secure_run_equals_plain_and_every_proof_verifies(grid_factory, referenc
     assert proofs["failed"] == 0
     assert set(results["crypto_phases"]) >= {"encrypt_s", "decrypt_prove_s", "verify_s"}
     assert results["kkt"]["passed"]
+    # 1024 bits run only with insecure_test_keys, and every process says so in its log.
+    warning = "WARNING using insecure 1024-bit Paillier test keys (privacy.insecure_test_keys)"
+    for pid in participants(grid.scenario):
+        assert warning in grid.log(pid), pid
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["privgrid.cli", "run", "{scenario}", "--out", "{out}"],
+        ["agents", "--scenario", "{scenario}", "--id", "S1", "--run", "r", "--keys", "{out}"],
+    ],
+    ids=["privgrid-run", "agent-process"],
+)
+def test_1024_bit_keys_without_the_test_flag_are_refused_with_a_clear_error(tmp_path, command):
+    """Without ``insecure_test_keys`` a 1024-bit key size stops the command before anything
+    starts (no broker, no key), with the reason and the way out in one line."""
+    scenario = tmp_path / "paper-1024.toml"
+    scenario.write_text(
+        (ROOT / "configs" / "paper.toml").read_text() + "\n[privacy]\nkey_bits = 1024\n"
+    )
+    out = tmp_path / "out"
+    args = [a.format(scenario=scenario, out=out) for a in command]
+    proc = subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert (
+        f"{scenario}: privacy.key_bits: key_bits = 1024 is below 2048; "
+        "set insecure_test_keys = true to allow small test keys"
+    ) in proc.stderr
+    assert not out.exists()
 
 
 def test_product_key_size_2048_for_a_few_rounds(grid_factory):
