@@ -16,6 +16,9 @@ the restart also tells everyone that everyone left; the sessions recognise these
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import signal
 import subprocess
 import time
@@ -27,6 +30,8 @@ from privgrid.keys import participants
 from privgrid.market.setup import build_setup
 from privgrid.scenario import MO_ID, load_scenario
 from privgrid.solve import solve
+from privgrid.wire import topics
+from privgrid.wire.session import BrokerUrl, MqttSession, client_id
 from tests.grid_harness import Grid
 
 pytestmark = pytest.mark.timeout(300)
@@ -76,3 +81,67 @@ def test_a_broker_restart_mid_run_is_survived_with_the_same_result(grid_factory)
             assert abs(ours[key] - theirs[key]) <= 1e-6, (ours, theirs)
     assert results["violations"] == [] and results["error"] is None
     assert results["ledger"]["committed"]
+
+
+def _session(grid: Grid, pid: str, subscriptions: list[str]) -> MqttSession:
+    return MqttSession(
+        BrokerUrl.parse(grid.url(pid)),
+        client_id(grid.run, pid),
+        subscriptions,
+        logging.getLogger(f"test.{pid}"),
+        max_backoff=0.5,
+    )
+
+
+def test_queued_qos1_messages_survive_a_broker_restart_and_arrive_once(grid_factory):
+    """B1's persistent session is offline while S1 publishes to it; the broker restarts;
+    B1 reconnects with the same client id and gets every queued message, each once."""
+    grid = grid_factory(privacy={"mode": "plain"})
+    inbox = topics.inbox_filter(grid.run, "B1")
+    payloads = [f"queued {i}".encode() for i in range(5)]
+
+    async def offline_then_queue() -> None:
+        b1 = _session(grid, "B1", [inbox])
+        await b1.start(10)  # the session and its subscription now exist on the broker
+        await b1.close()
+        s1 = _session(grid, "S1", [])
+        await s1.start(10)
+        for payload in payloads:
+            await s1.publish(topics.direct(grid.run, "B1", "S1", "share"), payload)
+        await s1.close()
+
+    async def come_back() -> list[bytes]:
+        b1 = _session(grid, "B1", [inbox])
+        await b1.start(10)
+        got: list[bytes] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                got.append((await asyncio.wait_for(b1.inbox.get(), 3))[1])
+        await b1.close()
+        return got
+
+    asyncio.run(offline_then_queue())
+    restart_broker(grid, DOWN_SECONDS)
+    assert asyncio.run(come_back()) == payloads
+
+
+def test_a_session_started_while_the_broker_is_down_connects_when_it_returns(grid_factory):
+    """Backoff: the session keeps trying (its last error recorded) and connects within its
+    timeout once the broker is back on the same port."""
+    grid = grid_factory(privacy={"mode": "plain"})
+    grid.broker.process.send_signal(signal.SIGTERM)
+    grid.broker.process.wait(10)
+
+    async def connect() -> MqttSession:
+        session = _session(grid, "S1", [])
+        starting = asyncio.ensure_future(session.start(30))
+        await asyncio.sleep(1.5)
+        assert not starting.done() and session.connects == 0
+        assert session.last_error, "no connection attempt failed while the broker was down"
+        await asyncio.to_thread(restart_broker, grid, 0.0)
+        await starting
+        await session.close()
+        return session
+
+    session = asyncio.run(connect())
+    assert session.connects == 1
