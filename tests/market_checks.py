@@ -1,10 +1,12 @@
 """Shared assertion: a negotiated result equals the centralised optimum (algorithm.md §9).
 
-Tolerances at ε = 1e-4: totals within ``2e-4 / min a`` kW; θ, η and prices of active trades
-within 1e-3 $/kW; no line above its limit by more than tol_P; every Proof-of-Solution check
-passes. Welfare: relative gap ≤ 1e-4, or — for small markets, where that is tighter than the
-stopping rule allows — the first-order bound ``Σ_n |θ_n| · deg_n · ε_P`` (the negotiation
-stops with up to ε_P of mismatch per pair, which moves welfare by about θ per kW).
+Tolerances at ε = 1e-4 (algorithm.md §9): totals within ``2e-4 / min a`` kW; θ, η and prices
+of active trades within 1e-3 $/kW; relative welfare gap ≤ 1e-4; no line above its limit by more
+than tol_P; every Proof-of-Solution check passes. Line flows within a fixed 5e-3 kW: §9 names
+no flow tolerance of its own, and a flow is a power in kW like ``S_n``, whose tolerance there is
+5e-3 kW (also what ``2e-4 / min a`` gives on the paper case). It must not grow with the number
+of agents: the limits of the scale configs are 7–11 kW. Measured on the shipped configs: at most
+1.3e-3 kW (paper-unconstrained), welfare gap at most 2.2e-5.
 
 θ and prices are unique only where a total is strictly inside its bounds (θ = aS + b); when
 both ends of a trade sit at bounds any price in an interval is optimal (algorithm.md §4), so
@@ -18,8 +20,14 @@ from privgrid.market.kkt import Tolerances, check_solution
 from privgrid.market.negotiation import NegotiationResult, negotiate
 from privgrid.market.setup import MarketSetup
 
+#: algorithm.md §9: relative welfare gap at the default stop.
+WELFARE_GAP = 1e-4
+#: kW; §9's tolerance for a power (``S_n`` ± 5e-3 kW), applied to line flows.
+FLOW_TOL = 5e-3
+
 
 def assert_matches_central(setup: MarketSetup, costs, result: NegotiationResult | None = None):
+    """Assert the §9 tolerances against :func:`solve_central`; return (negotiated, central)."""
     result = result or negotiate(setup, costs)
     assert result.converged, f"no convergence in {result.rounds} rounds"
     central = solve_central(setup, costs)
@@ -42,14 +50,13 @@ def assert_matches_central(setup: MarketSetup, costs, result: NegotiationResult 
         s.prices[active], central.prices[active], atol=1e-3, err_msg="active prices"
     )
     flows = setup.flows(s.trades)
-    np.testing.assert_allclose(flows, central.flows, atol=g.n_agents * total_tol, err_msg="flows")
+    np.testing.assert_allclose(flows, central.flows, atol=FLOW_TOL, err_msg="flows")
     if setup.limited.size:
         overload = np.abs(setup.G @ s.trades) - setup.fmax
         assert np.all(overload <= tol.power), f"line overload {overload}"
     welfare = result.trace[-1].welfare
-    degree = np.array([len(sl) for sl in g.slots])
-    first_order = float(np.sum(np.abs(central.theta) * degree)) * setup.scenario.market.epsilon_p
-    assert abs(central.welfare - welfare) <= max(1e-4 * abs(central.welfare), first_order)
+    gap = abs(central.welfare - welfare) / abs(central.welfare)
+    assert gap <= WELFARE_GAP, f"relative welfare gap {gap:.2e} > {WELFARE_GAP:g}"
     report = check_solution(setup, costs, s.trades, s.prices, s.charges, s.line_prices, s.theta)
     assert report.passed, report.failures[:5]
     return result, central
