@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from privgrid.market.fixedpoint import RESOLUTION
+
 #: Participant ids reserved for the Line Manager and the Market Operator.
 LM_ID = "LM"
 MO_ID = "MO"
@@ -210,6 +212,10 @@ PairsSpec = Annotated[
 ]
 
 
+#: The smallest stopping tolerance the fixed-point wire format allows (algorithm.md §7).
+MIN_EPSILON = 100 * RESOLUTION
+
+
 class MarketSection(_Strict):
     """Negotiation parameters; defaults are algorithm.md §5.1."""
 
@@ -222,6 +228,18 @@ class MarketSection(_Strict):
     epsilon_p: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
     epsilon_lambda: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
     max_rounds: Annotated[int, Field(ge=1)] = 5000
+
+    @field_validator("epsilon_p", "epsilon_lambda")
+    @classmethod
+    def _above_resolution(cls, value: float) -> float:
+        """algorithm.md §7: values cross processes rounded to q; keep q ≤ ε/100, else the
+        rounding noise is as large as the stopping test and the run never stops."""
+        if 0 < value < MIN_EPSILON:
+            raise ValueError(
+                f"must be ≥ {MIN_EPSILON:.3g} (got {value:g}): 100 × the fixed-point resolution "
+                "q = 2^-32 of every value that crosses a process (algorithm.md §7: q ≤ ε/100)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _convergence_condition(self) -> MarketSection:

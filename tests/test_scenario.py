@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from privgrid.market.central import InfeasibleMarketError, check_feasible
+from privgrid.market.fixedpoint import RESOLUTION
 from privgrid.market.setup import agent_costs, build_setup
-from privgrid.scenario import Role, ScenarioError, load_scenario, parse_scenario
+from privgrid.scenario import MIN_EPSILON, Role, ScenarioError, load_scenario, parse_scenario
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 PAPER = tomllib.loads((CONFIGS / "paper.toml").read_text())
@@ -162,6 +163,17 @@ def test_parameters_that_break_convergence_are_rejected(tmp_path, field, value, 
     data["market"][field] = value
     message = errors_of(tmp_path, data)
     assert "market" in message and reason in message
+
+
+def test_the_smallest_epsilon_is_100_times_the_fixed_point_resolution(tmp_path):
+    """algorithm.md §7: keep q ≤ ε/100; q is the wire's 2^-32 (privgrid/market/fixedpoint.py)."""
+    data = paper()
+    data["market"] |= {"epsilon_p": 100 * RESOLUTION, "epsilon_lambda": 100 * RESOLUTION}
+    assert load_scenario(write(tmp_path, data)).market.epsilon_p == MIN_EPSILON
+    data["market"]["epsilon_lambda"] = 99 * RESOLUTION
+    message = errors_of(tmp_path, data)
+    assert "market.epsilon_lambda: must be ≥ 2.33e-08" in message
+    assert "market.epsilon_p" not in message
 
 
 def test_explicit_pairs_are_validated(tmp_path):

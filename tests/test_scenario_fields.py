@@ -226,6 +226,20 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
         "greater than 0",
     ),
     (
+        "market.epsilon_p-resolution",
+        ("market", "epsilon_p"),
+        1e-10,
+        "market.epsilon_p",
+        "must be ≥ 2.33e-08 (got 1e-10): 100 × the fixed-point resolution q = 2^-32",
+    ),
+    (
+        "market.epsilon_lambda-resolution",
+        ("market", "epsilon_lambda"),
+        2e-8,
+        "market.epsilon_lambda",
+        "algorithm.md §7: q ≤ ε/100",
+    ),
+    (
         "market.max_rounds",
         ("market", "max_rounds"),
         0,
