@@ -128,12 +128,16 @@ def test_objective_perturbation_limits_what_colluders_learn(grid_factory):
         report = attack_report(grid)
         errors_a.append(report["errors"]["passive_a"])
         errors_b.append(report["errors"]["passive_b"])
-        # The welfare cost, against the optimum of the true data.
+        # The welfare cost as the product reports it (attack.json, collusion.md's column),
+        # checked against the run's own results: a passive attack plays honestly, so the
+        # honest baseline's loss is this run's loss against the optimum of the true data.
+        reported = report["honest"]["welfare_loss_vs_optimum"]
         results = grid.results()
-        welfare_loss.append(
-            (results["optimal_social_welfare"] - results["social_welfare"])
-            / results["optimal_social_welfare"]
+        optimum = results["optimal_social_welfare"]
+        assert reported == pytest.approx(
+            (optimum - results["social_welfare"]) / abs(optimum), rel=1e-6, abs=1e-9
         )
+        welfare_loss.append(reported)
     assert statistics.median(errors_a) >= 0.03
     assert statistics.median(errors_b) >= 0.03
     assert statistics.median(welfare_loss) > 1e-4  # it costs welfare, and the run says so
