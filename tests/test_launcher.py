@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,54 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     assert f"run folder: runs/{folder.name}" in proc.stderr
     assert json.loads((folder / "results.json").read_text()) == results
     assert_json_logs(folder, ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"], 108)
+
+
+def logged_at(log: str, text: str) -> float:
+    """Unix time stamp of the first text-format log line containing ``text``."""
+    line = next(line for line in log.splitlines() if text in line)
+    return datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
+
+
+def test_privgrid_run_names_a_participant_that_never_connects(tmp_path, monkeypatch, capsys):
+    """The launcher's wait for every participant is the MO's roll call (``timeouts.start``):
+    B3's process starts but never connects, so the run fails within the configured timeout
+    (plus a margin for start-up on a loaded machine), the launcher's own output names B3, and
+    no process is left behind. Only B3's command is replaced; broker, MO, LM and the other
+    agents are the real ones."""
+    from privgrid import launcher
+    from privgrid.launcher import LaunchOptions, launch
+
+    timeout, margin = 4.0, 10.0
+    scenario = tmp_path / "paper.toml"
+    scenario.write_text(
+        (ROOT / "configs" / "paper.toml").read_text() + f"\n[timeouts]\nstart = {timeout}\n"
+    )
+    real_command = launcher._command
+
+    def command(members: list[str], *args: Any) -> list[str]:
+        if members == ["B3"]:  # alive, silent: it never connects to the broker
+            return [sys.executable, "-c", "import time; time.sleep(300)"]
+        return real_command(members, *args)
+
+    monkeypatch.setattr(launcher, "_command", command)
+    started = time.time()
+    code, folder, results = launch(
+        LaunchOptions(scenario, "plain", out=tmp_path / "run", broker_kind="mosquitto")
+    )
+    elapsed = time.time() - started
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert code == 3, err[-2000:]
+    assert "no key announcement from B3 within 4 s" in err, err[-2000:]
+    assert results is not None and results["converged"] is False
+    assert results["error"] == "no key announcement from B3 within 4 s"
+    mo_log = (folder / "logs" / "MO.log").read_text()
+    connected = logged_at(mo_log, "connected to mqtt://")
+    gave_up = logged_at(mo_log, "no key announcement from B3")
+    assert timeout <= gave_up - connected < timeout + 3, gave_up - connected  # the MO's clock
+    assert timeout <= gave_up - started < timeout + margin, gave_up - started  # start-up too
+    assert elapsed < timeout + margin + 15, elapsed  # results, grace period, stopping everyone
+    alive = [c for c in psutil.Process().children(recursive=True) if c.is_running()]
+    assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
 
 
 def test_ctrl_c_stops_every_child(tmp_path):
