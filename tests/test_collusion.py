@@ -53,10 +53,16 @@ def test_passive_colluders_recover_the_targets_a_and_b(grid_factory, privacy):
     assert report["errors"]["passive_a"] < 1e-6
     assert report["errors"]["passive_b"] < 1e-6
     assert report["detection"]["pair_check_failures"] == 0
-    # Colluders say so on every line they write.
-    for line in grid.log("B1").splitlines():
-        assert " [ADV] " in line, line
-    assert " [ADV] " not in grid.log("S1")
+    # Colluders say so on every line they write — every colluder, not only the coordinator.
+    colluders = grid.scenario.attack.colluders
+    assert len(colluders) == 3
+    for colluder in colluders:
+        lines = grid.log(colluder).splitlines()
+        assert lines, f"{colluder} wrote no log"
+        untagged = [line for line in lines if " [ADV] " not in line]
+        assert untagged == [], (colluder, untagged[:3])
+    honest = grid.log("S1")
+    assert honest.strip() and " [ADV] " not in honest
 
 
 def test_probing_with_compliant_trades_recovers_everything_and_releases(grid_factory):
