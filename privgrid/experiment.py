@@ -184,9 +184,10 @@ def summarise(variant: Variant, outcomes: Sequence[Mapping[str, Any]]) -> dict[s
 def _abort_round(aborted: Sequence[Mapping[str, Any]]) -> int | None:
     """The first round with a violation among the aborted runs, or None when none says.
 
-    The run's own violations (results.json) come first: they hold every reason, not only the
-    pair checks that attack.json counts. A run that died before writing results.json has
-    neither, and then there is no round to report — saying "round None" would be untrue.
+    The run's own violations (results.json) count as well as attack.json's first pair-check
+    failure: they hold every reason (a refused proof aborts too), and they survive a run whose
+    attack report is missing. A run that died before writing results.json has neither, and
+    then there is no round to report — "round None" would be untrue.
     """
     rounds = [
         v["round"]
@@ -203,6 +204,7 @@ def _abort_round(aborted: Sequence[Mapping[str, Any]]) -> int | None:
 
 
 def _aborted_text(row: Mapping[str, Any]) -> str:
+    """The rounds cell of an aborted variant: only what the runs' files actually say."""
     if row["abort_round"] is not None:
         return f"aborted in round {row['abort_round']}"
     if not row["abort_reported"]:
