@@ -36,7 +36,7 @@ from broker.local import LocalBroker, start_broker
 from privgrid.keys import init_keys, participants
 from privgrid.process import ENV_BROKER_URLS
 from privgrid.runtime import EXIT_FAILURE
-from privgrid.scenario import LM_ID, MO_ID, Scenario
+from privgrid.scenario import LM_ID, MO_ID, Scenario, parse_scenario
 from privgrid.solve import prepare
 
 
@@ -77,13 +77,19 @@ class Child:
 
 
 def effective_scenario(scenario: Scenario, privacy: str | None) -> dict[str, Any]:
-    """The scenario as the processes will read it: overrides applied, paths absolute."""
+    """The scenario as the processes will read it: overrides applied, paths absolute.
+
+    With ``--privacy`` the scenario is validated again, so a check that depends on the mode
+    (e.g. a lying-decryptor needs ``paillier``) fails here, naming the override, and not in
+    every child process."""
     data = scenario.model_dump(mode="json", exclude={"source"}, exclude_unset=True)
     if privacy is not None:
         data.setdefault("privacy", {})["mode"] = privacy
     case = scenario.network.case
     if case.endswith(".m") and not Path(case).is_absolute():
         data.setdefault("network", {})["case"] = str((scenario.source.parent / case).resolve())
+    if privacy is not None:
+        parse_scenario(data, f"{scenario.source} with --privacy {privacy}")
     return data
 
 
@@ -161,13 +167,12 @@ class Launcher:
     # -- set-up ----------------------------------------------------------------------------
     def prepare(self) -> tuple[Scenario, Path]:
         scenario, _ = prepare(self.options.scenario)
+        effective = effective_scenario(scenario, self.options.privacy)  # before any folder
         self.folder, self.run_id = run_folder(scenario, self.options.out)
         self.run_id = self.options.run_id or self.run_id
         (self.folder / "logs").mkdir(parents=True, exist_ok=True)
         scenario_file = self.folder / "scenario.toml"
-        scenario_file.write_text(
-            tomli_w.dumps(effective_scenario(scenario, self.options.privacy)), encoding="utf-8"
-        )
+        scenario_file.write_text(tomli_w.dumps(effective), encoding="utf-8")
         self.keys = (self.options.keys or self.folder / "secrets").resolve()
         init_keys(scenario, self.keys)
         (self.folder / "secrets").mkdir(mode=0o700, exist_ok=True)

@@ -375,6 +375,18 @@ class Scenario(_Strict):
             seen.add(agent.id)
         return self
 
+    @model_validator(mode="after")
+    def _lies_need_proofs(self) -> Scenario:
+        # Plain mode has no decryption to lie about: the agent would silently stay honest.
+        for i, agent in enumerate(self.agents):
+            if agent.behaviour == "lying-decryptor" and self.privacy.mode != "paillier":
+                raise FieldValueError(
+                    f"agents.{i}.behaviour",
+                    "behaviour 'lying-decryptor' needs privacy.mode = 'paillier' "
+                    f"(mode is {self.privacy.mode!r}: there is no decryption to lie about)",
+                )
+        return self
+
     # --- derived, public structure -------------------------------------------------------
     @property
     def name(self) -> str:

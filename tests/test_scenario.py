@@ -176,6 +176,29 @@ def test_the_smallest_epsilon_is_100_times_the_fixed_point_resolution(tmp_path):
     assert "market.epsilon_p" not in message
 
 
+def test_a_lying_decryptor_needs_paillier_also_after_the_privacy_override(tmp_path):
+    """Plain mode has no decryption to lie about: the agent would silently stay honest."""
+    from privgrid.launcher import Launcher, LaunchOptions, effective_scenario
+
+    data = paper()
+    data["agents"][0] |= {"behaviour": "lying-decryptor", "lie": 0.02}
+    reason = "behaviour 'lying-decryptor' needs privacy.mode = 'paillier' (mode is 'plain'"
+    data["privacy"] = {"mode": "plain"}
+    assert f"agents[0] (S1).behaviour: {reason}" in errors_of(tmp_path, data)
+    del data["privacy"]  # the default mode is paillier
+    path = write(tmp_path, data)
+    scenario = load_scenario(path)
+    assert effective_scenario(scenario, "paillier")["privacy"]["mode"] == "paillier"
+    prefix = f"{path} with --privacy plain: agents[0] (S1).behaviour: "
+    with pytest.raises(ScenarioError) as info:
+        effective_scenario(scenario, "plain")
+    assert str(info.value).startswith(prefix + reason), str(info.value)
+    out = tmp_path / "run"
+    with pytest.raises(ScenarioError, match="with --privacy plain"):
+        Launcher(LaunchOptions(path, "plain", out=out)).prepare()
+    assert not out.exists()  # refused before the run folder was made
+
+
 def test_explicit_pairs_are_validated(tmp_path):
     data = paper()
     data["market"]["pairs"] = [["S1", "B1"], ["S1", "X9"]]
