@@ -68,6 +68,20 @@ def test_paper_scenario_loads_with_roles_pairs_and_defaults():
     assert (m.epsilon_p, m.epsilon_lambda, m.max_rounds) == (1e-4, 1e-4, 5000)
 
 
+def test_a_scenario_without_a_privacy_table_gets_the_secure_defaults(tmp_path):
+    """The issue's defaults (docs/scenarios.md, [privacy]): Paillier with 2048-bit keys, small
+    keys refused, abort on a violation, I4 pair checks on and I5 (masked LM leg) on."""
+    assert "privacy" not in PAPER
+    privacy = load_scenario(write(tmp_path, paper())).privacy
+    assert privacy.mode == "paillier"
+    assert privacy.key_bits == 2048
+    assert privacy.insecure_test_keys is False
+    assert privacy.on_violation == "abort"
+    assert privacy.pair_checks is True
+    assert privacy.lm_leg == "masked"
+    assert (privacy.pool_rounds, privacy.verify, privacy.crypto_threads) == (0, "every_round", 0)
+
+
 def test_negative_a_is_rejected_naming_the_agent_field(tmp_path):
     data = paper()
     data["agents"][2]["a"] = -0.5
