@@ -343,6 +343,20 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
         "is the target itself",
     ),
     (
+        "attack.colluders-not-a-neighbour",
+        ("attack",),
+        {"target": "B1", "colluders": ["S1", "B2"]},  # buyers do not trade with each other
+        "attack.colluders[1]",
+        "B2 does not trade with the target B1",
+    ),
+    (
+        "attack.colluders-unknown",
+        ("attack", "colluders"),
+        ["B1", "X9"],
+        "attack.colluders[1]",
+        "unknown agent 'X9'",
+    ),
+    (
         "attack.colluders-twice",
         ("attack", "colluders"),
         ["B1", "B1"],
