@@ -728,8 +728,13 @@ def _pydantic_errors(exc: ValidationError, data: dict[str, Any], file: str) -> l
             reason = "unknown key"
         elif err["type"] == "missing":
             reason = "required field is missing"
-        elif "(got " not in reason and _shown(err.get("input")):
-            reason += f" (got {err['input']!r})"
+        else:
+            if err["type"] == "model_type":  # pydantic would name our class, not a TOML form
+                reason = "must be a table"
+            elif err["type"] == "list_type" and loc == ["agents"]:
+                reason = "must be an array of tables ([[agents]])"
+            if "(got " not in reason and _shown(err.get("input")):
+                reason += f" (got {err['input']!r})"
         errors.append(FieldError(file, _loc_to_field(loc, data), reason))
     # A union field reports one error per branch; keep one line per field.
     unique = {(e.field, e.reason): e for e in errors}

@@ -4,7 +4,8 @@ One row per (field, bad value), covering every section and key of docs/scenarios
 ``[scenario]``, ``[network]`` (``case``, ``line_limits``), ``[[agents]]`` (every key, including
 ``privacy_noise`` and the lying-decryptor options), ``[market]`` (``pairs`` in its three forms
 and every parameter), ``[privacy]``, ``[timeouts]``, ``[attack]``, ``[market_operator]``,
-``[ledger]`` and the top level. Each row edits one value of a valid scenario (the paper case;
+``[ledger]`` and the top level, where each section itself gets a wrong type (and ``[scenario]``
+and ``[[agents]]`` go missing). Each row edits one value of a valid scenario (the paper case;
 the collusion case for ``[attack]``), writes it as TOML and loads it the way a run does
 (:func:`load_scenario`, then :func:`build_setup` for the network checks). The error must be a
 :class:`ScenarioError` with a line ``<file>: <field>: <reason>``.
@@ -30,6 +31,8 @@ INF, NAN = float("inf"), float("nan")
 #: Replace the whole section or item at the path (``pairs``, ``privacy_noise``, new sections)
 #: instead of merging a table into it.
 REPLACED = ("pairs", "privacy_noise", "weather")
+#: A value for ``("agents",)``: keep only the first agent (too few agents).
+FIRST_ONLY = "<keep the first agent only>"
 
 #: (case id, where, bad value, field named in the error, reason the error gives).
 #: ``where``: keys into the TOML document; a table value is merged into the item there; None
@@ -95,13 +98,8 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
         "pmin (8.0) must not exceed pmax (7.0)",
     ),
     ("agents.pmin-type", ("agents", 0, "pmin"), "low", "agents[0] (S1).pmin", "valid number"),
-    (
-        "agents.pmax",
-        ("agents", 4, "pmax"),
-        -8.0,
-        "agents[4] (B1).pmin",
-        "pmin (-7.0) must not exceed pmax (-8.0)",
-    ),
+    ("agents.pmax", ("agents", 4, "pmax"), NAN, "agents[4] (B1).pmax", "finite"),
+    ("agents.pmax-type", ("agents", 4, "pmax"), "high", "agents[4] (B1).pmax", "valid number"),
     (
         "agents.pmax-zero",
         ("agents", 0),
@@ -157,6 +155,13 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
         {"w": -0.1},
         "agents[0] (S1).privacy_noise.w",
         "greater than or equal to 0",
+    ),
+    (
+        "agents.privacy_noise-type",
+        ("agents", 0, "privacy_noise"),
+        3,
+        "agents[0] (S1).privacy_noise",
+        "must be a table (got 3)",
     ),
     (
         "agents.privacy_noise-unknown",
@@ -439,15 +444,26 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
         "ledger.quorum",
         "must be 'all' or a whole number ≥ 1 (got 'most')",
     ),
-    # top level
+    # top level: the sections themselves
     ("top.unknown-section", ("weather",), {"sun": True}, "weather", "unknown key"),
-    ("top.agents-one", ("agents",), "ONE", "agents", "at least 2 items"),
+    ("scenario-type", ("scenario",), 5, "scenario", "must be a table (got 5)"),
+    ("scenario-missing", ("scenario",), None, "scenario", "required field is missing"),
+    ("network-type", ("network",), "x", "network", "must be a table (got 'x')"),
+    ("agents-one", ("agents",), FIRST_ONLY, "agents", "at least 2 items"),
+    ("agents-type", ("agents",), "x", "agents", "must be an array of tables ([[agents]])"),
+    ("agents-missing", ("agents",), None, "agents", "required field is missing"),
+    ("market-type", ("market",), "x", "market", "must be a table (got 'x')"),
+    ("privacy-type", ("privacy",), 5, "privacy", "must be a table (got 5)"),
+    ("timeouts-type", ("timeouts",), "x", "timeouts", "must be a table (got 'x')"),
+    ("attack-type", ("attack",), 3, "attack", "must be a table (got 3)"),
+    ("market_operator-type", ("market_operator",), [], "market_operator", "must be a table"),
+    ("ledger-type", ("ledger",), "x", "ledger", "must be a table (got 'x')"),
 ]
 
 
 def bad_scenario(tmp_path: Path, where: tuple[Any, ...], value: Any) -> Path:
     data = copy.deepcopy(COLLUSION if where[0] == "attack" else PAPER)
-    if where == ("agents",):
+    if where == ("agents",) and value == FIRST_ONLY:
         data["agents"] = data["agents"][:1]  # fewer than two agents
     else:
         node: Any = data
@@ -512,7 +528,9 @@ def test_every_documented_key_has_a_case():
     }
     keys = {f"{name}.{key}" for name, model in sections.items() for key in model.model_fields}
     keys |= {name for name in Scenario.model_fields if name != "source"}
+    assert {"scenario", "agents", "privacy", "agents.privacy_noise", "market.pairs"} <= keys
+    # A key is covered only by a case of its own (id "<key>" or "<key>-<what>"): a case for
+    # privacy.mode does not cover a bad value of the [privacy] table itself.
     covered = {case[0].split("-")[0] for case in CASES}
-    covered |= {case[0].split("-")[0].rsplit(".", 1)[0] for case in CASES}
     missing = sorted(k for k in keys if k not in covered)
     assert not missing, f"no bad-value case for {missing}"
