@@ -51,12 +51,20 @@ def _agents_table(results: Mapping[str, Any]) -> Table:
     return table
 
 
+#: Lines shown besides the limited ones: the table is about congestion, the rest is in the JSON.
+LINE_ROWS = 5
+
+
 def _lines_table(results: Mapping[str, Any]) -> Table:
+    """Every limited line, then the unlimited ones with the largest flows, up to LINE_ROWS rows;
+    the caption says how many were left out and how large their flows get (they have no limit,
+    so nothing about them is binding)."""
     limited = [ln for ln in results["lines"] if ln["limit"] is not None]
     others = sorted(
         (ln for ln in results["lines"] if ln["limit"] is None), key=lambda ln: -abs(ln["flow"])
     )
-    shown = limited + others[: max(0, 5 - len(limited))]
+    keep = max(0, LINE_ROWS - len(limited))
+    shown, hidden = limited + others[:keep], others[keep:]
     table = Table(title="Line flows (limited lines first)", title_justify="left")
     for col in ("line", "flow kW", "limit kW", "η⁺ $/kW", "η⁻ $/kW"):
         table.add_column(col, justify="left" if col == "line" else "right")
@@ -67,6 +75,12 @@ def _lines_table(results: Mapping[str, Any]) -> Table:
             _num(ln["limit"], 2) if ln["limit"] else "–",
             _num(ln["price_up"]),
             _num(ln["price_down"]),
+        )
+    if hidden:
+        largest = max(abs(ln["flow"]) for ln in hidden)
+        table.caption = (
+            f"{len(hidden)} more lines, none of them limited (|flow| ≤ {largest:.4f} kW), "
+            "in the JSON results"
         )
     return table
 

@@ -65,6 +65,8 @@ def test_table_output_shows_trades_agents_lines_and_summary():
     assert proc.returncode == 0, proc.stderr
     for text in ("Trades", "Agents", "Line flows", "Summary", "welfare gap", "passed", "108"):
         assert text in proc.stdout
+    # IEEE 14 has 20 lines, none limited here: 5 shown, the caption counts the rest.
+    assert "15 more lines, none of them limited (|flow| ≤ " in " ".join(proc.stdout.split())
 
 
 def test_invalid_scenario_exits_2_with_the_field_named(tmp_path):
