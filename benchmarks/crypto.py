@@ -10,8 +10,10 @@ then sample 2, …), so a burst of load on a shared machine hits them all alike 
 stay stable. Nothing is asserted: the numbers depend on the machine. ``--write-docs``
 rewrites the ``crypto`` section of docs/performance.md.
 
-Rows: the unpooled operations (what a direction costs with no precomputation), then the
-online cost with pools (the obfuscator or proof commitment taken from a pool filled offline),
+Rows: the unpooled operations (what a direction costs with no precomputation) — the two
+encryptions, the contract product both sides compute, the CRT decryption on its own and
+decryption + proof together (the proof's own cost is the difference) — then the online cost
+with pools (the obfuscator or proof commitment taken from a pool filled offline),
 batch verification per proof (a batch of ``BATCH`` proofs of one owner, with the cheap checks
 each proof gets on arrival), and the totals per pair direction.
 """
@@ -58,6 +60,8 @@ FLOOR = "floor: gmpy2.powmod(r, N, N²)"
 ENC_OWN = "encrypt c_A, owner (CRT r^N)"
 ENC_PEER = "encrypt c_B, peer (public key)"
 ENC_POOL = "encrypt, pooled r^N (online)"
+CONTRACT = "contract product c = c_A·c_B mod N² (each side)"
+DECRYPT = "decrypt (CRT), alone"
 PROVE = "decrypt + prove (CRT)"
 PROVE_POOL = "decrypt + prove, pooled commitment (online)"
 VERIFY = "verify (Fiat–Shamir, t = 256)"
@@ -95,7 +99,8 @@ def bench(bits: int, repeat: int) -> dict[str, float]:
     value = 108_146_635_407
     pooled_rn = cycle([new_obfuscator(pk).rn for _ in range(8)])
     pooled_commitments = cycle([kp.new_obfuscator() for _ in range(8)])
-    c = pair_contract(pk, kp.encrypt_int(value), encrypt_int(pk, -value // 3))
+    c_a, c_b = kp.encrypt_int(value), encrypt_int(pk, -value // 3)
+    c = pair_contract(pk, c_a, c_b)
     x, proof = prove_decryption(kp, c, ctx)
     proofs = []
     for i in range(BATCH):
@@ -114,6 +119,8 @@ def bench(bits: int, repeat: int) -> dict[str, float]:
         ENC_OWN: lambda: kp.encrypt_int(value),
         ENC_PEER: lambda: encrypt_int(pk, value),
         ENC_POOL: lambda: encrypt_int(pk, value, next(pooled_rn)),
+        CONTRACT: lambda: pair_contract(pk, c_a, c_b),
+        DECRYPT: lambda: kp.decrypt_residue(c),
         PROVE: lambda: prove_decryption(kp, c, ctx),
         PROVE_POOL: lambda: prove_decryption(kp, c, ctx, next(pooled_commitments)),
         VERIFY: lambda: verify_decryption(pk, c, x, proof, ctx),
@@ -158,6 +165,10 @@ def doc_section(results: dict[int, dict[str, float]], repeat: int, elapsed: floa
             "operations use the factorisation (CRT: two half-size exponentiations); *peer* "
             "operations have only the public key. *Pooled* rows are the online cost when the "
             "obfuscator r^N or the proof commitment (r, r^N) was computed ahead, offline. "
+            "The *contract product* is the one multiplication mod N² (with the shares' range "
+            "and unit checks) that owner and peer each run; *decrypt (CRT), alone* is the "
+            "owner's decryption by itself, also the first step of *decrypt + prove*, so the "
+            "proof's own cost is the difference of the two rows. "
             f"*Batch verify* folds {BATCH} proofs of one owner into one check with secret odd "
             "64-bit exponents (one full exponentiation per batch plus one Straus "
             "multi-exponentiation), including each proof's cheap checks on arrival.",

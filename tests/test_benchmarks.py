@@ -53,7 +53,11 @@ def run_script(name: str, doc: Path) -> str:
 def test_crypto_benchmark(doc):
     out = run_script("crypto", doc)
     assert "floor: gmpy2.powmod" in out and "batch verify, per proof" in out
-    assert "1024 ms" in out
+    assert "1024 ms" in out and "× floor" in out
+    # Every operation of a direction has its own row: encrypt, contract, decrypt, prove, verify.
+    rows = ("encrypt c_A", "contract product", "decrypt (CRT), alone", "decrypt + prove", "verify")
+    for row in rows:
+        assert f"| {row}" in out, row
 
 
 def test_rho_benchmark(doc):
