@@ -88,8 +88,7 @@ class AgentNode(Node):
         self.cost = cost
         self.mode = mode
         self.exchange = mode.exchange(self.partners)
-        if scenario.privacy.mode == "paillier":
-            self.crypto_threads = scenario.privacy.crypto_threads
+        self.crypto_threads = mode.crypto_threads
         # Built before connecting: loading the network takes seconds of CPU, and a client that
         # is silent for 1.5 keepalives inside its event loop is dropped by the broker.
         self._setup = _shared_setup(scenario)

@@ -36,6 +36,12 @@ class PrivacyMode:
         self.log = log
         self.counters = CryptoCounters()
 
+    @property
+    def crypto_threads(self) -> int:
+        """Worker threads for the exchange's heavy steps (``privacy.crypto_threads``). Plain
+        mode has no heavy step to hand out, so none, whatever the scenario says."""
+        return 0
+
     def announcement(self) -> dict[str, Any]:
         return {}
 
@@ -91,6 +97,10 @@ class PaillierMode(PrivacyMode):
                 privacy.key_bits,
             )
         self.keys = PaillierKeys(me, run, privacy.key_bits, privacy.key_bits)
+
+    @property
+    def crypto_threads(self) -> int:
+        return self.scenario.privacy.crypto_threads
 
     def announcement(self) -> dict[str, Any]:
         return self.keys.announcement()
