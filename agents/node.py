@@ -33,6 +33,7 @@ from privgrid.market.fixedpoint import encode, encode_scalar, quantise_scalar
 from privgrid.market.kkt import AgentView, Check, Tolerances, check_agent, excluding_pairs
 from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ranges
+from privgrid.market.stopping import agent_pair_residuals
 from privgrid.privacy import PrivacyMode, Violation
 from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario
@@ -423,8 +424,7 @@ class AgentNode(Node):
         self.derived = np.where(active, view.trades, 0.0)
         self.charges = work.charges if work.charges is not None else self.charges
         self.completed, self.work = work.round, None
-        gap = float(np.max(np.abs(own - partner)[active], initial=0.0))
-        mismatch = float(np.max(np.abs(self.trades + self.derived)[active], initial=0.0))
+        gap, mismatch = agent_pair_residuals(own, partner, self.trades, self.derived, active)
         body = {
             "r_d": encode_scalar(work.step.residual),
             "r_C": encode_scalar(quantise_scalar(gap)),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Residuals:
@@ -35,3 +37,18 @@ def converged(res: Residuals, epsilon_p: float, epsilon_lambda: float) -> bool:
         and res.dual <= epsilon_lambda
         and res.consensus <= epsilon_lambda
     )
+
+
+def agent_pair_residuals(
+    own_prices: np.ndarray,
+    partner_prices: np.ndarray,
+    trades: np.ndarray,
+    partner_trades: np.ndarray,
+    active: np.ndarray,
+) -> tuple[float, float]:
+    """What one agent reports of its own pairs: ``r_C`` = max |λ_nm − λ_mn| and ``r_P`` =
+    max |P_nm + P_mn| over its active pairs (0 with none). The MO takes the maximum over
+    agents, so each agent's part needs only its own and its partners' values."""
+    gap = float(np.max(np.abs(own_prices - partner_prices)[active], initial=0.0))
+    mismatch = float(np.max(np.abs(trades + partner_trades)[active], initial=0.0))
+    return gap, mismatch
