@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import tomli_w
 
 from broker.config import BrokerUsers, mosquitto_acl, write_mosquitto_files
@@ -26,6 +27,7 @@ from broker.local import LocalBroker, free_port, mosquitto_binary, wait_for_port
 from privgrid.keys import init_keys, participants
 from privgrid.launcher import ExternalBroker, effective_scenario
 from privgrid.scenario import LM_ID, MO_ID, Scenario, load_scenario
+from privgrid.wire.session import NO_DELAY, BrokerUrl
 
 ROOT = Path(__file__).resolve().parent.parent
 INTRUDER = "intruder"
@@ -79,6 +81,20 @@ class Grid:
     def url(self, user: str) -> str:
         password = self.users.passwords.get(user, "intruder-password")
         return f"mqtt://{user}:{password}@{self.broker.host}:{self.broker.port}"
+
+    def intruder_client(self, identifier: str = "intruder", **options: Any) -> aiomqtt.Client:
+        """An MQTT client logged in as the test's intruder (a broker account with no ACL
+        limits, made by ``intruder=True``): it can publish anything anywhere."""
+        url = BrokerUrl.parse(self.url(INTRUDER))
+        return aiomqtt.Client(
+            url.host,
+            url.port,
+            username=INTRUDER,
+            password=url.password,
+            identifier=identifier,
+            socket_options=NO_DELAY,
+            **options,
+        )
 
     def command(self, pid: str) -> list[str]:
         module = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(pid, "agents")

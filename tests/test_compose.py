@@ -353,59 +353,30 @@ def test_setup_refuses_a_bad_run_id_or_another_scenario(tmp_path):
         )
 
 
-def test_setup_command_marks_ready_and_exits_with_once(tmp_path):
-    ready = tmp_path / "ready"
-    proc = subprocess.run(
+def _setup_command(tmp_path: Path, ready: Path, *extra: str, **env: str):
+    """``python -m privgrid.compose setup --once`` for the paper scenario, as compose runs it."""
+    return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "privgrid.compose",
-            "setup",
-            "--scenario",
-            str(PAPER),
-            "--name",
-            "paper",
-            "--secrets",
-            str(tmp_path / "secrets"),
-            "--runs",
-            str(tmp_path / "runs"),
-            "--broker-data",
-            str(tmp_path / "none"),
-            "--ready",
-            str(ready),
-            "--once",
+            *(sys.executable, "-m", "privgrid.compose", "setup", "--scenario", str(PAPER)),
+            *("--name", "paper", "--secrets", str(tmp_path / "secrets")),
+            *("--runs", str(tmp_path / "runs"), "--ready", str(ready), "--once", *extra),
         ],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PRIVGRID_RUN": "r1"},
+        env={**os.environ, **env},
+    )
+
+
+def test_setup_command_marks_ready_and_exits_with_once(tmp_path):
+    ready = tmp_path / "ready"
+    proc = _setup_command(
+        tmp_path, ready, "--broker-data", str(tmp_path / "none"), PRIVGRID_RUN="r1"
     )
     assert proc.returncode == 0, proc.stderr
     assert ready.read_text() == "r1\n"
     assert "run r1" in proc.stderr and "9 participants" in proc.stderr
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "privgrid.compose",
-            "setup",
-            "--scenario",
-            str(PAPER),
-            "--name",
-            "paper",
-            "--secrets",
-            str(tmp_path / "secrets"),
-            "--runs",
-            str(tmp_path / "runs"),
-            "--ready",
-            str(tmp_path / "ready2"),
-            "--once",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PRIVGRID_UID": "x"},
-    )
+    bad = _setup_command(tmp_path, tmp_path / "ready2", PRIVGRID_UID="x")
     assert bad.returncode == 2 and "PRIVGRID_UID='x' must be a number" in bad.stderr
     assert not (tmp_path / "ready2").exists()
 

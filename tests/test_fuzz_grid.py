@@ -35,8 +35,7 @@ from privgrid.market.setup import build_setup
 from privgrid.scenario import LM_ID, MO_ID, load_scenario
 from privgrid.solve import solve
 from privgrid.wire.kinds import AGENT, LM, MO
-from privgrid.wire.session import NO_DELAY, BrokerUrl
-from tests.grid_harness import INTRUDER, Grid
+from tests.grid_harness import Grid
 from tests.test_fuzz_support import (
     Case,
     Delivery,
@@ -131,16 +130,7 @@ async def fuzz_live(
     keys = {p: Identity.load(grid.folder / "secrets" / f"{p}.key") for p in everyone}
     fuzzer = Fuzzer(grid.run, roles, keys, seed=seed)
     logs = LogCounter({p: grid.folder / "logs" / f"{p}.log" for p in everyone})
-    url = BrokerUrl.parse(grid.url(INTRUDER))
-    async with aiomqtt.Client(
-        url.host,
-        url.port,
-        username=INTRUDER,
-        password=url.password,
-        identifier=f"intruder-{grid.run}",
-        socket_options=NO_DELAY,
-        max_inflight_messages=1000,
-    ) as client:
+    async with grid.intruder_client(f"intruder-{grid.run}", max_inflight_messages=1000) as client:
         filters = [f"privgrid/{grid.run}/to/#", f"privgrid/{grid.run}/keys/+"]
         for topic in filters:
             await client.subscribe(topic, qos=0)

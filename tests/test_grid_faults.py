@@ -13,7 +13,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import aiomqtt
 import msgpack
 import pytest
 
@@ -25,8 +24,7 @@ from privgrid.scenario import MO_ID, load_scenario
 from privgrid.solve import solve
 from privgrid.wire import topics
 from privgrid.wire.envelope import seal_envelope
-from privgrid.wire.session import NO_DELAY, WILL_HOLD, BrokerUrl
-from tests.grid_harness import INTRUDER
+from privgrid.wire.session import WILL_HOLD
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,15 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 async def record_then_inject(grid, after_round: int) -> None:
     """Record the first share S1 receives, wait for ``after_round``, then inject bad messages."""
     run = grid.run
-    url = BrokerUrl.parse(grid.url(INTRUDER))
-    async with aiomqtt.Client(
-        url.host,
-        url.port,
-        username=INTRUDER,
-        password=url.password,
-        identifier="intruder",
-        socket_options=NO_DELAY,
-    ) as c:
+    async with grid.intruder_client() as c:
         await c.subscribe(topics.inbox_filter(run, "S1"), qos=1)
         await c.subscribe(topics.broadcast(run, MO_ID, "round"), qos=1)
         recorded: tuple[str, bytes] | None = None

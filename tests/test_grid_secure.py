@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiomqtt
 import msgpack
 import pytest
 
@@ -23,8 +22,6 @@ from privgrid.scenario import MO_ID, load_scenario
 from privgrid.solve import solve
 from privgrid.wire import topics
 from privgrid.wire.envelope import seal_envelope
-from privgrid.wire.session import NO_DELAY, BrokerUrl
-from tests.grid_harness import INTRUDER
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +150,6 @@ def test_lying_decryptor_under_drop_pair_is_cut_out_and_the_rest_clears(grid_fac
 # --- key announcements ----------------------------------------------------------------------
 async def inject_bad_keys(grid) -> None:
     run = grid.run
-    url = BrokerUrl.parse(grid.url(INTRUDER))
     stolen = Identity.load(grid.folder / "secrets" / "B1.key")
     stranger = Identity.generate()
     small = pl.generate_keypair(512)
@@ -186,14 +182,7 @@ async def inject_bad_keys(grid) -> None:
         announcement(stolen, small, key_proof_to_bytes(small.n, make_key_proof(small, run, "B1"))),
         announcement(stolen, right_size, [b"\x01" * 128] * 8),  # key proof that fails
     ]
-    async with aiomqtt.Client(
-        url.host,
-        url.port,
-        username=INTRUDER,
-        password=url.password,
-        identifier="intruder",
-        socket_options=NO_DELAY,
-    ) as c:
+    async with grid.intruder_client() as c:
         for payload in bad:
             await c.publish(topics.keys(run, "B1"), payload, qos=1)
         await c.publish(topics.keys(run, "B1"), b"", qos=1, retain=True)
@@ -229,17 +218,9 @@ async def announce_a_second_key(grid) -> None:
     different key for the same (run, id) (protocol.md §2).
     """
     run = grid.run
-    url = BrokerUrl.parse(grid.url(INTRUDER))
     stolen = Identity.load(grid.folder / "secrets" / "B1.key")
     other = pl.generate_keypair(1024)
-    async with aiomqtt.Client(
-        url.host,
-        url.port,
-        username=INTRUDER,
-        password=url.password,
-        identifier="intruder",
-        socket_options=NO_DELAY,
-    ) as c:
+    async with grid.intruder_client() as c:
         await c.subscribe(topics.keys(run, "B1"), qos=1)
         async for message in c.messages:  # the retained announcement comes first
             first = msgpack.unpackb(bytes(message.payload))

@@ -8,33 +8,17 @@ and a scan of the role packages for a branch on the name.
 
 from __future__ import annotations
 
-import copy
-import logging
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from agents.node import AgentNode
-from privgrid.logs import ParticipantLog
 from privgrid.market.setup import played_cost
 from privgrid.privacy import PaillierMode, PrivacyMode, make_mode
-from privgrid.scenario import parse_scenario
+from tests.test_perf_wiring import TEST_KEYS, log, scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-PAPER = tomllib.loads((ROOT / "configs" / "paper.toml").read_text())
-TEST_KEYS = {"mode": "paillier", "key_bits": 1024, "insecure_test_keys": True}
-
-
-def scenario(**privacy):
-    data = copy.deepcopy(PAPER)
-    data["privacy"] = {**data.get("privacy", {}), **privacy}
-    return parse_scenario(data, "paper-test.toml")
-
-
-def log(me: str) -> ParticipantLog:
-    return ParticipantLog(logging.getLogger(f"test.mode.{me}"), me)
 
 
 @pytest.mark.parametrize(
