@@ -82,19 +82,26 @@ class Grid:
         password = self.users.passwords.get(user, "intruder-password")
         return f"mqtt://{user}:{password}@{self.broker.host}:{self.broker.port}"
 
-    def intruder_client(self, identifier: str = "intruder", **options: Any) -> aiomqtt.Client:
-        """An MQTT client logged in as the test's intruder (a broker account with no ACL
-        limits, made by ``intruder=True``): it can publish anything anywhere."""
-        url = BrokerUrl.parse(self.url(INTRUDER))
+    def client(
+        self, user: str, identifier: str, password: str | None = None, **options: Any
+    ) -> aiomqtt.Client:
+        """An MQTT client logged in with ``user``'s broker account (``password`` overrides
+        it, e.g. a wrong one); ``identifier`` must differ from the product's own client ids."""
+        url = BrokerUrl.parse(self.url(user))
         return aiomqtt.Client(
             url.host,
             url.port,
-            username=INTRUDER,
-            password=url.password,
+            username=user,
+            password=url.password if password is None else password,
             identifier=identifier,
             socket_options=NO_DELAY,
             **options,
         )
+
+    def intruder_client(self, identifier: str = "intruder", **options: Any) -> aiomqtt.Client:
+        """A client of the test's intruder (a broker account with no ACL limits, made by
+        ``intruder=True``): it can publish anything anywhere."""
+        return self.client(INTRUDER, identifier, **options)
 
     def command(self, pid: str) -> list[str]:
         module = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(pid, "agents")

@@ -6,21 +6,12 @@ import aiomqtt
 import pytest
 
 from privgrid.wire import topics
-from privgrid.wire.session import NO_DELAY, BrokerUrl
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def client(grid, user: str, password: str | None = None) -> aiomqtt.Client:
-    url = BrokerUrl.parse(grid.url(user))
-    return aiomqtt.Client(
-        url.host,
-        url.port,
-        username=user,
-        password=password if password is not None else url.password,
-        identifier=f"acl-{user}",
-        socket_options=NO_DELAY,
-    )
+    return grid.client(user, f"acl-{user}", password)
 
 
 async def collect(c: aiomqtt.Client, into: list[bytes]) -> None:

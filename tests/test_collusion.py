@@ -20,7 +20,6 @@ from privgrid.market.negotiation import negotiate
 from privgrid.market.setup import agent_costs, build_setup, played_costs
 from privgrid.scenario import MO_ID
 from privgrid.wire import topics
-from privgrid.wire.session import NO_DELAY, BrokerUrl
 
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,15 +151,7 @@ def test_objective_perturbation_limits_what_colluders_learn(grid_factory):
 # --- the coalition topic ---------------------------------------------------------------------
 def coalition_client(grid, user: str, identifier: str) -> aiomqtt.Client:
     """A client with ``user``'s broker account (the product's own processes use other ids)."""
-    url = BrokerUrl.parse(grid.url(user))
-    return aiomqtt.Client(
-        url.host,
-        url.port,
-        username=user,
-        password=url.password,
-        identifier=identifier,
-        socket_options=NO_DELAY,
-    )
+    return grid.client(user, identifier)
 
 
 async def watch_coalition(grid, user: str, into: list[bytes], stop: asyncio.Event) -> None:

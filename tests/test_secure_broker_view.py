@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import msgpack
 import numpy as np
 import pytest
@@ -45,7 +44,6 @@ from privgrid.market.price import price_shares
 from privgrid.market.setup import agent_costs, build_setup
 from privgrid.scenario import MO_ID, load_scenario
 from privgrid.wire import topics
-from privgrid.wire.session import NO_DELAY, BrokerUrl
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -62,15 +60,7 @@ MODES = {
 
 async def watch(grid, payloads: list[tuple[str, bytes]]) -> None:
     """Every payload of the run, as the broker relays it, until the MO's ``closed``."""
-    url = BrokerUrl.parse(grid.url("monitor"))
-    async with aiomqtt.Client(
-        url.host,
-        url.port,
-        username="monitor",
-        password=url.password,
-        identifier="monitor",
-        socket_options=NO_DELAY,
-    ) as c:
+    async with grid.client("monitor", "monitor") as c:
         await c.subscribe(topics.run_filter(grid.run), qos=1)
         async for message in c.messages:
             payloads.append((str(message.topic), bytes(message.payload)))
