@@ -3,9 +3,10 @@
 Python threads run big-integer work in parallel only if the arithmetic releases the GIL.
 gmpy2 does that for its large operations when its *context* allows it
 (``allow_release_gil``), and the context is per thread: it must be switched on in each
-worker thread, which the pool's initializer does. Measured on this machine (2 cores): 40
-powmods of 4096-bit numbers take 354 ms on one thread and 180 ms on two such workers; with
-the default context the two workers take 365 ms (no gain at all).
+worker thread, which the pool's initializer does. Measured on this machine (2 cores,
+``benchmarks/investigations.py``): 40 powmods of 4096-bit numbers take 888 ms on one thread
+and 507 ms on two such workers; with the default context the two workers take 973 ms (no
+gain at all).
 
 One pool per process, shared by every agent the process hosts (``--agents-per-process``):
 the pool size bounds the CPU the process can use for crypto, whatever the number of agents.
