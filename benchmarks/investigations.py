@@ -121,13 +121,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bits", type=int, default=2048, help="Paillier key size for h^s")
     parser.add_argument("--repeat", type=int, default=30, help="samples per operation")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1024 bits, 3 samples")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 1024 bits, 3 samples, 8 smaller powmods"
+    )
     args = parser.parse_args()
     bits, repeat = (1024, 3) if args.quick else (args.bits, args.repeat)
     print(f"Short randomness h^s, {bits}-bit key, CPU ms, median of {repeat}")
     print(text_table(["obfuscator", "ms", "÷ floor"], short_randomness(bits, repeat)))
-    print("\n40 powmods of 4096-bit numbers, wall ms, median of 5")
-    print(text_table(["how", "ms"], threads()))
+    count, size = (8, 2048) if args.quick else (40, 4096)
+    print(f"\n{count} powmods of {size}-bit numbers, wall ms, median of 5")
+    print(text_table(["how", "ms"], threads(count, size)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: The document the sections go to; ``PRIVGRID_PERF_DOC`` redirects it (the smoke tests).
 DOC = Path(os.environ.get("PRIVGRID_PERF_DOC", ROOT / "docs" / "performance.md"))
+#: The 1-minute load average as the benchmark script started (it imports this module first):
+#: sections are written at the end, when the benchmark's own processes weigh on it.
+START_LOAD = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
@@ -52,18 +55,17 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"{os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}, "
-        f"load average {load:.1f} at the start"
+        f"load average {START_LOAD:.1f} at the start"
     )
 
 
 def stamp(command: str, elapsed_s: float) -> str:
     """The line under each section's heading: when, where, what command, how long."""
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() - elapsed_s))
     return (
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}, in one run of "
-        f"`{command}` ({elapsed_s / 60:.1f} min)."
+        f"Measured {started} on {machine()}, in one run of `{command}` ({elapsed_s / 60:.1f} min)."
     )
 
 

@@ -586,10 +586,12 @@ def main() -> None:
     if kept:
         again = {(c, m, b) for c, m, b in plan}
         old = [r for r in kept if (r.config, r.mode, r.key_bits) not in again]
-        stamp_ = time.strftime("%Y-%m-%d %H:%M", time.localtime(args.merge.stat().st_mtime))
+        names = ", ".join(
+            f"{r.config} {r.mode}" + (f" {r.key_bits}-bit" if r.key_bits else "") for r in old
+        )
         kept_note = (
-            f" Rows {', '.join(f'{r.config} {r.mode}' for r in old)} are kept from an earlier "
-            f"run of this script (`--merge`, written {stamp_}), same machine and options."
+            f" Rows {names} are kept from an earlier run of this script (`--merge`), on the "
+            "same machine with the same options."
         )
     keep = args.keep.resolve() if args.keep else None
     if keep is not None:
