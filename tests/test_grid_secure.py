@@ -271,6 +271,61 @@ def test_a_second_different_key_for_the_same_run_and_id_is_a_violation(grid_fact
     assert 3 <= results["rounds"] < reference["rounds"]  # stopped early, not at convergence
 
 
+async def announce_bad_rejoins(grid) -> None:
+    """As B1 (stolen identity key), announce two restarts B1 never made: one with another
+    X25519 key (a restart that lost its checkpoint), one with a new Paillier key whose key
+    proof fails. Neither is retained, so B1's real announcement stays the broker's copy."""
+    run = grid.run
+    stolen = Identity.load(grid.folder / "secrets" / "B1.key")
+    other = pl.generate_keypair(1024)
+    async with grid.intruder_client() as c:
+        await c.subscribe(topics.keys(run, "B1"), qos=1)
+        async for message in c.messages:  # the retained announcement comes first
+            body = msgpack.unpackb(msgpack.unpackb(bytes(message.payload))["body"])
+            break
+        lost = {**body, "incarnation": 1, "completed": 2, "x25519": b"\x07" * 32}
+        bad_proof = {
+            **body,
+            "incarnation": 1,
+            "completed": 2,
+            "paillier_n": pl.public_key_to_bytes(other.public_key),
+            "paillier_bits": other.bits,
+            "key_proof": [b"\x01" * 128] * 8,
+        }
+        for forged in (lost, bad_proof):
+            envelope = seal_envelope(
+                stolen,
+                kind="key",
+                run=run,
+                round=0,
+                sender="B1",
+                recipient="*",
+                body=msgpack.packb(forged),
+            )
+            await c.publish(topics.keys(run, "B1"), envelope, qos=1)
+
+
+def test_rejoins_without_the_checkpoint_or_with_a_bad_new_key_are_refused(grid_factory, reference):
+    """A rejoin is accepted only from the checkpointed agreement key and with a new Paillier
+    key only if it passes every announcement check; refused ones change nothing: the run
+    converges to the undisturbed result."""
+    grid = grid_factory(intruder=True, privacy=TEST_KEYS)
+    grid.start_all()
+    grid.wait_for_round(3, timeout=300)
+    asyncio.run(announce_bad_rejoins(grid))
+    assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
+    results = grid.results()
+    assert results["converged"] and results["rounds"] == reference["rounds"]
+    assert results["violations"] == []
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        for key in ("power", "price", "charge"):
+            assert abs(ours[key] - theirs[key]) <= 1e-6
+    log = grid.log("S1")  # a partner of B1
+    assert "refused the rejoin of B1: it lost its checkpointed agreement key" in log
+    assert "rejected the rejoin of B1: Paillier key refused: key proof root 1 does not" in log
+    assert "B1 rejoined" not in log
+
+
 def test_crypto_threads_with_agents_sharing_a_process_give_the_same_result(tmp_path, reference):
     """``crypto_threads = 2`` and all seven agents in one process (one shared pool of worker
     threads): the heavy steps run on the workers, and the run equals the in-process one."""
