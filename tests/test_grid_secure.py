@@ -148,6 +148,19 @@ def test_lying_decryptor_under_drop_pair_is_cut_out_and_the_rest_clears(grid_fac
 
 
 # --- key announcements ----------------------------------------------------------------------
+def b1_announcement(identity: Identity, run: str, body: dict) -> bytes:
+    """A key announcement in B1's name, signed with ``identity`` (B1's stolen key, or not)."""
+    return seal_envelope(
+        identity,
+        kind="key",
+        run=run,
+        round=0,
+        sender="B1",
+        recipient="*",
+        body=msgpack.packb(body),
+    )
+
+
 async def inject_bad_keys(grid) -> None:
     run = grid.run
     stolen = Identity.load(grid.folder / "secrets" / "B1.key")
@@ -163,15 +176,7 @@ async def inject_bad_keys(grid) -> None:
             "paillier_bits": key.bits,
             "key_proof": proof,
         }
-        return seal_envelope(
-            identity,
-            kind="key",
-            run=run,
-            round=0,
-            sender="B1",
-            recipient="*",
-            body=msgpack.packb(body),
-        )
+        return b1_announcement(identity, run, body)
 
     bad = [
         announcement(
@@ -232,15 +237,7 @@ async def announce_a_second_key(grid) -> None:
             paillier_bits=other.bits,
             key_proof=key_proof_to_bytes(other.n, make_key_proof(other, run, "B1")),
         )
-        second = seal_envelope(
-            stolen,
-            kind="key",
-            run=run,
-            round=0,
-            sender="B1",
-            recipient="*",
-            body=msgpack.packb(body),
-        )
+        second = b1_announcement(stolen, run, body)
         await c.publish(topics.keys(run, "B1"), second, qos=1)
 
 
@@ -293,16 +290,7 @@ async def announce_bad_rejoins(grid) -> None:
             "key_proof": [b"\x01" * 128] * 8,
         }
         for forged in (lost, bad_proof):
-            envelope = seal_envelope(
-                stolen,
-                kind="key",
-                run=run,
-                round=0,
-                sender="B1",
-                recipient="*",
-                body=msgpack.packb(forged),
-            )
-            await c.publish(topics.keys(run, "B1"), envelope, qos=1)
+            await c.publish(topics.keys(run, "B1"), b1_announcement(stolen, run, forged), qos=1)
 
 
 def test_rejoins_without_the_checkpoint_or_with_a_bad_new_key_are_refused(grid_factory, reference):
