@@ -1,3 +1,3 @@
-from agents.process import main
+from privgrid.roles.agent.process import main
 
 main()

@@ -1,8 +1,3 @@
-"""The MQTT broker: Mosquitto configuration, credentials and ACLs, and an embedded fallback.
-
-- ``config``: password file, ACL and ``mosquitto.conf`` for a run
-  (from ``mosquitto.conf.template``);
-- ``local``: start Mosquitto on a free loopback port, or the embedded broker when Mosquitto is
-  not installed;
-- ``embedded``: a pure-Python broker (amqtt) with the same users and ACL rules.
-"""
+"""The broker of a checkout: ``python -m broker --config FOLDER/embedded.json`` runs the embedded
+broker. The code (Mosquitto configuration, credentials, ACLs, the embedded broker, starting one
+locally) is in :mod:`privgrid.broker`; this folder is not installed."""

@@ -1,3 +1,3 @@
-from line_manager.process import main
+from privgrid.roles.line_manager.process import main
 
 main()

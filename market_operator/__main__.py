@@ -1,3 +1,3 @@
-from market_operator.process import main
+from privgrid.roles.market_operator.process import main
 
 main()

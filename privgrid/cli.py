@@ -235,11 +235,11 @@ def experiment_collusion(
 
 
 def _add_role_commands() -> None:
-    from agents.process import main as agent_main
-    from line_manager.process import main as lm_main
-    from market_operator.process import main as mo_main
     from privgrid.compose import compose_command
     from privgrid.ledger.cli import ledger
+    from privgrid.roles.agent.process import main as agent_main
+    from privgrid.roles.line_manager.process import main as lm_main
+    from privgrid.roles.market_operator.process import main as mo_main
 
     main.add_command(agent_main, "agent")
     main.add_command(lm_main, "lm")

@@ -582,7 +582,13 @@ def setup_grid(
     registration from one run to the next, and a running broker knows the passwords); the
     password file, the ACL and the configuration are rewritten for ``run``.
     """
-    from broker.config import MONITOR, BrokerUsers, mosquitto_acl, mosquitto_conf, password_file
+    from privgrid.broker.config import (
+        MONITOR,
+        BrokerUsers,
+        mosquitto_acl,
+        mosquitto_conf,
+        password_file,
+    )
     from privgrid.keys import init_keys
     from privgrid.process import RUN_ID_PATTERN
 

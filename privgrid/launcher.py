@@ -31,8 +31,8 @@ import tomli_w
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from broker.config import BrokerUsers
-from broker.local import LocalBroker, start_broker
+from privgrid.broker.config import BrokerUsers
+from privgrid.broker.local import LocalBroker, start_broker
 from privgrid.keys import init_keys, participants
 from privgrid.process import ENV_BROKER_URLS
 from privgrid.runtime import EXIT_FAILURE
@@ -115,11 +115,11 @@ def _command(
 ) -> list[str]:
     """The command line of one child process: the LM, the MO, or one or more agents."""
     participant = members[0]
-    module = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(participant, "agents")
+    role = {LM_ID: "line_manager", MO_ID: "market_operator"}.get(participant, "agent")
     cmd = [
         sys.executable,
         "-m",
-        module,
+        f"privgrid.roles.{role}",
         "--scenario",
         str(scenario_file),
         "--run",
@@ -131,7 +131,7 @@ def _command(
         "--state",  # checkpoints: a participant restarted by hand resumes (docs/reliability.md)
         str(folder / "state"),
     ]
-    if module == "agents":
+    if role == "agent":
         for agent in members:
             cmd += ["--id", agent]
         cmd += ["--report", str(folder)]

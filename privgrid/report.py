@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from market_operator.node import RunOutcome, TraceRow
 from privgrid.market.central import InfeasibleMarketError, solve_central
 from privgrid.market.fixedpoint import decode
 from privgrid.market.kkt import Check, Tolerances, check_pairs
@@ -31,6 +30,7 @@ from privgrid.market.line_step import LinePrices
 from privgrid.market.negotiation import negotiate, welfare
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 from privgrid.results import Outcome, build_results, optimal_block
+from privgrid.roles.market_operator.node import RunOutcome, TraceRow
 
 
 def assemble(setup: MarketSetup, finals: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:

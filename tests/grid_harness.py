@@ -22,8 +22,8 @@ from typing import Any
 import aiomqtt
 import tomli_w
 
-from broker.config import BrokerUsers, mosquitto_acl, write_mosquitto_files
-from broker.local import LocalBroker, free_port, mosquitto_binary, wait_for_port
+from privgrid.broker.config import BrokerUsers, mosquitto_acl, write_mosquitto_files
+from privgrid.broker.local import LocalBroker, free_port, mosquitto_binary, wait_for_port
 from privgrid.keys import init_keys, participants
 from privgrid.launcher import ExternalBroker, effective_scenario
 from privgrid.scenario import LM_ID, MO_ID, Scenario, load_scenario

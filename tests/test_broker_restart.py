@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from broker.local import LocalBroker, mosquitto_binary, wait_for_port
+from privgrid.broker.local import LocalBroker, mosquitto_binary, wait_for_port
 from privgrid.keys import participants
 from privgrid.market.setup import build_setup
 from privgrid.scenario import MO_ID, load_scenario

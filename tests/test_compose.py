@@ -18,8 +18,8 @@ import tomli_w
 import yaml
 from click.testing import CliRunner
 
-from broker.config import MONITOR, BrokerUsers
 from privgrid import compose
+from privgrid.broker.config import MONITOR, BrokerUsers
 from privgrid.cli import main
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.scenario import load_scenario

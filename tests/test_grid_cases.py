@@ -54,7 +54,7 @@ def test_the_agent_path_imports_no_heavy_library():
     (they cost each agent process ~150 MB and seconds of start-up)."""
     code = f"""
 import sys
-import agents.process
+import privgrid.roles.agent.process
 from privgrid.market.setup import build_setup
 from privgrid.scenario import load_scenario
 for name in ("ieee118-100.toml", "ieee118-100-nearest.toml", "paper.toml"):

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from agents.node import AgentNode
-from line_manager.node import LineManagerNode
-from market_operator.node import OperatorNode
 from privgrid.keys import participants
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import encode_scalar
 from privgrid.market.setup import build_setup, played_cost
 from privgrid.privacy import PrivacyMode, make_mode
+from privgrid.roles.agent.node import AgentNode
+from privgrid.roles.line_manager.node import LineManagerNode
+from privgrid.roles.market_operator.node import OperatorNode
 from privgrid.runtime import CHECKPOINT, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario, load_scenario, parse_scenario
 from privgrid.solve import solve
@@ -251,7 +251,7 @@ def dropped(caplog: pytest.LogCaptureFixture, pid: str) -> list[str]:
 
 
 def test_an_agent_holds_a_next_round_message_until_that_round_begins(undisturbed, caplog):
-    """Rule (agents/node.py ``handle``): between rounds — round r committed, the MO's
+    """Rule (privgrid/roles/agent/node.py ``handle``): between rounds — round r committed, the MO's
     ``round r+1`` not yet in — a message of round r+1 is *held* (``early``) and handled right
     after that broadcast begins round r+1, in order. It can legitimately come first: a partner
     got the broadcast earlier and sent its share at once.
@@ -334,7 +334,8 @@ def test_an_agent_drops_a_message_two_rounds_ahead_or_from_a_past_round(undistur
 def test_the_lm_prices_the_next_round_before_its_broadcast_and_drops_other_rounds(
     undisturbed, caplog
 ):
-    """Rule (line_manager/node.py ``handle``): the LM's round is its last priced round + 1,
+    """Rule (privgrid/roles/line_manager/node.py ``handle``): the LM's round is its last priced
+    round + 1,
     known without the MO's broadcast (which only carries removed pairs), so contributions of
     that round are taken as they come; a contribution of the round it already priced is
     ignored silently (a restarted agent redoing it); any other round is dropped with
@@ -381,7 +382,8 @@ def test_the_lm_prices_the_next_round_before_its_broadcast_and_drops_other_round
 
 
 def test_the_mo_drops_residuals_of_a_future_or_past_round(undisturbed, caplog):
-    """Rule (market_operator/node.py ``_handle``): the MO takes residuals of its current round
+    """Rule (privgrid/roles/market_operator/node.py ``_handle``): the MO takes residuals of its
+    current round
     only; those of the round just before are ignored silently (re-sent after the MO's own
     restart); any other round is dropped with ``dropped <kind> from <sender> for round <r>
     (current round <c>)``. Residuals of a later round cannot be legitimate — nobody begins a

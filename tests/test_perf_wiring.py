@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.node import AgentNode
 from privgrid.logs import ParticipantLog
 from privgrid.market.setup import played_cost
 from privgrid.privacy import make_mode
 from privgrid.privacy.exchange import Violation
 from privgrid.privacy.paillier import DeferredViolation, PaillierExchange, PaillierKeys
 from privgrid.privacy.plain import PlainExchange
+from privgrid.roles.agent.node import AgentNode
 from privgrid.scenario import MO_ID, ScenarioError, parse_scenario
 from privgrid.wire.channel import Message
 from tests.test_pair_protocol import run_pair

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.node import AgentNode
 from privgrid.market.setup import played_cost
 from privgrid.privacy import PaillierMode, PrivacyMode, make_mode
+from privgrid.roles.agent.node import AgentNode
 from tests.test_perf_wiring import TEST_KEYS, log, scenario
 
 ROOT = Path(__file__).resolve().parent.parent

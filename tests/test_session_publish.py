@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.local import free_port, mosquitto_binary, wait_for_port
+from privgrid.broker.local import free_port, mosquitto_binary, wait_for_port
 from privgrid.wire.session import BrokerUrl, MqttSession
 
 LOG = logging.LoggerAdapter(logging.getLogger("test-session"), {})

@@ -10,7 +10,7 @@ until the target's pooled output stays unchanged for ``plateau_window`` rounds: 
 ``hold_rounds``; the settled (output, price) points give the active fit) → ``release`` (back
 to honest play, so the market converges) — or ``passive``: no deviation at all.
 
-Pure: no I/O, no clock; the colluder behaviour (:mod:`agents.collusion`) drives it.
+Pure: no I/O, no clock; the colluder behaviour (:mod:`privgrid.attack.colluder`) drives it.
 """
 
 from __future__ import annotations

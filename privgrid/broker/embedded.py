@@ -1,11 +1,11 @@
 """The embedded broker: amqtt in its own process, for machines without Mosquitto.
 
-Same users and the same ACL rules as the Mosquitto configuration (:func:`broker.config.acl_rules`):
-password file with argon2 hashes, publish and subscribe ACLs per user. Mosquitto remains the
-reference broker (persistence across restarts, performance); this one keeps a fresh machine
-able to run a whole grid with nothing but Python.
+Same users and the same ACL rules as the Mosquitto configuration
+(:func:`privgrid.broker.config.acl_rules`): password file with argon2 hashes, publish and
+subscribe ACLs per user. Mosquitto remains the reference broker (persistence across restarts,
+performance); this one keeps a fresh machine able to run a whole grid with nothing but Python.
 
-    python -m broker.embedded --config FOLDER/embedded.json
+    python -m privgrid.broker.embedded --config FOLDER/embedded.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from broker.config import BrokerUsers, acl_rules
+from privgrid.broker.config import BrokerUsers, acl_rules
 
 
 def write_embedded_files(folder: Path, run: str, users: BrokerUsers, *, port: int) -> Path:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from market_operator.node import RunOutcome
 from privgrid.crypto.identity import Identity
 from privgrid.ledger import Block, Decision, LedgerError, Vote, commit_decision, market_block
 from privgrid.ledger.genesis import quorum_of, required_voters, roster_of
@@ -32,6 +31,7 @@ from privgrid.market.line_step import LinePrices
 from privgrid.market.setup import MarketSetup
 from privgrid.report import assemble
 from privgrid.results import Outcome, line_rows, trade_rows
+from privgrid.roles.market_operator.node import RunOutcome
 from privgrid.scenario import MO_ID
 
 TAMPER_POWER, TAMPER_PRICE, SHIFT = 0.1, 0.05, 0.3

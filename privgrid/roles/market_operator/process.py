@@ -9,8 +9,6 @@ from typing import Any
 
 import click
 
-from market_operator.node import OperatorNode, RunOutcome, TraceRow
-from market_operator.proposal import Proposal
 from privgrid import report
 from privgrid.attack.evaluate import write_attack_report
 from privgrid.ledger import Ledger, LedgerError, genesis_block
@@ -18,6 +16,8 @@ from privgrid.ledger.genesis import participants_from_scenario
 from privgrid.market.setup import build_setup
 from privgrid.privacy import make_mode
 from privgrid.process import Context, load_context, role_options, run_node
+from privgrid.roles.market_operator.node import OperatorNode, RunOutcome, TraceRow
+from privgrid.roles.market_operator.proposal import Proposal
 from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE
 from privgrid.scenario import MO_ID, ScenarioError
 

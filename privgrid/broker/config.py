@@ -117,12 +117,13 @@ def mosquitto_conf(
     log_dest: str = "stderr",
     user: str | None = None,
 ) -> str:
-    """Fill ``broker/mosquitto.conf.template`` (paths as the broker will see them).
+    """Fill ``privgrid/broker/mosquitto.conf.template`` (paths as the broker will see them).
 
     ``user``: the account Mosquitto runs as when started as root (it otherwise switches to
     ``mosquitto``, which cannot read files private to the user who made them).
     """
-    template = resources.files("broker").joinpath("mosquitto.conf.template").read_text("utf-8")
+    template_file = resources.files("privgrid.broker").joinpath("mosquitto.conf.template")
+    template = template_file.read_text("utf-8")
     return template.format(
         port=port,
         bind=bind,

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.config import BrokerUsers, write_mosquitto_files
-from broker.embedded import write_embedded_files
+from privgrid.broker.config import BrokerUsers, write_mosquitto_files
+from privgrid.broker.embedded import write_embedded_files
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -88,7 +88,7 @@ def start_broker(
         kind = "mosquitto"
     else:
         conf = write_embedded_files(folder, run, users, port=port)
-        cmd = [sys.executable, "-m", "broker.embedded", "--config", str(conf)]
+        cmd = [sys.executable, "-m", "privgrid.broker.embedded", "--config", str(conf)]
         kind = "embedded"
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()

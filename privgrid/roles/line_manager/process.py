@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from line_manager.node import LineManagerNode
 from privgrid.market.setup import build_setup
 from privgrid.privacy import make_mode
 from privgrid.process import load_context, role_options, run_node
+from privgrid.roles.line_manager.node import LineManagerNode
 from privgrid.runtime import EXIT_BAD_INPUT
 from privgrid.scenario import LM_ID, ScenarioError
 

@@ -68,7 +68,7 @@ class OperatorNode(Node):
     ) -> None:
         super().__init__(MO_ID, log)
         self.mode = mode
-        self.proposal = proposal  # market_operator.proposal.Proposal, or None: no ledger
+        self.proposal = proposal  # a .proposal.Proposal, or None: no ledger
         self.scenario = scenario
         self.graph = TradeGraph.from_scenario(scenario)
         self.market = scenario.market

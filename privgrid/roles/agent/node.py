@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.collusion import Colluder
+from privgrid.attack.colluder import Colluder
 from privgrid.attack.estimators import PairRecord
 from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog

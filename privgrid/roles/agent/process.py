@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from agents.collusion import Colluder
-from agents.node import AgentNode
 from privgrid import logs
+from privgrid.attack.colluder import Colluder
 from privgrid.market.setup import TradeGraph, played_cost, trade_ranges
 from privgrid.privacy import make_mode
 from privgrid.process import Context, load_context, role_options, run_nodes
+from privgrid.roles.agent.node import AgentNode
 
 
 @click.command(name="agent")

@@ -1,0 +1,1 @@
+"""A prosumer agent: its node (protocol logic) and its process (options, keys, the loop)."""

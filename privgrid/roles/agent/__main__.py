@@ -1,0 +1,5 @@
+"""``python -m privgrid.roles.agent``: what ``privgrid agent`` runs."""
+
+from privgrid.roles.agent.process import main
+
+main()

@@ -1,0 +1,1 @@
+"""The Market Operator: its node (protocol logic) and its process (options, keys, the loop)."""
