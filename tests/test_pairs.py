@@ -13,14 +13,9 @@ from privgrid.grid.distance import bus_distance, electrical_distances, thevenin_
 from privgrid.grid.network import Branch, Network
 from privgrid.grid.ptdf import injection_shift_factors
 from privgrid.launcher import effective_scenario
+from privgrid.market.pairs import Role, nearest_pairs
 from privgrid.market.setup import agent_costs, build_setup
-from privgrid.scenario import (
-    Role,
-    ScenarioError,
-    load_scenario,
-    nearest_pairs,
-    parse_scenario,
-)
+from privgrid.scenario import ScenarioError, load_scenario, parse_scenario
 from tests.market_checks import assert_matches_central
 from tests.test_scenario import write
 

@@ -29,8 +29,9 @@ import numpy as np
 
 from privgrid.market.agent_step import AgentCost
 from privgrid.market.central import InfeasibleMarketError
+from privgrid.market.pairs import Role
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup
-from privgrid.scenario import FieldError, Role, Scenario, ScenarioError
+from privgrid.scenario import FieldError, Scenario, ScenarioError
 
 #: kW of slack below which a constraint counts as met (HiGHS works to ~1e-7 here).
 TOLERANCE = 1e-6

@@ -18,7 +18,8 @@ from privgrid.grid.network import Network
 from privgrid.grid.ptdf import bilateral_ptdf, injection_shift_factors
 from privgrid.market.agent_step import AgentCost
 from privgrid.market.line_step import lm_step_size
-from privgrid.scenario import FieldError, Role, Scenario, ScenarioError
+from privgrid.market.pairs import Role
+from privgrid.scenario import FieldError, Scenario, ScenarioError
 
 
 @dataclass(frozen=True)
