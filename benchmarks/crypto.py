@@ -55,7 +55,7 @@ from privgrid.crypto.zkp import (
 )
 
 MIN_SAMPLE_SECONDS = 2e-3
-BATCH = 32  # proofs per batch, as privgrid.privacy.paillier.BATCH_CLOSE
+BATCH = 32  # proofs per batch, as privgrid.privacy.paillier.batch.BATCH_CLOSE
 FLOOR = "floor: gmpy2.powmod(r, N, N²)"
 ENC_OWN = "encrypt c_A, owner (CRT r^N)"
 ENC_PEER = "encrypt c_B, peer (public key)"

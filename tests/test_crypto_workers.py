@@ -11,7 +11,8 @@ import pytest
 from privgrid.crypto.errors import ProofError
 from privgrid.crypto.workers import crypto_pool
 from privgrid.privacy.exchange import Violation
-from privgrid.privacy.paillier import PaillierExchange, Prepared
+from privgrid.privacy.paillier import PaillierExchange
+from privgrid.privacy.paillier.workers import Prepared
 from privgrid.wire.channel import Message, Outgoing
 from tests.test_pair_protocol import keys, shares  # noqa: F401  (keys is a fixture)
 
@@ -68,7 +69,7 @@ def test_threaded_prices_equal_inline_prices_and_every_job_is_used(keys):  # noq
             "proofs_failed": 0,
             "worker_jobs": 4,  # 2 rounds × (our decrypt + prove, our check of theirs)
         }
-        assert exchange._prepared == {}  # each job's result was taken by handle()
+        assert len(exchange.prepared) == 0  # each job's result was taken by handle()
         assert exchange.counters.seconds["verify"] > 0
 
 
@@ -107,7 +108,7 @@ def test_a_result_from_other_inputs_is_not_used(keys):  # noqa: F811
     b1.handle(deliver(answer_s1[0], "S1"))
     message = deliver(proof_s1, "S1")
     planted = Prepared(("another", "input"), ProofError("planted"), 0.0)
-    b1._prepared[message.raw] = planted
+    b1.prepared.put(message.raw, planted)
     assert b1.handle(message) == []  # checked inline: the proof is good
     assert b1.counters.counts["proofs_verified"] == 1
-    assert b1._prepared == {}
+    assert len(b1.prepared) == 0

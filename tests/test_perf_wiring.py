@@ -72,11 +72,11 @@ def test_the_mode_factory_passes_pools_verification_and_the_round_limit():
     mode = make_mode(s, "S1", RUN, log("S1"))
     exchange = mode.exchange(["B1", "B2", "B3"])
     assert isinstance(exchange, PaillierExchange)
-    assert (exchange.pool_rounds, exchange.verify) == (2, "batch")
-    assert exchange.max_rounds == s.market.max_rounds
+    assert (exchange.pools.rounds, exchange.verify) == (2, "batch")
+    assert exchange.pools.max_rounds == s.market.max_rounds
     # Own pool: c_A and the proof commitment, per partner and round, made offline in the
     # constructor and counted in the mode's counters (which go into the final report).
-    assert len(exchange.own_pool) == 2 * 3 * 2
+    assert len(exchange.pools.own) == 2 * 3 * 2
     assert exchange.counters is mode.counters and mode.counters.seconds["offline"] > 0
     assert mode.counters.counts == {"proofs_made": 0, "proofs_verified": 0, "proofs_failed": 0}
 
@@ -84,7 +84,8 @@ def test_the_mode_factory_passes_pools_verification_and_the_round_limit():
 def test_the_factory_default_is_unpooled_per_round_verification():
     mode = make_mode(scenario(**TEST_KEYS), "S1", RUN, log("S1"))
     exchange = mode.exchange(["B1"])
-    assert (exchange.pool_rounds, exchange.verify, len(exchange.own_pool)) == (0, "every_round", 0)
+    pools = exchange.pools
+    assert (pools.rounds, exchange.verify, len(pools.own)) == (0, "every_round", 0)
 
 
 # --- the exchange's deferred work -------------------------------------------------------------
@@ -130,10 +131,10 @@ def test_a_batch_never_idle_is_closed_at_its_limit_and_still_catches_a_lie(keys)
     s1k, b1k = keys
     liar = PaillierExchange("S1", ["B1"], s1k, lie=0.02, lie_from_round=9)
     b1 = PaillierExchange("B1", ["S1"], b1k, verify="batch")
-    b1.batch_limit = 4
+    b1.batches.limit = 4
     for round_ in range(1, 13):
         run_pair(liar, b1, round_=round_, seed=round_)
-        assert len(b1._batches["S1"]) < 4  # never more pending than the limit
+        assert b1.batches.pending("S1") < 4  # never more pending than the limit
     assert b1.counters.counts["proofs_verified"] == 8  # rounds 1–8: two full batches
     found = b1.drain_violations()  # what the agent's next tick reports
     assert [(v.offender, v.round) for v in found] == [("S1", 9)]
@@ -144,11 +145,11 @@ def test_idle_work_tops_pools_up_and_closes_full_batches(keys):
     s1k, b1k = keys
     s1 = PaillierExchange("S1", ["B1"], s1k, pool_rounds=3, max_rounds=10)
     b1 = PaillierExchange("B1", ["S1"], b1k, pool_rounds=3, max_rounds=10, verify="batch")
-    assert len(s1.own_pool) == 6  # offline
+    assert len(s1.pools.own) == 6  # offline
     run_pair(s1, b1, round_=1, seed=1)  # round 1 also filled B1's pool of S1's key
-    assert len(s1.own_pool) == 4 and s1.stats()["pool_misses"] == 0
+    assert len(s1.pools.own) == 4 and s1.stats()["pool_misses"] == 0
     s1.work_while_idle(0.0, budget_s=10.0)
-    assert len(s1.own_pool) == 6  # topped up in idle time, no deeper than asked
+    assert len(s1.pools.own) == 6  # topped up in idle time, no deeper than asked
     assert s1.idle(0.0) is False
     for round_ in range(2, 40):
         run_pair(s1, b1, round_=round_, seed=round_)
@@ -215,14 +216,14 @@ def test_the_agent_settles_before_its_final_report_and_reports_first():
 
 def test_the_pool_fill_at_round_one_is_bounded_and_the_rest_is_made_on_demand(keys, monkeypatch):
     """The fill when round 1 begins holds the event loop, so it stops at its budget."""
-    import privgrid.privacy.paillier as paillier
+    import privgrid.privacy.paillier.pools as pools
 
-    monkeypatch.setattr(paillier, "START_FILL_BUDGET_S", 0.0)
+    monkeypatch.setattr(pools, "START_FILL_BUDGET_S", 0.0)
     s1k, b1k = keys
     s1 = PaillierExchange("S1", ["B1"], s1k, pool_rounds=3, max_rounds=10)
     b1 = PaillierExchange("B1", ["S1"], b1k, pool_rounds=3, max_rounds=10)
     run_pair(s1, b1, round_=1, seed=5)
-    assert len(b1.partner_pools["S1"]) == 0  # nothing filled at round 1 …
+    assert len(b1.pools.partners["S1"]) == 0  # nothing filled at round 1 …
     assert b1.stats()["pool_misses"] == 1  # … so c_B's obfuscator was made on the spot
     assert s1.complete and b1.complete
     plain = (PlainExchange("S1", ["B1"]), PlainExchange("B1", ["S1"]))
