@@ -235,7 +235,7 @@ def experiment_collusion(
 
 
 def _add_role_commands() -> None:
-    from privgrid.compose import compose_command
+    from privgrid.compose.command import compose_command
     from privgrid.ledger.cli import ledger
     from privgrid.roles.agent.process import main as agent_main
     from privgrid.roles.line_manager.process import main as lm_main

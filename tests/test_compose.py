@@ -18,9 +18,11 @@ import tomli_w
 import yaml
 from click.testing import CliRunner
 
-from privgrid import compose
 from privgrid.broker.config import MONITOR, BrokerUsers
 from privgrid.cli import main
+from privgrid.compose import common, document
+from privgrid.compose.setup import Owner, SetupResult, setup_grid
+from privgrid.compose.supervisor import broker_url_with_password
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.scenario import load_scenario
 
@@ -45,7 +47,7 @@ def regenerate_hint(scenario: Path, output: Path) -> str:
 def test_checked_in_compose_yaml_is_up_to_date():
     output = ROOT / "compose.yaml"
     assert output.exists(), regenerate_hint(PAPER, output)
-    assert output.read_text() == compose.generate(PAPER, output), regenerate_hint(PAPER, output)
+    assert output.read_text() == document.generate(PAPER, output), regenerate_hint(PAPER, output)
 
 
 def test_checked_in_collusion_compose_file_is_up_to_date():
@@ -53,7 +55,7 @@ def test_checked_in_collusion_compose_file_is_up_to_date():
         pytest.skip("configs/collusion.toml does not exist (yet)")
     output = ROOT / "compose.collusion.yaml"
     assert output.exists(), regenerate_hint(COLLUSION, output)
-    assert output.read_text() == compose.generate(COLLUSION, output), regenerate_hint(
+    assert output.read_text() == document.generate(COLLUSION, output), regenerate_hint(
         COLLUSION, output
     )
 
@@ -83,8 +85,8 @@ def test_invalid_scenario_exits_2_naming_the_field(tmp_path):
 
 @pytest.fixture(scope="module")
 def paper_doc() -> dict:
-    text = compose.generate(PAPER, ROOT / "compose.yaml")
-    assert text == compose.generate(PAPER, ROOT / "compose.yaml"), "not deterministic"
+    text = document.generate(PAPER, ROOT / "compose.yaml")
+    assert text == document.generate(PAPER, ROOT / "compose.yaml"), "not deterministic"
     return yaml.safe_load(text)
 
 
@@ -117,12 +119,12 @@ def test_setup_service_has_no_network_and_builds_the_image(paper_doc):
     assert setup["build"]["context"] == "."
     assert setup["build"]["args"] == {"BASE_IMAGE": "${PRIVGRID_BASE_IMAGE:-python:3.12-slim}"}
     assert setup["environment"]["PRIVGRID_RUN"] == "${PRIVGRID_RUN:-paper}"
-    assert setup["healthcheck"]["test"][-1] == compose.READY_FILE
+    assert setup["healthcheck"]["test"][-1] == common.READY_FILE
 
 
 @pytest.mark.parametrize("participant", PARTICIPANTS)
 def test_each_participant_gets_only_its_own_secrets(paper_doc, participant):
-    service = paper_doc["services"][compose.service_name(participant)]
+    service = paper_doc["services"][document.service_name(participant)]
     env = service["environment"]
     assert service["image"] == "${PRIVGRID_IMAGE:-privgrid:latest}"
     assert "build" not in service  # built once, by setup
@@ -162,7 +164,7 @@ def test_role_commands(paper_doc):
 def test_no_secret_in_the_compose_file(tmp_path):
     """The file names secrets only by path: not one generated password or key appears."""
     result = _setup(tmp_path)
-    text = compose.generate(PAPER, ROOT / "compose.yaml")
+    text = document.generate(PAPER, ROOT / "compose.yaml")
     users = BrokerUsers.load(result.project / "broker.json")
     for password in users.passwords.values():
         assert password not in text
@@ -184,7 +186,7 @@ def _attack_scenario(tmp_path: Path) -> Path:
 
 def test_colluders_write_their_estimates_to_the_run_folder(tmp_path):
     scenario = _attack_scenario(tmp_path)
-    doc = yaml.safe_load(compose.generate(scenario, tmp_path / "compose.attack.yaml"))
+    doc = yaml.safe_load(document.generate(scenario, tmp_path / "compose.attack.yaml"))
     services = doc["services"]
     for colluder in ("agent-b1", "agent-b2"):
         assert services[colluder]["command"][-2:] == [
@@ -203,7 +205,7 @@ def test_paths_are_relative_to_the_compose_file(tmp_path):
     scenario = tmp_path / "configs" / "paper.toml"
     scenario.parent.mkdir()
     scenario.write_text(PAPER.read_text())
-    text = compose.generate(scenario, tmp_path / "compose.yaml")
+    text = document.generate(scenario, tmp_path / "compose.yaml")
     doc = yaml.safe_load(text)
     assert "./configs:/privgrid/scenario:ro" in doc["services"]["agent-s1"]["volumes"]
     assert "privgrid compose configs/paper.toml -o compose.yaml" in text
@@ -216,26 +218,26 @@ def test_service_names_must_not_collide(tmp_path):
     data["agents"][1]["id"] = "s1"  # S1 and s1 would both be agent-s1
     path = tmp_path / "clash.toml"
     path.write_text(tomli_w.dumps(data))
-    with pytest.raises(compose.ComposeError, match="agent-s1"):
-        compose.generate(path, tmp_path / "compose.yaml")
+    with pytest.raises(common.ComposeError, match="agent-s1"):
+        document.generate(path, tmp_path / "compose.yaml")
 
 
 # -- setup ------------------------------------------------------------------------------------
 
 
-def _setup(tmp_path: Path, run: str = "paper", scenario: Path = PAPER) -> compose.SetupResult:
+def _setup(tmp_path: Path, run: str = "paper", scenario: Path = PAPER) -> SetupResult:
     data = tmp_path / "broker-data"
     data.mkdir(exist_ok=True)
     name = load_scenario(scenario).name
-    return compose.setup_grid(
+    return setup_grid(
         scenario,
         name,
         run,
         secrets_root=tmp_path / "secrets",
         runs_root=tmp_path / "runs",
         broker_data=data,
-        owner=compose.Owner(10001, 10001),
-        broker_owner=compose.Owner(1883, 1883),
+        owner=Owner(10001, 10001),
+        broker_owner=Owner(1883, 1883),
     )
 
 
@@ -338,18 +340,18 @@ def test_setup_gives_an_earlier_run_folder_to_the_new_uid(tmp_path):
 
 
 def test_setup_refuses_a_bad_run_id_or_another_scenario(tmp_path):
-    with pytest.raises(compose.ComposeError, match="PRIVGRID_RUN"):
+    with pytest.raises(common.ComposeError, match="PRIVGRID_RUN"):
         _setup(tmp_path, run="../etc")
-    with pytest.raises(compose.ComposeError, match="regenerate"):
-        compose.setup_grid(
+    with pytest.raises(common.ComposeError, match="regenerate"):
+        setup_grid(
             PAPER,
             "collusion",
             "paper",
             secrets_root=tmp_path / "s",
             runs_root=tmp_path / "r",
             broker_data=None,
-            owner=compose.Owner(10001, 10001),
-            broker_owner=compose.Owner(1883, 1883),
+            owner=Owner(10001, 10001),
+            broker_owner=Owner(1883, 1883),
         )
 
 
@@ -387,8 +389,8 @@ def test_setup_command_marks_ready_and_exits_with_once(tmp_path):
 def test_broker_url_gets_the_password_from_its_file(tmp_path):
     secret = tmp_path / "broker.password"
     secret.write_text("p@ss/w:rd\n")
-    env = {compose.ENV_URL: "mqtt://S1@broker:1883", compose.ENV_PASSWORD_FILE: str(secret)}
-    url = compose.broker_url_with_password(env)
+    env = {common.ENV_URL: "mqtt://S1@broker:1883", common.ENV_PASSWORD_FILE: str(secret)}
+    url = broker_url_with_password(env)
     assert url == "mqtt://S1:p%40ss%2Fw%3Ard@broker:1883"
     from privgrid.wire.session import BrokerUrl
 
@@ -399,15 +401,15 @@ def test_broker_url_gets_the_password_from_its_file(tmp_path):
         "broker",
         1883,
     )
-    with pytest.raises(compose.ComposeError, match="cannot read"):
-        compose.broker_url_with_password({**env, compose.ENV_PASSWORD_FILE: str(tmp_path / "x")})
-    assert compose.broker_url_with_password({compose.ENV_URL: "mqtt://h:1"}) == "mqtt://h:1"
+    with pytest.raises(common.ComposeError, match="cannot read"):
+        broker_url_with_password({**env, common.ENV_PASSWORD_FILE: str(tmp_path / "x")})
+    assert broker_url_with_password({common.ENV_URL: "mqtt://h:1"}) == "mqtt://h:1"
 
 
 #: Runs run_role in its own process (it installs signal handlers), with a fake role command.
 _RUNNER = """
 import sys
-from privgrid.compose import run_role
+from privgrid.compose.supervisor import run_role
 linger, grace, child = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 code = run_role([], {}, linger=linger, stop_grace=grace, who="T",
                 command=[sys.executable, "-c", child])
@@ -479,8 +481,8 @@ def test_a_stop_is_passed_on_after_the_grace(tmp_path):
 def test_exec_refuses_a_missing_password_file(tmp_path):
     env = {
         **os.environ,
-        compose.ENV_URL: "mqtt://S1@broker:1883",
-        compose.ENV_PASSWORD_FILE: str(tmp_path / "missing"),
+        common.ENV_URL: "mqtt://S1@broker:1883",
+        common.ENV_PASSWORD_FILE: str(tmp_path / "missing"),
     }
     proc = subprocess.run(
         [sys.executable, "-m", "privgrid.compose", "exec", "agent", "--id", "S1"],
