@@ -19,7 +19,8 @@ regime algorithm.md §9 reports ("slow linear convergence, not failure"); docs/m
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from privgrid.market.central import InfeasibleMarketError, check_feasible, solve_central
+from privgrid.market.central import InfeasibleMarketError, solve_central
+from privgrid.market.feasibility import check_feasible
 from privgrid.market.setup import agent_costs, build_setup
 from privgrid.scenario import ScenarioError, parse_scenario
 from tests.market_checks import assert_matches_central

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from privgrid.market.central import InfeasibleMarketError, check_feasible
+from privgrid.market.central import InfeasibleMarketError
+from privgrid.market.feasibility import check_feasible
 from privgrid.market.fixedpoint import RESOLUTION
 from privgrid.market.setup import agent_costs, build_setup
 from privgrid.scenario import MIN_EPSILON, Role, ScenarioError, load_scenario, parse_scenario

@@ -121,14 +121,3 @@ def solve_central(setup: MarketSetup, costs: Mapping[str, AgentCost]) -> Central
         setup.flows(trades),
         time.perf_counter() - started,
     )
-
-
-def check_feasible(setup: MarketSetup, costs: Mapping[str, AgentCost]) -> None:
-    """Raise :class:`InfeasibleMarketError` with an explanation if no clearing point exists.
-
-    Kept for its callers: the check (and its explanation naming agents and lines) lives in
-    :mod:`privgrid.market.feasibility`.
-    """
-    from privgrid.market.feasibility import check_feasible as check
-
-    check(setup, costs)

@@ -16,7 +16,8 @@ variable per pair, and says *who* is to blame:
 
 Errors are :class:`InfeasibleScenarioError`, a :class:`~privgrid.scenario.ScenarioError`
 (file, field, reason: ``agents[2] (S3).pmin: ...``, ``network.line_limits.'7-8': ...``) that
-is also an :class:`~privgrid.market.central.InfeasibleMarketError` for older callers.
+is also an :class:`~privgrid.market.central.InfeasibleMarketError`, the error of the central
+solve: a caller that catches either one sees it.
 """
 
 from __future__ import annotations
