@@ -22,7 +22,7 @@ import functools
 import numpy as np
 
 from privgrid.grid.network import Network
-from privgrid.grid.ptdf import incidence
+from privgrid.grid.ptdf import reduced_susceptance
 
 #: Distances are rounded to this many decimals (p.u.) before ranking, so that ties which are
 #: exact in the maths but differ in the last bits of floating point are ties everywhere: every
@@ -36,16 +36,9 @@ def thevenin_reactance(network: Network) -> np.ndarray:
     Rows and columns follow ``network.buses``. Raises ``ValueError`` when the network is not
     connected (the reduced matrix is then singular).
     """
-    A = incidence(network)
-    b = np.array([br.susceptance for br in network.branches])
-    slack = network.bus_index(network.slack)
-    keep = np.array([i for i in range(len(network.buses)) if i != slack], dtype=int)
-    A_r = A[:, keep]
-    Y = A_r.T @ (b[:, None] * A_r)
-    try:
-        z_r = np.linalg.solve(Y, np.eye(len(keep)))
-    except np.linalg.LinAlgError as exc:
-        raise ValueError(f"network {network.name!r} is not connected: {exc}") from exc
+    reduced = reduced_susceptance(network)
+    keep = reduced.keep
+    z_r = reduced.solve(np.eye(len(keep)))
     Z = np.zeros((len(network.buses), len(network.buses)))
     Z[np.ix_(keep, keep)] = 0.5 * (z_r + z_r.T)  # exactly symmetric
     return Z
