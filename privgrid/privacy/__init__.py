@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from privgrid.crypto.framing import int_from_bytes, int_to_bytes
 from privgrid.logs import ParticipantLog
 from privgrid.market.setup import MarketSetup
 from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
@@ -110,14 +111,14 @@ class PaillierMode(PrivacyMode):
 
     def session_secrets(self) -> dict[str, bytes]:
         key = self.keys.keypair.private_key
-        return {"paillier_p": int_bytes(key.p), "paillier_q": int_bytes(key.q)}
+        return {"paillier_p": int_to_bytes(key.p), "paillier_q": int_to_bytes(key.q)}
 
     def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> bool:
         from privgrid.crypto.paillier import keypair_from_primes
 
         if "paillier_p" not in secrets:
             return False
-        p, q = (int.from_bytes(secrets[k], "big") for k in ("paillier_p", "paillier_q"))
+        p, q = (int_from_bytes(secrets[k]) for k in ("paillier_p", "paillier_q"))
         self.keys.keypair = keypair_from_primes(p, q)
         return True
 
@@ -143,11 +144,6 @@ class PaillierMode(PrivacyMode):
         from privgrid.privacy.paillier import PaillierLeg
 
         return PaillierLeg(self.keys, self.counters)
-
-
-def int_bytes(value: int) -> bytes:
-    """A non-negative integer as minimal big-endian bytes."""
-    return int(value).to_bytes((int(value).bit_length() + 7) // 8 or 1, "big")
 
 
 def make_mode(scenario: Scenario, me: str, run: str, log: ParticipantLog) -> PrivacyMode:
