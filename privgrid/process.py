@@ -297,7 +297,3 @@ def run_nodes(members: list[tuple[Context, Node]]) -> int:
 def _cancel(task: asyncio.Task[Any] | None) -> None:
     if task is not None:
         task.cancel()
-
-
-def default_run_id(scenario: Scenario) -> str:
-    return os.environ.get(ENV_RUN) or scenario.name

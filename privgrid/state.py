@@ -58,17 +58,12 @@ class CheckpointStore:
         self.scenario = scenario
         self._ad = f"{run}\x00{me}".encode()
         self._key = identity.derive_key(_LABEL, self._ad)
-        self.saves = 0
-        self.save_seconds = 0.0
 
     def exists(self) -> bool:
         return self.path.exists()
 
     def save(self, content: Mapping[str, Any]) -> None:
         """Replace the checkpoint atomically."""
-        import time
-
-        started = time.perf_counter()
         record = {"v": VERSION, "run": self.run, "me": self.me, "scenario": self.scenario}
         payload = msgpack.packb({**record, "content": dict(content)}, use_bin_type=True)
         nonce = os.urandom(_NONCE)
@@ -87,8 +82,6 @@ class CheckpointStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self.saves += 1
-        self.save_seconds += time.perf_counter() - started
 
     def load(self) -> dict[str, Any] | None:
         """The checkpoint's content, or None if there is none. Refuses anything doubtful."""

@@ -135,14 +135,6 @@ class PriceExchange(ABC):
             self._expected.pop(i, None)
         return done
 
-    def results(self) -> tuple[list[int | None], list[int | None]]:
-        """The round's fixed-point prices (ours, the partners'), for the checkpoint."""
-        return list(self._own), list(self._peer)
-
-    def restore_results(self, own: list[int | None], peer: list[int | None]) -> None:
-        """After :meth:`begin` on a restored round: the prices it had already produced."""
-        self._own, self._peer = list(own), list(peer)
-
     def drop(self, partners: Iterable[str]) -> None:
         self.dropped.update(p for p in partners if p in self.index)
 

@@ -132,9 +132,6 @@ class Channel:
         self._peer_x25519[participant] = public
         self._pair_keys.pop(participant, None)
 
-    def knows(self, participant: str) -> bool:
-        return participant in self._peer_x25519
-
     def mask_key(self, peer: str) -> bytes:
         """``k_mask`` with ``peer`` for the LM's masked aggregation (protocol.md §6.2)."""
         public = self._peer_x25519.get(peer)
