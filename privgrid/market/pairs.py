@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from privgrid.grid.cases import load_network
-from privgrid.grid.distance import electrical_distances
+from privgrid.grid.distance import bus_distance
 
 
 class Role(StrEnum):
@@ -127,10 +127,5 @@ def nearest_on_network(
     to one distance computation each.
     """
     network = load_network(case, base_dir)
-    D = electrical_distances(network)
-
-    def distance(bus_i: int, bus_j: int) -> float:
-        return float(D[network.bus_index(bus_i), network.bus_index(bus_j)])
-
-    raw = nearest_pairs(members, k, distance)
+    raw = nearest_pairs(members, k, functools.partial(bus_distance, network))
     return tuple(seller_first(raw, {m[0]: m[2] for m in members}))
