@@ -60,8 +60,10 @@ def test_local_step_is_the_exact_proximal_minimiser(problem):
     ours = np.clip(v - tau * theta, lo, hi)
     # The step meets the agent's bounds exactly (not just approximately).
     assert cost.pmin - 1e-9 <= ours.sum() <= cost.pmax + 1e-9
-    # Optimality: ΣP̂ = clip((θ − b)/a) — ψ(θ) = 0 up to rounding.
-    assert ours.sum() == pytest.approx(cost.best_total(theta), abs=1e-9 * (1 + abs(theta)))
+    # Optimality: ΣP̂ = clip((θ − b)/a, pmin, pmax), the total θ supports — ψ(θ) = 0 up to
+    # rounding.
+    supported = min(max((theta - cost.b) / cost.a, cost.pmin), cost.pmax)
+    assert ours.sum() == pytest.approx(supported, abs=1e-9 * (1 + abs(theta)))
     # No worse than a real QP solver's answer (interior-point solvers stop slightly inside
     # the bounds in degenerate cases, so compare objective values, then points loosely).
     reference = proximal_qp(cost, v, lo, hi, tau)

@@ -13,13 +13,13 @@ import aiomqtt
 import msgpack
 import pytest
 
-from privgrid.attack.lm_view import read_record, reconstruct
 from privgrid.keys import participants
 from privgrid.market.line_step import MASK_MODULUS, flow_contribution
 from privgrid.market.negotiation import negotiate
 from privgrid.market.setup import agent_costs, build_setup, played_costs
 from privgrid.scenario import MO_ID
 from privgrid.wire import topics
+from tests.lm_view import read_record, reconstruct
 
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,7 +258,7 @@ def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(grid_factory, 
     the published leg (``lm_leg = "paillier"``: packed trades under the LM's key, decrypted by
     it) as much as trades sealed to it. Every agent of this market is inside its bounds for a
     while; one pinned at a bound from the start would reveal only that bound
-    (privgrid.attack.lm_view)."""
+    (tests/lm_view.py)."""
     grid = grid_factory(COLLUSION, privacy=privacy, attack=None)
     record = grid.folder / "lm-view.jsonl"
     grid.extra_args["LM"] = ["--record", str(record)]

@@ -73,9 +73,6 @@ class KKTReport:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
-    def failed_conditions(self) -> set[str]:
-        return {c.condition for c in self.failures}
-
     def as_dict(self) -> dict[str, object]:
         return {
             "passed": self.passed,

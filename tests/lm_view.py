@@ -9,6 +9,9 @@ The LM knows its own charges; everything else here is public (λ⁰, α, β, ρ,
 :func:`reconstruct` uses only the LM's audit record (``python -m line_manager --record``) and
 public data. With masked aggregation (I5) the record holds masked flow shares only and there is
 nothing per agent to reconstruct from.
+
+The evaluator of tests/test_collusion.py (docs/privacy.md, conclusion 2); nothing in the
+product runs it, so it lives with the tests.
 """
 
 from __future__ import annotations
