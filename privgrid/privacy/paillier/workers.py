@@ -35,6 +35,31 @@ class Prepared:
     seconds: float
 
 
+def _prove(
+    keypair: pl.PaillierKeyPair,
+    c: int,
+    context: ProofContext,
+    commitment: Callable[[], pl.Obfuscator | None],
+) -> Prepared:
+    """Decrypt ``c`` and prove it, timed from taking the commitment on."""
+    started = time.perf_counter()
+    result = prove_decryption(keypair, c, context, commitment())
+    return Prepared((c, context), result, time.perf_counter() - started)
+
+
+def _check(
+    key: pl.PublicKey, c: int, x: int, proof: DecryptionProof, context: ProofContext
+) -> Prepared:
+    """Check the claim ``Dec(c) = x``: the verified value, or the :class:`CryptoError`."""
+    started = time.perf_counter()
+    result: int | CryptoError
+    try:
+        result = verify_decryption(key, c, x, proof, context)
+    except CryptoError as exc:
+        result = exc
+    return Prepared((key.n, c, x, proof, context), result, time.perf_counter() - started)
+
+
 class WorkerResults:
     """Jobs for the heavy steps, and their results by message bytes until they are used."""
 
@@ -63,12 +88,10 @@ class WorkerResults:
     ) -> Callable[[], None]:
         """A job that decrypts ``c`` and proves it. Call on the event loop: the commitment
         is taken from ``pool`` here, as pools are not thread-safe."""
-        commitment = pool.take() if len(pool) else None
+        taken = pool.take() if len(pool) else None
 
         def job() -> None:
-            started = time.perf_counter()
-            result = prove_decryption(keypair, c, context, commitment)
-            self.put(raw, Prepared((c, context), result, time.perf_counter() - started))
+            self.put(raw, _prove(keypair, c, context, lambda: taken))
 
         return job
 
@@ -84,14 +107,7 @@ class WorkerResults:
         """A job that checks the claim ``Dec(c) = x`` with its proof."""
 
         def job() -> None:
-            started = time.perf_counter()
-            result: int | CryptoError
-            try:
-                result = verify_decryption(key, c, x, proof, context)
-            except CryptoError as exc:
-                result = exc
-            inputs = (key.n, c, x, proof, context)
-            self.put(raw, Prepared(inputs, result, time.perf_counter() - started))
+            self.put(raw, _check(key, c, x, proof, context))
 
         return job
 
@@ -113,12 +129,7 @@ class WorkerResults:
     ) -> tuple[int, DecryptionProof]:
         """``prove_decryption``, or the worker's result on the same inputs; timed as
         ``decrypt_prove`` either way."""
-        prepared = self.take(raw, (c, context))
-        if prepared is None:
-            started = time.perf_counter()
-            x, proof = prove_decryption(keypair, c, context, pool.take())
-            self.counters.add_time("decrypt_prove", time.perf_counter() - started)
-            return x, proof
+        prepared = self.take(raw, (c, context)) or _prove(keypair, c, context, pool.take)
         self.counters.add_time("decrypt_prove", prepared.seconds)
         x, proof = prepared.result
         return x, proof
@@ -141,8 +152,9 @@ class WorkerResults:
         """
         prepared = self.take(raw, (key.n, c, x, proof, context))
         if prepared is None:
-            return verify_decryption(key, c, x, proof, context)
-        self.counters.add_time("verify", prepared.seconds)
+            prepared = _check(key, c, x, proof, context)
+        else:
+            self.counters.add_time("verify", prepared.seconds)
         if isinstance(prepared.result, CryptoError):
             raise prepared.result
         return int(prepared.result)
