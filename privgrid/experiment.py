@@ -350,18 +350,21 @@ def _level_label(noise: Mapping[str, float]) -> str:
 
 
 def perturbation_table(levels: Sequence[Mapping[str, Any]], first: int) -> str:
-    """perturbation.md's table: per level and quantity, the spread over every session and
-    the median of the first ``first`` sessions (what a ``first``-session wire run reports)."""
+    """perturbation.md's table: per level and quantity, the spread over every session, the
+    median of the first ``first`` sessions (what a ``first``-session wire run reports) and the
+    5–95 % range of such medians over disjoint groups of ``first`` sessions."""
     lines = [
         "| I6 (σ_b, r, w) | quantity | sessions with a value | median | IQR (25–75 %) | "
-        f"5–95 % | median of sessions 0–{first - 1} (the wire experiment's) |",
-        "|" + "---|" * 7,
+        f"5–95 % | median of sessions 0–{first - 1} (the wire experiment's) | "
+        f"median of {first} sessions: 5–95 % |",
+        "|" + "---|" * 8,
     ]
     for level in levels:
         for key, label in PERTURBATION_ROWS:
-            every, few = level["summary"][key]["all"], level["summary"][key]["first"]
+            stats = level["summary"][key]
+            every, few, groups = stats["all"], stats["first"], stats["medians_of_first"]
             if every is None:
-                cells = ["0", "–", "–", "–", "–"]
+                cells = ["0", "–", "–", "–", "–", "–"]
             else:
                 cells = [
                     f"{every['n']} of {level['sessions_run']}",
@@ -369,6 +372,7 @@ def perturbation_table(levels: Sequence[Mapping[str, Any]], first: int) -> str:
                     f"{_cell(every['q25'])} – {_cell(every['q75'])}",
                     f"{_cell(every['p5'])} – {_cell(every['p95'])}",
                     "–" if few is None else _cell(few["median"]),
+                    "–" if groups is None else f"{_cell(groups['p5'])} – {_cell(groups['p95'])}",
                 ]
             row = [_level_label(level["noise"]), label, *cells]
             lines.append("| " + " | ".join(row) + " |")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from privgrid.attack.perturbation import Session, spread, summary
+from privgrid.attack.perturbation import Session, group_medians, spread, summary
 from privgrid.attack.perturbation import sessions as draw_sessions
 from privgrid.experiment import I6_LEVELS, PERTURBATION_ROWS, WIRE_SESSIONS
 from privgrid.keys import participants
@@ -54,6 +54,11 @@ def test_the_summary_reports_every_session_and_the_first_five_apart():
     b = out["b_error"]
     assert b["all"]["n"] == 10 and b["all"]["median"] == pytest.approx(5.5)
     assert b["first"]["n"] == 4 and b["first"]["median"] == pytest.approx(2.5)  # 0, 2, 3, 4
+    # Medians of disjoint groups of five: [0, 2, 3, 4] → 2.5 and [5 … 9] → 7; the tenth is
+    # an incomplete group, left out.
+    assert group_medians([s.errors["b"] for s in drawn], 5) == [2.5, 7.0]
+    assert b["medians_of_first"]["n"] == 2
+    assert b["medians_of_first"]["median"] == pytest.approx(4.75)
     assert out["played_b_error"]["all"]["n"] == 11  # the played value exists in every session
     assert out["welfare_loss"]["first"]["median"] == pytest.approx(0.002)
     assert set(out) == {key for key, _ in PERTURBATION_ROWS} | {
@@ -106,6 +111,14 @@ def test_the_command_writes_per_session_values_and_their_statistics(command):
             )
             first = [v for v in values[:WIRE_SESSIONS] if v is not None]
             assert level["summary"][key]["first"]["median"] == pytest.approx(np.median(first))
+            groups = [
+                np.median([v for v in values[i : i + WIRE_SESSIONS] if v is not None])
+                for i in range(0, DRAWS, WIRE_SESSIONS)
+                if any(v is not None for v in values[i : i + WIRE_SESSIONS])
+            ]
+            small = level["summary"][key]["medians_of_first"]
+            assert small["n"] == len(groups)
+            assert [small["p5"], small["p95"]] == pytest.approx(np.percentile(groups, [5, 95]))
         # The spread is real: sessions differ, and the errors are of the noise's size.
         assert level["summary"]["b_error"]["all"]["q25"] < level["summary"]["b_error"]["all"]["q75"]
         # Where the coalition found (a, b), it found the played values: the error is I6's own.

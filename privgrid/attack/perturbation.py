@@ -221,10 +221,23 @@ def spread(values: Sequence[float | None]) -> Spread | None:
     return Spread(int(present.size), float(median), float(q25), float(q75), float(p5), float(p95))
 
 
+def group_medians(values: Sequence[float | None], size: int) -> list[float]:
+    """The median of each consecutive, disjoint group of ``size`` sessions (values that exist;
+    a group with none is skipped, an incomplete last group dropped): what ``size``-session
+    experiments would report, one per group."""
+    out = []
+    for start in range(0, len(values) - size + 1, size):
+        present = [v for v in values[start : start + size] if v is not None]
+        if present:
+            out.append(float(np.median(present)))
+    return out
+
+
 def summary(drawn: Sequence[Session], first: int = 5) -> dict[str, dict[str, Any]]:
-    """Per column: ``all``, the spread over every session, and ``first``, over the first
-    ``first`` sessions alone — the sessions a ``first``-session wire experiment runs, hence the
-    figures it reports.
+    """Per column: ``all``, the spread over every session; ``first``, over the first ``first``
+    sessions alone — the sessions a ``first``-session wire experiment runs, hence the figures
+    it reports; ``medians_of_first``, the spread of the medians of disjoint groups of ``first``
+    sessions — how far such a small sample's median may fall from the median of all.
 
     Columns: ``<q>_error`` for a, b, Pmax, Pmin — the coalition's estimate errors as
     ``attack.json`` has them, sessions without an estimate left out (as the wire experiment's
@@ -240,8 +253,10 @@ def summary(drawn: Sequence[Session], first: int = 5) -> dict[str, dict[str, Any
     out: dict[str, dict[str, Any]] = {}
     for name, values in columns.items():
         every, few = spread(values), spread(values[:first])
+        groups = spread(group_medians(values, first))
         out[name] = {
             "all": None if every is None else every.as_dict(),
             "first": None if few is None else few.as_dict(),
+            "medians_of_first": None if groups is None else groups.as_dict(),
         }
     return out
