@@ -389,25 +389,26 @@ def plot_perturbation(levels: Sequence[Mapping[str, Any]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     panels = (
-        ("b", "relative error of the coalition's b estimate"),
+        ("b", "relative error of the coalition's b estimate (sessions with one)"),
         ("welfare_loss", "welfare loss vs the optimum (relative)"),
     )
     for ax, (key, xlabel) in zip(axes, panels, strict=True):
-        samples = []
+        samples = []  # per level: the values that exist (a loss may be ≤ 0 at the 1e-6 level)
         for level in levels:
             values = [
                 s["welfare_loss"] if key == "welfare_loss" else s["errors"][key]
                 for s in level["sessions"]
             ]
-            samples.append(np.array([v for v in values if v is not None and v > 0], dtype=float))
-        joined = np.concatenate(samples) if samples else np.array([])
-        if joined.size == 0:
+            samples.append(np.array([v for v in values if v is not None], dtype=float))
+        positive = np.concatenate([v[v > 0] for v in samples]) if samples else np.array([])
+        if positive.size == 0:
             continue
-        bins = np.logspace(np.log10(joined.min()), np.log10(joined.max()), 40)
+        bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40)
         for level, values, color in zip(levels, samples, ("tab:blue", "tab:red"), strict=False):
             label = f"(σ_b, r, w) = {_level_label(level['noise'])}"
-            ax.hist(values, bins=bins, histtype="step", lw=1.5, color=color, label=label)
-            ax.axvline(float(np.median(values)), color=color, ls="--", lw=1)
+            shown = values[values > 0]  # a log axis
+            ax.hist(shown, bins=bins, histtype="step", lw=1.5, color=color, label=label)
+            ax.axvline(float(np.median(values)), color=color, ls="--", lw=1)  # as in the table
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("sessions")
