@@ -133,7 +133,7 @@ class Session:
     played: dict[str, float]  # ã, b̃, P̃min, P̃max
     estimates: dict[str, float | None]
     errors: dict[str, float | None]  # relative to the truth, as attack.json
-    played_errors: dict[str, float]  # of the played values: what recovering them teaches
+    played_errors: dict[str, float | None]  # of the played values (None: the truth is 0)
     welfare_loss: float | None  # (optimum − welfare) / |optimum|, as attack.json's honest run
     rounds: int  # of the honest negotiation
     converged: bool
@@ -184,8 +184,7 @@ def sessions(scenario: Scenario, count: int) -> list[Session]:
                     q: relative_error(estimates[q], getattr(true_target, q)) for q in QUANTITIES
                 },
                 played_errors={
-                    q: abs(getattr(played, q) - getattr(true_target, q))
-                    / abs(getattr(true_target, q))
+                    q: relative_error(getattr(played, q), getattr(true_target, q))
                     for q in QUANTITIES
                 },
                 welfare_loss=welfare_loss_vs_optimum(optimum, honest["welfare"]),
