@@ -234,6 +234,41 @@ def experiment_collusion(
     )
 
 
+@experiment.command("perturbation")
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for perturbation.md, perturbation.json and perturbation.png.",
+)
+@click.option(
+    "--draws",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Sessions (fresh I6 noise) per level; session i uses scenario seed + i.",
+)
+def experiment_perturbation(scenario: Path, out: Path, draws: int) -> None:
+    """I6 objective perturbation over many sessions, in one process.
+
+    For each I6 level of `privgrid experiment collusion`, draws the target's perturbation
+    DRAWS times and computes what that experiment reports per session — the coalition's
+    estimate errors (its own coordinator and estimators, against the target's settled
+    response) and the welfare loss against the optimum (the honest in-process negotiation) —
+    then the median, interquartile range and 5–95 % range. Sessions 0–4 are the five sessions
+    of the wire experiment. Writes OUT/perturbation.md, .json (every session) and .png.
+    """
+    from privgrid.experiment import run_perturbation
+
+    try:
+        run_perturbation(scenario, out, draws=draws)
+    except (ScenarioError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo((out / "perturbation.md").read_text())
+    click.echo(f"wrote {out / 'perturbation.md'}, perturbation.json and perturbation.png", err=True)
+
+
 def _add_role_commands() -> None:
     from privgrid.compose.command import compose_command
     from privgrid.ledger.cli import ledger

@@ -311,3 +311,158 @@ def run_experiment(
     )
     plot(rows, out / "collusion.png")
     return rows
+
+
+# --- I6 over many sessions, in one process (``privgrid experiment perturbation``) -------------
+#: Sessions per I6 level of ``privgrid experiment collusion`` (its ``--seeds`` default): the
+#: perturbation experiment shows what the first this many of its draws give as well.
+WIRE_SESSIONS = 5
+#: The rows of perturbation.md per level: (summary column, label).
+PERTURBATION_ROWS = (
+    ("b_error", "b error (coalition's estimate)"),
+    ("a_error", "a error (coalition's estimate)"),
+    ("pmax_error", "Pmax error (coalition's estimate)"),
+    ("pmin_error", "Pmin error (coalition's estimate)"),
+    ("played_b_error", "b̃ error (the played b, every session)"),
+    ("welfare_loss", "welfare loss vs optimum"),
+)
+
+
+def i6_scenarios(scenario: Path) -> dict[str, Any]:
+    """Each I6 variant's scenario, edited exactly as ``privgrid experiment collusion`` edits it
+    (plain mode, pair checks, masked LM leg, the target's noise)."""
+    from privgrid.scenario import parse_scenario
+
+    base = tomllib.loads(scenario.read_text())
+    if "attack" not in base:
+        raise ValueError(f"{scenario}: the scenario has no [attack] table")
+    out = {}
+    for variant in variants(KEYS_1024, 1):
+        if variant.name in I6_LEVELS:
+            data = json.loads(json.dumps(base))
+            variant.edit(data)
+            out[variant.name] = parse_scenario(data, scenario)
+    return out
+
+
+def _level_label(noise: Mapping[str, float]) -> str:
+    return f"({noise['sigma_b']:g}, {noise['r']:g}, {noise['w']:g})"
+
+
+def perturbation_table(levels: Sequence[Mapping[str, Any]], first: int) -> str:
+    """perturbation.md's table: per level and quantity, the spread over every session, the
+    median of the first ``first`` sessions (what a ``first``-session wire run reports) and the
+    5–95 % range of such medians over disjoint groups of ``first`` sessions."""
+    lines = [
+        "| I6 (σ_b, r, w) | quantity | sessions with a value | median | IQR (25–75 %) | "
+        f"5–95 % | median of sessions 0–{first - 1} (the wire experiment's) | "
+        f"median of {first} sessions: 5–95 % |",
+        "|" + "---|" * 8,
+    ]
+    for level in levels:
+        for key, label in PERTURBATION_ROWS:
+            stats = level["summary"][key]
+            every, few, groups = stats["all"], stats["first"], stats["medians_of_first"]
+            if every is None:
+                cells = ["0", "–", "–", "–", "–", "–"]
+            else:
+                cells = [
+                    f"{every['n']} of {level['sessions_run']}",
+                    _cell(every["median"]),
+                    f"{_cell(every['q25'])} – {_cell(every['q75'])}",
+                    f"{_cell(every['p5'])} – {_cell(every['p95'])}",
+                    "–" if few is None else _cell(few["median"]),
+                    "–" if groups is None else f"{_cell(groups['p5'])} – {_cell(groups['p95'])}",
+                ]
+            row = [_level_label(level["noise"]), label, *cells]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_perturbation(levels: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Histograms (log x) of the b error and the welfare loss per level, medians marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = (
+        ("b", "relative error of the coalition's b estimate (sessions with one)"),
+        ("welfare_loss", "welfare loss vs the optimum (relative)"),
+    )
+    for ax, (key, xlabel) in zip(axes, panels, strict=True):
+        samples = []  # per level: the values that exist (a loss may be ≤ 0 at the 1e-6 level)
+        for level in levels:
+            values = [
+                s["welfare_loss"] if key == "welfare_loss" else s["errors"][key]
+                for s in level["sessions"]
+            ]
+            samples.append(np.array([v for v in values if v is not None], dtype=float))
+        positive = np.concatenate([v[v > 0] for v in samples]) if samples else np.array([])
+        if positive.size == 0:
+            continue
+        bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40)
+        for level, values, color in zip(levels, samples, ("tab:blue", "tab:red"), strict=False):
+            label = f"(σ_b, r, w) = {_level_label(level['noise'])}"
+            shown = values[values > 0]  # a log axis
+            ax.hist(shown, bins=bins, histtype="step", lw=1.5, color=color, label=label)
+            ax.axvline(float(np.median(values)), color=color, ls="--", lw=1)  # as in the table
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("sessions")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"I6 over {levels[0]['sessions_run']} sessions per level (dashed: median)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_perturbation(scenario: Path, out: Path, *, draws: int = 1000) -> list[dict[str, Any]]:
+    """``draws`` sessions per I6 level, in one process; writes ``perturbation.json`` (every
+    session and every statistic), ``perturbation.md`` (the table) and ``perturbation.png``.
+
+    Raises:
+        ValueError: no ``[attack]`` in the scenario, or ``draws`` < 1.
+        ScenarioError: the scenario is invalid.
+    """
+    from privgrid.attack.perturbation import sessions, summary
+
+    if draws < 1:
+        raise ValueError(f"--draws must be at least 1 (got {draws})")
+    levels = []
+    for name, edited in i6_scenarios(scenario).items():
+        drawn = sessions(edited, draws)
+        target = edited.agent(edited.attack.target)
+        levels.append(
+            {
+                "variant": name,
+                "noise": dict(I6_LEVELS[name]),
+                "target": target.id,
+                "truth": {"a": target.a, "b": target.b, "pmin": target.pmin, "pmax": target.pmax},
+                "first_seed": edited.scenario.seed,
+                "sessions_run": len(drawn),
+                "no_estimate": sum(s.errors["b"] is None for s in drawn),
+                "not_converged": sum(not s.converged for s in drawn),
+                "summary": summary(drawn, WIRE_SESSIONS),
+                "sessions": [s.as_dict() for s in drawn],
+            }
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perturbation.json").write_text(json.dumps(levels, indent=1) + "\n")
+    notes = "".join(
+        f"- {_level_label(level['noise'])}: {level['no_estimate']} of {level['sessions_run']} "
+        "sessions without an estimate of (a, b); "
+        f"{level['not_converged']} honest negotiations did not converge.\n"
+        for level in levels
+    )
+    (out / "perturbation.md").write_text(
+        f"# Objective perturbation (I6): {scenario.name}, {draws} sessions per level\n\n"
+        "Generated by `privgrid experiment perturbation` (in one process; session i uses "
+        f"scenario seed {levels[0]['first_seed']} + i, so sessions 0–{WIRE_SESSIONS - 1} are "
+        "those of `privgrid experiment collusion`). Errors are relative to the target's true "
+        "data.\n\n" + perturbation_table(levels, WIRE_SESSIONS) + "\n" + notes
+    )
+    plot_perturbation(levels, out / "perturbation.png")
+    return levels

@@ -1,4 +1,5 @@
-"""What the broker sees of a run: no private datum, no trade, no price — except the ledger block.
+"""What the broker sees of a run: no private datum, no trade, no price, no line flow or line
+price — except the ledger block.
 
 A subscriber to ``privgrid/<run>/#`` with the broker's own view (an account that may read
 everything of the run; the broker is untrusted, protocol.md §7) records every payload from
@@ -8,7 +9,14 @@ value of the run, replayed exactly in one process:
 
 - each agent's private cost a, b and limits Pmin, Pmax;
 - every round's trades P, extrapolated trades P̄ (what the price update and the LM leg are fed),
-  prices λ, congestion charges and price shares A, B.
+  prices λ, congestion charges and price shares A, B;
+- every round's line quantities (the default masked LM leg): the line prices η, the flows F̄
+  of the extrapolated trades and F of the trades on each limited line, the LM's relaxed flows,
+  and each agent's own, unmasked flow contribution.
+
+The masked leg's traffic is also checked directly: every agent's masked flow shares and every
+line-prices message cross the broker as direct, sealed messages — one per agent per round — so
+the broker can neither read the line prices nor add the shares up to the line flows.
 
 A float is compared as it is; an integer as a fixed-point value at scale 2^32 (how every real
 travels, :mod:`privgrid.market.fixedpoint`); both within a few fixed-point quanta, so a value
@@ -23,7 +31,7 @@ the block carries the cleared point and public network data, and nothing of the 
 it, and no other message carries anything.
 
 Run in both modes: secure (1024-bit test keys) and plain, which seals every private body, so
-the broker sees no price or trade in either.
+the broker sees no price, trade, line flow or line price in either.
 """
 
 from __future__ import annotations
@@ -39,10 +47,11 @@ import pytest
 
 from privgrid.keys import participants
 from privgrid.market.fixedpoint import RESOLUTION, encode
+from privgrid.market.line_step import flow_contribution
 from privgrid.market.negotiation import negotiate
 from privgrid.market.price import price_shares
 from privgrid.market.setup import agent_costs, build_setup
-from privgrid.scenario import MO_ID, load_scenario
+from privgrid.scenario import LM_ID, MO_ID, load_scenario
 from privgrid.wire import topics
 
 pytestmark = pytest.mark.timeout(600)
@@ -131,10 +140,17 @@ def run_values(scenario_path: Path, results: dict[str, Any]) -> RunValues:
     previous = {"prices": np.full(setup.graph.n_trades, m.lambda0)}
     last: dict[str, np.ndarray] = {}
 
+    g, G = setup.graph, setup.G
+
     def collect(_k: int, state, bar: np.ndarray) -> None:
         own, peer = price_shares(previous["prices"], bar, m.alpha, m.beta, m.rho)
         for values in (state.trades, bar, state.prices, state.charges, own, peer):
             secret.extend(values)
+        eta = state.line_prices
+        for values in (eta.up, eta.down, G @ bar, G @ state.trades, state.flows):
+            secret.extend(values)
+        for s in g.slots:  # each agent's flow contribution before its masks
+            secret.extend(flow_contribution(G[:, s], bar[s]) * RESOLUTION)
         previous["prices"] = state.prices
         last.update(trades=state.trades, prices=state.prices, charges=state.charges)
 
@@ -148,8 +164,9 @@ def run_values(scenario_path: Path, results: dict[str, Any]) -> RunValues:
         cleared.append(-t["charge"])
     for name in ("trades", "prices", "charges"):
         cleared.extend(last[name])
-    g = setup.graph
     cleared += [float(np.sum(last["trades"][g.slots[i]])) for i in range(g.n_agents)]
+    for line in results["lines"]:  # the final flows and line prices: the block has them
+        cleared += [line["flow"], line["price_up"], line["price_down"]]
     public = list(scenario.network.line_limits.values())
     return RunValues(significant(secret), significant(cleared), significant(public))
 
@@ -183,8 +200,18 @@ def packed_in(blobs: list[bytes], values: np.ndarray) -> list[float]:
     return sorted(by_bits[h] for h in hits)
 
 
+def opens_as_plaintext(body: bytes) -> bool:
+    """The body decodes completely as a msgpack map: an unsealed body. A sealed one is
+    ``nonce ‖ ciphertext ‖ tag``, random bytes that decode completely as a map practically
+    never (tests/test_collusion.py ``readable``: none in 3 million random bodies)."""
+    try:
+        return isinstance(msgpack.unpackb(body, strict_map_key=False), dict)
+    except Exception:
+        return False
+
+
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_the_broker_sees_no_plaintext_price_trade_or_private_datum(grid_factory, mode):
+def test_the_broker_sees_no_plaintext_price_trade_line_flow_or_private_datum(grid_factory, mode):
     grid = grid_factory(privacy=MODES[mode])
     payloads: list[tuple[str, bytes]] = []
 
@@ -218,6 +245,21 @@ def test_the_broker_sees_no_plaintext_price_trade_or_private_datum(grid_factory,
     assert not leaked, f"sensitive values in {sorted(leaked)}"
     # … nor packed inside any opaque byte string.
     assert not packed_in(blobs, values.secret)
+
+    # The masked LM leg (the default): every agent's flow shares go to the LM and the line
+    # prices come back to every agent as direct, sealed messages, one per agent per round —
+    # no broadcast, nothing the broker could read or add up to the line flows.
+    assert grid.scenario.privacy.lm_leg == "masked"
+    # The lines are congested, so the line prices (checked above with the flows) are not zero.
+    assert any(line["price_up"] + line["price_down"] > 0.1 for line in results["lines"])
+    rounds, agents = results["rounds"], grid.scenario.agent_ids
+    for kind, to_lm in (("flows_masked", True), ("line_prices", False)):
+        sent = {(t, p) for t, p in payloads if t.endswith(f"/{kind}")}
+        assert all(msgpack.unpackb(p)["kind"] == kind for _, p in sent)
+        assert all(not opens_as_plaintext(msgpack.unpackb(p)["body"]) for _, p in sent), kind
+        routes = [(LM_ID, a) if to_lm else (a, LM_ID) for a in agents]
+        expected = [topics.direct(grid.run, to, by, kind) for to, by in routes] * rounds
+        assert sorted(t for t, _ in sent) == sorted(expected), kind
 
     # The block: the cleared point (trades, prices, charges, each agent's total) and the
     # network's public line limits, nothing else of the run.

@@ -13,14 +13,14 @@ colluder's surplus change).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from privgrid.attack.estimators import relative_error
-from privgrid.market.negotiation import negotiate, welfare
+from privgrid.market.negotiation import NegotiationState, negotiate, welfare
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 
 ESTIMATES_FILE = "attack-estimates.json"
@@ -47,11 +47,24 @@ def _vectors(setup: MarketSetup, results: Mapping[str, Any]) -> tuple[np.ndarray
     return P, lam, c
 
 
-def honest_baseline(setup: MarketSetup) -> dict[str, Any]:
-    """The same scenario without the attack, negotiated in one process."""
+def welfare_loss_vs_optimum(optimum: float | None, welfare: float) -> float | None:
+    """``(optimum − welfare) / |optimum|``: what the market loses against the centralised optimum
+    of the true data (None without an optimum). With I6, what the target's perturbation costs."""
+    if not optimum:
+        return None
+    return (optimum - welfare) / abs(optimum)
+
+
+def honest_baseline(
+    setup: MarketSetup, observe: Callable[[int, NegotiationState, np.ndarray], None] | None = None
+) -> dict[str, Any]:
+    """The same scenario without the attack, negotiated in one process (``observe`` as in
+    :func:`~privgrid.market.negotiation.negotiate`)."""
     scenario = setup.scenario.model_copy(update={"attack": None})
     honest = build_setup(scenario)
-    result = negotiate(honest, played_costs(scenario), welfare_costs=agent_costs(scenario))
+    result = negotiate(
+        honest, played_costs(scenario), welfare_costs=agent_costs(scenario), observe=observe
+    )
     s = result.state
     return {
         "rounds": result.rounds,
@@ -124,9 +137,7 @@ def evaluate(
             "converged": honest["converged"],
             "welfare": honest["welfare"],
             # What the target's own perturbation (I6) costs, attack or not.
-            "welfare_loss_vs_optimum": None
-            if not optimum
-            else (optimum - honest["welfare"]) / abs(optimum),
+            "welfare_loss_vs_optimum": welfare_loss_vs_optimum(optimum, honest["welfare"]),
         }
         report["outcome"] = {
             "extra_rounds": results["rounds"] - honest["rounds"],

@@ -6,7 +6,8 @@ leg's two sides cannot drift apart, and neither role branches on the mode
 
 - ``masked`` (I5, the default; :mod:`.masked`): each agent sends its share of the extrapolated
   line flows plus pairwise masks that cancel in the sum; the LM learns the flows only and
-  broadcasts the line prices; each agent computes its own charges. Reciprocity is then
+  sends each agent the line prices (both ways sealed); each agent computes its own charges.
+  Reciprocity is then
   reported by the agents from what they derive about their partners;
 - ``paillier`` (:mod:`.paillier`): trades packed under the LM's Paillier key, charges under the
   agent's — the published design, in which the LM decrypts every trade (protocol.md §7.2);

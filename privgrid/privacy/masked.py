@@ -5,8 +5,13 @@ sends, per limited line, ``y_n = f_n + Σ_{m>n} M_nm − Σ_{m<n} M_mn (mod 2^64
 ``M_nm = HMAC-SHA256(k_mask_nm, run ‖ k ‖ line)[:8]`` and ``k_mask_nm`` comes from the same
 X25519 exchange as the sealing keys (HKDF, info "privgrid/mask/v1"), over **all** agent pairs,
 not only trading pairs. The masks cancel in ``Σ y_n``, so the LM gets F̄ exactly (in fixed point)
-and nothing per agent. It tracks ``F(P^{k+1})`` itself (linear in the trades), broadcasts the
-line prices η, and each agent computes its own charges ``Gᵀη`` for its trades.
+and nothing per agent. It tracks ``F(P^{k+1})`` itself (linear in the trades), sends the line
+prices η to each agent, and each agent computes its own charges ``Gᵀη`` for its trades.
+
+Both directions are sealed per pair (agent ↔ LM, :mod:`privgrid.wire.kinds`): the masks cancel
+in the sum for anyone who holds every share, so shares in the clear would give the broker the
+line flows each round; sealed, the broker learns nothing per round from this leg. The price of
+that is one line-prices message per agent per round instead of one broadcast (docs/privacy.md).
 
 Values use the one fixed-point scale 2^32 (protocol.md suggests 24 fractional bits; 32 leave
 |F| < 2^31 kW, ample, and keep every value on one grid). If an agent drops out of a round, the
@@ -33,7 +38,6 @@ from privgrid.market.line_step import (
 )
 from privgrid.market.setup import MarketSetup
 from privgrid.privacy.lmleg import LmLeg
-from privgrid.wire import topics
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 
@@ -107,8 +111,9 @@ class MaskedLeg(LmLeg):
         return bar, self.flows, None  # reciprocity comes from the agents
 
     def lm_send(self, round_: int, setup: MarketSetup, prices: LinePrices) -> list[Outgoing]:
+        """The line prices, sealed to each agent (the same values for all)."""
         body = {
             "up": [int(x) for x in encode(prices.up)],
             "down": [int(x) for x in encode(prices.down)],
         }
-        return [Outgoing(self.charges_kind, topics.BROADCAST, round_, body)]
+        return [Outgoing(self.charges_kind, agent, round_, body) for agent in setup.graph.agent_ids]

@@ -165,11 +165,12 @@ CHARGES_ENC = _kind("charges_enc", {LM}, {AGENT}, False, {"c": s.blob_list(4096,
 BLOCK = _kind("block", {MO}, {EVERYONE}, False, {"block": s.blob(max_len=1 << 20)})
 VOTE = _kind("vote", {AGENT, LM}, {MO}, True, {"vote": s.blob(max_len=1 << 20)})
 
-# --- I5 masked aggregation: masked flow shares to the LM, line prices broadcast back -----------
-FLOWS_MASKED = _kind("flows_masked", {AGENT}, {LM}, False, {"y": s.UINT64_LIST})
-LINE_PRICES = _kind(
-    "line_prices", {LM}, {EVERYONE}, False, {"up": s.INT64_LIST, "down": s.INT64_LIST}
-)
+# --- I5 masked aggregation: masked flow shares to the LM, line prices back to each agent ------
+# Both sealed: the masks hide one agent's share, not the sum, so unsealed shares would let the
+# broker add them up to the line flows every round; the line prices go to each agent, sealed,
+# instead of one broadcast (docs/privacy.md, "What the broker sees").
+FLOWS_MASKED = _kind("flows_masked", {AGENT}, {LM}, True, {"y": s.UINT64_LIST})
+LINE_PRICES = _kind("line_prices", {LM}, {AGENT}, True, {"up": s.INT64_LIST, "down": s.INT64_LIST})
 
 # --- the collusion experiment: colluders share on their coalition topic only (ACL) ------------
 _RECORD_FIELDS = ("price", "charge", "previous", "target", "extrapolated", "own", "new_price")

@@ -2,9 +2,9 @@
 
 Round k: collect every agent's contribution through the LM leg (its trades, or with masked
 aggregation only its masked share of the line flows); run the LM step — projected dual ascent
-on the line limits (:mod:`privgrid.market.line_step`); send what the agents need for their
-charges (their charges, or the broadcast line prices) and the MO the residuals r_L (and r_P
-when the LM sees trades). After ``stop``: check its KKT part on the last state and send it,
+on the line limits (:mod:`privgrid.market.line_step`); send each agent what it needs for its
+charges (its charges, or the line prices) and the MO the residuals r_L (and r_P when the LM
+sees trades). After ``stop``: check its KKT part on the last state and send it,
 with the line prices, to the MO; after convergence, vote on the MO's block.
 """
 
@@ -27,7 +27,6 @@ from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Node
 from privgrid.scenario import LM_ID, MO_ID
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
-from privgrid.wire.topics import BROADCAST
 
 
 class LineManagerNode(Node):
@@ -60,7 +59,6 @@ class LineManagerNode(Node):
         self.last_step: list[Outgoing] = []  # the last round's charges / line prices, r_L
         self.last_mo: Outgoing | None = None  # our last message to the MO
         self.voted = False
-        self.rebroadcast = False  # after our restart, broadcasts went out again once
         #: Opt-in audit of what the LM received (the honest-but-curious experiment).
         self.record: Callable[[dict[str, object]], None] | None = None
 
@@ -278,7 +276,8 @@ class LineManagerNode(Node):
         return self.completed
 
     def _resend_to(self, peer: str) -> list[Outgoing]:
-        """Our last round's messages for ``peer``; broadcasts once per restart of ours."""
+        """Our last round's messages for ``peer`` (every leg addresses each agent its own:
+        charges, or the line prices, sealed; the LM broadcasts nothing)."""
         if peer == MO_ID:
             return [] if self.last_mo is None else [self.last_mo]
         return [o for o in self.last_step if o.recipient == peer]
@@ -293,11 +292,8 @@ class LineManagerNode(Node):
             return self._resend_to(peer)
         if self.completed != completed + 1:
             return []
-        return self._resend_to(peer) + [o for o in self.last_step if o.recipient == BROADCAST]
+        return self._resend_to(peer)
 
     def peer_resynced(self, peer: str) -> list[Outgoing]:
-        outgoing = self._resend_to(peer)
-        if not self.rebroadcast:
-            self.rebroadcast = True
-            outgoing += [o for o in self.last_step if o.recipient == BROADCAST]
-        return outgoing
+        """After our restart: each peer that resyncs gets our last messages for it again."""
+        return self._resend_to(peer)
