@@ -4,8 +4,8 @@
 #   docker run --rm privgrid solve configs/paper.toml --json
 #
 # BASE_IMAGE must be a Debian-like image with python3 (>= 3.11) and the venv module; the default
-# is the official Python image. The test harness passes its own locally built Debian base here
-# because its machines reach no container registry (see tests/docker/harness.py).
+# is the official Python image. Without a registry, `sudo make docker-images`
+# (scripts/docker_offline.py) builds a Debian stand-in and prints PRIVGRID_BASE_IMAGE for here.
 ARG BASE_IMAGE=python:3.12-slim
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""Test harness: a real Mosquitto on a free loopback port, and role processes started by hand.
+"""Test harness: a real Mosquitto on a free loopback port (or the embedded broker), and role
+processes started by hand.
 
 Tests use the product's own pieces (config generation, keys, the role processes) and add what
 only tests need: an ``intruder`` broker account that may read and write anything of the run —
 the broker is untrusted (protocol.md §7), so the processes must hold even when it lets
-anything through — and control over which process starts, and when one dies.
+anything through — *twin* accounts with a participant's rights (the brokers bind one client
+id to each account, so a test that watches with a participant's rights while that participant
+runs needs an account of its own), and control over which process starts, and when one dies.
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ from typing import Any
 import aiomqtt
 import tomli_w
 
-from privgrid.broker.config import BrokerUsers, mosquitto_acl, write_mosquitto_files
-from privgrid.broker.local import LocalBroker, free_port, mosquitto_binary, wait_for_port
+from privgrid.broker.config import BrokerUsers, acl_rules, mosquitto_acl, write_mosquitto_files
+from privgrid.broker.local import (
+    LocalBroker,
+    free_port,
+    mosquitto_binary,
+    start_broker,
+    wait_for_port,
+)
 from privgrid.keys import init_keys, participants
 from privgrid.launcher import ExternalBroker, effective_scenario
 from privgrid.scenario import LM_ID, MO_ID, Scenario, load_scenario
@@ -31,28 +40,47 @@ from privgrid.wire.session import NO_DELAY, BrokerUrl
 
 ROOT = Path(__file__).resolve().parent.parent
 INTRUDER = "intruder"
+TEST_PASSWORD = "test-account-password"  # the intruder's and the twins'
+
+
+def twin(pid: str) -> str:
+    """The broker account with ``pid``'s rights that a test uses (see the module docstring)."""
+    return f"{pid}-twin"
 
 
 def start_mosquitto(
-    folder: Path, run: str, users: BrokerUsers, *, intruder: bool = False
+    folder: Path,
+    run: str,
+    users: BrokerUsers,
+    *,
+    intruder: bool = False,
+    twins: tuple[str, ...] = (),
 ) -> LocalBroker:
-    """Mosquitto with the run's generated config (plus, optionally, the intruder account)."""
+    """Mosquitto with the run's generated config, plus optionally the intruder account and
+    twin accounts of the participants ``twins``."""
     binary = mosquitto_binary()
     if binary is None:
         raise RuntimeError(
             "Debian's mosquitto is required for these tests (apt-get install mosquitto)"
         )
     port = free_port()
-    all_users = users
-    if intruder:
-        all_users = BrokerUsers(
-            {**users.passwords, INTRUDER: "intruder-password"}, users.colluders, users.coalition
-        )
+    extra = [INTRUDER] if intruder else []
+    extra += [twin(pid) for pid in twins]
+    all_users = BrokerUsers(
+        {**users.passwords, **dict.fromkeys(extra, TEST_PASSWORD)}, users.colluders, users.coalition
+    )
     conf = write_mosquitto_files(
         folder, run, all_users, port=port, bind="127.0.0.1", user=getpass.getuser()
     )
-    if intruder:  # the generated ACL for everyone else, and a wide-open intruder
-        acl = mosquitto_acl(run, users) + f"user {INTRUDER}\ntopic readwrite privgrid/{run}/#\n"
+    if extra:  # the generated ACL for everyone else, a wide-open intruder, the twins' copies
+        acl = mosquitto_acl(run, users)
+        if intruder:
+            acl += f"user {INTRUDER}\ntopic readwrite privgrid/{run}/#\n"
+        rules = acl_rules(run, users)
+        for pid in twins:
+            acl += f"\nuser {twin(pid)}\n"
+            acl += "".join(f"topic read {t}\n" for t in rules[pid]["read"])
+            acl += "".join(f"topic write {t}\n" for t in rules[pid]["write"])
         (folder / "acl").write_text(acl)
     log_path = folder / "broker.log"
     with log_path.open("ab") as log:
@@ -79,14 +107,17 @@ class Grid:
         return ExternalBroker(self.broker.host, self.broker.port, self.users)
 
     def url(self, user: str) -> str:
-        password = self.users.passwords.get(user, "intruder-password")
+        password = self.users.passwords.get(user, TEST_PASSWORD)
         return f"mqtt://{user}:{password}@{self.broker.host}:{self.broker.port}"
 
     def client(
         self, user: str, identifier: str, password: str | None = None, **options: Any
     ) -> aiomqtt.Client:
         """An MQTT client logged in with ``user``'s broker account (``password`` overrides
-        it, e.g. a wrong one); ``identifier`` must differ from the product's own client ids."""
+        it, e.g. a wrong one). Mosquitto replaces ``identifier`` with ``user``, so a client
+        of an account whose process runs would replace that process's connection: watch
+        with a :func:`twin` instead. The embedded broker refuses a participant account's
+        client unless ``identifier`` is the product's own id."""
         url = BrokerUrl.parse(self.url(user))
         return aiomqtt.Client(
             url.host,
@@ -202,9 +233,18 @@ class Grid:
 
 
 def make_grid(
-    folder: Path, scenario_path: Path, *, intruder: bool = False, **overrides: dict[str, Any]
+    folder: Path,
+    scenario_path: Path,
+    *,
+    intruder: bool = False,
+    twins: tuple[str, ...] = (),
+    broker: str = "mosquitto",
+    **overrides: dict[str, Any],
 ) -> Grid:
-    """Run folder with the effective scenario (overrides merged per section), keys and broker."""
+    """Run folder with the effective scenario (overrides merged per section), keys and broker.
+
+    ``broker``: ``mosquitto`` (the reference; ``intruder`` and ``twins`` need it) or
+    ``embedded`` (amqtt, started as ``privgrid run`` starts it)."""
     scenario = load_scenario(scenario_path)
     data = effective_scenario(scenario, None)
     for section, values in overrides.items():
@@ -224,5 +264,10 @@ def make_grid(
     attack = scenario.attack
     colluders, coalition = (attack.colluders, attack.coalition) if attack else ([], "coalition")
     users = BrokerUsers.generate(participants(scenario), colluders, coalition)
-    broker = start_mosquitto(folder / "broker", run, users, intruder=intruder)
-    return Grid(folder, scenario, scenario_file, run, broker, users)
+    if broker == "embedded":
+        if intruder or twins:
+            raise ValueError("the intruder and twin accounts exist on Mosquitto only")
+        local = start_broker(folder / "broker", run, users, prefer="embedded")
+    else:
+        local = start_mosquitto(folder / "broker", run, users, intruder=intruder, twins=twins)
+    return Grid(folder, scenario, scenario_file, run, local, users)

@@ -19,6 +19,7 @@ from privgrid.market.negotiation import negotiate
 from privgrid.market.setup import agent_costs, build_setup, played_costs
 from privgrid.scenario import MO_ID
 from privgrid.wire import topics
+from tests.grid_harness import twin
 from tests.lm_view import read_record, reconstruct
 
 pytestmark = pytest.mark.timeout(900)
@@ -150,7 +151,8 @@ def test_objective_perturbation_limits_what_colluders_learn(grid_factory):
 
 # --- the coalition topic ---------------------------------------------------------------------
 def coalition_client(grid, user: str, identifier: str) -> aiomqtt.Client:
-    """A client with ``user``'s broker account (the product's own processes use other ids)."""
+    """A client with ``user``'s broker account: a twin account while ``user``'s own process
+    runs (the broker binds each account to one client id, tests/grid_harness.py)."""
     return grid.client(user, identifier)
 
 
@@ -205,8 +207,10 @@ def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_pla
         COLLUSION,
         privacy={"mode": "plain"},
         attack={"strategy": "passive", "compare_honest": False},
+        twins=("S1", "B3"),  # the target and a colluder, watching while their processes run
     )
     colluders = grid.scenario.attack.colluders
+    assert colluders[-1] == "B3"
     target_view: list[bytes] = []
     colluder_view: list[bytes] = []
     broker_view: list[bytes] = []
@@ -215,12 +219,13 @@ def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_pla
     async def observe() -> None:
         stop = asyncio.Event()
         tasks = [
-            asyncio.create_task(watch_coalition(grid, "S1", target_view, stop)),
-            asyncio.create_task(watch_coalition(grid, colluders[-1], colluder_view, stop)),
+            asyncio.create_task(watch_coalition(grid, twin("S1"), target_view, stop)),
+            asyncio.create_task(watch_coalition(grid, twin("B3"), colluder_view, stop)),
             asyncio.create_task(watch_coalition(grid, "monitor", broker_view, stop)),
         ]
         await asyncio.sleep(0.5)
-        # The target writes on the coalition topic with its own account: the broker drops it.
+        # The target writes on the coalition topic with its own account (its process has not
+        # started yet): the broker drops it.
         async with coalition_client(grid, "S1", "forge-S1") as s1:
             await s1.publish(topics.collusion(grid.run, "coalition"), FORGED, qos=1)
         await asyncio.sleep(1.0)

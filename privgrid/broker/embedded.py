@@ -2,8 +2,10 @@
 
 Same users and the same ACL rules as the Mosquitto configuration
 (:func:`privgrid.broker.config.acl_rules`): password file with argon2 hashes, publish and
-subscribe ACLs per user. Mosquitto remains the reference broker (persistence across restarts,
-performance); this one keeps a fresh machine able to run a whole grid with nothing but Python.
+subscribe ACLs per user, and client ids bound to accounts (:mod:`privgrid.broker.binding`,
+enforced by :mod:`privgrid.broker.amqtt_binding`). Mosquitto remains the reference broker
+(persistence across restarts, performance); this one keeps a fresh machine able to run a whole
+grid with nothing but Python.
 
     python -m privgrid.broker.embedded --config FOLDER/embedded.json
 """
@@ -20,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from privgrid.broker.binding import bound_client_ids
 from privgrid.broker.config import BrokerUsers, acl_rules
 
 
@@ -41,6 +44,7 @@ def write_embedded_files(folder: Path, run: str, users: BrokerUsers, *, port: in
         "password_file": str(passwd.resolve()),
         "publish_acl": {u: r["write"] for u, r in rules.items()},
         "subscribe_acl": {u: r["read"] for u, r in rules.items()},
+        "client_ids": bound_client_ids(run, users),
     }
     path = folder / "embedded.json"
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -60,6 +64,7 @@ def amqtt_config(config: dict[str, Any]) -> dict[str, Any]:
             "amqtt.plugins.authentication.FileAuthPlugin": {
                 "password_file": config["password_file"],
             },
+            "privgrid.broker.amqtt_binding.ClientIdBinding": {"client_ids": config["client_ids"]},
             "amqtt.plugins.topic_checking.TopicAccessControlListPlugin": {
                 "publish_acl": config["publish_acl"],
                 "acl": config["subscribe_acl"],
@@ -69,9 +74,9 @@ def amqtt_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 async def serve(config: dict[str, Any]) -> None:
-    from amqtt.broker import Broker
+    from privgrid.broker.amqtt_binding import BindingBroker  # amqtt only in the broker process
 
-    broker = Broker(amqtt_config(config))
+    broker = BindingBroker(amqtt_config(config))
     await broker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,6 +2,8 @@
 
 Exit status of ``verify``: 0 every check passed; 1 a block is bad (the message names the first
 bad height and why); 2 the path is missing, unreadable or not a privgrid ledger.
+Both open the file read-only and create no file beside it, so they work on a read-only file,
+folder or mount and for a user who does not own the file (privgrid/ledger/reading.py).
 """
 
 from __future__ import annotations
@@ -50,9 +52,7 @@ def show(path: Path, as_json: bool) -> None:
     Shows what is stored without checking it; run `privgrid ledger verify PATH` for that.
     """
     try:
-        with Ledger.open(path) as book:
-            entries = _entries(book)
-            ledger_id = book.id
+        entries, ledger_id = Ledger.read(path, lambda book: (_entries(book), book.id))
     except LedgerError as exc:
         _fail(exc.reason)
     if as_json:

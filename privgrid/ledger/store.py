@@ -23,6 +23,10 @@ Why this is crash-safe:
   its final name (refusing to clobber an existing ledger), then fsyncs the directory. A crash
   leaves either no ledger or a complete genesis.
 
+Reading: :meth:`Ledger.read` (and ``verify_ledger``) open the file read-only and create nothing
+beside it (:mod:`privgrid.ledger.reading`); :meth:`Ledger.open` and :func:`connect` are for
+the writer.
+
 Copying a live ledger: copy ``ledger.sqlite`` and ``ledger.sqlite-wal`` together from a
 point-in-time snapshot, or use ``sqlite3 ledger.sqlite ".backup copy.sqlite"``; a file copy
 taken while a checkpoint runs may mix pages of two moments.
@@ -34,11 +38,11 @@ import contextlib
 import os
 import secrets
 import sqlite3
-import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from privgrid.crypto.identity import Roster
 from privgrid.ledger import rules
@@ -60,12 +64,13 @@ from privgrid.ledger.genesis import (
     roster_of,
     same_registration,
 )
+from privgrid.ledger.reading import BUSY_TIMEOUT_S, check_magic, read_ledger_file, sqlite_uri
 from privgrid.ledger.votes import Decision, Vote
+
+T = TypeVar("T")
 
 APPLICATION_ID = 0x50474C44  # "PGLD"
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 10.0
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _SCHEMA = (
     """CREATE TABLE blocks (
         height INTEGER PRIMARY KEY CHECK (height >= 0),
@@ -101,17 +106,15 @@ class StoredBlock:
 
 
 def connect(path: str | os.PathLike[str], *, create: bool = False) -> sqlite3.Connection:
-    """A connection with the ledger's pragmas; never creates a file unless ``create``."""
+    """A writer's connection with the ledger's pragmas; never creates a file unless ``create``.
+
+    For reading only, use :meth:`Ledger.read` or :func:`~privgrid.ledger.reading.read_ledger_file`
+    instead: this opens read-write and sets WAL mode, which a read-only file or mount refuses.
+    """
     target = Path(path)
     if not create:
-        try:
-            with target.open("rb") as handle:
-                magic = handle.read(len(_SQLITE_MAGIC))
-        except OSError as exc:
-            raise LedgerFormatError(f"{target}: cannot read: {exc.strerror or exc}") from exc
-        if magic != _SQLITE_MAGIC:
-            raise LedgerFormatError(f"{target}: not a privgrid ledger (not an SQLite file)")
-    uri = f"file:{urllib.parse.quote(str(target.absolute()))}?mode={'rwc' if create else 'rw'}"
+        check_magic(target)
+    uri = sqlite_uri(target, mode="rwc" if create else "rw")
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
@@ -127,7 +130,10 @@ def connect(path: str | os.PathLike[str], *, create: bool = False) -> sqlite3.Co
             conn.execute(f"PRAGMA {pragma}")
     except sqlite3.Error as exc:
         conn.close()
-        raise LedgerFormatError(f"{target}: not a readable SQLite database: {exc}") from exc
+        raise LedgerFormatError(
+            f"{target}: cannot open for writing: {exc} (to read it, use privgrid ledger "
+            "show/verify, which open it read-only)"
+        ) from exc
     return conn
 
 
@@ -233,22 +239,39 @@ class Ledger:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Ledger:
-        """Open an existing ledger (its genesis must decode; nothing else is checked)."""
+        """Open an existing ledger to append to it (its genesis must decode; nothing else is
+        checked). Needs write access; :meth:`read` does not."""
         target = Path(path)
         conn = connect(target)
         try:
-            check_format(conn, target)
-            row = conn.execute("SELECT data FROM blocks WHERE height = 0").fetchone()
-            if row is None:
-                raise LedgerFormatError(f"{target}: ledger has no genesis block")
-            try:
-                genesis = Block.from_bytes(row[0])
-                ledger_id(genesis)
-            except BlockError as exc:
-                raise LedgerFormatError(f"{target}: unreadable genesis: {exc.reason}") from exc
+            return cls._load(target, conn)
         except BaseException:
             conn.close()
             raise
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], use: Callable[[Ledger], T]) -> T:
+        """Call ``use`` with the ledger at ``path`` opened read-only and return its result.
+
+        Never writes the ledger, works on a read-only file, folder or mount, and reads one
+        consistent snapshot while a writer appends (:mod:`privgrid.ledger.reading`). ``use``
+        may be called again if the file changed under a lock-free read; it must only read, and
+        the ledger is closed when it returns.
+        """
+        target = Path(path)
+        return read_ledger_file(target, lambda conn: use(cls._load(target, conn)))
+
+    @classmethod
+    def _load(cls, target: Path, conn: sqlite3.Connection) -> Ledger:
+        check_format(conn, target)
+        row = conn.execute("SELECT data FROM blocks WHERE height = 0").fetchone()
+        if row is None:
+            raise LedgerFormatError(f"{target}: ledger has no genesis block")
+        try:
+            genesis = Block.from_bytes(row[0])
+            ledger_id(genesis)
+        except BlockError as exc:
+            raise LedgerFormatError(f"{target}: unreadable genesis: {exc.reason}") from exc
         return cls(target, conn, genesis)
 
     @classmethod

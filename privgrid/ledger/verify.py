@@ -25,10 +25,11 @@ from privgrid.crypto.identity import Roster
 from privgrid.ledger import rules
 from privgrid.ledger.block import GENESIS, Block
 from privgrid.ledger.encoding import sha256
-from privgrid.ledger.errors import BlockError, LedgerFormatError, VoteError
+from privgrid.ledger.errors import BlockError, VoteError
 from privgrid.ledger.genesis import ledger_id as genesis_id
 from privgrid.ledger.genesis import quorum_of, required_voters, roster_of
-from privgrid.ledger.store import StoredBlock, check_format, connect, stored_blocks, stored_votes
+from privgrid.ledger.reading import read_ledger_file
+from privgrid.ledger.store import StoredBlock, check_format, stored_blocks, stored_votes
 from privgrid.ledger.votes import Vote, needed_votes, verify_vote
 
 
@@ -183,18 +184,17 @@ def verify_ledger(path: str | os.PathLike[str], *, ledger_id: str | None = None)
 
     Returns a report (``ok`` or the first bad height and why); raises
     :class:`~privgrid.ledger.errors.LedgerFormatError` if ``path`` is not a readable ledger.
-    ``ledger_id``: the hex genesis hash to pin the ledger to.
+    ``ledger_id``: the hex genesis hash to pin the ledger to. Opens the file read-only and
+    never writes the ledger (:mod:`privgrid.ledger.reading`).
     """
     target = Path(path)
-    conn = connect(target)
-    try:
+
+    def check(conn: sqlite3.Connection) -> VerifyReport:
         check_format(conn, target)
         conn.execute("BEGIN")  # one read snapshot, even while a writer appends
         try:
             return _walk(conn, str(target), ledger_id)
         finally:
             conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        raise LedgerFormatError(f"{target}: unreadable: {exc}") from exc
-    finally:
-        conn.close()
+
+    return read_ledger_file(target, check)

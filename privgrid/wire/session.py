@@ -102,7 +102,12 @@ class BrokerUrl:
 
 
 def client_id(run: str, participant: str) -> str:
-    """Stable and unique per (run, participant): a reconnect resumes the same session."""
+    """Stable and unique per (run, participant): a reconnect resumes the same session.
+
+    Predictable by anyone, so the broker must bind it to the participant's account, or any
+    account could take the session over (privgrid/broker/binding.py): Mosquitto replaces it
+    with the username, the embedded broker refuses it from any other account.
+    """
     digest = hashlib.sha256(f"{run}/{participant}".encode()).hexdigest()[:12]
     return f"pg-{digest}-{participant}"[:64]
 

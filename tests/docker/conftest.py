@@ -1,9 +1,11 @@
 """Fixtures for tests that need a Docker engine and the project's image.
 
-CI must prove that the image works, so a Docker environment that cannot be prepared makes the
-tests fail with the reason, never skip quietly. ``PRIVGRID_SKIP_DOCKER=1`` is the one explicit
-way to skip them (e.g. on a laptop without root). ``PRIVGRID_KEEP_DOCKERD=1`` leaves a daemon
-the harness started running after the session, for quicker reruns while developing.
+The engine and the offline base and broker images are the machine's set-up, made by
+``scripts/docker_offline.py`` (``make docker-images``; ``make test`` runs it before pytest);
+these fixtures only use them. CI must prove that the image works, so a missing engine or image
+makes the tests fail with a message naming the script, never skip quietly.
+``PRIVGRID_SKIP_DOCKER=1`` is the one explicit way to skip them (e.g. on a laptop without
+root or Docker).
 
 This directory has no ``__init__.py`` on purpose: as a package it would be imported as
 ``docker`` (its parent ``tests/`` is not a package) and shadow the docker SDK. Its modules are
@@ -63,10 +65,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def _fail(what: str, exc: BaseException) -> NoReturn:
-    pytest.fail(
-        f"{what}: {exc}\n(set PRIVGRID_SKIP_DOCKER=1 to skip the docker tests on purpose)",
-        pytrace=False,
-    )
+    pytest.fail(f"{what}: {exc}", pytrace=False)
 
 
 _SETUP_ERRORS = (harness.HarnessError, docker.errors.DockerException, OSError)
@@ -74,21 +73,18 @@ _SETUP_ERRORS = (harness.HarnessError, docker.errors.DockerException, OSError)
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[harness.EngineState]:
-    """A Docker daemon that answers; stopped at the end if (and only if) the harness started it."""
+    """The Docker daemon that answers (the set-up script started it); the tests' leftovers
+    are removed at the end, the daemon keeps running."""
     if os.environ.get("PRIVGRID_SKIP_DOCKER") == "1":
         pytest.skip("PRIVGRID_SKIP_DOCKER=1: docker tests skipped on request")
     try:
-        engine = harness.ensure_engine()
+        engine = harness.require_engine()
     except _SETUP_ERRORS as exc:
-        _fail("the Docker engine could not be started", exc)
+        _fail("no Docker engine", exc)
     try:
         yield engine
     finally:
-        try:
-            harness.remove_test_resources()
-        finally:
-            if engine.started_by_harness and os.environ.get("PRIVGRID_KEEP_DOCKERD") != "1":
-                harness.stop_engine()
+        harness.remove_test_resources()
 
 
 @pytest.fixture(scope="session")
@@ -101,21 +97,23 @@ def docker_client(docker_engine: harness.EngineState) -> Iterator[docker.DockerC
 
 @pytest.fixture(scope="session")
 def base_image(docker_engine: harness.EngineState) -> str:
-    """Tag of the local Debian bookworm base (python3 + venv + mosquitto), cached on disk."""
+    """The offline stand-in for python:3.12-slim (Debian bookworm with python3, venv and
+    mosquitto), or whatever ``PRIVGRID_BASE_IMAGE`` names."""
     try:
-        return harness.ensure_base_image()
+        return harness.required_image(harness.BASE_VARIABLE)
     except _SETUP_ERRORS as exc:
-        _fail("the local base image could not be built", exc)
+        _fail("no base image", exc)
 
 
 @pytest.fixture(scope="session")
-def mosquitto_image(base_image: str) -> str:
-    """Stand-in for eclipse-mosquitto:2: same binary, config path, default command, and the
-    same uid (1883) for its ``mosquitto`` user, which owns /mosquitto."""
+def mosquitto_image(docker_engine: harness.EngineState) -> str:
+    """The offline stand-in for eclipse-mosquitto:2 (same binary, config path, default
+    command, and uid 1883 for its ``mosquitto`` user), or whatever
+    ``PRIVGRID_MOSQUITTO_IMAGE`` names."""
     try:
-        return harness.ensure_mosquitto_image(base_image)
+        return harness.required_image(harness.MOSQUITTO_VARIABLE)
     except _SETUP_ERRORS as exc:
-        _fail("the Mosquitto stand-in image could not be built", exc)
+        _fail("no Mosquitto image", exc)
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,17 @@
 
 The compose file is generated for the paper scenario with 1024-bit test keys (Paillier mode,
 ``insecure_test_keys``) into a temporary folder, and run with the command the README gives,
-``up --abort-on-container-exit --exit-code-from mo``, on images the harness built locally
-(``PRIVGRID_IMAGE``, ``PRIVGRID_MOSQUITTO_IMAGE``). Checked:
+``up --abort-on-container-exit --exit-code-from mo``, on the project image the harness built
+and the broker image scripts/docker_offline.py prepared (``PRIVGRID_IMAGE``,
+``PRIVGRID_MOSQUITTO_IMAGE``). Checked:
 
 * the run converges, compose's exit status is the MO's (0), the results in ``./runs`` match
-  ``privgrid solve`` within 1e-6, the ledger verifies;
+  ``privgrid solve`` within 1e-6, the ledger verifies (on the host, and with docs/docker.md's
+  ``docker run -v "$PWD/runs:/app/runs:ro" … ledger verify``);
 * ``docker-compose logs agent-s1`` is that agent's log, with its rounds;
 * every participant ran in its own container, with its own address on the project's network
-  (and the broker saw each one connect from that address), as a non-root user, seeing only
+  (and the broker saw each one connect from that address, its client id its account's name),
+  as a non-root user, seeing only
   its own secrets folder;
 * killing one agent container mid-run: the MO names it, the run ends non-zero, and the ledger
   in ``./runs`` still verifies (no block, nothing corrupted).
@@ -231,6 +234,20 @@ def test_grid_in_containers_converges_like_solve(grid: Grid, reference: dict[str
         assert (grid.run_folder / name).exists(), name
     verified = privgrid("ledger", "verify", str(grid.run_folder / "ledger.sqlite"))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    # docs/docker.md's check without a host installation: the image, on a read-only mount.
+    client = harness.docker_client(timeout=120)
+    try:
+        out = client.containers.run(
+            grid.project.env["PRIVGRID_IMAGE"],
+            ["ledger", "verify", f"runs/{grid.run_folder.name}/ledger.sqlite"],
+            volumes={str(grid.run_folder.parent): {"bind": "/app/runs", "mode": "ro"}},
+            network_mode="none",
+            remove=True,
+            labels={harness.TEST_LABEL: "1"},
+        )
+    finally:
+        client.close()
+    assert b"ledger OK" in out, out
 
     # `docker-compose logs agent-s1`: that agent's lines only, from its start to its last round.
     s1_log = grid.project.logs("agent-s1")
@@ -240,14 +257,15 @@ def test_grid_in_containers_converges_like_solve(grid: Grid, reference: dict[str
     assert {0, results["rounds"]} <= rounds, sorted(rounds)
     assert f"S1 r={results['rounds']} INFO" in s1_log
 
-    # One container each, each with its own address; the broker saw each connect from it.
+    # One container each, each with its own address; the broker saw each connect from it,
+    # with its account's name as client id (the binding that stops session takeovers).
     ids = [container_id for container_id, _ in addresses.values()]
     ips = [ip for _, ip in addresses.values()]
     assert len(set(ids)) == len(PARTICIPANTS) and len(set(ips)) == len(PARTICIPANTS), addresses
     broker_log = grid.project.logs("broker")
     for participant, (_, ip) in addresses.items():
         assert re.search(
-            rf"from {re.escape(ip)}:\d+ as \S+-{participant} .*u'{participant}'", broker_log
+            rf"from {re.escape(ip)}:\d+ as {participant} .*u'{participant}'", broker_log
         ), (
             participant,
             ip,
