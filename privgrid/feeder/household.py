@@ -84,6 +84,7 @@ def offer(load_kw: float, pv_kw: float, storage_kw: float, params: HouseholdPara
     limit = params.connection_kw
     if limit is not None:
         pmin, pmax = max(pmin, -limit), min(pmax, limit)
+    pmin, pmax = pmin + 0.0, pmax + 0.0  # no −0.0 in messages and files
     if min(load_kw, pv_kw, storage_kw) < 0 or not pmin <= preferred <= pmax:
         raise PreferredOutsideBoundsError(
             f"preferred net injection {preferred:.4g} kW (PV {pv_kw:.4g} − load {load_kw:.4g})"
