@@ -55,6 +55,8 @@ def solve(scenario: Path, as_json: bool, output: Path | None, out: Path | None) 
     except ScenarioError as exc:
         _fail(str(exc))
     if day:
+        if output is not None:
+            _fail(f"{scenario}: -o/--output: a day writes a run folder; use --out DIR")
         _solve_day(scenario, out, as_json)
         return
     from privgrid.console import print_summary
