@@ -240,3 +240,16 @@ def test_privgrid_run_of_a_day_says_how_to_clear_it(tmp_path):
     assert "day: a day on a feeder ([day]) is cleared by `privgrid solve FILE --out DIR`" in (
         proc.stderr
     )
+
+
+def test_an_interval_that_cannot_clear_is_named_before_anything_is_cleared(tmp_path):
+    """Ratings scaled to 1 %: the evening's imports cannot cross the transformer. The error
+    names the interval and the feasibility check's reason; the run folder is removed."""
+    from privgrid.scenario import ScenarioError
+
+    path = day_file(tmp_path, rating_scale=0.01, start="2016-06-21T19:00", intervals=2)
+    prepared = prepare_day(path)
+    with pytest.raises(ScenarioError) as info:
+        run_day(prepared, tmp_path / "run", plots=False)
+    assert f"{path}: day: interval 0001 (2016-06-21T19:00) cannot clear: " in str(info.value)
+    assert not (tmp_path / "run").exists()

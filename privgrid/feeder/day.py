@@ -30,13 +30,14 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tomli_w
 
+from privgrid.feeder.acflow import ACCheck
 from privgrid.feeder.agents import (
     FEEDIN,
     GRID_AGENTS,
@@ -53,6 +54,7 @@ from privgrid.feeder.intervals import (
     interval_scenario,
     label,
 )
+from privgrid.feeder.ledger import DayLedger, Registration, envelope
 from privgrid.feeder.matpower import write_case
 from privgrid.feeder.schema import DayScenario, load_day
 from privgrid.feeder.simbench import SimbenchError, Source, load_source
@@ -63,7 +65,9 @@ from privgrid.market.feasibility import check_feasible
 from privgrid.market.negotiation import NegotiationState, negotiate
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 from privgrid.market.warm import carry_over
+from privgrid.report import write_atomic
 from privgrid.scenario import ScenarioError, parse_scenario
+from privgrid.solve import clear
 
 DAY_SCHEMA = 1
 GRID_CASE = "grid.m"
@@ -85,7 +89,7 @@ class PreparedDay:
     limits: dict[str, float]
     pairs: list[tuple[str, str]]
     intervals: list[IntervalInputs]
-    buses: dict[str, int] = field(default_factory=dict)
+    buses: dict[str, int]  # agent id → bus number
 
     @property
     def feeder(self) -> Feeder:
@@ -95,17 +99,14 @@ class PreparedDay:
 def feeder_network(feeder: Feeder) -> Network:
     """The DC network of ``feeder``, exactly as ``grid.m`` loads (same naming rule)."""
     rows = [(br.from_bus, br.to_bus, br.x_pu, 1.0) for br in feeder.branches]
-    return Network(
-        grid_name(feeder), tuple(b.number for b in feeder.buses), feeder.slack, name_branches(rows)
-    )
-
-
-def grid_name(feeder: Feeder) -> str:
-    return Path(GRID_CASE).stem
+    buses = tuple(b.number for b in feeder.buses)
+    return Network(Path(GRID_CASE).stem, buses, feeder.slack, name_branches(rows))
 
 
 def branch_names(feeder: Feeder) -> list[str]:
-    """Each feeder branch's name in the network (``"<from>-<to>"``, ``#2`` for a parallel)."""
+    """Each feeder branch's name in the network, in the feeder's order: the rule of
+    :func:`~privgrid.grid.network.name_branches` (``"<from>-<to>"``; sorted by the two buses,
+    a parallel branch ``#2`` in input order)."""
     order = sorted(
         range(len(feeder.branches)),
         key=lambda i: (feeder.branches[i].from_bus, feeder.branches[i].to_bus),
@@ -214,11 +215,6 @@ def run_day(
     A failure before the first interval clears (a market that cannot clear) removes what
     was written and raises :class:`ScenarioError`.
     """
-    from privgrid.feeder.acflow import ACCheck
-    from privgrid.feeder.ledger import DayLedger, Registration, envelope
-    from privgrid.report import write_atomic
-    from privgrid.solve import clear
-
     if out.exists() and any(out.iterdir()):
         raise ScenarioError.single(out, "--out", "the run folder exists and is not empty")
     created = not out.exists()
@@ -249,7 +245,7 @@ def run_day(
     started = time.perf_counter()
     try:
         for interval in intervals:
-            row = _clear_interval(prepared, interval, previous, ledger, ac, clear)
+            row = _clear_interval(prepared, interval, previous, ledger, ac)
             previous = (interval.setup, row.pop("_state"))
             rows.append(row)
             if progress is not None:
@@ -270,12 +266,9 @@ def _clear_interval(
     prepared: PreparedDay,
     interval: Interval,
     previous: tuple[MarketSetup, NegotiationState] | None,
-    ledger: Any,
-    ac: Any,
-    clear: Callable[..., tuple[dict[str, Any], NegotiationState]],
+    ledger: DayLedger,
+    ac: ACCheck,
 ) -> dict[str, Any]:
-    from privgrid.report import write_atomic
-
     day = prepared.day
     setup = interval.setup
     inputs = interval.inputs

@@ -185,7 +185,10 @@ def _map(
     fig.colorbar(
         plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="branch loading, % of limit (DC)"
     )
-    ax.set_title(f"{feeder.code} at {peak['start']} (peak loading {peak['max_loading_pct']:.0f} %)")
+    ax.set_title(
+        f"{feeder.code} at {peak['start']} (peak loading {peak['max_loading_pct']:.0f} %)",
+        fontsize=9,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=8, loc="best")
