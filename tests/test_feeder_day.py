@@ -253,3 +253,9 @@ def test_an_interval_that_cannot_clear_is_named_before_anything_is_cleared(tmp_p
         run_day(prepared, tmp_path / "run", plots=False)
     assert f"{path}: day: interval 0001 (2016-06-21T19:00) cannot clear: " in str(info.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_day_refuses_the_single_results_file_option(tmp_path):
+    proc = privgrid("solve", str(CONFIGS / "day-rural1.toml"), "-o", str(tmp_path / "r.json"))
+    assert proc.returncode == 2
+    assert "-o/--output: a day writes a run folder; use --out DIR" in proc.stderr
