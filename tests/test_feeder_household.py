@@ -11,7 +11,12 @@ from privgrid.feeder.household import (
     PreferredOutsideBoundsError,
     offer,
 )
-from privgrid.market.agent_step import AgentCost
+
+
+def best_total(o, theta: float) -> float:
+    """The net injection that marginal value θ supports: ``clip((θ − b)/a, pmin, pmax)``."""
+    return min(max((theta - o.b) / o.a, o.pmin), o.pmax)
+
 
 power = st.floats(min_value=0.0, max_value=500.0, allow_nan=False)
 params = st.builds(
@@ -30,8 +35,7 @@ def test_the_preferred_point_lies_within_the_bounds_and_is_optimal_at_the_refere
     assert o.pmin <= o.preferred <= o.pmax
     if not o.idle:
         # C(S) = ½ a S² + b S: at θ = the reference price the household keeps p₀.
-        cost = AgentCost(o.a, o.b, o.pmin, o.pmax)
-        assert cost.best_total(p.reference_price) == pytest.approx(o.preferred, abs=1e-6)
+        assert best_total(o, p.reference_price) == pytest.approx(o.preferred, abs=1e-6)
 
 
 def test_bounds_come_from_the_flexible_load_the_battery_and_pv_curtailment():
@@ -41,8 +45,7 @@ def test_bounds_come_from_the_flexible_load_the_battery_and_pv_curtailment():
     assert o.pmax == pytest.approx(4.0 - 0.8 * 10.0 + 3.0)  # shed 20 %, discharge
     # a = κ / (f L + S): using all shiftable power moves the marginal value by κ (per kWh).
     assert o.a == pytest.approx(0.2 / (0.2 * 10.0 + 3.0))
-    cost = AgentCost(o.a, o.b, o.pmin, o.pmax)
-    assert cost.best_total(0.19 + 0.2) == pytest.approx(-6.0 + 5.0)
+    assert best_total(o, 0.19 + 0.2) == pytest.approx(-6.0 + 5.0)
 
 
 def test_a_household_with_nothing_to_trade_sits_the_interval_out():

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from privgrid.feeder.feeder import STEP_MINUTES, YEAR_END, YEAR_START
 from privgrid.feeder.household import HouseholdParams
@@ -28,14 +28,23 @@ from privgrid.scenario import (
     ScenarioInfo,
     StrictBool,
     TimeoutsSection,
-    _pydantic_errors,
-    _Strict,
 )
+
+try:  # privgrid.scenario as a package (errors, schema, validation)
+    from privgrid.scenario.errors import pydantic_errors
+except ImportError:  # privgrid/scenario.py as one module; drop this branch once merged
+    from privgrid.scenario import _pydantic_errors as pydantic_errors
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Price = Annotated[float, Field(allow_inf_nan=False)]
 _LAST_START = YEAR_END - timedelta(minutes=STEP_MINUTES)
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors and a loaded scenario does not change (as privgrid.scenario's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _iso(moment: datetime) -> str:
@@ -170,7 +179,7 @@ def parse_day(data: dict[str, Any], file: str | Path = "<memory>") -> DayScenari
     try:
         return DayScenario.model_validate({**data, "source": Path(file)})
     except ValidationError as exc:
-        raise ScenarioError(_pydantic_errors(exc, data, file)) from None
+        raise ScenarioError(pydantic_errors(exc, data, file)) from None
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
