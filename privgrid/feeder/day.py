@@ -225,8 +225,11 @@ def run_day(
         if created:
             shutil.rmtree(out, ignore_errors=True)
         else:
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            for child in out.iterdir():  # it was empty: everything here is ours
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         raise
     day = prepared.day
     feeder = prepared.feeder
