@@ -77,7 +77,9 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", type=Path)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    paths = args.configs or sorted((ROOT / "configs").glob("*.toml"))
+    paths = args.configs or sorted(
+        p for p in (ROOT / "configs").glob("*.toml") if not p.stem.startswith("day-")
+    )  # the day scenarios are benchmarks/day.py's
     table = Table(title="Market core: negotiation vs centralised QP (median of runs)")
     cols = [
         "scenario",

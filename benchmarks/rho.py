@@ -148,7 +148,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="paper only, ≤ 40 rounds (smoke)")
     parser.add_argument("--write-docs", action="store_true", help="rewrite the docs section")
     args = parser.parse_args()
-    configs = args.configs or sorted(p.stem for p in CONFIGS.glob("*.toml"))
+    configs = args.configs or sorted(
+        p.stem for p in CONFIGS.glob("*.toml") if not p.stem.startswith("day-")
+    )  # the day scenarios are benchmarks/day.py's
     if args.quick:
         configs = args.configs or QUICK
     started = time.perf_counter()

@@ -32,14 +32,33 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the JSON results to this file.",
 )
-def solve(scenario: Path, as_json: bool, output: Path | None) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder of a day scenario ([day]) [default: runs/<timestamp>-<scenario>]; for "
+    "a single market, a folder to write results.json to.",
+)
+def solve(scenario: Path, as_json: bool, output: Path | None, out: Path | None) -> None:
     """Negotiate SCENARIO in one process and compare with the centralised optimum.
 
     Runs every role's update in sequence (no network, no crypto), solves the centralised
     social-welfare QP, checks the Proof-of-Solution (KKT) conditions and prints a summary.
-    Exit status: 0 when the negotiation converged and the KKT checks passed, 1 otherwise,
-    2 for invalid input.
+    A day scenario (a [day] section on a SimBench feeder) clears every interval this way,
+    warm-started, into a run folder (docs/feeder.md).
+    Exit status: 0 when the negotiation converged and the KKT checks passed (for a day:
+    every interval, each with its ledger block), 1 otherwise, 2 for invalid input.
     """
+    from privgrid.feeder.schema import is_day, read_toml
+
+    try:
+        day = is_day(read_toml(scenario))
+    except ScenarioError as exc:
+        _fail(str(exc))
+    if day:
+        if output is not None:
+            _fail(f"{scenario}: -o/--output: a day writes a run folder; use --out DIR")
+        _solve_day(scenario, out, as_json)
+        return
     from privgrid.console import print_summary
     from privgrid.solve import prepare
     from privgrid.solve import solve as run_solve
@@ -52,11 +71,38 @@ def solve(scenario: Path, as_json: bool, output: Path | None) -> None:
     text = json.dumps(results, indent=2)
     if output is not None:
         output.write_text(text + "\n", encoding="utf-8")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(text + "\n", encoding="utf-8")
     if as_json:
         click.echo(text)
     else:
         print_summary(results)
     sys.exit(0 if results["converged"] and results["kkt"]["passed"] else 1)
+
+
+def _solve_day(scenario: Path, out: Path | None, as_json: bool) -> None:
+    """``privgrid solve DAY.toml``: every interval in process, into a run folder."""
+    import time
+
+    from privgrid.feeder.day import prepare_day, run_day
+    from privgrid.feeder.report import day_exit_status, interval_line, print_day_summary
+
+    try:
+        prepared = prepare_day(scenario)
+        if out is None:
+            out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{prepared.day.name}"
+        document = run_day(
+            prepared, out, progress=None if as_json else lambda r: click.echo(interval_line(r))
+        )
+    except ScenarioError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(document["summary"], indent=2))
+    else:
+        print_day_summary(document)
+    click.echo(f"run folder: {out}", err=True)
+    sys.exit(day_exit_status(document))
 
 
 @main.command()

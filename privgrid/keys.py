@@ -7,6 +7,7 @@ compose file does not rotate identities; ``force`` makes new ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from privgrid.crypto.errors import IdentityError
@@ -19,12 +20,17 @@ def participants(scenario: Scenario) -> list[str]:
 
 
 def init_keys(scenario: Scenario, folder: Path, *, force: bool = False) -> Roster:
+    return init_participant_keys(participants(scenario), folder, force=force)
+
+
+def init_participant_keys(ids: Sequence[str], folder: Path, *, force: bool = False) -> Roster:
+    """:func:`init_keys` for a list of participant ids (a day's agents, the LM and the MO)."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     roster_path = folder / "roster.json"
     old = Roster.load(roster_path) if roster_path.exists() and not force else Roster()
     roster = Roster()
-    for pid in participants(scenario):
+    for pid in ids:
         key_path = folder / f"{pid}.key"
         identity = None
         if key_path.exists() and not force and pid in old:

@@ -14,7 +14,7 @@ from typing import Any
 from privgrid.market.central import solve_central
 from privgrid.market.feasibility import check_feasible
 from privgrid.market.kkt import check_solution
-from privgrid.market.negotiation import RoundRecord, negotiate
+from privgrid.market.negotiation import NegotiationState, RoundRecord, negotiate
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 from privgrid.results import Outcome, build_results
 from privgrid.scenario import Scenario, load_scenario
@@ -31,10 +31,20 @@ def prepare(path: str | Path) -> tuple[Scenario, MarketSetup]:
 def solve(
     setup: MarketSetup, on_round: Callable[[RoundRecord], None] | None = None
 ) -> dict[str, Any]:
+    return clear(setup, on_round)[0]
+
+
+def clear(
+    setup: MarketSetup,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    initial: NegotiationState | None = None,
+) -> tuple[dict[str, Any], NegotiationState]:
+    """:func:`solve`, also returning the final state; ``initial``: a warm start (each
+    party's values from an earlier market, see ``negotiate``)."""
     started = time.perf_counter()
     costs = agent_costs(setup.scenario)  # the truth: welfare and the optimum
     played = played_costs(setup.scenario)  # what agents play (I6 may perturb it)
-    result = negotiate(setup, played, on_round=on_round, welfare_costs=costs)
+    result = negotiate(setup, played, on_round=on_round, welfare_costs=costs, initial=initial)
     central = solve_central(setup, costs)
     state = result.state
     t_kkt = time.perf_counter()
@@ -43,7 +53,7 @@ def solve(
     )
     kkt_time = time.perf_counter() - t_kkt
     last = result.trace[-1]
-    return build_results(
+    results = build_results(
         setup,
         Outcome(
             result.converged,
@@ -74,3 +84,4 @@ def solve(
             }
         },
     )
+    return results, state

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(600)
-SECTIONS = ("crypto", "paper", "scale", "rho")
+SECTIONS = ("crypto", "paper", "scale", "rho", "day")
 
 
 @pytest.fixture
@@ -73,6 +73,12 @@ def test_paper_benchmark(doc):
 def test_scale_benchmark(doc):
     out = run_script("scale", doc)
     assert "secure 1024-bit (insecure test size)" in out and "CPU ms/pair-dir/round" in out
+
+
+def test_day_benchmark(doc):
+    out = run_script("day", doc)
+    assert "day-rural1 (1-LV-rural1--2-sw)" in out and "warm ÷ cold" in out
+    assert "| 2/2 |" in out  # both intervals converged
 
 
 def run_plain(*args: str) -> str:

@@ -87,6 +87,12 @@ def test_not_converging_exits_1(tmp_path):
     assert result["converged"] is False and result["rounds"] == 20
 
 
+def test_out_writes_results_json_into_a_folder(tmp_path):
+    proc = privgrid("solve", "configs/paper.toml", "--json", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(proc.stdout)
+
+
 def test_help_describes_the_command():
     proc = privgrid("solve", "--help")
     assert proc.returncode == 0 and "centralised optimum" in proc.stdout

@@ -1,14 +1,21 @@
 """Every scenario in configs/ negotiates to the centralised optimum."""
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from privgrid.feeder.schema import is_day
 from privgrid.market.setup import agent_costs, build_setup
 from privgrid.scenario import load_scenario
 from tests.market_checks import assert_matches_central
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+#: Single-market scenarios; the day scenarios ([day]) are tests/test_feeder_day.py's.
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).parent.parent / "configs").glob("*.toml")
+    if not is_day(tomllib.loads(p.read_text()))
+)
 
 
 def test_the_shipped_configs_are_the_expected_ones():

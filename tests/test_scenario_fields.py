@@ -47,6 +47,13 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
     ("network.case", ("network", "case"), "ieee999", "network.case", "ieee999"),
     ("network.case-type", ("network", "case"), 14, "network.case", "valid string"),
     (
+        "network.case-simbench",
+        ("network", "case"),
+        "simbench:1-LV-rural1--2-sw",
+        "network.case",
+        "a SimBench grid needs a day scenario ([day] section",
+    ),
+    (
         "network.line_limits-negative",
         ("network", "line_limits", "2-3"),
         -1.0,
@@ -446,6 +453,13 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
     ),
     # top level: the sections themselves
     ("top.unknown-section", ("weather",), {"sun": True}, "weather", "unknown key"),
+    (
+        "top.day-section",
+        ("day",),
+        {"start": "2016-06-21T00:00", "intervals": 4},
+        "day",
+        "a day on a feeder ([day]) is cleared by `privgrid solve FILE --out DIR`",
+    ),
     ("scenario-type", ("scenario",), 5, "scenario", "must be a table (got 5)"),
     ("scenario-missing", ("scenario",), None, "scenario", "required field is missing"),
     ("network-type", ("network",), "x", "network", "must be a table (got 'x')"),

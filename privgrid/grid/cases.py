@@ -46,6 +46,11 @@ def load_network(case: str, base_dir: Path | None = None) -> Network:
     """
     if case in NAMED_CASES:
         return _load_named(case)
+    if case.startswith("simbench:"):
+        raise CaseError(
+            f"case {case!r}: a SimBench grid needs a day scenario ([day] section, "
+            "docs/feeder.md), whose run folder holds the converted grid.m"
+        )
     path = Path(case)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path

@@ -90,6 +90,7 @@ def negotiate(
     on_round: Callable[[RoundRecord], None] | None = None,
     observe: Callable[[int, NegotiationState, np.ndarray], None] | None = None,
     welfare_costs: Mapping[str, AgentCost] | None = None,
+    initial: NegotiationState | None = None,
 ) -> NegotiationResult:
     """Run rounds until the MO's stopping test holds or the round limit is reached.
 
@@ -100,6 +101,9 @@ def negotiate(
     agent's derived view of its partners' trades, as in the processes.
     ``observe(k, state, P̄)`` sees every round's complete state (for analyses and tests that
     need what each party held in each round; the role processes never call it).
+    ``initial``: the state to start from instead of round 0 (a warm start: each party's own
+    values from an earlier market, :func:`privgrid.market.warm.carry_over`); its arrays must
+    have this market's shapes.
     """
     g = setup.graph
     market = setup.scenario.market
@@ -107,7 +111,9 @@ def negotiate(
     welfare_costs = welfare_costs or costs
     limit = max_rounds if max_rounds is not None else market.max_rounds
     G = setup.G
-    state = NegotiationState.initial(setup)
+    state = NegotiationState.initial(setup) if initial is None else initial
+    if state.trades.shape != (g.n_trades,) or state.line_prices.up.shape != (len(setup.limited),):
+        raise ValueError("the initial state does not fit this market (trades or lines differ)")
     trace: list[RoundRecord] = []
     started = time.perf_counter()
     for k in range(1, limit + 1):

@@ -208,4 +208,11 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError.single(path, "<syntax>", f"invalid TOML: {exc}") from None
     if "source" in data:
         raise ScenarioError.single(path, "source", "unknown key")
+    if "day" in data:  # privgrid/feeder/schema.py reads these
+        raise ScenarioError.single(
+            path,
+            "day",
+            "a day on a feeder ([day]) is cleared by `privgrid solve FILE --out DIR`; "
+            "each of its intervals/NNNN/scenario.toml is an ordinary scenario",
+        )
     return parse_scenario(data, path)

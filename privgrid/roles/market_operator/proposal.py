@@ -14,15 +14,16 @@ feasible, but not optimal). The affected participants must reject.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from privgrid.crypto.identity import Identity
-from privgrid.ledger import Block, Decision, LedgerError, Vote, commit_decision, market_block
+from privgrid.ledger import Block, Decision, LedgerError, Vote, commit_decision
+from privgrid.ledger.cleared import cleared_block
 from privgrid.ledger.genesis import quorum_of, required_voters, roster_of
-from privgrid.ledger.market import trades_from_results
 from privgrid.ledger.pos import mo_checks, vote_on
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import decode
@@ -30,7 +31,7 @@ from privgrid.market.kkt import Tolerances, excluding_pairs
 from privgrid.market.line_step import LinePrices
 from privgrid.market.setup import MarketSetup
 from privgrid.report import assemble
-from privgrid.results import Outcome, line_rows, trade_rows
+from privgrid.results import Outcome
 from privgrid.roles.market_operator.node import RunOutcome
 from privgrid.scenario import MO_ID
 
@@ -109,26 +110,18 @@ class Proposal:
             decode(np.array(lm.get("eta_down", []), dtype=np.int64)),
         )
         cleared = Outcome(True, outcome.rounds, v["P"], v["lam"], v["c"], eta)
-        trades = trades_from_results(trade_rows(self.setup, cleared))
+        edit = None
         if self.behaviour != "honest":
-            trades = tamper(trades, self.behaviour, self.setup)
             self.log.warning("adversarial MO (%s): proposing an altered block", self.behaviour)
-        shown = Outcome(True, outcome.rounds, *self._vectors(trades), eta)
-        lines = line_rows(self.setup, shown)
-        return market_block(
-            self.head.height + 1, self.head.hash, self.run, outcome.rounds, trades, lines
+            edit = functools.partial(tamper, behaviour=self.behaviour, setup=self.setup)
+        return cleared_block(
+            self.setup,
+            cleared,
+            height=self.head.height + 1,
+            prev_hash=self.head.hash,
+            run=self.run,
+            edit=edit,
         )
-
-    def _vectors(self, trades: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Trade vectors of the (possibly altered) rows, so the block's flows follow from them."""
-        g = self.setup.graph
-        P, lam, c = (np.zeros(g.n_trades) for _ in range(3))
-        for row in trades:
-            t, m = g.trade(row["seller"], row["buyer"]), g.trade(row["buyer"], row["seller"])
-            P[t], P[m] = row["power"], row["buyer_power"]
-            lam[t], lam[m] = row["price"], row["buyer_price"]
-            c[t], c[m] = row["seller_charge"], -row["seller_charge"]
-        return P, lam, c
 
     def own_vote(self, block: Block, dropped: Sequence[Sequence[str]] = ()) -> Vote:
         checks = excluding_pairs(mo_checks(block, self.setup), dropped)
