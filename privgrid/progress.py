@@ -65,8 +65,10 @@ def estimate_total_rounds(
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
     if slope >= 0:
         return None
-    # From the last point along the fitted slope down to log(distance) = 0.
-    remaining = math.log(last) / -slope
+    # From the fitted line at the last round (not the last point: residuals oscillate) down
+    # to log(distance) = 0.
+    fitted = mean_y + slope * (last_round - mean_x)
+    remaining = max(fitted, 0.0) / -slope
     return min(max_rounds, last_round + max(1, math.ceil(remaining)))
 
 

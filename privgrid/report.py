@@ -349,12 +349,16 @@ def write_plots(
     trace: Sequence[TraceRow],
     epsilon_p: float,
     epsilon_lambda: float,
-) -> None:
+) -> dict[str, str]:
+    """Draw ``convergence.png`` (if there is a trace) and ``trades.png`` (if any trade is not
+    zero) into ``folder``, after removing the ones a previous run left there. A run that did
+    not converge says so in each title. Returns file name → title of what was written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    written: dict[str, str] = {}
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("convergence.png", "trades.png"):  # a previous run's plots never stay
         (folder / name).unlink(missing_ok=True)
@@ -383,6 +387,7 @@ def write_plots(
         ax.legend()
         fig.tight_layout()
         fig.savefig(folder / "convergence.png", dpi=120)
+        written["convergence.png"] = ax.get_title()
         plt.close(fig)
     trades = sorted(results["trades"], key=lambda t: (t["seller"], t["buyer"]))
     if has_cleared_trades(results):
@@ -409,7 +414,9 @@ def write_plots(
         )
         fig.tight_layout()
         fig.savefig(folder / "trades.png", dpi=120)
+        written["trades.png"] = ax.get_title()
         plt.close(fig)
+    return written
 
 
 def write_run_folder(

@@ -20,9 +20,14 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (a strict parser rejects it)")
 
 
+def loads_strict_json(text: str) -> Any:
+    """Parse ``text`` as strict JSON: ``NaN``, ``Infinity`` and ``-Infinity`` are errors."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 def load_strict_json(path: Path) -> Any:
-    """Parse ``path`` as strict JSON: ``NaN``, ``Infinity`` and ``-Infinity`` are errors."""
-    return json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    """:func:`loads_strict_json` of a file."""
+    return loads_strict_json(path.read_text(encoding="utf-8"))
 
 
 def _not_strict(folder: Path) -> list[str]:
