@@ -192,6 +192,23 @@ def test_exit_3_a_participant_killed_mid_run_fails_the_run_naming_it(
     assert (run.folder / "plots" / "convergence.png").exists()
 
 
+def test_exit_3_an_agent_that_stops_answering_times_the_round_out_naming_it(
+    tmp_path, no_process_left_behind
+):
+    """SIGSTOP: S3's process stays connected but silent, so no last will: the MO's round
+    timeout names it; the others' final reports still come in; S3 is killed at the end."""
+    run = Run.start(tmp_path, scenario(tmp_path, timeouts={"round": 5.0}))
+    run.wait_for_round(10)
+    os.killpg(run.child("S3").pid, signal.SIGSTOP)
+    assert run.finish() == 3, run.stderr()[-3000:]
+    assert "Traceback" not in run.stderr()
+    results = run.results()
+    expected = r"round \d+ did not complete within 5 s; no residuals from S3"
+    assert results["status"] == "failed" and re.fullmatch(expected, results["error"])
+    assert run.last_line() == f"privgrid: run failed: {results['error']} (exit 3)"
+    assert "S3" not in results["participants"] and "S1" in results["participants"]
+
+
 # -- exit 130 --------------------------------------------------------------------------------------
 def test_exit_130_ctrl_c_mid_run_stops_everything_and_leaves_interrupted_results(
     tmp_path, no_process_left_behind
