@@ -135,6 +135,7 @@ class OperatorNode(Node):
         results) and any further violation reports (several reporters, or one reporter with
         several offenders, all end up in the results, not only the first)."""
         outcome = self.outcome
+        stopped_before = self.phase in (FINISHING, VOTING)  # a failure after the stop
         outcome.converged, outcome.rounds, outcome.reason = ok, self.round, reason
         outcome.error = error
         outcome.stopped = time.perf_counter()
@@ -145,7 +146,9 @@ class OperatorNode(Node):
             self.absent |= set(absent) | set(self.missing)
             self.missing = {}
         body = {"converged": ok, "reason": error or reason}
-        outgoing = self._broadcast("stop", body)
+        # One ``stop`` per run: a second, different one for the same round would read as an
+        # equivocation of ours; the ``closed`` at the end tells everyone about the failure.
+        outgoing = [CHECKPOINT] if stopped_before else self._broadcast("stop", body)
         if error is not None and not self._awaited():  # every report was in already
             self._done()
         return outgoing
