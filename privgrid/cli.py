@@ -144,9 +144,10 @@ def run(
     Exit status:
       0    converged, and the block committed to the ledger
       1    not converged (the round limit came first)
-      2    invalid input (scenario, keys, ledger)
+      2    invalid input (scenario, keys, ledger, checkpoint)
       3    a participant failed: crashed, timed out, violated the protocol, refused the block
       130  interrupted (Ctrl-C)
+
     Anything but 0 ends with one line on stderr giving the reason, after any tables; every
     run leaves results.json with "status" and "error".
     """
