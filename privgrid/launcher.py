@@ -291,30 +291,41 @@ class Launcher:
                 self.folder,
                 self.options.ledger,
             )
-            child = Child(pid, None, log_path, command, env)  # type: ignore[arg-type]
-            self._spawn(child, first=True)
+            self._spawn(pid, log_path, command, env)
 
-    def _spawn(self, child: Child, first: bool = False) -> None:
-        """Start (or restart) a child: same command, environment and log file."""
+    def _spawn(
+        self,
+        participant: str,
+        log_path: Path,
+        command: list[str],
+        env: dict[str, str],
+        again: Child | None = None,
+    ) -> Child:
+        """Start a child process (``again``: restart that child, same command, environment
+        and log file) and record it."""
         # Ctrl-C between starting a child and recording it would orphan the child.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            with child.log_path.open("ab") as log:
-                child.process = subprocess.Popen(
-                    child.command,
-                    stdout=subprocess.PIPE if child.participant == MO_ID else subprocess.DEVNULL,
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    stdout=subprocess.PIPE if participant == MO_ID else subprocess.DEVNULL,
                     stderr=log,
-                    env=child.env,
+                    env=env,
                     start_new_session=True,
                 )
-            if first:
+            if again is None:
+                child = Child(participant, process, log_path, command, env)
                 self.children.append(child)
+            else:
+                child, child.process = again, process
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        if child.participant == MO_ID:
+        if participant == MO_ID:
             threading.Thread(
-                target=self._read_progress, args=(child.process.stdout,), daemon=True
+                target=self._read_progress, args=(process.stdout,), daemon=True
             ).start()
+        return child
 
     # -- running ---------------------------------------------------------------------------
     def _read_progress(self, stream: Any) -> None:
@@ -406,7 +417,7 @@ class Launcher:
                 )
                 self.console.print(f"[yellow]{note}[/yellow]")
                 self._note_in_log(child, note)
-                self._spawn(child)
+                self._spawn(child.participant, child.log_path, child.command, child.env, child)
                 return
             what += f"; no restarts left (--restarts {self.options.restarts})"
         child.ended = True

@@ -336,6 +336,8 @@ class OperatorNode(Node):
             if self.phase == DONE or now - self.paused_at <= timeouts.missing:
                 return []  # the round clock is paused
             names = ", ".join(sorted(self.missing))
+            gone = list(self.missing)
+            self.missing = {}
             error = (
                 f"participant {names} left the run during round {self.round} and did not "
                 f"rejoin within {timeouts.missing:g} s"
@@ -345,8 +347,6 @@ class OperatorNode(Node):
                 self.log.error("%s", error)
                 self._done()
                 return []
-            gone = list(self.missing)
-            self.missing = {}
             return self._stop(now, ok=False, reason="participant left", error=error, absent=gone)
         if self.phase == RUNNING and now - self.round_started > timeouts.round:
             missing = [a for a in self.agents if a not in self.agent_residuals]
