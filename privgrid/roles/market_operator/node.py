@@ -360,7 +360,7 @@ class OperatorNode(Node):
                     f"round {self.round} did not complete within {timeouts.round:g} s; "
                     f"no residuals from {', '.join(missing)}"
                 ),
-                absent=missing,
+                # Not ``absent``: those waiting for a silent partner are alive and report.
             )
         if self.phase == VOTING and now - self.stop_sent_at > timeouts.finish:
             self.log.error("not every vote arrived within %g s", timeouts.finish)
