@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from privgrid.market.central import InfeasibleMarketError
+from privgrid.results import dumps
 from privgrid.scenario import ScenarioError
 
 
@@ -68,7 +69,7 @@ def solve(scenario: Path, as_json: bool, output: Path | None, out: Path | None) 
     except (ScenarioError, InfeasibleMarketError) as exc:
         _fail(str(exc))
     results = run_solve(setup)
-    text = json.dumps(results, indent=2)
+    text = dumps(results)
     if output is not None:
         output.write_text(text + "\n", encoding="utf-8")
     if out is not None:
@@ -151,7 +152,21 @@ def _solve_day(scenario: Path, out: Path | None, as_json: bool) -> None:
     help="Host K agents per OS process (each keeps its own keys, identity, MQTT client and "
     "logs/<id>.log); for 100+ agents on one machine.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print results.json instead of tables.")
+@click.option(
+    "--restarts",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help='With [timeouts] on_missing = "wait": restart a crashed participant (agent, LM or '
+    "MO: killed by a signal or an uncaught error) from its checkpoint, at most this many "
+    "times each. Each restart is logged with the exit status and the command.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print results.json instead of tables (one JSON object, also when the run fails).",
+)
 def run(
     scenario: Path,
     privacy: str | None,
@@ -162,17 +177,28 @@ def run(
     ledger: Path | None,
     keys: Path | None,
     agents_per_process: int,
+    restarts: int,
     as_json: bool,
 ) -> None:
     """Run a whole grid for SCENARIO: broker, LM, MO and every agent as separate processes.
 
     Starts Mosquitto on a free loopback port (or an embedded broker if Mosquitto is not
     installed), shows progress, and writes runs/<timestamp>-<scenario>/ with results.json,
-    trace.csv, logs/<participant>.log and plots/. Exit status: 0 converged, 1 not converged,
-    2 invalid input, 3 a participant failed, 130 interrupted.
+    trace.csv (appended round by round), logs/<participant>.log and plots/.
+
+    \b
+    Exit status:
+      0    converged, and the block committed to the ledger
+      1    not converged (the round limit came first)
+      2    invalid input (scenario, keys, ledger, checkpoint)
+      3    a participant failed: crashed, timed out, violated the protocol, refused the block
+      130  interrupted (Ctrl-C)
+
+    Anything but 0 ends with one line on stderr giving the reason, after any tables; every
+    run leaves results.json with "status" and "error".
     """
     from privgrid.console import print_summary
-    from privgrid.launcher import LaunchOptions, launch
+    from privgrid.launcher import LaunchOptions, end_line, launch
 
     options = LaunchOptions(
         scenario,
@@ -184,22 +210,28 @@ def run(
         ledger=ledger,
         keys=keys,
         agents_per_process=agents_per_process,
+        restarts=restarts,
     )
     try:
         code, folder, results = launch(options)
     except (ScenarioError, InfeasibleMarketError) as exc:
+        if as_json:  # stdout stays one JSON object
+            click.echo(dumps({"status": "invalid_input", "error": str(exc)}))
         _fail(str(exc))
-    if results is not None:
-        if as_json:
-            click.echo(json.dumps(results, indent=2))
-        else:
-            print_summary(results)
-            attack = folder / "attack.json"
-            if attack.exists():
-                from privgrid.console import print_attack_summary
+    if as_json:
+        click.echo(dumps(results))
+    else:
+        print_summary(results)
+        attack = folder / "attack.json"
+        if attack.exists():
+            from privgrid.console import print_attack_summary
 
-                print_attack_summary(json.loads(attack.read_text()))
+            print_attack_summary(json.loads(attack.read_text()))
+    sys.stdout.flush()
     click.echo(f"run folder: {folder}", err=True)
+    last = end_line(code, results)
+    if last is not None:
+        click.echo(last, err=True)
     sys.exit(code)
 
 

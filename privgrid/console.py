@@ -19,7 +19,7 @@ def _num(x: float | None, digits: int = 4) -> str:
 
 
 def _trades_table(results: Mapping[str, Any]) -> Table:
-    rows = sorted(results["trades"], key=lambda r: -abs(r["power"]))
+    rows = sorted(results["trades"], key=lambda r: -abs(r["power"] or 0.0))
     table = Table(title="Trades (seller side; the buyer holds −power)", title_justify="left")
     for col in ("seller", "buyer", "power kW", "price $/kW", "charge $/kW"):
         table.add_column(col, justify="right" if " " in col else "left")
@@ -61,7 +61,8 @@ def _lines_table(results: Mapping[str, Any]) -> Table:
     so nothing about them is binding)."""
     limited = [ln for ln in results["lines"] if ln["limit"] is not None]
     others = sorted(
-        (ln for ln in results["lines"] if ln["limit"] is None), key=lambda ln: -abs(ln["flow"])
+        (ln for ln in results["lines"] if ln["limit"] is None),
+        key=lambda ln: -abs(ln["flow"] or 0.0),
     )
     keep = max(0, LINE_ROWS - len(limited))
     shown, hidden = limited + others[:keep], others[keep:]
@@ -77,7 +78,7 @@ def _lines_table(results: Mapping[str, Any]) -> Table:
             _num(ln["price_down"]),
         )
     if hidden:
-        largest = max(abs(ln["flow"]) for ln in hidden)
+        largest = max(abs(ln["flow"] or 0.0) for ln in hidden)
         table.caption = (
             f"{len(hidden)} more lines, none of them limited (|flow| ≤ {largest:.4f} kW), "
             "in the JSON results"
@@ -85,42 +86,95 @@ def _lines_table(results: Mapping[str, Any]) -> Table:
     return table
 
 
+#: How each timing is measured: wall-clock time of one process, or a sum over participants
+#: (those can exceed the run's wall time: nine processes waiting one second is nine seconds).
+TIMING_LABELS = {
+    "negotiation_s": ("negotiation", "wall"),
+    "per_round_s": ("per round", "wall"),
+    "finish_s": ("final reports", "wall"),
+    "central_s": ("centralised QP", "wall, evaluator"),
+    "kkt_s": ("KKT checks", "wall"),
+    "total_s": ("total", "wall"),
+    "crypto_s": ("crypto", "sum"),
+    "compute_s": ("maths", "sum"),
+    "wait_s": ("waiting", "sum"),
+}
+
+#: The status row of the summary (``status`` in the results).
+STATUS_TEXT = {
+    "converged": "converged",
+    "not_converged": "NOT CONVERGED",
+    "failed": "FAILED",
+    "interrupted": "INTERRUPTED",
+}
+
+
+def _seconds(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f} s"
+
+
+def _timing_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Wall times first, then the sums over participants, each saying which it is."""
+    timings = results.get("timings") or {}
+    n = len(results.get("participants") or {})
+    walls, sums = [], []
+    for key, seconds in timings.items():
+        name, kind = TIMING_LABELS.get(key, (key.removesuffix("_s"), "wall"))
+        if kind == "sum":
+            who = f"{n} participant" + ("" if n == 1 else "s")
+            sums.append((f"time {name} (sum over {who})", _seconds(seconds)))
+        else:
+            walls.append((f"time {name} ({kind})", _seconds(seconds)))
+    return walls + sums
+
+
+def _kkt_text(kkt: Mapping[str, Any] | None) -> str:
+    if not kkt or not kkt.get("checked"):
+        return "not checked"
+    if kkt["passed"]:
+        return "passed"
+    return f"FAILED ({len(kkt['failures'])} conditions)"
+
+
 def _summary_table(results: Mapping[str, Any]) -> Table:
-    table = Table(title=f"Summary: {results['scenario']} ({results['mode']})", title_justify="left")
+    title = f"Summary: {results.get('scenario', '?')} ({results.get('mode', '?')})"
+    table = Table(title=title, title_justify="left")
     table.add_column("")
     table.add_column("", justify="right")
-    kkt = results["kkt"]
+    status = results.get("status") or ("converged" if results.get("converged") else "not_converged")
     rows = [
-        ("converged", "yes" if results["converged"] else "NO"),
-        ("rounds", str(results["rounds"])),
-        ("social welfare $", _num(results["social_welfare"], 6)),
+        ("status", STATUS_TEXT.get(status, str(status))),
+        ("converged", "yes" if results.get("converged") else "NO"),
+        ("rounds", "–" if results.get("rounds") is None else str(results["rounds"])),
+        ("social welfare $", _num(results.get("social_welfare"), 6)),
         ("centralised optimum $", _num(results.get("optimal_social_welfare"), 6)),
     ]
     if results.get("welfare_gap") is not None:
         rows.append(("welfare gap (relative)", f"{results['welfare_gap']:.2e}"))
-    rows.append(
-        (
-            "Proof of Solution (KKT)",
-            "passed" if kkt["passed"] else f"FAILED ({len(kkt['failures'])} conditions)",
-        )
-    )
-    for name, seconds in results.get("timings", {}).items():
-        rows.append((f"time {name.removesuffix('_s')}", f"{seconds:.3f} s"))
+    failed = status in ("failed", "interrupted")
+    kkt = "not judged (the run did not end)" if failed else _kkt_text(results.get("kkt"))
+    rows.append(("Proof of Solution (KKT)", kkt))
+    rows += _timing_rows(results)
     for label, value in rows:
         table.add_row(label, value)
     return table
 
 
 def print_summary(results: Mapping[str, Any], console: Console | None = None) -> None:
+    """The tables of a results dict. A failed or interrupted run shows only its summary: its
+    trades and prices are an unjudged last state (they are in the JSON results)."""
     console = console or Console()
-    console.print(_trades_table(results))
-    console.print(_agents_table(results))
-    console.print(_lines_table(results))
+    if results.get("status") not in ("failed", "interrupted"):
+        console.print(_trades_table(results))
+        console.print(_agents_table(results))
+        console.print(_lines_table(results))
     console.print(_summary_table(results))
-    for failure in results["kkt"]["failures"][:10]:
+    if results.get("status") in ("failed", "interrupted"):
+        return  # the KKT checks of a state nobody agreed on are noise; the reason comes next
+    for failure in (results.get("kkt") or {}).get("failures", [])[:10]:
         console.print(
             f"[red]KKT {failure['condition']} failed at {failure['subject']}: "
-            f"{failure['value']:.3g} > {failure['tolerance']:.3g}[/red]"
+            f"{_fmt(failure.get('value'), '.3g')} > {_fmt(failure.get('tolerance'), '.3g')}[/red]"
         )
 
 
@@ -156,6 +210,7 @@ def print_attack_summary(report: Mapping[str, Any], console: Console | None = No
         honest = report["honest"]
         console.print(
             f"rounds honest → attacked: {honest['rounds']} → {report['attacked']['rounds']}; "
-            f"welfare change {outcome['welfare_change']:+.2e}; largest trade change "
-            f"{outcome['max_trade_change']:.3g} kW, price change {outcome['max_price_change']:.3g}"
+            f"welfare change {_fmt(outcome['welfare_change'], '+.2e')}; largest trade change "
+            f"{_fmt(outcome['max_trade_change'], '.3g')} kW, price change "
+            f"{_fmt(outcome['max_price_change'], '.3g')}"
         )

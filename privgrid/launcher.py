@@ -7,15 +7,20 @@
    installed), unless ``--broker`` names one;
 4. start the LM, the MO and every agent as separate OS processes, each logging to
    ``logs/<participant>.log``; show progress from the MO;
-5. on Ctrl-C stop every child cleanly; at the end print the summary; exit 0 only when the
-   market converged.
+5. with ``[timeouts] on_missing = "wait"``, restart a participant that crashed (killed by a
+   signal, or an uncaught error) from its checkpoint, at most ``--restarts`` times each;
+6. on Ctrl-C stop every child cleanly (the MO writes what it has, status ``interrupted``);
+   at the end make sure ``results.json`` exists and says how the run ended — the launcher
+   writes it itself if the MO could not — and map every ending onto the documented exit
+   statuses (:func:`final_status`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,9 +40,22 @@ from privgrid.broker.config import BrokerUsers
 from privgrid.broker.local import LocalBroker, start_broker
 from privgrid.keys import init_keys, participants
 from privgrid.process import ENV_BROKER_URLS
-from privgrid.runtime import EXIT_FAILURE
+from privgrid.progress import PROGRESS_LOG_SECONDS, progress_text
+from privgrid.results import INTERRUPTED, NOT_CONVERGED
+from privgrid.runtime import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_CONVERGED,
+    EXIT_OK,
+)
 from privgrid.scenario import LM_ID, MO_ID, Scenario, parse_scenario
 from privgrid.solve import prepare
+
+#: Restarts per participant under ``on_missing = "wait"`` (``privgrid run --restarts``).
+DEFAULT_RESTARTS = 3
+#: Seconds the MO gets to write its results after a Ctrl-C before it is killed.
+INTERRUPT_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -67,13 +85,62 @@ class LaunchOptions:
     ledger: Path | None = None  # default: <run folder>/ledger.sqlite
     keys: Path | None = None  # default: new keys in <run folder>/secrets
     agents_per_process: int = 1  # >1: several agents as asyncio tasks in one OS process
+    restarts: int = DEFAULT_RESTARTS  # per participant, with on_missing = "wait"
 
 
 @dataclass
 class Child:
-    participant: str
+    participant: str  # an id, or agents-<first>-<last> for a group process
     process: subprocess.Popen
     log_path: Path
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0
+    ended: bool = False  # exited for good (not to be restarted)
+
+
+def describe_exit(status: int) -> str:
+    """``killed by SIGKILL`` or ``exited with status 3`` (a Popen return code)."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name}"
+    return f"exited with status {status}"
+
+
+def crashed(status: int, participant: str) -> bool:
+    """Whether an exit is a crash that a restart from the checkpoint may mend: killed by a
+    signal, or an uncaught error (Python's status 1, except for the MO, whose 1 means "not
+    converged"; any status outside the documented ones). A documented ending (0 done, 2 bad
+    input, 3 a failure the process reported, 130 stopped on request) is never restarted."""
+    if status < 0:
+        return True
+    if status in (EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED):
+        return False
+    return status != EXIT_NOT_CONVERGED or participant != MO_ID
+
+
+def final_status(mo_status: int | None, results_status: str | None, interrupted: bool) -> int:
+    """The exit status of ``privgrid run``: 0 converged, 1 not converged, 2 invalid input, 3 a
+    participant failed, 130 interrupted — whatever the MO's own status was (a signal death,
+    -9, is a failure, not 247).
+
+    Args:
+        mo_status: the MO's last return code (None: it never ran or still ran at the end).
+        results_status: ``status`` of the results.json the run left (None: none).
+        interrupted: Ctrl-C (SIGINT) reached the launcher before the MO had ended.
+    """
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if mo_status == EXIT_BAD_INPUT:
+        return EXIT_BAD_INPUT
+    if mo_status == EXIT_OK and results_status == "converged":
+        return EXIT_OK
+    if mo_status == EXIT_NOT_CONVERGED and results_status == NOT_CONVERGED:
+        return EXIT_NOT_CONVERGED
+    return EXIT_FAILURE
 
 
 def effective_scenario(scenario: Scenario, privacy: str | None) -> dict[str, Any]:
@@ -156,13 +223,18 @@ def process_groups(scenario: Scenario, agents_per_process: int) -> list[list[str
 class Launcher:
     def __init__(self, options: LaunchOptions, console: Console | None = None) -> None:
         self.options = options
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.children: list[Child] = []
         self.broker: LocalBroker | None = None
         self.progress_lines: deque[dict[str, Any]] = deque(maxlen=50)
         self.folder = Path()
         self.keys = Path()
         self.run_id = ""
+        self.scenario: Scenario | None = None
+        self.interrupted = False
+        self.failures: list[str] = []  # "S3 was killed by SIGKILL during round 49", in order
+        self.mo_status: int | None = None
+        self._logged_at: float | None = None  # last progress line printed (no terminal)
 
     # -- set-up ----------------------------------------------------------------------------
     def prepare(self) -> tuple[Scenario, Path]:
@@ -176,6 +248,13 @@ class Launcher:
         self.keys = (self.options.keys or self.folder / "secrets").resolve()
         init_keys(scenario, self.keys)
         (self.folder / "secrets").mkdir(mode=0o700, exist_ok=True)
+        # A run folder used again (--out) is a new run: an earlier run's checkpoints (same run
+        # id) would make every process resume that run, and its results must not stay.
+        shutil.rmtree(self.folder / "state" / self.run_id, ignore_errors=True)
+        from privgrid.report import clear_outputs
+
+        clear_outputs(self.folder)
+        self.scenario = scenario
         return scenario, scenario_file
 
     def broker_urls(self, scenario: Scenario) -> dict[str, str]:
@@ -203,28 +282,50 @@ class Launcher:
             env = {**os.environ, **self.options.extra_env, "PRIVGRID_BROKER_URL": urls[members[0]]}
             if len(members) > 1:  # each agent keeps its own broker account
                 env[ENV_BROKER_URLS] = json.dumps({m: urls[m] for m in members})
-            # Ctrl-C between starting a child and recording it would orphan the child.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                with log_path.open("ab") as log:
-                    process = subprocess.Popen(
-                        _command(
-                            members,
-                            scenario_file,
-                            self.run_id,
-                            keys,
-                            self.options.log_format,
-                            self.folder,
-                            self.options.ledger,
-                        ),
-                        stdout=subprocess.PIPE if pid == MO_ID else subprocess.DEVNULL,
-                        stderr=log,
-                        env=env,
-                        start_new_session=True,
-                    )
-                self.children.append(Child(pid, process, log_path))
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            command = _command(
+                members,
+                scenario_file,
+                self.run_id,
+                keys,
+                self.options.log_format,
+                self.folder,
+                self.options.ledger,
+            )
+            self._spawn(pid, log_path, command, env)
+
+    def _spawn(
+        self,
+        participant: str,
+        log_path: Path,
+        command: list[str],
+        env: dict[str, str],
+        again: Child | None = None,
+    ) -> Child:
+        """Start a child process (``again``: restart that child, same command, environment
+        and log file) and record it."""
+        # Ctrl-C between starting a child and recording it would orphan the child.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    stdout=subprocess.PIPE if participant == MO_ID else subprocess.DEVNULL,
+                    stderr=log,
+                    env=env,
+                    start_new_session=True,
+                )
+            if again is None:
+                child = Child(participant, process, log_path, command, env)
+                self.children.append(child)
+            else:
+                child, child.process = again, process
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if participant == MO_ID:
+            threading.Thread(
+                target=self._read_progress, args=(process.stdout,), daemon=True
+            ).start()
+        return child
 
     # -- running ---------------------------------------------------------------------------
     def _read_progress(self, stream: Any) -> None:
@@ -234,62 +335,60 @@ class Launcher:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
 
-    def _eta(self, started: float) -> str:
-        lines = list(self.progress_lines)
-        if len(lines) < 10:
-            return "?"
-        eps = 1e-4
-        first, last = lines[0], lines[-1]
+    @property
+    def mo(self) -> Child:
+        return next(c for c in self.children if c.participant == MO_ID)
 
-        def level(line: dict[str, Any]) -> float:
-            return max(line["r_P"], line["r_L"], line["r_d"], line["r_C"], 1e-15)
+    def current_round(self) -> int:
+        """The round in progress, as far as the MO's progress lines tell (0: none yet)."""
+        return self.progress_lines[-1]["round"] + 1 if self.progress_lines else 0
 
-        drop = math.log(level(first)) - math.log(level(last))
-        span = last["round"] - first["round"]
-        if drop <= 0 or span <= 0:
-            return "?"
-        remaining = max(0.0, (math.log(level(last)) - math.log(eps)) * span / drop)
-        per_round = (time.monotonic() - started) / max(last["round"], 1)
-        return f"{remaining * per_round:.0f} s"
+    def when(self) -> str:
+        """``during round 49``, or ``before round 1``."""
+        round_ = self.current_round()
+        return f"during round {round_}" if round_ else "before round 1"
+
+    def _show_progress(self, progress: Progress, task: Any) -> None:
+        if not self.progress_lines:
+            return
+        line = self.progress_lines[-1]
+        total = line.get("estimated_rounds")
+        eta = line.get("eta_s")
+        text = (
+            f"r_P {line['r_P']:.1e}  r_L {line['r_L']:.1e}  r_d {line['r_d']:.1e}"
+            f"  r_C {line['r_C']:.1e}  ETA {'?' if eta is None else f'{eta:.0f} s'}"
+        )
+        count = f"round {line['round']}" + ("" if total is None else f"/~{total}")
+        progress.update(task, completed=line["round"], total=total, description=f"{count}  {text}")
+        if self.options.quiet or self.console.is_terminal:
+            return
+        # No terminal (piped, a CI log): no bar, but a progress line every few seconds.
+        elapsed = float(line["elapsed"])
+        if self._logged_at is None or elapsed - self._logged_at >= PROGRESS_LOG_SECONDS:
+            self._logged_at = elapsed
+            residuals = {k: line[k] for k in ("r_P", "r_L", "r_d", "r_C")}
+            self.console.print(progress_text(line["round"], residuals, elapsed, eta))
 
     def wait(self) -> int:
-        mo = next(c for c in self.children if c.participant == MO_ID)
-        reader = threading.Thread(
-            target=self._read_progress, args=(mo.process.stdout,), daemon=True
-        )
-        reader.start()
-        started = time.monotonic()
-        reported: set[str] = set()
+        """Supervise the children until the MO has ended for good; its last status."""
         with Progress(
-            TextColumn("[bold]round {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TextColumn("{task.description}"),
             TimeElapsedColumn(),
             console=self.console,
-            disable=self.options.quiet,
+            disable=self.options.quiet or not self.console.is_terminal,
             transient=True,
         ) as progress:
-            task = progress.add_task("waiting for every participant…", total=1)
-            while mo.process.poll() is None:
+            task = progress.add_task("waiting for every participant…", total=None)
+            while not self.mo.ended:
                 time.sleep(0.1)
-                if self.progress_lines:
-                    line = self.progress_lines[-1]
-                    text = (
-                        f"r_P {line['r_P']:.1e}  r_L {line['r_L']:.1e}  r_d {line['r_d']:.1e}"
-                        f"  r_C {line['r_C']:.1e}  ETA {self._eta(started)}"
-                    )
-                    progress.update(
-                        task, completed=line["round"], total=line["max_rounds"], description=text
-                    )
+                self._show_progress(progress, task)
                 for child in self.children:
                     status = child.process.poll()
-                    if status not in (None, 0) and child.participant not in reported:
-                        reported.add(child.participant)
-                        self.console.print(
-                            f"[yellow]{child.participant} exited with status {status}[/yellow]"
-                        )
-        reader.join(timeout=2)
-        code = mo.process.returncode
+                    if status is not None and not child.ended:
+                        self._exited(child, status)
+        code = self.mo.process.returncode
+        self.mo_status = code
         grace = time.monotonic() + (10 if code == 0 else 3)  # one grace period for everyone
         for child in self.children:
             try:
@@ -299,19 +398,76 @@ class Launcher:
                     self.console.print(f"[yellow]{child.participant} did not stop[/yellow]")
         return code
 
-    def stop_all(self) -> None:
-        for child in self.children:
-            if child.process.poll() is None:
-                os.killpg(child.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for child in self.children:
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(child.process.pid, signal.SIGKILL)
-                child.process.wait()
-        if self.broker is not None:
-            self.broker.stop()
+    def _exited(self, child: Child, status: int) -> None:
+        """A child ended: restart it from its checkpoint if that is the policy, else note it."""
+        if status == 0 or (child.participant == MO_ID and not crashed(status, MO_ID)):
+            child.ended = True  # done, or the MO's own verdict (results.json says why)
+            return
+        what = f"{child.participant} {describe_exit(status)} {self.when()}"
+        assert self.scenario is not None
+        waits = self.scenario.timeouts.on_missing == "wait"
+        run_goes_on = child.participant == MO_ID or not self.mo.ended
+        if waits and run_goes_on and crashed(status, child.participant):
+            if child.restarts < self.options.restarts:
+                child.restarts += 1
+                note = (
+                    f"{what}; restarting it from its checkpoint "
+                    f"(restart {child.restarts} of {self.options.restarts}): "
+                    f"{shlex.join(child.command)}"
+                )
+                self.console.print(f"[yellow]{note}[/yellow]")
+                self._note_in_log(child, note)
+                self._spawn(child.participant, child.log_path, child.command, child.env, child)
+                return
+            what += f"; no restarts left (--restarts {self.options.restarts})"
+        child.ended = True
+        self.failures.append(what)
+        self.console.print(f"[yellow]{what}[/yellow]")
+        self._note_in_log(child, what)
+
+    def _note_in_log(self, child: Child, text: str) -> None:
+        """One line in the child's own log (its format), so the log says why it restarted."""
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        round_ = self.current_round()
+        if self.options.log_format == "json":
+            line = json.dumps(
+                {
+                    "ts": stamp,
+                    "participant": child.participant,
+                    "round": round_,
+                    "level": "WARNING",
+                    "msg": f"launcher: {text}",
+                }
+            )
+        else:
+            line = f"{stamp} {child.participant} r={round_} WARNING launcher: {text}"
+        with child.log_path.open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    def stop_all(self, mo_grace: float = 5.0) -> None:
+        """SIGTERM every child still running (each stops cleanly), SIGKILL what is left after
+        5 s (the MO: ``mo_grace`` s, time to write its results); a second Ctrl-C kills at
+        once."""
+        try:
+            for child in self.children:
+                if child.process.poll() is None:
+                    os.killpg(child.process.pid, signal.SIGTERM)
+            started = time.monotonic()
+            for child in sorted(self.children, key=lambda c: c.participant == MO_ID):
+                grace = mo_grace if child.participant == MO_ID else 5.0
+                try:
+                    child.process.wait(max(0.1, started + grace - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                    child.process.wait()
+        except KeyboardInterrupt:
+            for child in self.children:
+                if child.process.poll() is None:
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                    child.process.wait()
+        finally:
+            if self.broker is not None:
+                self.broker.stop()
 
     def error_lines(self, limit: int = 8) -> list[str]:
         lines = []
@@ -320,34 +476,123 @@ class Launcher:
             lines += [ln for ln in text.splitlines() if " ERROR " in ln or "Traceback" in ln]
         return [ln if len(ln) <= 300 else ln[:297] + "…" for ln in lines[-limit:]]
 
+    def fallback_error(self) -> str:
+        """Why the run ended, when the MO could not say it in results.json."""
+        if self.interrupted:
+            return f"interrupted (Ctrl-C) {self.when()}"
+        gone = next((f for f in self.failures if f.startswith(f"{MO_ID} ")), None)
+        if self.mo_status == EXIT_BAD_INPUT:
+            return f"the MO refused its input: {self.last_error(MO_ID) or 'see logs/MO.log'}"
+        if gone is not None:
+            return f"participant {gone}"
+        if self.mo_status is not None:
+            return f"participant MO {describe_exit(self.mo_status)} {self.when()}"
+        return "the MO ended without results"
 
-def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any] | None]:
-    """Run a grid; return (exit code, run folder, results or None)."""
+    def write_fallback(self, scenario: Scenario, error: str) -> dict[str, Any]:
+        """results.json (and the convergence plot) of a run whose MO did not write them."""
+        from privgrid import report
+        from privgrid.market.setup import build_setup
+
+        mode = self.options.privacy or scenario.privacy.mode
+        trace = report.read_trace(self.folder / "trace.csv")
+        results = report.failure_results(
+            build_setup(scenario),
+            run=self.run_id,
+            mode=mode,
+            error=error,
+            interrupted=self.interrupted,
+            trace=trace,
+        )
+        report.write_results(self.folder, results)
+        market = scenario.market
+        try:
+            report.write_plots(
+                self.folder / "plots", results, trace, market.epsilon_p, market.epsilon_lambda
+            )
+        except Exception as exc:  # plots are a convenience; the results are what matters
+            self.console.print(f"[yellow]could not draw the plots: {exc}[/yellow]")
+        return results
+
+    def last_error(self, participant: str) -> str | None:
+        """The message of ``participant``'s last ERROR log line (text or JSON format)."""
+        path = self.folder / "logs" / f"{participant}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        for line in reversed(text.splitlines()):
+            if line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if record.get("level") == "ERROR":
+                    return str(record.get("msg"))
+            elif " ERROR " in line:
+                return line.split(" ERROR ", 1)[1].strip()
+        return None
+
+
+def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any]]:
+    """Run a grid; return (exit status, run folder, results).
+
+    The results are those of ``results.json``, which every run leaves: the MO's, or, when it
+    could not write them (killed, bad input), the launcher's own with ``status`` and
+    ``error`` saying what happened. Invalid input found before anything starts raises
+    :class:`~privgrid.scenario.ScenarioError` (no run folder is made).
+    """
     launcher = Launcher(options)
     scenario, scenario_file = launcher.prepare()
-    code = EXIT_FAILURE
+    broker_error: str | None = None
     try:
         try:
             urls = launcher.broker_urls(scenario)
         except RuntimeError as exc:
-            launcher.console.print(f"[red]{exc}[/red]")
-            return EXIT_FAILURE, launcher.folder, None
-        launcher.start_children(scenario, scenario_file, urls)
-        code = launcher.wait()
+            broker_error = f"the broker did not start: {exc}"
+        else:
+            launcher.start_children(scenario, scenario_file, urls)
+            launcher.wait()
     except KeyboardInterrupt:
+        launcher.interrupted = launcher.mo_status is None
         launcher.console.print("[yellow]interrupted: stopping every process[/yellow]")
-        code = 130
     finally:
-        launcher.stop_all()
-    results_path = launcher.folder / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else None
-    if results is not None and scenario.attack is not None:
+        launcher.stop_all(mo_grace=INTERRUPT_GRACE if launcher.interrupted else 5.0)
+    if launcher.interrupted and launcher.children:
+        launcher.mo_status = launcher.mo.process.returncode
+    results = read_results(launcher.folder / "results.json")
+    if results is None:
+        error = broker_error or launcher.fallback_error()
+        results = launcher.write_fallback(scenario, error)
+    code = final_status(launcher.mo_status, results.get("status"), launcher.interrupted)
+    if scenario.attack is not None and results.get("trades"):
         # Again, now that every process has exited (the coordinator's estimates are written).
         from privgrid.attack.evaluate import write_attack_report
         from privgrid.market.setup import build_setup
 
         write_attack_report(launcher.folder, build_setup(scenario), results)
-    if code not in (0, 130):
+    if code not in (EXIT_OK, EXIT_INTERRUPTED):
         for line in launcher.error_lines():
-            launcher.console.print(f"[red]{line}[/red]")
+            launcher.console.print(f"[red]{line}[/red]", highlight=False, soft_wrap=True)
     return code, launcher.folder, results
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """The results file, or None if there is none (or it is not a complete JSON object)."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) and "status" in results else None
+
+
+def end_line(code: int, results: dict[str, Any]) -> str | None:
+    """The run's last line on stderr: the one-line reason of anything but success."""
+    status = results.get("status")
+    if code == EXIT_OK:
+        return None
+    reason = results.get("error") or results.get("reason") or "no reason recorded"
+    if code == EXIT_NOT_CONVERGED:
+        return f"privgrid: run not converged: {reason} (exit {code})"
+    if code == EXIT_BAD_INPUT:
+        return f"privgrid: invalid input: {reason} (exit {code})"
+    if code == EXIT_INTERRUPTED or status == INTERRUPTED:
+        return f"privgrid: run interrupted: {reason} (exit {code})"
+    return f"privgrid: run failed: {reason} (exit {code})"

@@ -35,7 +35,7 @@ from privgrid.market.feasibility import (
     known_feasible,
     remember_feasible,
 )
-from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE, Node, Participant, Settings
+from privgrid.runtime import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Node, Participant, Settings
 from privgrid.scenario import LM_ID, MO_ID, FieldError, Scenario, ScenarioError, load_scenario
 from privgrid.state import CheckpointStore, scenario_digest
 from privgrid.wire import kinds
@@ -262,7 +262,8 @@ def run_nodes(members: list[tuple[Context, Node]]) -> int:
     """Run several participants in one event loop (``--agents-per-process``).
 
     Each keeps its own identity, keys, MQTT client and log; they share only the interpreter.
-    The exit status is the worst of theirs. SIGTERM/SIGINT stop them all cleanly.
+    The exit status is the worst of theirs. SIGTERM/SIGINT stop them all cleanly, with
+    status 130 (:data:`~privgrid.runtime.EXIT_INTERRUPTED`).
     """
     participants = [
         Participant(
@@ -288,7 +289,7 @@ def run_nodes(members: list[tuple[Context, Node]]) -> int:
         except asyncio.CancelledError:
             for ctx, _ in members:
                 ctx.log.warning("stopped by a signal")
-            return EXIT_FAILURE
+            return EXIT_INTERRUPTED
         return max(codes)
 
     return asyncio.run(main())

@@ -13,7 +13,7 @@ Two sources, kept apart:
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 import tempfile
 import time
@@ -29,8 +29,23 @@ from privgrid.market.kkt import Check, Tolerances, check_pairs
 from privgrid.market.line_step import LinePrices
 from privgrid.market.negotiation import negotiate, welfare
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
-from privgrid.results import Outcome, build_results, optimal_block
+from privgrid.market.stopping import Residuals
+from privgrid.results import (
+    CONVERGED,
+    FAILED,
+    INTERRUPTED,
+    NOT_CONVERGED,
+    Outcome,
+    build_results,
+    dumps,
+    optimal_block,
+)
 from privgrid.roles.market_operator.node import RunOutcome, TraceRow
+
+#: Files of ours in a run folder, removed before a fresh run writes its own: a failed run
+#: must not leave the previous run's plots (or results) looking like its own.
+OUTPUTS = ("results.json", "trace.csv", "attack.json", "plots/convergence.png", "plots/trades.png")
+TRACE_COLUMNS = ["round", "r_P", "r_L", "r_d", "r_C", "elapsed_s", "welfare"]
 
 
 def assemble(setup: MarketSetup, finals: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -63,6 +78,15 @@ def _totals(stats: Mapping[str, Mapping[str, float]], key: str) -> float:
     return float(sum(s.get(key, 0.0) for s in stats.values()))
 
 
+def status_of(outcome: RunOutcome, interrupted: bool = False) -> str:
+    """The results' ``status`` (:data:`privgrid.results.STATUSES`) of a run's outcome."""
+    if interrupted:
+        return INTERRUPTED
+    if outcome.error is not None:
+        return FAILED
+    return CONVERGED if outcome.converged else NOT_CONVERGED
+
+
 def build(
     setup: MarketSetup,
     outcome: RunOutcome,
@@ -71,8 +95,14 @@ def build(
     mode: str,
     mo_stats: Mapping[str, float],
     evaluate: bool = True,
+    interrupted: bool = False,
 ) -> tuple[dict[str, Any], list[float | None]]:
-    """Results dict (schema of :mod:`privgrid.results`) and the welfare trace (or Nones)."""
+    """Results dict (schema of :mod:`privgrid.results`) and the welfare trace (or Nones).
+
+    The evaluator (centralised QP, replay) runs only for a run that ended without an error:
+    a failed run's last state is reported as the participants left it, unjudged."""
+    status = status_of(outcome, interrupted)
+    evaluate = evaluate and status in (CONVERGED, NOT_CONVERGED)
     g = setup.graph
     v = assemble(setup, outcome.finals)
     lm = outcome.lm_final or {}
@@ -156,6 +186,7 @@ def build(
         },
         mode=mode,
         optimal=optimal,
+        status=status,
         extra={
             "run": run,
             "reason": outcome.reason,
@@ -219,26 +250,97 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _trace_row(row: TraceRow, welfare_value: float | None) -> list[Any]:
+    r = row.residuals
+    return [
+        row.round,
+        r.reciprocity,
+        r.line,
+        r.dual,
+        r.consensus,
+        round(row.elapsed, 6),
+        "" if welfare_value is None else welfare_value,
+    ]
+
+
 def write_trace(
     path: Path, trace: Sequence[TraceRow], welfare_trace: Sequence[float | None]
 ) -> None:
-    rows = [["round", "r_P", "r_L", "r_d", "r_C", "elapsed_s", "welfare"]]
-    for row, w in zip(trace, welfare_trace, strict=True):
-        r = row.residuals
-        rows.append(
-            [
-                row.round,
-                r.reciprocity,
-                r.line,
-                r.dual,
-                r.consensus,
-                round(row.elapsed, 6),
-                "" if w is None else w,
-            ]
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(rows)
+    """The end-of-run ``trace.csv``, with the evaluator's welfare column (replaces the live
+    file of :class:`TraceFile` in one rename)."""
+    rows = [TRACE_COLUMNS]
+    rows += [_trace_row(row, w) for row, w in zip(trace, welfare_trace, strict=True)]
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(rows)
+    write_atomic(path, buffer.getvalue())
+
+
+def read_trace(path: Path) -> list[TraceRow]:
+    """The rows of a ``trace.csv`` (live or final); an absent or unreadable file has none."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        return [
+            TraceRow(
+                int(r["round"]),
+                Residuals(float(r["r_P"]), float(r["r_L"]), float(r["r_d"]), float(r["r_C"])),
+                float(r["elapsed_s"]),
+            )
+            for r in rows
+        ]
+    except (OSError, KeyError, TypeError, ValueError):
+        return []
+
+
+class TraceFile:
+    """``trace.csv`` written while the run goes on: one row appended (and flushed) per round,
+    so another program can follow a live run. Rewritten whole at the first call, which also
+    covers the rounds a restarted MO restored from its checkpoint; the welfare column stays
+    empty until :func:`write_trace` at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.written = 0  # last round in the file
+        self.started = False
+
+    def sync(self, trace: Sequence[TraceRow]) -> None:
+        """Append the rows of ``trace`` not in the file yet."""
+        if not self.started:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("w", newline="", encoding="utf-8") as handle:
+                csv.writer(handle).writerow(TRACE_COLUMNS)
+            self.started = True
+        new = [row for row in trace if row.round > self.written]
+        if not new:
+            return
+        with self.path.open("a", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows(_trace_row(row, None) for row in new)
+            handle.flush()
+        self.written = new[-1].round
+
+
+def clear_outputs(folder: Path) -> None:
+    """Remove the files a previous run left in ``folder`` (:data:`OUTPUTS`), nothing else."""
+    for name in OUTPUTS:
+        (folder / name).unlink(missing_ok=True)
+
+
+def status_title(results: Mapping[str, Any]) -> str:
+    """What a plot's title says about how the run ended ("" for a converged run)."""
+    status = results.get("status", CONVERGED)
+    if status == FAILED:
+        error = str(results.get("error") or "")
+        return "FAILED: " + (error if len(error) <= 70 else error[:69] + "…")
+    if status == INTERRUPTED:
+        return "INTERRUPTED"
+    if status == NOT_CONVERGED:
+        return "NOT CONVERGED"
+    return ""
+
+
+def has_cleared_trades(results: Mapping[str, Any]) -> bool:
+    """Whether any trade is non-zero (a failed run's last state may be all zeros)."""
+    return any(abs(t["power"] or 0.0) > 1e-9 for t in results["trades"])
 
 
 def write_plots(
@@ -247,13 +349,21 @@ def write_plots(
     trace: Sequence[TraceRow],
     epsilon_p: float,
     epsilon_lambda: float,
-) -> None:
+) -> dict[str, str]:
+    """Draw ``convergence.png`` (if there is a trace) and ``trades.png`` (if any trade is not
+    zero) into ``folder``, after removing the ones a previous run left there. A run that did
+    not converge says so in each title. Returns file name → title of what was written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    written: dict[str, str] = {}
     folder.mkdir(parents=True, exist_ok=True)
+    for name in ("convergence.png", "trades.png"):  # a previous run's plots never stay
+        (folder / name).unlink(missing_ok=True)
+    verdict = status_title(results)
+    suffix = f"\n{verdict}" if verdict else ""
     if trace:
         fig, ax = plt.subplots(figsize=(7, 4))
         rounds = [r.round for r in trace]
@@ -270,13 +380,17 @@ def write_plots(
             ax.axhline(epsilon_lambda, color="grey", linestyle=":", linewidth=0.8, label="ε_λ")
         ax.set_xlabel("round")
         ax.set_ylabel("residual")
-        ax.set_title(f"Convergence: {results['scenario']} ({results['mode']})")
+        ax.set_title(
+            f"Convergence: {results['scenario']} ({results['mode']}){suffix}",
+            color="firebrick" if verdict else "black",
+        )
         ax.legend()
         fig.tight_layout()
         fig.savefig(folder / "convergence.png", dpi=120)
+        written["convergence.png"] = ax.get_title()
         plt.close(fig)
     trades = sorted(results["trades"], key=lambda t: (t["seller"], t["buyer"]))
-    if trades:
+    if has_cleared_trades(results):
         height = max(3.0, 0.25 * len(trades))
         fig, ax = plt.subplots(figsize=(7, min(height, 40)))
         labels = [f"{t['seller']}→{t['buyer']}" for t in trades]
@@ -293,10 +407,16 @@ def write_plots(
         ax.set_xlim(0, 1.3 * max([t["power"] for t in trades] + [1e-9]))
         ax.invert_yaxis()
         ax.set_xlabel("power (kW), annotated with the price")
-        ax.set_title(f"Cleared trades: {results['scenario']}")
+        ax.set_title(
+            f"{'Cleared trades' if not verdict else 'Trades at the stop, not cleared'}: "
+            f"{results['scenario']}{suffix}",
+            color="firebrick" if verdict else "black",
+        )
         fig.tight_layout()
         fig.savefig(folder / "trades.png", dpi=120)
+        written["trades.png"] = ax.get_title()
         plt.close(fig)
+    return written
 
 
 def write_run_folder(
@@ -309,14 +429,41 @@ def write_run_folder(
     market = setup.scenario.market
     write_trace(folder / "trace.csv", trace, welfare_trace)
     write_plots(folder / "plots", results, trace, market.epsilon_p, market.epsilon_lambda)
-    write_atomic(
-        folder / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n"
+    write_results(folder, results)
+
+
+def write_results(folder: Path, results: Mapping[str, Any]) -> None:
+    """``results.json`` as strict JSON (no NaN or Infinity: :func:`privgrid.results.dumps`)."""
+    write_atomic(folder / "results.json", dumps(results) + "\n")
+
+
+def failure_results(
+    setup: MarketSetup,
+    *,
+    run: str,
+    mode: str,
+    error: str,
+    interrupted: bool = False,
+    trace: Sequence[TraceRow] = (),
+) -> dict[str, Any]:
+    """The results of a run whose MO could not write them (it was killed, or exited on bad
+    input): every key of the schema, the rounds and residuals of the live ``trace.csv``, and
+    ``status``/``error`` saying what happened. Nothing else is known."""
+    outcome = RunOutcome(
+        rounds=trace[-1].round if trace else 0,
+        reason="interrupted" if interrupted else "participant failed",
+        error=error,
+        trace=list(trace),
     )
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.floating | np.integer):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+    results, _ = build(
+        setup, outcome, run=run, mode=mode, mo_stats={}, evaluate=False, interrupted=interrupted
+    )
+    results["ledger"] = None
+    results["participants"] = {}  # their counters died with the MO
+    timings = results["timings"]
+    for key in timings:  # not measured: the participants' counters died with the MO
+        timings[key] = None
+    if trace:
+        timings["negotiation_s"] = trace[-1].elapsed
+        timings["per_round_s"] = trace[-1].elapsed / max(trace[-1].round, 1)
+    return results

@@ -11,6 +11,8 @@ which producer wrote a file. A run adds the fields in :data:`RUN_ONLY_FIELDS` an
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,15 @@ from privgrid.market.line_step import LinePrices
 from privgrid.market.setup import MarketSetup
 
 SCHEMA_VERSION = 1
+
+#: ``status`` of a results file: how the negotiation (and, for a run, the whole run) ended.
+#: ``converged``: the stopping test passed (a run: and nothing failed after it, the block is
+#: committed); ``not_converged``: the round limit came first; ``failed``: a participant failed
+#: (crash, timeout, protocol violation, block refused; ``error`` says which); ``interrupted``:
+#: the run was stopped by a signal (Ctrl-C). ``privgrid solve`` writes only the first two.
+CONVERGED, NOT_CONVERGED = "converged", "not_converged"
+FAILED, INTERRUPTED = "failed", "interrupted"
+STATUSES = (CONVERGED, NOT_CONVERGED, FAILED, INTERRUPTED)
 
 #: What ``results.json`` of a run has on top of ``privgrid solve --json``: the protocol's own
 #: bookkeeping (run id, stop reason, traffic, per-participant counters, proofs, the ledger) and
@@ -124,19 +135,30 @@ def build_results(
     optimal_totals: np.ndarray | None,
     kkt: Mapping[str, Any],
     residuals: Mapping[str, float],
-    timings: Mapping[str, float],
+    timings: Mapping[str, float | None],
     mode: str,
     optimal: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    status: str | None = None,
 ) -> dict[str, Any]:
-    """The results dict; ``optimal`` is :func:`optimal_block` of the centralised solution."""
+    """The results dict; ``optimal`` is :func:`optimal_block` of the centralised solution.
+
+    ``status`` (one of :data:`STATUSES`) defaults to what ``out.converged`` says. Values that
+    are not finite numbers (a welfare that could not be computed) are ``None``: the dict
+    always serialises to strict JSON (:func:`dumps`).
+    """
     gap = None
-    if optimal_welfare is not None:
+    if optimal_welfare is not None and welfare is not None and math.isfinite(welfare):
         gap = (optimal_welfare - welfare) / max(abs(optimal_welfare), 1e-12)
-    return {
+    if status is None:
+        status = CONVERGED if out.converged else NOT_CONVERGED
+    if status not in STATUSES:
+        raise ValueError(f"unknown results status {status!r}")
+    results = {
         "schema": SCHEMA_VERSION,
         "scenario": setup.scenario.name,
         "mode": mode,
+        "status": status,
         "converged": out.converged,
         "rounds": out.rounds,
         "social_welfare": welfare,
@@ -151,6 +173,33 @@ def build_results(
         "optimal": dict(optimal) if optimal is not None else None,
         **(extra or {}),
     }
+    return finite(results)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every float that is NaN or infinite replaced by ``None``, recursively
+    (dicts, lists, tuples; numpy scalars and arrays become plain Python values).
+
+    JSON has no NaN or Infinity: Python's ``json`` writes them as bare ``NaN`` tokens that
+    strict parsers (and every other language) reject. A value a run could not compute is
+    ``null`` instead, and the results' ``status``/``error`` say why.
+    """
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [finite(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(value: Any, indent: int | None = 2) -> str:
+    """Strict JSON text of ``value`` (after :func:`finite`): ``NaN`` can never be written."""
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
 def optimal_block(theta: np.ndarray, line_prices: LinePrices) -> dict[str, list[float]]:

@@ -40,15 +40,24 @@ from privgrid.crypto.workers import crypto_pool
 from privgrid.logs import ParticipantLog
 from privgrid.scenario import MO_ID
 from privgrid.wire import topics
-from privgrid.wire.channel import Channel, Conflict, Duplicate, Message, NotForMe, Outgoing
+from privgrid.wire.channel import (
+    Channel,
+    Conflict,
+    Duplicate,
+    Message,
+    NotForMe,
+    Outgoing,
+    UnknownPeer,
+)
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.session import BrokerUrl, MqttSession, client_id
 
 if TYPE_CHECKING:
     from privgrid.state import CheckpointStore
 
-#: Process exit codes, shared by every role and the launcher.
+#: Process exit codes, shared by every role and the launcher; 130: stopped by SIGINT/SIGTERM.
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_BAD_INPUT, EXIT_FAILURE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 
 TICK_SECONDS = 0.2
 #: Most messages with crypto jobs started before the oldest is handled.
@@ -58,6 +67,9 @@ MAX_PREPARED = 64
 CHECKPOINT = Outgoing("checkpoint", "", 0)
 #: Kinds a restarted participant accepts from a peer before that peer's ``resync``.
 _BEFORE_RESYNC = frozenset({"key", "resync", "gone"})
+#: Figures of :meth:`Participant.stats` that describe the present process, not a running
+#: total: never added up across incarnations.
+_NOT_CUMULATIVE = frozenset({"pid", "pool_left", "restarts", "wait_s"})
 
 
 class Node(ABC):
@@ -113,6 +125,11 @@ class Node(ABC):
     def crypto_seconds(self) -> float:
         """Time spent in the privacy mode's cryptography (beyond signing and sealing)."""
         return 0.0 if self.mode is None else self.mode.counters.total_seconds
+
+    def counters(self) -> dict[str, float]:
+        """The role's own figures for :meth:`Participant.stats` (proofs made, pool use …);
+        running totals, added up across restarts like the traffic counters."""
+        return {}
 
     def bind(self, channel: Channel) -> None:
         """The runtime hands the node its secure channel (keys learnt from announcements)."""
@@ -224,6 +241,8 @@ class Participant:
         self.store = store
         self.new_paillier_key = new_paillier_key
         self.incarnation = 0  # +1 at each restart from the checkpoint
+        #: Running totals of the earlier incarnations (from the checkpoint): added to ours.
+        self.earlier: dict[str, float] = {}
         #: Per peer: (incarnation, X25519 key, Paillier N) as last accepted; checkpointed.
         self.peer_state: dict[str, tuple[int, bytes, bytes | None]] = {}
         self.restarted_peers: dict[str, tuple[int, bool]] = {}  # seen before we started
@@ -237,17 +256,26 @@ class Participant:
         node.bind(self.channel)
 
     def stats(self) -> dict[str, float]:
-        """Messages and bytes in/out, time in crypto, in the maths, and the rest (waiting)."""
-        wall = time.perf_counter() - self.began
-        crypto = self.channel.crypto_seconds + self.node.crypto_seconds()
-        return {
+        """Messages and bytes in/out, time in crypto, in the maths, and the rest (waiting),
+        plus the role's own :meth:`Node.counters`: totals over every incarnation of this
+        participant (a restarted one adds its checkpoint's totals; what happened between that
+        checkpoint and the crash is not counted), except ``pid``, ``pool_left`` and
+        ``restarts``, which describe this process."""
+        current = {
             **{k: float(v) for k, v in self.channel.stats.items()},
-            "wall_s": wall,
-            "crypto_s": crypto,
+            **{k: float(v) for k, v in self.node.counters().items()},
+            "wall_s": time.perf_counter() - self.began,
+            "crypto_s": self.channel.crypto_seconds + self.node.crypto_seconds(),
             "compute_s": self.node.compute_seconds,
-            "wait_s": max(0.0, wall - crypto - self.node.compute_seconds),
-            "pid": float(os.getpid()),
         }
+        totals = {k: v for k, v in self.earlier.items() if k not in _NOT_CUMULATIVE}
+        for key, value in current.items():
+            earlier = 0.0 if key in _NOT_CUMULATIVE else totals.get(key, 0.0)
+            totals[key] = earlier + value
+        totals["wait_s"] = max(0.0, totals["wall_s"] - totals["crypto_s"] - totals["compute_s"])
+        totals["pid"] = float(os.getpid())
+        totals["restarts"] = float(self.incarnation)
+        return totals
 
     def _will(self) -> tuple[str, bytes]:
         body = {"incarnation": self.incarnation} if self.incarnation else {}
@@ -273,6 +301,7 @@ class Participant:
                 self.node.restore_session_secrets(secrets)
             self.node.restore(content["node"])
             self.incarnation = int(content["incarnation"]) + 1
+            self.earlier = {k: float(v) for k, v in content.get("stats", {}).items()}
             self.peer_state = {
                 peer: (int(inc), bytes(x), None if n is None else bytes(n))
                 for peer, (inc, x, n) in content["peers"].items()
@@ -296,12 +325,14 @@ class Participant:
         if snapshot is None:
             return
         secrets = {"x25519": self.channel.agreement.private_bytes(), **self.node.session_secrets()}
+        totals = {k: v for k, v in self.stats().items() if k not in _NOT_CUMULATIVE}
         self.store.save(
             {
                 "incarnation": self.incarnation,
                 "peers": {p: list(v) for p, v in self.peer_state.items()},
                 "secrets": secrets,
                 "node": snapshot,
+                "stats": totals,  # running totals, continued by the next incarnation
             }
         )
 
@@ -313,6 +344,7 @@ class Participant:
             self._resume()
         except StateError as exc:
             self.log.error("%s", exc)
+            self.node.give_up(str(exc))
             return EXIT_BAD_INPUT
         session = MqttSession(
             self.settings.broker,
@@ -329,6 +361,7 @@ class Participant:
             await session.start(self.settings.start_timeout)
         except TimeoutError as exc:
             self.log.error("%s", exc)
+            self.node.give_up(f"{me} could not connect to the broker: {exc}")
             return EXIT_FAILURE
         self.log.info("connected to %s as %s", self.settings.broker, me)
         try:
@@ -419,6 +452,9 @@ class Participant:
                         ),
                     )
                 continue
+            except UnknownPeer as exc:
+                self._unknown_peer(exc, topic)
+                continue
             except Rejected as exc:
                 self.log.warning(
                     "dropped message from %s on %s: %s", exc.sender or "?", topic, exc.reason
@@ -436,6 +472,23 @@ class Participant:
             await self._handle_prepared(session)
             await self._handle(session, message, now)
         return self.node.exit_code
+
+    def _unknown_peer(self, exc: UnknownPeer, topic: str) -> None:
+        """A sealed message from a peer whose announcement is not in: after our restart, one
+        the broker queued for our session while we were away (the peer had not seen the
+        restart; it will send again after its ``resync``) — expected, logged at INFO; from a
+        participant we do not know at all, a WARNING and a rejection like any other."""
+        sender = exc.sender or "?"
+        if self.incarnation and sender in self.peer_state:
+            self.log.info(
+                "ignored a message from %s on %s: queued for us before our restart, and its "
+                "key announcement is not in yet (it sends again after its resync)",
+                sender,
+                topic,
+            )
+            return
+        self.channel.stats["rejected"] += 1
+        self.log.warning("dropped message from %s on %s: %s", sender, topic, exc.reason)
 
     async def _handle(self, session: MqttSession, message: Message, now: float) -> None:
         await self._send(session, self._dispatch(message, now))

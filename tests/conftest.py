@@ -1,13 +1,64 @@
-"""Shared fixtures: grids on a real Mosquitto (started here, on a free loopback port)."""
+"""Shared fixtures: grids on a real Mosquitto (started here, on a free loopback port), and the
+strict-JSON check of every results file a test leaves behind."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.grid_harness import Grid, make_grid
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+#: Files privgrid writes for people and other programs: strict JSON, whoever wrote them.
+STRICT_JSON_FILES = ("results.json", "attack.json", "collusion.json")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (a strict parser rejects it)")
+
+
+def loads_strict_json(text: str) -> Any:
+    """Parse ``text`` as strict JSON: ``NaN``, ``Infinity`` and ``-Infinity`` are errors."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def load_strict_json(path: Path) -> Any:
+    """:func:`loads_strict_json` of a file."""
+    return loads_strict_json(path.read_text(encoding="utf-8"))
+
+
+def _not_strict(folder: Path) -> list[str]:
+    bad = []
+    for name in STRICT_JSON_FILES:
+        for path in sorted(folder.rglob(name)):
+            try:
+                load_strict_json(path)
+            except ValueError as exc:
+                bad.append(f"{path}: {exc}")
+    return bad
+
+
+@pytest.fixture(autouse=True)
+def every_results_file_is_strict_json(tmp_path: Path) -> Iterator[None]:
+    """After every test: each results.json, attack.json and collusion.json under the test's
+    tmp_path parses with a strict parser (a failed run's unknown values are null, not NaN)."""
+    yield
+    bad = _not_strict(tmp_path)
+    assert not bad, "not strict JSON:\n" + "\n".join(bad)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_results_file_of_the_session_is_strict_json(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """The same at the end of the session, over every temporary folder: this also covers the
+    files written by module- and session-scoped fixtures (tmp_path_factory)."""
+    yield
+    bad = _not_strict(tmp_path_factory.getbasetemp())
+    assert not bad, "not strict JSON:\n" + "\n".join(bad)
 
 
 @pytest.fixture

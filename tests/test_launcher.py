@@ -106,8 +106,11 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, so
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: mosquitto" in proc.stderr
     assert "Summary: paper (plain)" in proc.stdout and "195" in proc.stdout
+    assert proc.stderr.rstrip("\n").splitlines()[-1] == f"run folder: {out}"  # no reason line
+    assert "Traceback" not in proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["converged"] and results["rounds"] == 195
+    assert results["status"] == "converged" and results["error"] is None
     assert_same_market_as_solve(results, solve_json)
     assert_solve_schema(results, solve_json)
     assert results["agents"] and all(a["theta"] is not None for a in results["agents"])

@@ -5,7 +5,7 @@ import pytest
 
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.wire import topics
-from privgrid.wire.channel import Channel, Duplicate, Outgoing
+from privgrid.wire.channel import Channel, Duplicate, Outgoing, UnknownPeer
 from privgrid.wire.envelope import Envelope, Rejected, open_envelope, seal_envelope
 from privgrid.wire.kinds import AGENT, LM, MO
 
@@ -244,3 +244,32 @@ def test_topics_parse_and_build():
     assert topics.parse(topics.keys("r", "S1")).kind == "key"
     assert topics.parse("other/r/to/B1/S1/share") is None
     assert topics.parse("privgrid/r/to/B1/share") is None
+
+
+def test_several_violation_reports_in_one_round_are_all_accepted_and_a_resent_one_is_a_duplicate(
+    channels,
+):
+    """One reporter may accuse several offenders in one round (S1 catching three colluding
+    buyers): each report is its own message, not a conflicting replay of the first."""
+    reports = [
+        Outgoing("violation", "MO", 20, {"offender": b, "reason": "pair check", "evidence": []})
+        for b in ("B1", "B2", "LM")
+    ]
+    sent = [send(channels, "S1", report) for report in reports]
+    received = [channels["MO"].decode(*wire) for wire in sent]
+    assert [m.body["offender"] for m in received] == ["B1", "B2", "LM"]
+    with pytest.raises(Duplicate):
+        channels["MO"].decode(*sent[1])
+
+
+def test_a_sealed_message_from_a_peer_without_an_announcement_is_an_unknown_peer(identities):
+    """Not a rejection the channel counts: the runtime decides whether it was expected (a
+    message queued for a restarted participant) or not."""
+    roster = Roster({pid: ident.public_b64 for pid, ident in identities.items()})
+    s1 = Channel("S1", RUN, identities["S1"], roster, ROLES)
+    b1 = Channel("B1", RUN, identities["B1"], roster, ROLES)
+    s1.learn_agreement_key("B1", b1.x25519_public)
+    topic, payload = s1.encode(Outgoing("share", "B1", 3, {"x": 1}))
+    with pytest.raises(UnknownPeer, match="no key announcement from S1 yet"):
+        b1.decode(topic, payload)
+    assert b1.stats["rejected"] == 0

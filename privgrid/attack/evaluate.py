@@ -22,6 +22,7 @@ import numpy as np
 from privgrid.attack.estimators import relative_error
 from privgrid.market.negotiation import NegotiationState, negotiate, welfare
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
+from privgrid.results import dumps
 
 ESTIMATES_FILE = "attack-estimates.json"
 
@@ -141,7 +142,9 @@ def evaluate(
         }
         report["outcome"] = {
             "extra_rounds": results["rounds"] - honest["rounds"],
-            "welfare_change": (w - honest["welfare"]) / abs(honest["welfare"]),
+            "welfare_change": None  # a failed run's welfare is unknown
+            if w is None
+            else (w - honest["welfare"]) / abs(honest["welfare"]),
             "max_trade_change": float(np.max(np.abs(P - honest["trades"]))),
             "max_price_change": float(np.max(np.abs(lam - honest["prices"]))),
             "colluder_surplus_change": {
@@ -158,5 +161,5 @@ def write_attack_report(folder: Path, setup: MarketSetup, results: Mapping[str, 
     path = folder / ESTIMATES_FILE
     estimates = json.loads(path.read_text()) if path.exists() else None
     report = evaluate(setup, results, estimates)
-    (folder / "attack.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (folder / "attack.json").write_text(dumps(report) + "\n")  # strict JSON: null, never NaN
     return report

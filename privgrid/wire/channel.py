@@ -6,7 +6,9 @@ Inbound, in this order (a failure anywhere raises :class:`Rejected` with the rea
 3. the envelope agrees with the topic (sender, recipient, kind) and names this run;
 4. the kind is registered and the sender's and recipient's roles may use it;
 5. duplicates (QoS 1 redelivery: same bytes) are dropped quietly; a *different* message under
-   the same (round, kind, sender, recipient) is a replay or an equivocation and is rejected;
+   the same (round, kind, sender, recipient) is a replay or an equivocation and is rejected —
+   except for the kinds a sender may repeat in a round (``repeatable``: violation reports,
+   one per offender), where only the same bytes are a duplicate;
 6. sealed bodies are opened with the pair key (X25519 + HKDF, ChaCha20-Poly1305 with the
    envelope's context as associated data), then the body is checked against its schema.
 
@@ -15,6 +17,7 @@ Outbound: seal the body if the kind is sealed, sign the envelope, pick the topic
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +41,13 @@ from privgrid.wire.envelope import Rejected, open_envelope, seal_envelope
 
 class Duplicate(Rejected):
     """The same message again (QoS 1 may deliver twice): ignored without noise."""
+
+
+class UnknownPeer(Rejected):
+    """A sealed message from a participant whose key announcement we have not accepted (yet):
+    it cannot be opened. Expected for messages the broker queued for a restarted participant
+    before the peers' announcements reach it; the runtime decides how loud to be. Not
+    counted as ``rejected`` here (the runtime counts the unexpected ones)."""
 
 
 class NotForMe(Duplicate):
@@ -117,7 +127,8 @@ class Channel:
         self.coalition: str | None = None  # set for colluders (the attack experiment)
         self._peer_x25519: dict[str, bytes] = {}
         self._pair_keys: dict[str, bytes] = {}
-        self._seen: dict[tuple[int, str, str, str], bytes] = {}  # → the accepted payload
+        #: (round, kind, sender, recipient[, digest of a repeatable kind]) → accepted payload
+        self._seen: dict[tuple[Any, ...], bytes] = {}
         self._pruned = 0
         self.stats = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0, "rejected": 0}
         self.crypto_seconds = 0.0
@@ -136,7 +147,7 @@ class Channel:
         """``k_mask`` with ``peer`` for the LM's masked aggregation (protocol.md §6.2)."""
         public = self._peer_x25519.get(peer)
         if public is None:
-            raise Rejected(f"no key announcement from {peer} yet", peer)
+            raise UnknownPeer(f"no key announcement from {peer} yet", peer)
         return mask_key(self.agreement, self.me, peer, public, self.run)
 
     def _pair_key(self, peer: str) -> bytes:
@@ -144,7 +155,7 @@ class Channel:
         if key is None:
             public = self._peer_x25519.get(peer)
             if public is None:
-                raise Rejected(f"no key announcement from {peer} yet", peer)
+                raise UnknownPeer(f"no key announcement from {peer} yet", peer)
             key = pair_key(self.agreement, self.me, peer, public, self.run)
             self._pair_keys[peer] = key
         return key
@@ -199,7 +210,7 @@ class Channel:
         self.stats["received_bytes"] += len(payload)
         try:
             return self._decode(topic, payload)
-        except Duplicate:
+        except (Duplicate, UnknownPeer):
             raise
         except Rejected:
             self.stats["rejected"] += 1
@@ -238,7 +249,9 @@ class Channel:
             not spec.is_broadcast and self.roles.get(env.recipient) not in spec.recipients
         ):
             raise Rejected(f"{env.kind} may not be sent to {env.recipient}", env.sender)
-        key = (env.round, env.kind, env.sender, env.recipient)
+        key: tuple[Any, ...] = (env.round, env.kind, env.sender, env.recipient)
+        if spec.repeatable:  # each different message is its own; the same bytes a duplicate
+            key += (hashlib.sha256(payload).digest(),)
         seen = self._seen.get(key)
         if seen == payload:
             raise Duplicate("duplicate delivery", env.sender)

@@ -8,7 +8,7 @@ the schema exactly. Values that are reals travel as int64 fixed point at scale 2
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from privgrid.wire import schema as s
@@ -26,6 +26,9 @@ class KindSpec:
     sealed: bool
     body: Mapping[str, s.Spec] = field(default_factory=dict)
     coalition: bool = False  # travels on the coalition topic (colluders only, by ACL)
+    #: Several different messages of this kind may go from one sender to one recipient in one
+    #: round (one violation report per offender): not a replay or an equivocation.
+    repeatable: bool = False
 
     @property
     def is_broadcast(self) -> bool:
@@ -44,8 +47,17 @@ def register(spec: KindSpec) -> KindSpec:
     return spec
 
 
-def _kind(name: str, senders, recipients, sealed: bool, body: Mapping[str, s.Spec]) -> KindSpec:  # noqa: ANN001
-    return register(KindSpec(name, frozenset(senders), frozenset(recipients), sealed, body))
+def _kind(
+    name: str,
+    senders: Iterable[str],
+    recipients: Iterable[str],
+    sealed: bool,
+    body: Mapping[str, s.Spec],
+    **options: bool,
+) -> KindSpec:
+    return register(
+        KindSpec(name, frozenset(senders), frozenset(recipients), sealed, body, **options)
+    )
 
 
 # --- set-up and control -------------------------------------------------------------------
@@ -84,6 +96,7 @@ VIOLATION = _kind(
         "reason": s.TEXT,
         "evidence": s.blob_list(),
     },
+    repeatable=True,  # a reporter may accuse several offenders in one round
 )
 
 # --- plain-mode price exchange (sealed per pair) -------------------------------------------

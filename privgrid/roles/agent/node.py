@@ -129,6 +129,10 @@ class AgentNode(Node):
     def extra_subscriptions(self, run: str) -> list[str]:
         return self.colluder.subscriptions(run) if self.colluder is not None else []
 
+    def counters(self) -> dict[str, float]:
+        """The exchange's figures (proofs, pools), added up across restarts by the runtime."""
+        return self.exchange.stats()
+
     def market_setup(self) -> MarketSetup:
         """The public market structure with the network."""
         return self._setup
@@ -512,7 +516,7 @@ class AgentNode(Node):
             "lam_peer": [int(x) for x in encode(self.partner_prices)],
             "c": [int(x) for x in encode(self.charges)],
             "kkt": [c.as_dict() for c in checks],
-            "stats": {**self.stats(), **self.exchange.stats()},
+            "stats": self.stats(),  # with counters(): every incarnation
         }
         if message.body["converged"] and self.identity is not None:
             self.awaiting_block = True  # the MO proposes the block next

@@ -11,7 +11,7 @@ becomes of them (results, ledger) is the process layer's business (:attr:`outcom
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import astuple, dataclass, field
 from typing import Any
 
@@ -27,6 +27,9 @@ from privgrid.wire import topics
 from privgrid.wire.channel import Message, Outgoing
 
 RUNNING, FINISHING, VOTING, DONE = "running", "finishing", "voting", "done"
+#: After a failure, how long the MO waits at most for the final reports (and any further
+#: violation reports) of those still there: enough for live participants, who answer at once.
+FAILED_FINISH_SECONDS = 5.0
 
 
 @dataclass
@@ -88,6 +91,8 @@ class OperatorNode(Node):
         self.paused_at = 0.0
         self.last_broadcast: Outgoing | None = None  # the phase message, sent again on restart
         self.outbox: list[Outgoing] = []
+        #: After a failure: participants not expected to send a final report (they left).
+        self.absent: set[str] = set()
 
     def peers(self) -> set[str]:
         return set(self.expected)
@@ -114,9 +119,23 @@ class OperatorNode(Node):
         return self._broadcast("round", body)
 
     def _stop(
-        self, now: float, *, ok: bool, reason: str, error: str | None = None
+        self,
+        now: float,
+        *,
+        ok: bool,
+        reason: str,
+        error: str | None = None,
+        absent: Iterable[str] = (),
     ) -> list[Outgoing]:
+        """Broadcast ``stop`` and collect the final reports.
+
+        After a failure (``error``) the run is over whatever comes next, but the MO still
+        collects, for at most :data:`FAILED_FINISH_SECONDS`, the final reports of those still
+        there (all but ``absent``: their last state and traffic counters go into the
+        results) and any further violation reports (several reporters, or one reporter with
+        several offenders, all end up in the results, not only the first)."""
         outcome = self.outcome
+        stopped_before = self.phase in (FINISHING, VOTING)  # a failure after the stop
         outcome.converged, outcome.rounds, outcome.reason = ok, self.round, reason
         outcome.error = error
         outcome.stopped = time.perf_counter()
@@ -124,11 +143,20 @@ class OperatorNode(Node):
         log = self.log.info if ok else self.log.error
         log("stopping after round %d: %s", self.round, error or reason)
         if error is not None:
-            self.phase = DONE
-            outcome.finished = outcome.stopped
-            self.finish(EXIT_FAILURE)
+            self.absent |= set(absent) | set(self.missing)
+            self.missing = {}
         body = {"converged": ok, "reason": error or reason}
-        return self._broadcast("stop", body)
+        # One ``stop`` per run: a second, different one for the same round would read as an
+        # equivocation of ours; the ``closed`` at the end tells everyone about the failure.
+        outgoing = [CHECKPOINT] if stopped_before else self._broadcast("stop", body)
+        if error is not None and not self._awaited():  # every report was in already
+            self._done()
+        return outgoing
+
+    def _awaited(self) -> set[str]:
+        """Whose final report the MO still waits for."""
+        reported = set(self.outcome.finals) | ({LM_ID} if self.outcome.lm_final else set())
+        return self.expected - reported - self.absent
 
     def handle(self, message: Message, now: float) -> list[Outgoing]:
         outgoing = self._handle(message, now)
@@ -273,6 +301,11 @@ class OperatorNode(Node):
         return [Outgoing("stop", topics.BROADCAST, 0, {"converged": False, "reason": reason})]
 
     def _departed(self, sender: str, now: float) -> list[Outgoing]:
+        if self.outcome.error is not None:  # the run failed already: one report fewer to await
+            self.absent.add(sender)
+            if self.phase == FINISHING and not self._awaited():
+                self._done()
+            return []
         if self.wait_missing and self.phase in (RUNNING, FINISHING, VOTING):
             if not self.missing:
                 self.paused_at = now
@@ -287,7 +320,9 @@ class OperatorNode(Node):
             return []
         if self.phase == RUNNING:
             error = f"participant {sender} left the run during round {self.round}"
-            return self._stop(now, ok=False, reason="participant left", error=error)
+            return self._stop(
+                now, ok=False, reason="participant left", error=error, absent=[sender]
+            )
         if self.phase == FINISHING and sender not in self.outcome.finals and sender != LM_ID:
             self.log.warning("%s left before sending its final report", sender)
         return []
@@ -301,6 +336,7 @@ class OperatorNode(Node):
             if self.phase == DONE or now - self.paused_at <= timeouts.missing:
                 return []  # the round clock is paused
             names = ", ".join(sorted(self.missing))
+            gone = list(self.missing)
             self.missing = {}
             error = (
                 f"participant {names} left the run during round {self.round} and did not "
@@ -311,7 +347,7 @@ class OperatorNode(Node):
                 self.log.error("%s", error)
                 self._done()
                 return []
-            return self._stop(now, ok=False, reason="participant left", error=error)
+            return self._stop(now, ok=False, reason="participant left", error=error, absent=gone)
         if self.phase == RUNNING and now - self.round_started > timeouts.round:
             missing = [a for a in self.agents if a not in self.agent_residuals]
             if self.lm_residuals is None:
@@ -324,18 +360,20 @@ class OperatorNode(Node):
                     f"round {self.round} did not complete within {timeouts.round:g} s; "
                     f"no residuals from {', '.join(missing)}"
                 ),
+                # Not ``absent``: those waiting for a silent partner are alive and report.
             )
         if self.phase == VOTING and now - self.stop_sent_at > timeouts.finish:
             self.log.error("not every vote arrived within %g s", timeouts.finish)
             self._decide()
-        if self.phase == FINISHING and now - self.stop_sent_at > timeouts.finish:
-            missing = sorted(
-                self.expected
-                - set(self.outcome.finals)
-                - ({LM_ID} if self.outcome.lm_final is not None else set())
-            )
-            self.outcome.error = f"no final report from {', '.join(missing)}"
-            self.log.error("%s within %g s", self.outcome.error, timeouts.finish)
+        failed = self.outcome.error is not None
+        limit = min(timeouts.finish, FAILED_FINISH_SECONDS) if failed else timeouts.finish
+        if self.phase == FINISHING and now - self.stop_sent_at > limit:
+            missing = ", ".join(sorted(self._awaited()))
+            if failed:  # the failure stays the reason; the missing reports are a footnote
+                self.log.warning("no final report from %s within %g s", missing, limit)
+            else:
+                self.outcome.error = f"no final report from {missing}"
+                self.log.error("%s within %g s", self.outcome.error, limit)
             self._done()
         return []
 
@@ -398,7 +436,7 @@ class OperatorNode(Node):
         if self.phase == DONE:  # crashed after the end: only the commit may be left to do
             if o.block is not None and o.votes and self.proposal is not None:
                 o.decision = self.proposal.decide(o.block, list(o.votes.values()))
-            self.finish(EXIT_OK if o.error is None else EXIT_FAILURE)
+            self.finish(self._exit_code())
 
     def resume_point(self) -> int:
         return self.round
@@ -425,6 +463,9 @@ class OperatorNode(Node):
             self.outcome.finals[message.sender] = message.body
         else:
             self.outcome.lm_final = message.body
+        if self.outcome.error is not None and not self._awaited():
+            self._done()  # a failed run: everyone still there has reported
+            return []
         if self.outcome.lm_final is not None and len(self.outcome.finals) == len(self.agents):
             outcome = self.outcome
             if outcome.converged and outcome.error is None and self.proposal is not None:
@@ -493,11 +534,13 @@ class OperatorNode(Node):
     def _done(self) -> None:
         self.phase = DONE
         self.outcome.finished = time.perf_counter()
-        ok = self.outcome.converged and self.outcome.error is None
         decision = self.outcome.decision
         committed = decision is not None and decision.commit
         reason = self.outcome.error or self.outcome.reason
         self.outbox += self._broadcast("closed", {"committed": committed, "reason": reason})
-        self.finish(
-            EXIT_OK if ok else EXIT_NOT_CONVERGED if self.outcome.error is None else EXIT_FAILURE
-        )
+        self.finish(self._exit_code())
+
+    def _exit_code(self) -> int:
+        if self.outcome.error is not None:
+            return EXIT_FAILURE
+        return EXIT_OK if self.outcome.converged else EXIT_NOT_CONVERGED

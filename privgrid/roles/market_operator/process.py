@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,57 @@ from privgrid.ledger.genesis import participants_from_scenario
 from privgrid.market.setup import build_setup
 from privgrid.privacy import make_mode
 from privgrid.process import Context, load_context, role_options, run_node
+from privgrid.progress import MAX_WINDOW, ProgressReporter, progress_text
+from privgrid.results import dumps
 from privgrid.roles.market_operator.node import OperatorNode, RunOutcome, TraceRow
 from privgrid.roles.market_operator.proposal import Proposal
-from privgrid.runtime import EXIT_BAD_INPUT, EXIT_FAILURE
+from privgrid.runtime import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_CONVERGED,
+    EXIT_OK,
+)
 from privgrid.scenario import MO_ID, ScenarioError
 
 
-def _progress_printer(total: int):  # noqa: ANN202
-    def show(row: TraceRow) -> None:
-        line = {
-            "round": row.round,
-            "max_rounds": total,
-            "elapsed": round(row.elapsed, 4),
-            **row.residuals.as_dict(),
-        }
-        sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
+class Progress:
+    """What the MO does after each round besides the protocol: append the round to the live
+    ``trace.csv``, log a progress line now and then (round, residuals, elapsed, ETA: also for
+    piped output, ``docker compose logs`` and the role log), and with ``--progress`` print one
+    JSON line on stdout for ``privgrid run``'s progress bar."""
 
-    return show
+    def __init__(self, ctx: Context, folder: Path, json_lines: bool) -> None:
+        market = ctx.scenario.market
+        self.log = ctx.log
+        self.max_rounds = market.max_rounds
+        self.reporter = ProgressReporter(market.epsilon_p, market.epsilon_lambda, market.max_rounds)
+        self.trace_file = report.TraceFile(folder / "trace.csv")
+        self.json_lines = json_lines
+        self.node: OperatorNode | None = None  # set once the node exists
+
+    def __call__(self, row: TraceRow) -> None:
+        trace = self.node.outcome.trace if self.node is not None else [row]
+        try:
+            self.trace_file.sync(trace)
+        except OSError as exc:  # a full disk must not stop the market
+            self.log.warning("could not append to %s: %s", self.trace_file.path, exc)
+        rows = [(r.round, r.residuals.as_dict(), r.elapsed) for r in trace[-2 * MAX_WINDOW :]]
+        total, eta = self.reporter.estimate(rows)
+        residuals = row.residuals.as_dict()
+        if self.reporter.due(row.elapsed):
+            self.log.info("%s", progress_text(row.round, residuals, row.elapsed, eta))
+        if self.json_lines:
+            line = {
+                "round": row.round,
+                "max_rounds": self.max_rounds,
+                "estimated_rounds": total,
+                "eta_s": None if eta is None else round(eta, 1),
+                "elapsed": round(row.elapsed, 4),
+                **residuals,
+            }
+            sys.stdout.write(dumps(line, indent=None) + "\n")
+            sys.stdout.flush()
 
 
 def open_ledger(ctx: Context, path: Path) -> Ledger:
@@ -104,7 +136,8 @@ def commit(ctx: Context, ledger: Ledger, outcome: RunOutcome) -> dict[str, Any]:
 @click.option(
     "--progress",
     is_flag=True,
-    help="Print one JSON line per round on stdout (used by `privgrid run`).",
+    help="Print one JSON line per round on stdout (used by `privgrid run`); a progress line "
+    "goes to the log every few seconds in any case.",
 )
 def main(
     scenario_path: Path,
@@ -124,7 +157,8 @@ def main(
     After a converged run it proposes a block of the cleared trades, collects every
     participant's signed Proof-of-Solution vote and appends the block to the ledger only if
     all accept. Exit status: 0 converged and committed, 1 not converged, 2 bad input,
-    3 a participant failed or the block was rejected.
+    3 a participant failed or the block was rejected, 130 stopped by SIGINT/SIGTERM. Every
+    status but 2 leaves results.json (with ``status`` and ``error``) in the run folder.
     """
     ctx = load_context(
         MO_ID,
@@ -148,26 +182,37 @@ def main(
     proposal = Proposal(
         setup, ctx.identity, ledger.genesis, ledger.head(), ctx.settings.run, ctx.log
     )
-    on_progress = _progress_printer(ctx.scenario.market.max_rounds) if progress else None
+    store = ctx.checkpoint_store()
+    if store is None or not store.path.exists():  # a fresh run, not a restart
+        report.clear_outputs(folder)
+    on_progress = Progress(ctx, folder, progress)
     mode = make_mode(ctx.scenario, MO_ID, ctx.settings.run, ctx.log)
     node = OperatorNode(ctx.scenario, mode, ctx.log, on_progress, proposal)
+    on_progress.node = node
     code = run_node(ctx, node)
     outcome = node.outcome
-    if not outcome.trace and outcome.error is None and code == EXIT_FAILURE:
-        sys.exit(code)  # never started: nothing to report
+    interrupted = code == EXIT_INTERRUPTED
+    if interrupted and outcome.error is None:
+        when = f"during round {node.round}" if node.round else "before round 1"
+        outcome.error = f"the MO was stopped by a signal {when}"
+        outcome.reason = "interrupted"
+        outcome.rounds = outcome.trace[-1].round if outcome.trace else 0
+    elif code not in (EXIT_OK, EXIT_NOT_CONVERGED) and outcome.error is None:
+        outcome.error = f"the MO stopped with status {code} before the run ended (see its log)"
     ledger_info = commit(ctx, ledger, outcome)
-    if outcome.error is not None:
-        code = EXIT_FAILURE
+    if outcome.error is not None and code in (EXIT_OK, EXIT_NOT_CONVERGED):
+        code = EXIT_FAILURE  # e.g. the ledger refused the block
     results, welfare_trace = report.build(
         setup,
         outcome,
         run=ctx.settings.run,
         mode=ctx.scenario.privacy.mode,
         mo_stats=node.stats(),
+        interrupted=interrupted,
     )
     results["ledger"] = ledger_info
     report.write_run_folder(folder, results, outcome.trace, welfare_trace, setup)
-    ctx.log.info("wrote %s", folder / "results.json")
+    ctx.log.info("wrote %s (%s)", folder / "results.json", results["status"])
     if ctx.scenario.attack is not None:  # the simulation's evaluator, not the MO's business
         write_attack_report(folder, setup, results)
     sys.exit(code)
