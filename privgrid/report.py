@@ -41,6 +41,7 @@ from privgrid.results import (
     optimal_block,
 )
 from privgrid.roles.market_operator.node import RunOutcome, TraceRow
+from privgrid.wire.kinds import AgentFinal
 
 #: Files of ours in a run folder, removed before a fresh run writes its own: a failed run
 #: must not leave the previous run's plots (or results) looking like its own.
@@ -48,14 +49,14 @@ OUTPUTS = ("results.json", "trace.csv", "attack.json", "plots/convergence.png", 
 TRACE_COLUMNS = ["round", "r_P", "r_L", "r_d", "r_C", "elapsed_s", "welfare"]
 
 
-def assemble(setup: MarketSetup, finals: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
+def assemble(setup: MarketSetup, finals: Mapping[str, AgentFinal]) -> dict[str, np.ndarray]:
     """The agents' final reports as trade vectors in canonical order."""
     g = setup.graph
     out = {name: np.full(g.n_trades, np.nan) for name in ("P", "lam", "lam_peer", "c")}
     for agent, body in finals.items():
         slots = g.slots[g.index(agent)]
         for name in out:
-            values = body[name]
+            values = getattr(body, name)
             if len(values) == len(slots):
                 out[name][slots] = decode(np.array(values, dtype=np.int64))
     return out
@@ -68,9 +69,9 @@ def merge_kkt(parts: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
 
 
 def _participant_stats(outcome: RunOutcome) -> dict[str, dict[str, float]]:
-    stats = {agent: dict(body.get("stats", {})) for agent, body in outcome.finals.items()}
+    stats = {agent: dict(body.stats) for agent, body in outcome.finals.items()}
     if outcome.lm_final is not None:
-        stats["LM"] = dict(outcome.lm_final.get("stats", {}))
+        stats["LM"] = dict(outcome.lm_final.stats)
     return stats
 
 
@@ -105,11 +106,11 @@ def build(
     evaluate = evaluate and status in (CONVERGED, NOT_CONVERGED)
     g = setup.graph
     v = assemble(setup, outcome.finals)
-    lm = outcome.lm_final or {}
+    lm = outcome.lm_final
     n_lines = len(setup.limited)
     eta = LinePrices(
-        decode(np.array(lm.get("eta_up", [0] * n_lines), dtype=np.int64)),
-        decode(np.array(lm.get("eta_down", [0] * n_lines), dtype=np.int64)),
+        decode(np.array(lm.eta_up if lm else [0] * n_lines, dtype=np.int64)),
+        decode(np.array(lm.eta_down if lm else [0] * n_lines, dtype=np.int64)),
     )
     complete = len(outcome.finals) == g.n_agents and outcome.lm_final is not None
     trades = np.nan_to_num(v["P"])
@@ -120,8 +121,8 @@ def build(
         mo_checks = check_pairs(setup, trades, v["lam"], tol, outcome.dropped)
     kkt_time = time.perf_counter() - t_kkt  # the MO's checks; each party times its own
     kkt = merge_kkt(
-        [body.get("kkt", []) for body in outcome.finals.values()]
-        + [lm.get("kkt", [])]
+        [body.kkt for body in outcome.finals.values()]
+        + [lm.kkt if lm else []]
         + [[c.as_dict() for c in mo_checks]]
     )
     if not complete:

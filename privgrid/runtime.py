@@ -31,7 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from privgrid.crypto.identity import Identity, Roster
@@ -50,9 +50,18 @@ from privgrid.wire.channel import (
     UnknownPeer,
 )
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import (
+    Gone,
+    KeyAnnouncement,
+    Kind,
+    Resync,
+    Stop,
+    ViolationReport,
+)
 from privgrid.wire.session import BrokerUrl, MqttSession, client_id
 
 if TYPE_CHECKING:
+    from privgrid.privacy import PrivacyMode
     from privgrid.state import CheckpointStore
 
 #: Process exit codes, shared by every role and the launcher; 130: stopped by SIGINT/SIGTERM.
@@ -63,10 +72,21 @@ TICK_SECONDS = 0.2
 #: Most messages with crypto jobs started before the oldest is handled.
 MAX_PREPARED = 64
 
+
+
+class Checkpoint:
+    """Not a message: where in a node's outgoing list the runtime saves the checkpoint."""
+
+    def __repr__(self) -> str:
+        return "CHECKPOINT"
+
+
 #: Put in a node's outgoing list: save the checkpoint once everything before it is published.
-CHECKPOINT = Outgoing("checkpoint", "", 0)
+CHECKPOINT = Checkpoint()
+#: What a node returns: messages to send, in order, and where to checkpoint.
+Action = Outgoing | Checkpoint
 #: Kinds a restarted participant accepts from a peer before that peer's ``resync``.
-_BEFORE_RESYNC = frozenset({"key", "resync", "gone"})
+_BEFORE_RESYNC = frozenset({Kind.KEY, Kind.RESYNC, Kind.GONE})
 #: Figures of :meth:`Participant.stats` that describe the present process, not a running
 #: total: never added up across incarnations.
 _NOT_CUMULATIVE = frozenset({"pid", "pool_left", "restarts", "wait_s"})
@@ -91,26 +111,27 @@ class Node(ABC):
 
     #: The role's privacy mode (:class:`privgrid.privacy.PrivacyMode`), set by roles that
     #: have one: announcements, peers' key checks, session keys and crypto time go through it.
-    mode: Any = None
+    mode: PrivacyMode | None = None
 
-    def announcement(self) -> dict[str, Any]:
-        """Extra fields of our key announcement (the privacy mode adds its public key)."""
-        return {} if self.mode is None else self.mode.announcement()
+    def announcement(self, base: KeyAnnouncement) -> KeyAnnouncement:
+        """Our key announcement: ``base`` (the agreement key) plus what the privacy mode adds
+        (its public key)."""
+        return base if self.mode is None else self.mode.announcement(base)
 
-    def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:
+    def accept_announcement(self, sender: str, body: KeyAnnouncement) -> None:
         """Check a peer's announcement beyond the signature; raise ``Rejected`` to refuse it."""
         if self.mode is not None:
             self.mode.accept_announcement(sender, body)
 
     @abstractmethod
-    def start(self, now: float) -> list[Outgoing]:
+    def start(self, now: float) -> list[Action]:
         """Every needed announcement is in: begin."""
 
     @abstractmethod
-    def handle(self, message: Message, now: float) -> list[Outgoing]:
+    def handle(self, message: Message, now: float) -> list[Action]:
         """React to one checked message."""
 
-    def tick(self, now: float) -> list[Outgoing]:
+    def tick(self, now: float) -> list[Action]:
         """Called a few times a second: timeouts live here."""
         return []
 
@@ -150,7 +171,7 @@ class Node(ABC):
 
     def report_violation(
         self, offender: str, reason: str, evidence: Sequence[bytes], round_: int
-    ) -> list[Outgoing]:
+    ) -> list[Action]:
         """Log a protocol violation with the signed evidence and report it to the MO."""
         encoded = ",".join(base64.b64encode(item).decode() for item in evidence)
         self.log.error(
@@ -160,8 +181,8 @@ class Node(ABC):
             len(evidence),
             encoded,
         )
-        body = {"offender": offender, "reason": reason, "evidence": list(evidence)}
-        return [Outgoing("violation", MO_ID, round_, body)]
+        body = ViolationReport(offender, reason, tuple(evidence))
+        return [Outgoing(MO_ID, round_, body)]
 
     # -- restarts (docs/reliability.md) ---------------------------------------------------------
     #: Set by :meth:`restore`: the node resumes from a checkpoint instead of starting afresh.
@@ -190,17 +211,17 @@ class Node(ABC):
 
     def peer_restarted(
         self, peer: str, completed: int, new_keys: bool, now: float
-    ) -> list[Outgoing]:
+    ) -> list[Action]:
         """``peer`` rejoined from its checkpoint at round ``completed`` (with a new Paillier key
         if ``new_keys``): redo or re-send what it lost. Called only once the node started."""
         return []
 
-    def peer_resynced(self, peer: str) -> list[Outgoing]:
+    def peer_resynced(self, peer: str) -> list[Action]:
         """After our own restart, ``peer`` has seen it: re-send what it may have lost (what we
         sent it, or broadcast, between our checkpoint and the crash)."""
         return []
 
-    def give_up(self, reason: str) -> list[Outgoing]:
+    def give_up(self, reason: str) -> list[Action]:
         """The run cannot start (a peer never announced itself): last words before exiting."""
         self.finish(EXIT_FAILURE)
         return []
@@ -278,8 +299,8 @@ class Participant:
         return totals
 
     def _will(self) -> tuple[str, bytes]:
-        body = {"incarnation": self.incarnation} if self.incarnation else {}
-        topic, payload = self.channel.encode(Outgoing("gone", topics.BROADCAST, 0, body))
+        body = Gone(self.incarnation or None)
+        topic, payload = self.channel.encode(Outgoing(topics.BROADCAST, 0, body))
         self.channel.stats["sent"] -= 1  # the broker sends it, if ever
         self.channel.stats["sent_bytes"] -= len(payload)
         return topic, payload
@@ -385,12 +406,12 @@ class Participant:
             *(topics.keys(run, p) for p in sorted(wanted)),
         ]
 
-    async def _send(self, session: MqttSession, outgoing: list[Outgoing]) -> None:
+    async def _send(self, session: MqttSession, outgoing: Sequence[Action]) -> None:
         """Publish the node's messages in order, pipelined: a batch is in flight at once (one
         round trip for all, not one each); a checkpoint waits for everything before it."""
         batch: list[tuple[str, bytes, bool]] = []
         for out in outgoing:
-            if out is CHECKPOINT:  # everything before it is published; nothing after it yet
+            if isinstance(out, Checkpoint):  # all before it is published; nothing after it yet
                 await self._publish_all(session, batch)
                 batch = []
                 self.save_checkpoint()
@@ -405,11 +426,10 @@ class Participant:
 
     async def _loop(self, session: MqttSession) -> int:
         self.save_checkpoint()  # the session keys and incarnation, before anyone sees them
-        body = {"x25519": self.channel.x25519_public, "created": time.time()}
-        body.update(self.node.announcement())
+        body = self.node.announcement(KeyAnnouncement(self.channel.x25519_public, time.time()))
         if self.incarnation:
-            body.update(incarnation=self.incarnation, completed=self.node.resume_point())
-        await self._send(session, [Outgoing("key", topics.BROADCAST, 0, body, retain=True)])
+            body = replace(body, incarnation=self.incarnation, completed=self.node.resume_point())
+        await self._send(session, [Outgoing(topics.BROADCAST, 0, body, retain=True)])
         deadline = time.monotonic() + self.settings.start_timeout
         while self.node.exit_code is None:
             if self.prepared and (session.inbox.empty() or len(self.prepared) >= MAX_PREPARED):
@@ -461,9 +481,9 @@ class Participant:
                 )
                 continue
             if message.sender in self.awaiting_resync:
-                if message.kind == "resync":
+                if isinstance(message.body, Resync):
                     await self._handle_prepared(session)  # what came before it, first
-                    await self._send(session, self._resynced(message))
+                    await self._send(session, self._resynced(message.sender, message.body))
                     continue
                 if not self._before_resync(message):
                     continue
@@ -525,19 +545,19 @@ class Participant:
                 )
             await self._handle(session, message, now)
 
-    def _resynced(self, message: Message) -> list[Outgoing]:
+    def _resynced(self, sender: str, body: Resync) -> list[Action]:
         """A peer answered our restart: from now on its messages are current again."""
-        if message.body["incarnation"] != self.incarnation:
+        if body.incarnation != self.incarnation:
             return []  # an answer to an earlier restart of ours
-        self.awaiting_resync.discard(message.sender)
+        self.awaiting_resync.discard(sender)
         # What it sent before (ignored above) must not count as seen: its resent messages
         # carry the same round/kind with other bytes (fresh randomness).
-        self.channel.forget_sender(message.sender)
-        self.log.info("%s resynced with us", message.sender)
+        self.channel.forget_sender(sender)
+        self.log.info("%s resynced with us", sender)
         if not self.started:
-            self.resynced_early.append(message.sender)
+            self.resynced_early.append(sender)
             return []
-        return self.node.peer_resynced(message.sender)
+        return self.node.peer_resynced(sender)
 
     def _before_resync(self, message: Message) -> bool:
         """After our restart: may this message from a peer that has not resynced pass?"""
@@ -551,36 +571,38 @@ class Participant:
         )
         return False
 
-    def _dispatch(self, message: Message, now: float) -> list[Outgoing]:
+    def _dispatch(self, message: Message, now: float) -> list[Action]:
         if message.sender == self.node.me:
             return []  # our own broadcast or announcement, echoed by the broker
-        if message.kind == "key":
-            return self._on_announcement(message, now)
-        if message.kind == "resync":
-            return []  # a late one (we resumed earlier): nothing to do
-        if message.kind == "gone":
-            known = self.peer_state.get(message.sender, (0,))[0]
-            if message.body.get("incarnation", 0) < known:
-                self.log.info("ignored the last will of an earlier run of %s", message.sender)
-                return []
+        body = message.body
+        match body:
+            case KeyAnnouncement():
+                return self._on_announcement(message, body, now)
+            case Resync():
+                return []  # a late one (we resumed earlier): nothing to do
+            case Gone(incarnation=incarnation):
+                known = self.peer_state.get(message.sender, (0,))[0]
+                if (incarnation or 0) < known:
+                    self.log.info("ignored the last will of an earlier run of %s", message.sender)
+                    return []
         if not self.started:
-            if message.kind == "stop":
-                self.log.error(
-                    "the run was stopped before it started: %s", message.body.get("reason", "")
-                )
+            if isinstance(body, Stop):
+                self.log.error("the run was stopped before it started: %s", body.reason)
                 self.node.finish(EXIT_FAILURE)
                 return []
             self.buffer.append(message)
             return []
         return self.node.handle(message, now)
 
-    def _on_announcement(self, message: Message, now: float) -> list[Outgoing]:
+    def _on_announcement(
+        self, message: Message, body: KeyAnnouncement, now: float
+    ) -> list[Action]:
         sender = message.sender
-        material = (message.body["x25519"], message.body.get("paillier_n"))
-        incarnation = message.body.get("incarnation", 0)
+        material = (body.x25519, body.paillier_n)
+        incarnation = body.incarnation or 0
         before = self.peer_state.get(sender)
         if incarnation > (before[0] if before else 0):
-            return self._on_restart(message, now)
+            return self._on_restart(message, body, now)
         known = self.announcements.get(sender)
         if known is None and before is not None and before[1:] != material:
             reason = "announced other keys than before our restart, without restarting itself"
@@ -594,27 +616,27 @@ class Participant:
                 return self.node.report_violation(sender, reason, [known[1], message.raw], 0)
             return []
         try:
-            self.node.accept_announcement(sender, message.body)
+            self.node.accept_announcement(sender, body)
         except Rejected as exc:
             self.log.warning("rejected the key announcement of %s: %s", sender, exc.reason)
             return []
-        self._learn(message, incarnation)
+        self._learn(message, body, incarnation)
         self.log.info("accepted the key announcement of %s", sender)
         return self._maybe_start(now)
 
-    def _learn(self, message: Message, incarnation: int) -> None:
-        sender, body = message.sender, message.body
-        material = (body["x25519"], body.get("paillier_n"))
+    def _learn(self, message: Message, body: KeyAnnouncement, incarnation: int) -> None:
+        sender = message.sender
+        material = (body.x25519, body.paillier_n)
         self.announcements[sender] = (material, message.raw)
         self.peer_state[sender] = (incarnation, *material)
-        self.channel.learn_agreement_key(sender, body["x25519"])
+        self.channel.learn_agreement_key(sender, body.x25519)
 
-    def _maybe_start(self, now: float) -> list[Outgoing]:
+    def _maybe_start(self, now: float) -> list[Action]:
         if self.started or not self.node.peers() <= set(self.announcements):
             return []
         self.started = True
         self.log.info("all %d peers announced; starting", len(self.node.peers()))
-        outgoing = self.node.start(now)
+        outgoing: list[Action] = self.node.start(now)
         for peer, (completed, new_keys) in self.restarted_peers.items():
             outgoing += self.node.peer_restarted(peer, completed, new_keys, now)
         self.restarted_peers = {}
@@ -626,25 +648,27 @@ class Participant:
             outgoing += self.node.handle(early, now)
         return outgoing
 
-    def _on_restart(self, message: Message, now: float) -> list[Outgoing]:
+    def _on_restart(
+        self, message: Message, body: KeyAnnouncement, now: float
+    ) -> list[Action]:
         """A peer rejoined from its checkpoint (a higher incarnation than we knew)."""
-        sender, body = message.sender, message.body
-        incarnation, completed = body.get("incarnation", 0), body.get("completed", 0)
+        sender = message.sender
+        incarnation, completed = body.incarnation or 0, body.completed or 0
         before = self.peer_state.get(sender)
-        if before is not None and before[1] != body["x25519"]:
+        if before is not None and before[1] != body.x25519:
             self.log.error(
                 "refused the rejoin of %s: it lost its checkpointed agreement key (a restart "
                 "must resume from its checkpoint)",
                 sender,
             )
             return []
-        new_keys = before is not None and before[2] != body.get("paillier_n")
+        new_keys = before is not None and before[2] != body.paillier_n
         try:
             self.node.accept_announcement(sender, body)
         except Rejected as exc:
             self.log.warning("rejected the rejoin of %s: %s", sender, exc.reason)
             return []
-        self._learn(message, incarnation)
+        self._learn(message, body, incarnation)
         self.channel.forget_sender(sender)
         self.log.warning(
             "%s rejoined (incarnation %d, last completed round %d%s)",
@@ -653,7 +677,7 @@ class Participant:
             completed,
             ", new Paillier key" if new_keys else "",
         )
-        outgoing = [Outgoing("resync", sender, 0, {"incarnation": incarnation})]
+        outgoing: list[Action] = [Outgoing(sender, 0, Resync(incarnation))]
         if self.started:
             outgoing += self.node.peer_restarted(sender, completed, new_keys, now)
         else:

@@ -21,7 +21,7 @@ POOL = crypto_pool(2)
 
 def deliver(out: Outgoing, sender: str) -> Message:
     raw = f"signed:{out.kind}:{sender}:{out.recipient}:{out.round}".encode()
-    return Message(out.kind, out.round, sender, out.recipient, out.body, raw=raw)
+    return Message(out.round, sender, out.recipient, out.body, raw=raw)
 
 
 def run_pair_threaded(s1, b1, round_=1, seed=0):

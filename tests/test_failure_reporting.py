@@ -37,6 +37,7 @@ from privgrid.solve import solve
 from privgrid.state import CheckpointStore
 from privgrid.wire import kinds
 from privgrid.wire.channel import Message, UnknownPeer
+from privgrid.wire.kinds import Gone, ViolationReport
 from privgrid.wire.session import BrokerUrl
 from tests.conftest import load_strict_json
 from tests.test_message_faults import Bus, R, node_scenario
@@ -210,8 +211,8 @@ def test_the_mo_keeps_every_violation_reported_after_the_first_and_collects_the_
             return False
         injected.append(True)
         for offender in ("B1", "B2", "B3"):
-            body = {"offender": offender, "reason": "pair check", "evidence": [b"x"]}
-            bus.deliver(Message("violation", R, "S1", MO_ID, body, offender.encode()))
+            body = ViolationReport(offender=offender, reason="pair check", evidence=(b"x",))
+            bus.deliver(Message(R, "S1", MO_ID, body, offender.encode()))
         return False  # the residuals too: the MO, stopped, ignores them
 
     bus.run(inject)
@@ -230,7 +231,7 @@ def test_the_mo_does_not_wait_for_the_final_report_of_a_participant_that_left():
     def inject(message: Message) -> bool:
         if not left and (message.kind, message.round, message.recipient) == ("residuals", R, MO_ID):
             left.append(True)
-            will = Message("gone", 0, "S3", kinds.EVERYONE, {}, b"will")
+            will = Message(0, "S3", kinds.EVERYONE, Gone(), b"will")
             bus.post(MO_ID, bus.mo.handle(will, 1.0))
             return False
         return message.sender == "S3" and message.kind == "final"  # dead: it never comes

@@ -30,11 +30,12 @@ from privgrid.privacy import PrivacyMode, make_mode
 from privgrid.roles.agent.node import AgentNode
 from privgrid.roles.line_manager.node import LineManagerNode
 from privgrid.roles.market_operator.node import OperatorNode
-from privgrid.runtime import CHECKPOINT, Node
+from privgrid.runtime import CHECKPOINT, Action, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario, load_scenario, parse_scenario
 from privgrid.solve import solve
-from privgrid.wire.channel import Message, Outgoing
+from privgrid.wire.channel import Message
 from privgrid.wire.faults import ENV_FAULTS, FaultConfigError, FaultInjector, FaultSpec
+from privgrid.wire.kinds import AgentResiduals, Share, Trades
 from privgrid.wire.topics import BROADCAST
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,7 +190,7 @@ class Bus:
         for pid, node in self.nodes.items():  # the MO last: its start broadcasts round 1
             self.post(pid, node.start(0.0))
 
-    def post(self, sender: str, outgoing: list[Outgoing]) -> None:
+    def post(self, sender: str, outgoing: list[Action]) -> None:
         for out in outgoing:
             if out is CHECKPOINT:
                 continue
@@ -200,9 +201,9 @@ class Bus:
             for recipient in recipients:
                 self.count += 1
                 raw = f"{self.count}:{sender}>{recipient}:{out.kind}".encode()
-                self.queue.append(Message(out.kind, out.round, sender, recipient, out.body, raw))
+                self.queue.append(Message(out.round, sender, recipient, out.body, raw))
 
-    def deliver(self, message: Message) -> list[Outgoing]:
+    def deliver(self, message: Message) -> list[Action]:
         outgoing = self.nodes[message.recipient].handle(message, 1.0)
         self.post(message.recipient, outgoing)
         return outgoing
@@ -304,7 +305,7 @@ def test_an_agent_drops_a_message_two_rounds_ahead_or_from_a_past_round(undistur
     injected: list[tuple[int, int]] = []  # (round of the fake share, B1's round then)
 
     def fake(round_: int) -> Message:
-        return Message("share", round_, "S1", "B1", {"x": 10**15}, f"fake {round_}".encode())
+        return Message(round_, "S1", "B1", Share(10**15), f"fake {round_}".encode())
 
     def inject(message: Message) -> bool:
         if message.recipient != "B1" or injected:
@@ -352,8 +353,8 @@ def test_the_lm_prices_the_next_round_before_its_broadcast_and_drops_other_round
     size = len(bus.agents["S1"].partners)
 
     def fake(round_: int) -> Message:
-        body = {"x": [10**12] * size}
-        return Message("trades", round_, "S1", LM_ID, body, f"fake {round_}".encode())
+        body = Trades((10**12,) * size)
+        return Message(round_, "S1", LM_ID, body, f"fake {round_}".encode())
 
     def intercept(message: Message) -> bool:
         if message.recipient != LM_ID:
@@ -394,10 +395,10 @@ def test_the_mo_drops_residuals_of_a_future_or_past_round(undisturbed, caplog):
     run early. The run ends bit for bit as the undisturbed one.
     """
     bus = Bus(node_scenario())
-    zero = {"r_d": encode_scalar(0.0), "r_C": encode_scalar(0.0), "r_P": encode_scalar(0.0)}
+    zero = AgentResiduals(r_d=encode_scalar(0.0), r_C=encode_scalar(0.0), r_P=encode_scalar(0.0))
 
     def fake(round_: int) -> Message:
-        return Message("residuals", round_, "S1", MO_ID, zero, f"fake {round_}".encode())
+        return Message(round_, "S1", MO_ID, zero, f"fake {round_}".encode())
 
     def intercept(message: Message) -> bool:
         if (message.kind, message.round, message.sender) != ("residuals", R + 1, "S1"):

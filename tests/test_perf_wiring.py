@@ -21,8 +21,10 @@ from privgrid.privacy.exchange import Violation
 from privgrid.privacy.paillier import DeferredViolation, PaillierExchange, PaillierKeys
 from privgrid.privacy.plain import PlainExchange
 from privgrid.roles.agent.node import AgentNode
+from privgrid.runtime import CHECKPOINT
 from privgrid.scenario import MO_ID, ScenarioError, parse_scenario
 from privgrid.wire.channel import Message
+from privgrid.wire.kinds import KeyAnnouncement, Stop, ViolationReport
 from tests.test_pair_protocol import run_pair
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -44,8 +46,9 @@ def log(me: str) -> ParticipantLog:
 @pytest.fixture(scope="module")
 def keys():
     s1, b1 = PaillierKeys("S1", RUN, 1024, 1024), PaillierKeys("B1", RUN, 1024, 1024)
-    s1.accept("B1", b1.announcement())
-    b1.accept("S1", s1.announcement())
+    base = KeyAnnouncement(x25519=bytes(32), created=0.0)  # the channel's part: not tested here
+    s1.accept("B1", b1.announcement(base))
+    b1.accept("S1", s1.announcement(base))
     return s1, b1
 
 
@@ -200,18 +203,18 @@ def test_the_agent_reports_what_idle_work_found_with_its_round():
     out = node.tick(node.last_heard + 0.2)
     assert node.exchange.idle_calls == 1
     assert [(o.kind, o.recipient, o.round) for o in out] == [("violation", MO_ID, 3)]
-    assert out[0].body == {"offender": "S1", "reason": lie.reason, "evidence": [b"e1", b"e2"]}
+    assert out[0].body == ViolationReport("S1", lie.reason, (b"e1", b"e2"))
     assert node.tick(node.last_heard + 0.4) == []
 
 
 def test_the_agent_settles_before_its_final_report_and_reports_first():
     node = agent([Violation("S2", "decryption proof refused: batch", [b"e"])])
-    stop = Message("stop", 7, MO_ID, "B1", {"converged": True, "reason": "converged"}, raw=b"")
+    stop = Message(7, MO_ID, "B1", Stop(converged=True, reason="converged"), raw=b"")
     out = node.handle(stop, 1.0)
     assert node.exchange.settled
-    sent = [(o.kind, o.round) for o in out if o.kind != "checkpoint"]  # markers, not messages
+    sent = [(o.kind, o.round) for o in out if o is not CHECKPOINT]  # markers, not messages
     assert sent == [("violation", 7), ("final", 7)]
-    assert out[0].body["offender"] == "S2"
+    assert out[0].body.offender == "S2"
 
 
 def test_the_pool_fill_at_round_one_is_bounded_and_the_rest_is_made_on_demand(keys, monkeypatch):

@@ -4,10 +4,11 @@ import msgpack
 import pytest
 
 from privgrid.crypto.identity import Identity, Roster
+from privgrid.crypto.sealing import associated_data, seal
 from privgrid.wire import topics
 from privgrid.wire.channel import Channel, Duplicate, Outgoing, UnknownPeer
 from privgrid.wire.envelope import Envelope, Rejected, open_envelope, seal_envelope
-from privgrid.wire.kinds import AGENT, LM, MO
+from privgrid.wire.kinds import AGENT, LM, MO, Charges, LmResiduals, Round, Share, ViolationReport
 
 RUN = "r1"
 ROLES = {"S1": AGENT, "B1": AGENT, "B2": AGENT, "LM": LM, "MO": MO}
@@ -34,20 +35,21 @@ def send(chans, sender, out):
 
 
 def test_sealed_message_round_trip(channels):
-    topic, payload = send(channels, "S1", Outgoing("share", "B1", 3, {"x": -12345}))
+    topic, payload = send(channels, "S1", Outgoing("B1", 3, Share(-12345)))
     assert topic == "privgrid/r1/to/B1/S1/share"
     message = channels["B1"].decode(topic, payload)
-    assert (message.kind, message.round, message.sender, message.body) == (
+    assert (message.kind, message.round, message.sender, message.body.to_body()) == (
         "share",
         3,
         "S1",
         {"x": -12345},
     )
+    assert message.body == Share(-12345)
     assert msgpack.packb(-12345) not in payload  # the value does not travel in clear
 
 
 def test_sealed_body_cannot_be_opened_by_a_third_party(channels):
-    topic, payload = send(channels, "S1", Outgoing("share", "B1", 3, {"x": 7}))
+    topic, payload = send(channels, "S1", Outgoing("B1", 3, Share(7)))
     with pytest.raises(Rejected, match="addressed to B1"):
         channels["B2"].decode(topic, payload)
     moved = topic.replace("/to/B1/", "/to/B2/")
@@ -60,23 +62,23 @@ def test_a_message_sent_again_is_the_same_bytes_and_reads_as_a_duplicate(channel
     look like a conflicting replay: sealing is randomised, so the bytes are kept, not redone.
     (A restarted LM once sent its fresh round report, then the same report again on the MO's
     resync: two sealings, and the MO stopped the run for a replay.)"""
-    report = Outgoing("lm_residuals", "MO", 26, {"r_L": 5})
+    report = Outgoing("MO", 26, LmResiduals(r_L=5))
     first = send(channels, "LM", report)
     again = send(channels, "LM", report)
     assert again == first
     channels["MO"].decode(*first)
     with pytest.raises(Duplicate):
         channels["MO"].decode(*again)
-    same_content = Outgoing("lm_residuals", "MO", 26, {"r_L": 5})  # another message object
+    same_content = Outgoing("MO", 26, LmResiduals(r_L=5))  # another message object
     assert send(channels, "LM", same_content)[1] != first[1]  # fresh randomness
 
 
 def test_duplicate_is_recognised_and_conflicting_replay_rejected(channels):
-    topic, payload = send(channels, "S1", Outgoing("share", "B1", 4, {"x": 1}))
+    topic, payload = send(channels, "S1", Outgoing("B1", 4, Share(1)))
     channels["B1"].decode(topic, payload)
     with pytest.raises(Duplicate):
         channels["B1"].decode(topic, payload)
-    topic2, other = send(channels, "S1", Outgoing("share", "B1", 4, {"x": 2}))
+    topic2, other = send(channels, "S1", Outgoing("B1", 4, Share(2)))
     with pytest.raises(Rejected, match="replayed or conflicting share for round 4"):
         channels["B1"].decode(topic2, other)
 
@@ -174,10 +176,10 @@ def test_malformed_envelopes_are_rejected_with_a_reason(channels, payload, reaso
 
 def test_roles_and_recipients_are_enforced(channels, identities):
     # An agent may not send "round"; charges must come from the LM.
-    topic, payload = send(channels, "S1", Outgoing("round", topics.BROADCAST, 2))
+    topic, payload = send(channels, "S1", Outgoing(topics.BROADCAST, 2, Round()))
     with pytest.raises(Rejected, match="S1 \\(role agent\\) may not send round"):
         channels["B1"].decode(topic, payload)
-    topic, payload = send(channels, "B2", Outgoing("charges", "B1", 2, {"x": [1]}))
+    topic, payload = send(channels, "B2", Outgoing("B1", 2, Charges((1,))))
     with pytest.raises(Rejected, match="may not send charges"):
         channels["B1"].decode(topic, payload)
 
@@ -191,14 +193,20 @@ def test_roles_and_recipients_are_enforced(channels, identities):
         ({}, "missing \\['x'\\]"),
     ],
 )
-def test_body_schema_is_strict(channels, body, reason):
-    topic, payload = send(channels, "S1", Outgoing("share", "B1", 6, body))
+def test_body_schema_is_strict(channels, identities, body, reason):
+    # A typed body cannot be malformed, so the bad map is sealed and signed by hand.
+    ad = associated_data(RUN, 6, "S1", "B1", "share")
+    sealed = seal(channels["S1"]._pair_key("B1"), body, ad)
+    payload = seal_envelope(
+        identities["S1"], kind="share", run=RUN, round=6, sender="S1", recipient="B1", body=sealed
+    )
+    topic = topics.direct(RUN, "B1", "S1", "share")
     with pytest.raises(Rejected, match=reason):
         channels["B1"].decode(topic, payload)
 
 
 def test_tampered_sealed_body_fails_authentication(channels, identities):
-    topic, payload = send(channels, "S1", Outgoing("share", "B1", 7, {"x": 1}))
+    topic, payload = send(channels, "S1", Outgoing("B1", 7, Share(1)))
     env = msgpack.unpackb(payload)
     body = bytearray(env["body"])
     body[-1] ^= 1
@@ -252,12 +260,12 @@ def test_several_violation_reports_in_one_round_are_all_accepted_and_a_resent_on
     """One reporter may accuse several offenders in one round (S1 catching three colluding
     buyers): each report is its own message, not a conflicting replay of the first."""
     reports = [
-        Outgoing("violation", "MO", 20, {"offender": b, "reason": "pair check", "evidence": []})
+        Outgoing("MO", 20, ViolationReport(offender=b, reason="pair check", evidence=()))
         for b in ("B1", "B2", "LM")
     ]
     sent = [send(channels, "S1", report) for report in reports]
     received = [channels["MO"].decode(*wire) for wire in sent]
-    assert [m.body["offender"] for m in received] == ["B1", "B2", "LM"]
+    assert [m.expect(ViolationReport).offender for m in received] == ["B1", "B2", "LM"]
     with pytest.raises(Duplicate):
         channels["MO"].decode(*sent[1])
 
@@ -269,7 +277,7 @@ def test_a_sealed_message_from_a_peer_without_an_announcement_is_an_unknown_peer
     s1 = Channel("S1", RUN, identities["S1"], roster, ROLES)
     b1 = Channel("B1", RUN, identities["B1"], roster, ROLES)
     s1.learn_agreement_key("B1", b1.x25519_public)
-    topic, payload = s1.encode(Outgoing("share", "B1", 3, {"x": 1}))
+    topic, payload = s1.encode(Outgoing("B1", 3, Share(1)))
     with pytest.raises(UnknownPeer, match="no key announcement from S1 yet"):
         b1.decode(topic, payload)
     assert b1.stats["rejected"] == 0

@@ -36,13 +36,14 @@ from privgrid.scenario import AttackSection, MarketSection
 from privgrid.wire import topics
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import CoalitionOrder, CoalitionRecord, Kind
 
 ESTIMATES_FILE = "attack-estimates.json"
 FIELDS = ("price", "charge", "previous", "target", "extrapolated", "own", "new_price")
 
 
 class Colluder:
-    kinds = frozenset({"coalition_record", "coalition_order"})
+    kinds = frozenset({Kind.COALITION_RECORD, Kind.COALITION_ORDER})
 
     def __init__(
         self,
@@ -114,26 +115,27 @@ class Colluder:
         self.last_bar = record.extrapolated
         if self.coordinator is not None:
             return self._pool(record)
-        body = {"r": record.round, **{f: encode_scalar(getattr(record, f)) for f in FIELDS}}
-        return [Outgoing("coalition_record", self.coordinator_id, record.round, body)]
+        body = CoalitionRecord(
+            record.round, **{f: encode_scalar(getattr(record, f)) for f in FIELDS}
+        )
+        return [Outgoing(self.coordinator_id, record.round, body)]
 
     def handle(self, message: Message) -> list[Outgoing]:
-        if message.kind == "coalition_order":
-            body = message.body
-            price = decode_scalar(body["price"]) if "price" in body else None
-            self.orders[body["r"]] = Order(body["r"], body["phase"], price)
-            return []
-        if self.coordinator is None:
-            raise Rejected(
-                "coalition record sent to a colluder that does not coordinate", message.sender
-            )
-        if message.sender not in self.attack.colluders:
-            raise Rejected(f"{message.sender} is not in the coalition", message.sender)
-        body = message.body
-        record = PairRecord(
-            body["r"], message.sender, **{f: decode_scalar(body[f]) for f in FIELDS}
-        )
-        return self._pool(record)
+        match message.body:
+            case CoalitionOrder(r=r, phase=phase, price=price):
+                self.orders[r] = Order(r, phase, None if price is None else decode_scalar(price))
+                return []
+            case CoalitionRecord() as body:
+                if self.coordinator is None:
+                    raise Rejected(
+                        "coalition record sent to a colluder that does not coordinate",
+                        message.sender,
+                    )
+                if message.sender not in self.attack.colluders:
+                    raise Rejected(f"{message.sender} is not in the coalition", message.sender)
+                values = {f: decode_scalar(getattr(body, f)) for f in FIELDS}
+                return self._pool(PairRecord(body.r, message.sender, **values))
+        raise Rejected(f"unexpected {message.kind}", message.sender)
 
     def _pool(self, record: PairRecord) -> list[Outgoing]:
         coordinator = self.coordinator
@@ -151,14 +153,9 @@ class Colluder:
                 order.price,
             )
         self.orders[order.round] = order
-        body: dict[str, object] = {"r": order.round, "phase": order.phase}
-        if order.price is not None:
-            body["price"] = encode_scalar(order.price)
-        return [
-            Outgoing("coalition_order", c, record.round, body)
-            for c in self.attack.colluders
-            if c != self.me
-        ]
+        price = None if order.price is None else encode_scalar(order.price)
+        body = CoalitionOrder(order.round, order.phase, price)
+        return [Outgoing(c, record.round, body) for c in self.attack.colluders if c != self.me]
 
     def subscriptions(self, run: str) -> list[str]:
         return [topics.collusion(run, self.attack.coalition)]

@@ -33,6 +33,11 @@ def encode(values: np.ndarray) -> np.ndarray:
     return np.rint(arr * SCALE).astype(np.int64)
 
 
+def fixed_tuple(values: np.ndarray) -> tuple[int, ...]:
+    """Real values → Python ints at scale 2^32 (a message body's fixed-point vector)."""
+    return tuple(int(x) for x in encode(values))
+
+
 def decode(fixed: np.ndarray) -> np.ndarray:
     """int64 at scale 2^32 → float64."""
     return np.asarray(fixed, dtype=np.int64).astype(np.float64) * RESOLUTION

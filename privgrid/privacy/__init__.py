@@ -13,7 +13,6 @@ never branches on which one it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from privgrid.crypto.framing import int_from_bytes, int_to_bytes
 from privgrid.logs import ParticipantLog
@@ -21,6 +20,7 @@ from privgrid.market.setup import MarketSetup
 from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
 from privgrid.privacy.lmleg import LmLeg, SealedLeg
 from privgrid.scenario import Scenario
+from privgrid.wire.kinds import KeyAnnouncement
 
 __all__ = ["CryptoCounters", "LmLeg", "PriceExchange", "PrivacyMode", "Violation", "make_mode"]
 
@@ -43,10 +43,11 @@ class PrivacyMode:
         mode has no heavy step to hand out, so none, whatever the scenario says."""
         return 0
 
-    def announcement(self) -> dict[str, Any]:
-        return {}
+    def announcement(self, base: KeyAnnouncement) -> KeyAnnouncement:
+        """Our key announcement: plain mode adds nothing to the agreement key."""
+        return base
 
-    def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:
+    def accept_announcement(self, sender: str, body: KeyAnnouncement) -> None:
         """Plain mode needs nothing beyond the X25519 key the channel already checked."""
 
     def session_secrets(self) -> dict[str, bytes]:
@@ -103,10 +104,10 @@ class PaillierMode(PrivacyMode):
     def crypto_threads(self) -> int:
         return self.scenario.privacy.crypto_threads
 
-    def announcement(self) -> dict[str, Any]:
-        return self.keys.announcement()
+    def announcement(self, base: KeyAnnouncement) -> KeyAnnouncement:
+        return self.keys.announcement(base)
 
-    def accept_announcement(self, sender: str, body: Mapping[str, Any]) -> None:
+    def accept_announcement(self, sender: str, body: KeyAnnouncement) -> None:
         self.keys.accept(sender, body)
 
     def session_secrets(self) -> dict[str, bytes]:

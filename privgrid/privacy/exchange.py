@@ -23,6 +23,7 @@ import numpy as np
 from privgrid.market.fixedpoint import decode
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import Kind
 
 #: Longest stretch of deferred work per idle tick: short enough that a message arriving
 #: meanwhile waits no longer than a typical MQTT hop on loopback takes anyway.
@@ -66,7 +67,7 @@ class PriceExchange(ABC):
     """One agent's side of all its pairs' price computations, round by round."""
 
     #: Message kinds this exchange consumes.
-    kinds: frozenset[str] = frozenset()
+    kinds: frozenset[Kind] = frozenset()
 
     def __init__(self, me: str, partners: Sequence[str]) -> None:
         self.me = me

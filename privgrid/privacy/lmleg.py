@@ -27,11 +27,12 @@ from privgrid.market.line_step import LinePrices, charges_for, reciprocity_resid
 from privgrid.market.setup import MarketSetup
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import Charges, Kind, Trades
 
 
 class LmLeg(ABC):
-    agent_kind: str  # what an agent sends the LM each round
-    charges_kind: str  # what brings an agent its charges
+    agent_kind: Kind  # what an agent sends the LM each round
+    charges_kind: Kind  # what brings an agent its charges
 
     # -- agent side ------------------------------------------------------------------------------
     @abstractmethod
@@ -151,7 +152,7 @@ class DirectLeg(LmLeg):
         )
 
 
-def _checked(values: list[int], count: int, message: Message, what: str) -> np.ndarray:
+def _checked(values: Sequence[int], count: int, message: Message, what: str) -> np.ndarray:
     if len(values) != count:
         raise Rejected(f"{what}: {len(values)} values where {count} are expected", message.sender)
     return decode(np.array(values, dtype=np.int64))
@@ -160,19 +161,19 @@ def _checked(values: list[int], count: int, message: Message, what: str) -> np.n
 class SealedLeg(DirectLeg):
     """Fixed-point values in sealed bodies (sealing happens in the channel)."""
 
-    agent_kind = "trades"
-    charges_kind = "charges"
+    agent_kind = Kind.TRADES
+    charges_kind = Kind.CHARGES
 
     def agent_message(self, round_: int, trades: np.ndarray, extrapolated: np.ndarray) -> Outgoing:
         from privgrid.scenario import LM_ID
 
-        return Outgoing(self.agent_kind, LM_ID, round_, {"x": [int(x) for x in encode(trades)]})
+        return Outgoing(LM_ID, round_, Trades(tuple(int(x) for x in encode(trades))))
 
     def agent_charges(self, message: Message, count: int) -> np.ndarray:
-        return _checked(message.body["x"], count, message, "charges")
+        return _checked(message.expect(Charges).x, count, message, "charges")
 
     def _read(self, message: Message, count: int) -> object:
-        return _checked(message.body["x"], count, message, "trades")
+        return _checked(message.expect(Trades).x, count, message, "trades")
 
     def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing:
-        return Outgoing(self.charges_kind, agent, round_, {"x": [int(x) for x in encode(charges)]})
+        return Outgoing(agent, round_, Charges(tuple(int(x) for x in encode(charges))))

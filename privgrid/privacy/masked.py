@@ -40,11 +40,12 @@ from privgrid.market.setup import MarketSetup
 from privgrid.privacy.lmleg import LmLeg
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import FlowsMasked, Kind, LinePriceUpdate
 
 
 class MaskedLeg(LmLeg):
-    agent_kind = "flows_masked"
-    charges_kind = "line_prices"
+    agent_kind = Kind.FLOWS_MASKED
+    charges_kind = Kind.LINE_PRICES
     _carried = ("flows",)
 
     def __init__(
@@ -80,11 +81,12 @@ class MaskedLeg(LmLeg):
             % MASK_MODULUS
             for value, branch in zip(contribution, setup.limited, strict=True)
         ]
-        return Outgoing(self.agent_kind, LM_ID, round_, {"y": masked})
+        return Outgoing(LM_ID, round_, FlowsMasked(tuple(masked)))
 
     def agent_charges(self, message: Message, count: int) -> np.ndarray:
         columns = self._agent_columns()
-        up, down = message.body["up"], message.body["down"]
+        body = message.expect(LinePriceUpdate)
+        up, down = body.up, body.down
         if len(up) != columns.shape[0] or len(down) != columns.shape[0]:
             raise Rejected(
                 f"line prices for {len(up)} lines, {columns.shape[0]} are limited", message.sender
@@ -96,7 +98,7 @@ class MaskedLeg(LmLeg):
 
     # -- LM side ---------------------------------------------------------------------------------
     def _read(self, message: Message, count: int) -> object:
-        values = message.body["y"]
+        values = message.expect(FlowsMasked).y
         if len(values) != len(self._setup().limited):
             raise Rejected(f"masked flows for {len(values)} lines", message.sender)
         return values
@@ -112,8 +114,8 @@ class MaskedLeg(LmLeg):
 
     def lm_send(self, round_: int, setup: MarketSetup, prices: LinePrices) -> list[Outgoing]:
         """The line prices, sealed to each agent (the same values for all)."""
-        body = {
-            "up": [int(x) for x in encode(prices.up)],
-            "down": [int(x) for x in encode(prices.down)],
-        }
-        return [Outgoing(self.charges_kind, agent, round_, body) for agent in setup.graph.agent_ids]
+        body = LinePriceUpdate(
+            up=tuple(int(x) for x in encode(prices.up)),
+            down=tuple(int(x) for x in encode(prices.down)),
+        )
+        return [Outgoing(agent, round_, body) for agent in setup.graph.agent_ids]

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -35,8 +35,12 @@ from privgrid.crypto.sealing import (
     seal,
     unseal,
 )
-from privgrid.wire import kinds, schema, topics
+from privgrid.wire import kinds, topics
+from privgrid.wire.body import Body
 from privgrid.wire.envelope import Rejected, open_envelope, seal_envelope
+from privgrid.wire.kinds import Kind, body_of
+
+B = TypeVar("B", bound=Body)
 
 
 class Duplicate(Rejected):
@@ -66,14 +70,23 @@ class Conflict(Rejected):
 
 @dataclass(frozen=True)
 class Message:
-    """A verified, opened, schema-checked message."""
+    """A verified, opened, schema-checked message; its kind follows from its body's type."""
 
-    kind: str
     round: int
     sender: str
     recipient: str
-    body: dict[str, Any]
+    body: Body
     raw: bytes  # the signed envelope, kept as evidence for violation reports
+
+    @property
+    def kind(self) -> Kind:
+        return self.body.KIND
+
+    def expect(self, body_type: type[B]) -> B:
+        """The body, if it is a ``body_type``; else :class:`Rejected` (an unexpected kind)."""
+        if not isinstance(self.body, body_type):
+            raise Rejected(f"unexpected {self.kind}", self.sender)
+        return self.body
 
 
 @dataclass(frozen=True)
@@ -86,13 +99,27 @@ class Outgoing:
     that lost it) therefore sends the very bytes of the first time: ``wire`` keeps them.
     """
 
-    kind: str
     recipient: str  # a participant id, or topics.BROADCAST
     round: int
-    body: dict[str, Any] = field(default_factory=dict)
+    body: Body
     retain: bool = False
     #: (sender, run, topic, payload) once encoded; filled by :meth:`Channel.encode`.
     wire: list[tuple[str, str, str, bytes]] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def kind(self) -> Kind:
+        return self.body.KIND
+
+    def to_state(self) -> list[Any]:
+        """For a checkpoint: ``[kind, recipient, round, body map]`` (msgpack-able)."""
+        return [str(self.kind), self.recipient, self.round, self.body.to_body()]
+
+    @classmethod
+    def from_state(cls, state: Sequence[Any]) -> Outgoing:
+        """The message :meth:`to_state` saved (its body checked against its kind's schema);
+        it will be sealed afresh when sent."""
+        kind, recipient, round_, fields = state
+        return cls(str(recipient), int(round_), body_of(str(kind), fields))
 
 
 def pack_body(body: Mapping[str, Any]) -> bytes:
@@ -177,9 +204,9 @@ class Channel:
         started = time.perf_counter()
         if spec.sealed:
             ad = associated_data(self.run, out.round, self.me, out.recipient, out.kind)
-            body = seal(self._pair_key(out.recipient), out.body, ad)
+            body = seal(self._pair_key(out.recipient), out.body.to_body(), ad)
         else:
-            body = pack_body(out.body)
+            body = pack_body(out.body.to_body())
         payload = seal_envelope(
             self.identity,
             kind=out.kind,
@@ -190,7 +217,7 @@ class Channel:
             body=body,
         )
         self.crypto_seconds += time.perf_counter() - started
-        if out.kind == "key":
+        if out.kind == Kind.KEY:
             topic = topics.keys(self.run, self.me)
         elif spec.coalition:
             if self.coalition is None:
@@ -255,7 +282,7 @@ class Channel:
         seen = self._seen.get(key)
         if seen == payload:
             raise Duplicate("duplicate delivery", env.sender)
-        if seen is not None and env.kind != "key":
+        if seen is not None and env.kind != Kind.KEY:
             raise Conflict(
                 f"replayed or conflicting {env.kind} for round {env.round} "
                 "(same round/kind/pair, different body)",
@@ -274,19 +301,19 @@ class Channel:
                 self.crypto_seconds += time.perf_counter() - started
         else:
             fields = unpack_body(env.body, env.sender, env.kind)
-        body = schema.check(fields, spec.body, kind=env.kind, sender=env.sender)
+        body = spec.body_type.from_body(fields, sender=env.sender)
         self._seen[key] = payload
-        return Message(env.kind, env.round, env.sender, env.recipient, body, payload)
+        return Message(env.round, env.sender, env.recipient, body, payload)
 
     def forget_sender(self, sender: str) -> None:
         """A peer restarted from its checkpoint: what it sends now may differ in its bytes
         (fresh randomness) from what it sent before the crash for the same round, so its
         duplicate-detection state starts over. Its announcements are kept."""
-        self._seen = {k: v for k, v in self._seen.items() if k[2] != sender or k[1] == "key"}
+        self._seen = {k: v for k, v in self._seen.items() if k[2] != sender or k[1] == Kind.KEY}
 
     def forget_rounds_before(self, round_: int) -> None:
         """Drop duplicate-detection state of old rounds (bounded memory on long runs)."""
         if round_ <= self._pruned:
             return
         self._pruned = round_
-        self._seen = {k: v for k, v in self._seen.items() if k[0] >= round_ or k[1] == "key"}
+        self._seen = {k: v for k, v in self._seen.items() if k[0] >= round_ or k[1] == Kind.KEY}

@@ -178,7 +178,9 @@ def optional(spec: Spec) -> Spec:
     return Spec(spec.check, optional=True)
 
 
-def check(body: Any, schema: Mapping[str, Spec], *, kind: str, sender: str) -> dict[str, Any]:
+def check(
+    body: Any, schema: Mapping[str, Spec], *, kind: str, sender: str | None
+) -> dict[str, Any]:
     """Return ``body`` if it matches ``schema`` exactly, else raise :class:`Rejected`."""
     if not isinstance(body, dict):
         raise Rejected(f"{kind} body is not a map", sender)

@@ -33,6 +33,7 @@ import aiomqtt
 
 from privgrid.wire import topics
 from privgrid.wire.faults import FaultInjector, FaultSpec
+from privgrid.wire.kinds import Kind
 
 DEFAULT_URL = "mqtt://localhost:1883"
 #: paho does not set TCP_NODELAY: a PUBACK followed by a PUBLISH then waits for the peer's
@@ -55,7 +56,7 @@ MAX_IN_FLIGHT = 1000
 
 def _is_departure(topic: str) -> bool:
     parsed = topics.parse(topic)
-    return parsed is not None and parsed.recipient == topics.BROADCAST and parsed.kind == "gone"
+    return parsed is not None and parsed.recipient == topics.BROADCAST and parsed.kind == Kind.GONE
 
 
 class BrokerUrlError(ValueError):

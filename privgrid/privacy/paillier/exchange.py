@@ -42,6 +42,7 @@ from privgrid.privacy.paillier.pools import ExchangePools
 from privgrid.privacy.paillier.workers import WorkerResults
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import Kind, PriceProof, ShareOwn, SharePeer
 
 #: Prices are int64 fixed point (:mod:`privgrid.market.fixedpoint`): a decryption beyond that
 #: is refused as a violation (a tighter bound than the proof's 2^128, protocol.md §5.4).
@@ -80,7 +81,7 @@ class PaillierExchange(PriceExchange):
     is left in :meth:`settle`, which the agent calls before its final report.
     """
 
-    kinds = frozenset({"share_own", "share_peer", "price_proof"})
+    kinds = frozenset({Kind.SHARE_OWN, Kind.SHARE_PEER, Kind.PRICE_PROOF})
 
     def __init__(
         self,
@@ -122,12 +123,12 @@ class PaillierExchange(PriceExchange):
         """The partners whose pairs are still in the market."""
         return [m for _, m in self.active()]
 
-    def _direction(self, message: Message, owner: str, peer: str) -> int:
+    def _direction(self, message: Message, pair: tuple[str, str], owner: str, peer: str) -> int:
         i = self.partner_index(message)
-        if message.body["pair"] != [owner, peer]:
+        if pair != (owner, peer):
             raise Violation(
                 message.sender,
-                f"{message.kind} names pair {message.body['pair']}, expected [{owner}, {peer}]",
+                f"{message.kind} names pair {list(pair)}, expected [{owner}, {peer}]",
                 [message.raw],
             )
         return i
@@ -135,44 +136,45 @@ class PaillierExchange(PriceExchange):
     def _context(self, owner: str, peer: str) -> ProofContext:
         return ProofContext(self.keys.run, self.round, owner, peer, "price")
 
-    def _contract_of(self, message: Message, i: int) -> int:
+    def _contract_of(self, body: SharePeer, i: int) -> int:
         """Owner side: the contract's c for direction ``i`` from the peer's ``share_peer``."""
         public = self.keys.keypair.public_key
-        c_b = pl.ciphertext_from_bytes(public, message.body["c"], "c_B")
+        c_b = pl.ciphertext_from_bytes(public, body.c, "c_B")
         return pair_contract(public, self._c_own[i], c_b)
 
-    def _claim_of(self, message: Message, i: int) -> tuple[int, int, DecryptionProof, ProofContext]:
+    def _claim_of(
+        self, owner: str, body: PriceProof, i: int
+    ) -> tuple[int, int, DecryptionProof, ProofContext]:
         """Peer side: (c, x, proof, context) of the owner's ``price_proof`` for direction ``i``."""
-        owner = message.sender
         c_a, c_b, _ = self._c_theirs[i]
         c = pair_contract(self.keys.public(owner), c_a, c_b)
-        body = message.body
-        proof = DecryptionProof(int.from_bytes(body["a"], "big"), int.from_bytes(body["z"], "big"))
-        return c, int.from_bytes(body["x"], "big"), proof, self._context(owner, self.me)
+        proof = DecryptionProof(int.from_bytes(body.a, "big"), int.from_bytes(body.z, "big"))
+        return c, int.from_bytes(body.x, "big"), proof, self._context(owner, self.me)
 
     # -- work on threads (privacy.crypto_threads) ------------------------------------------------
     def precompute(self, message: Message) -> Callable[[], None] | None:
         try:
-            if message.kind == "share_peer":
-                return self._prepare_proof(message)
-            if message.kind == "price_proof" and self.verify == "every_round":
-                return self._prepare_check(message)
+            match message.body:
+                case SharePeer() as body:
+                    return self._prepare_proof(message, body)
+                case PriceProof() as body if self.verify == "every_round":
+                    return self._prepare_check(message, body)
         except (Rejected, CryptoError, LookupError, TypeError, ValueError):
             pass  # not a message to work on ahead: handle() checks it and says why
         return None
 
-    def _prepare_proof(self, message: Message) -> Callable[[], None] | None:
-        i = self._direction(message, self.me, message.sender)
+    def _prepare_proof(self, message: Message, body: SharePeer) -> Callable[[], None] | None:
+        i = self._direction(message, body.pair, self.me, message.sender)
         if self._own[i] is not None:
             return None
-        c, context = self._contract_of(message, i), self._context(self.me, message.sender)
+        c, context = self._contract_of(body, i), self._context(self.me, message.sender)
         return self.prepared.proof_job(message.raw, self.keys.keypair, c, context, self.pools.own)
 
-    def _prepare_check(self, message: Message) -> Callable[[], None] | None:
-        i = self._direction(message, message.sender, self.me)
+    def _prepare_check(self, message: Message, body: PriceProof) -> Callable[[], None] | None:
+        i = self._direction(message, body.pair, message.sender, self.me)
         if i not in self._c_theirs or self._peer[i] is not None:
             return None
-        c, x, proof, context = self._claim_of(message, i)
+        c, x, proof, context = self._claim_of(message.sender, body, i)
         key = self.keys.public(message.sender)
         return self.prepared.check_job(message.raw, key, c, x, proof, context)
 
@@ -228,11 +230,8 @@ class PaillierExchange(PriceExchange):
         self.pools.forget(m)
         if i not in self._c_own:
             return []
-        body = {
-            "pair": [self.me, m],
-            "c": pl.ciphertext_to_bytes(self.keys.keypair.public_key, self._c_own[i]),
-        }
-        return [Outgoing("share_own", m, self.round, body)]
+        c_a = pl.ciphertext_to_bytes(self.keys.keypair.public_key, self._c_own[i])
+        return [Outgoing(m, self.round, ShareOwn((self.me, m), c_a))]
 
     # -- the protocol ---------------------------------------------------------------------------
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
@@ -252,48 +251,47 @@ class PaillierExchange(PriceExchange):
         for i, m in self.active():
             c_a = self.keys.keypair.encrypt_int(int(own[i]), self.pools.own.take_rn())
             self._c_own[i] = c_a
-            out.append(
-                Outgoing(
-                    "share_own", m, round_, {"pair": [me, m], "c": pl.ciphertext_to_bytes(key, c_a)}
-                )
-            )
+            out.append(Outgoing(m, round_, ShareOwn((me, m), pl.ciphertext_to_bytes(key, c_a))))
         self._timed("encrypt", started)
         return out
 
     def handle(self, message: Message) -> list[Outgoing]:
-        if message.kind == "share_own":
-            return self._answer(message)
-        if message.kind == "share_peer":
-            return self._decrypt_and_prove(message)
-        return self._verify(message)
+        match message.body:
+            case ShareOwn() as body:
+                return self._answer(message, body)
+            case SharePeer() as body:
+                return self._decrypt_and_prove(message, body)
+            case PriceProof() as body:
+                return self._verify(message, body)
+        raise Rejected(f"unexpected {message.kind}", message.sender)
 
-    def _answer(self, message: Message) -> list[Outgoing]:
+    def _answer(self, message: Message, body: ShareOwn) -> list[Outgoing]:
         """Peer step: the owner committed to c_A; now send c_B = E_owner(B)."""
         owner = message.sender
-        i = self._direction(message, owner, self.me)
+        i = self._direction(message, body.pair, owner, self.me)
         if i in self._c_theirs:
             raise Rejected(f"second share_own from {owner} in round {self.round}", owner)
         key = self.keys.public(owner)
         try:
-            c_a = pl.ciphertext_from_bytes(key, message.body["c"], "c_A")
+            c_a = pl.ciphertext_from_bytes(key, body.c, "c_A")
         except CryptoError as exc:
             raise Violation(owner, exc.reason, [message.raw]) from None
         started = time.perf_counter()
         c_b = pl.encrypt_int(key, self._peer_share[i], self.pools.partner(owner).take_rn())
         self._timed("encrypt", started)
         self._c_theirs[i] = (c_a, c_b, message.raw)
-        body = {"pair": [owner, self.me], "c": pl.ciphertext_to_bytes(key, c_b)}
-        return [Outgoing("share_peer", owner, self.round, body)]
+        answer = SharePeer((owner, self.me), pl.ciphertext_to_bytes(key, c_b))
+        return [Outgoing(owner, self.round, answer)]
 
-    def _decrypt_and_prove(self, message: Message) -> list[Outgoing]:
+    def _decrypt_and_prove(self, message: Message, body: SharePeer) -> list[Outgoing]:
         """Owner step: run the contract, decrypt with CRT, prove, send x and the proof sealed."""
         peer = message.sender
-        i = self._direction(message, self.me, peer)
+        i = self._direction(message, body.pair, self.me, peer)
         if self._own[i] is not None:
             raise Rejected(f"second share_peer from {peer} in round {self.round}", peer)
         keypair = self.keys.keypair
         try:
-            c = self._contract_of(message, i)
+            c = self._contract_of(body, i)
         except CryptoError as exc:
             raise Violation(peer, exc.reason, [message.raw]) from None
         context = self._context(self.me, peer)
@@ -306,22 +304,22 @@ class PaillierExchange(PriceExchange):
         if self.lie and self.round >= self.lie_from_round:  # behaviour "lying-decryptor"
             x = to_residue(self._own[i] + self.lie, keypair.n)
         size = pl.modulus_length(keypair.public_key)
-        body = {
-            "pair": [self.me, peer],
-            "x": int_to_fixed(x, size),
-            "a": int_to_fixed(proof.a, 2 * size),
-            "z": int_to_fixed(proof.z, size),
-        }
-        return [Outgoing("price_proof", peer, self.round, body)]
+        claim = PriceProof(
+            pair=(self.me, peer),
+            x=int_to_fixed(x, size),
+            a=int_to_fixed(proof.a, 2 * size),
+            z=int_to_fixed(proof.z, size),
+        )
+        return [Outgoing(peer, self.round, claim)]
 
-    def _verify(self, message: Message) -> list[Outgoing]:
+    def _verify(self, message: Message, body: PriceProof) -> list[Outgoing]:
         """Peer step: recompute c, check the decryption proof, record the owner's price.
 
         With ``verify = "batch"`` only the cheap checks run here; the equation waits in the
         owner's batch and x is used optimistically until then.
         """
         owner = message.sender
-        i = self._direction(message, owner, self.me)
+        i = self._direction(message, body.pair, owner, self.me)
         if i not in self._c_theirs:
             raise Violation(owner, "price_proof before the shares were exchanged", [message.raw])
         if self._peer[i] is not None or i in self._failed:
@@ -330,7 +328,7 @@ class PaillierExchange(PriceExchange):
         key = self.keys.public(owner)
         started = time.perf_counter()
         try:
-            c, x, proof, context = self._claim_of(message, i)
+            c, x, proof, context = self._claim_of(owner, body, i)
             if self.verify == "batch":
                 pending = check_decryption(key, c, x, proof, context)
                 evidence = DeferredProof(self.round, owner, (share_own, message.raw))

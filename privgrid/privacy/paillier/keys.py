@@ -9,13 +9,13 @@ exchange and the LM leg because both use the same keys, and a restart replaces t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
 
 from privgrid.crypto import paillier as pl
 from privgrid.crypto.errors import CryptoError
 from privgrid.crypto.keyproof import check_announced_key, key_proof_to_bytes, make_key_proof
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import KeyAnnouncement
 
 
 class PaillierKeys:
@@ -28,32 +28,27 @@ class PaillierKeys:
         self.keypair = pl.generate_keypair(bits)
         self.peers: dict[str, pl.PublicKey] = {}
 
-    def announcement(self) -> dict[str, Any]:
-        """The fields of this process's key announcement: N, its size and the key proof."""
+    def announcement(self, base: KeyAnnouncement) -> KeyAnnouncement:
+        """``base`` with this process's Paillier key: N, its size and the key proof."""
         proof = make_key_proof(self.keypair, self.run, self.me)
-        return {
-            "paillier_n": pl.public_key_to_bytes(self.keypair.public_key),
-            "paillier_bits": self.keypair.bits,
-            "key_proof": key_proof_to_bytes(self.keypair.n, proof),
-        }
+        return replace(
+            base,
+            paillier_n=pl.public_key_to_bytes(self.keypair.public_key),
+            paillier_bits=self.keypair.bits,
+            key_proof=tuple(key_proof_to_bytes(self.keypair.n, proof)),
+        )
 
-    def accept(self, sender: str, body: Mapping[str, Any]) -> None:
+    def accept(self, sender: str, body: KeyAnnouncement) -> None:
         """Checks 2–4 of protocol.md §2 (check 1, the signature and run, is the channel's).
 
         Raises:
             Rejected: the announcement has no Paillier key, or the key fails a check.
         """
-        if "paillier_n" not in body or "key_proof" not in body or "paillier_bits" not in body:
+        n, bits, key_proof = body.paillier_n, body.paillier_bits, body.key_proof
+        if n is None or bits is None or key_proof is None:
             raise Rejected("key announcement without a Paillier key", sender)
         try:
-            key = check_announced_key(
-                body["paillier_n"],
-                body["paillier_bits"],
-                self.min_bits,
-                self.run,
-                sender,
-                body["key_proof"],
-            )
+            key = check_announced_key(n, bits, self.min_bits, self.run, sender, key_proof)
         except CryptoError as exc:
             raise Rejected(f"Paillier key refused: {exc.reason}", sender) from None
         self.peers[sender] = key

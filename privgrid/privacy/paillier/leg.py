@@ -10,6 +10,7 @@ only shares the keys.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,31 +23,32 @@ from privgrid.privacy.lmleg import DirectLeg
 from privgrid.privacy.paillier.keys import PaillierKeys
 from privgrid.scenario import LM_ID
 from privgrid.wire.channel import Message, Outgoing
+from privgrid.wire.kinds import ChargesEnc, Kind, TradesEnc
 
 
 class PaillierLeg(DirectLeg):
     """Trades packed under the LM's key; charges packed under each agent's key (§6.2)."""
 
-    agent_kind = "trades_enc"
-    charges_kind = "charges_enc"
+    agent_kind = Kind.TRADES_ENC
+    charges_kind = Kind.CHARGES_ENC
 
     def __init__(self, keys: PaillierKeys, counters: CryptoCounters) -> None:
         super().__init__()
         self.keys = keys
         self.counters = counters
 
-    def _encrypt(self, recipient: str, values: np.ndarray) -> list[bytes]:
+    def _encrypt(self, recipient: str, values: np.ndarray) -> tuple[bytes, ...]:
         started = time.perf_counter()
         key = self.keys.public(recipient)
         cts = encrypt_packed(key, [int(x) for x in encode(values)])
         self.counters.add_time("lm_leg", time.perf_counter() - started)
-        return [pl.ciphertext_to_bytes(key, c) for c in cts]
+        return tuple(pl.ciphertext_to_bytes(key, c) for c in cts)
 
-    def _decrypt(self, message: Message, count: int) -> np.ndarray:
+    def _decrypt(self, message: Message, packed: Sequence[bytes], count: int) -> np.ndarray:
         started = time.perf_counter()
         keypair = self.keys.keypair
         try:
-            cts = [pl.ciphertext_from_bytes(keypair.public_key, b) for b in message.body["c"]]
+            cts = [pl.ciphertext_from_bytes(keypair.public_key, b) for b in packed]
             values = np.array(decrypt_packed(keypair, cts, count), dtype=np.int64)
         except CryptoError as exc:
             raise Violation(message.sender, exc.reason, [message.raw]) from None
@@ -58,13 +60,13 @@ class PaillierLeg(DirectLeg):
         return decode(values)
 
     def agent_message(self, round_: int, trades: np.ndarray, extrapolated: np.ndarray) -> Outgoing:
-        return Outgoing(self.agent_kind, LM_ID, round_, {"c": self._encrypt(LM_ID, trades)})
+        return Outgoing(LM_ID, round_, TradesEnc(self._encrypt(LM_ID, trades)))
 
     def agent_charges(self, message: Message, count: int) -> np.ndarray:
-        return self._decrypt(message, count)
+        return self._decrypt(message, message.expect(ChargesEnc).c, count)
 
     def _read(self, message: Message, count: int) -> object:
-        return self._decrypt(message, count)
+        return self._decrypt(message, message.expect(TradesEnc).c, count)
 
     def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing:
-        return Outgoing(self.charges_kind, agent, round_, {"c": self._encrypt(agent, charges)})
+        return Outgoing(agent, round_, ChargesEnc(self._encrypt(agent, charges)))

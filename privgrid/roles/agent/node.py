@@ -17,7 +17,7 @@ All maths is in :mod:`privgrid.market`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,16 +29,26 @@ from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
 from privgrid.market.agent_step import AgentCost, LocalStep, local_step
 from privgrid.market.derive import derive_partner, pair_checks, partner_shares
-from privgrid.market.fixedpoint import encode, encode_scalar, quantise_scalar
+from privgrid.market.fixedpoint import encode, encode_scalar, fixed_tuple, quantise_scalar
 from privgrid.market.kkt import AgentView, Check, Tolerances, check_agent, excluding_pairs
 from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ranges
 from privgrid.market.stopping import agent_pair_residuals
 from privgrid.privacy import PrivacyMode, Violation
-from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Node
+from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Action, Node
 from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire.channel import Channel, Message, Outgoing
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import (
+    AgentFinal,
+    AgentResiduals,
+    BlockProposal,
+    BlockVote,
+    Closed,
+    Gone,
+    Round,
+    Stop,
+)
 
 _SETUPS: dict[int, tuple[Scenario, MarketSetup]] = {}
 
@@ -76,7 +86,7 @@ class AgentNode(Node):
         super().__init__(me, log)
         self.colluder = colluder  # the collusion experiment's behaviour, or None: honest
         self.pending: int | None = None  # a round waiting for the coalition's order
-        self.dropped_pairs: list[list[str]] = []
+        self.dropped_pairs: tuple[tuple[str, str], ...] = ()
         self.identity = identity  # signs the Proof-of-Solution vote
         self.awaiting_block = False
         self.scenario = scenario
@@ -154,33 +164,37 @@ class AgentNode(Node):
             return self.peers()
         return self.peers() | set(self.colluder.attack.colluders)
 
-    def start(self, now: float) -> list[Outgoing]:
+    def start(self, now: float) -> list[Action]:
         self.last_heard = now
         return []
 
     # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, message: Message, now: float) -> list[Outgoing]:
+    def handle(self, message: Message, now: float) -> list[Action]:
         self.last_heard = now
-        if message.kind == "round" and message.sender == MO_ID:
-            return self._begin(message.round, message.body.get("dropped", []))
-        if message.kind == "stop":
-            return self._stop(message)
-        if message.kind == "block" and message.sender == MO_ID:
-            return self._vote(message)
-        if message.kind == "closed" and message.sender == MO_ID:
-            self.log.info("the MO closed the run: %s", message.body["reason"])
-            self.finish(EXIT_OK)
-            return []
+        from_mo = message.sender == MO_ID
+        match message.body:
+            case Round(dropped=dropped) if from_mo:
+                return self._begin(message.round, dropped or ())
+            case Stop() as stop:
+                return self._stop(message.round, stop)
+            case BlockProposal(block=raw) if from_mo:
+                return self._vote(message.round, raw)
+            case Closed(reason=reason) if from_mo:
+                self.log.info("the MO closed the run: %s", reason)
+                self.finish(EXIT_OK)
+                return []
+            case Gone():
+                if message.sender in (MO_ID, LM_ID):
+                    if self.wait_missing:
+                        self.log.warning(
+                            "%s left the run; waiting for it to rejoin", message.sender
+                        )
+                        return []
+                    self.log.error("%s left the run; stopping", message.sender)
+                    self.finish(EXIT_FAILURE)
+                return []
         if self.colluder is not None and message.kind in self.colluder.kinds:
             return self._coalition(message)
-        if message.kind == "gone":
-            if message.sender in (MO_ID, LM_ID):
-                if self.wait_missing:
-                    self.log.warning("%s left the run; waiting for it to rejoin", message.sender)
-                    return []
-                self.log.error("%s left the run; stopping", message.sender)
-                self.finish(EXIT_FAILURE)
-            return []
         current = self.work.round if self.work else self.completed
         if message.round == current and self.work is not None:
             return self._in_round(message)
@@ -204,7 +218,7 @@ class AgentNode(Node):
             return None
         return self.exchange.precompute(message)
 
-    def tick(self, now: float) -> list[Outgoing]:
+    def tick(self, now: float) -> list[Action]:
         if self.voted and now - self.last_heard > self.scenario.timeouts.finish:
             self.log.warning("the MO did not close the run; leaving with our vote cast")
             self.finish(EXIT_OK)
@@ -216,7 +230,7 @@ class AgentNode(Node):
             self.finish(EXIT_FAILURE)
         # Nothing arrived for a tick: spare time for the exchange's deferred work (pool
         # top-ups, batch verification); a proof found bad there is reported like any other.
-        outgoing: list[Outgoing] = []
+        outgoing: list[Action] = []
         for found in self.exchange.work_while_idle(now):
             round_ = getattr(found, "round", self.completed)
             outgoing += self.report_violation(found.offender, found.reason, found.evidence, round_)
@@ -237,11 +251,11 @@ class AgentNode(Node):
         state.update(
             completed=self.completed,
             theta=self.theta,
-            dropped_pairs=self.dropped_pairs,
+            dropped_pairs=[list(p) for p in self.dropped_pairs],
             exchange_dropped=sorted(self.exchange.dropped),
             awaiting_block=self.awaiting_block,
             voted=self.voted,
-            last_mo=None if last_mo is None else [last_mo.kind, last_mo.round, last_mo.body],
+            last_mo=None if last_mo is None else last_mo.to_state(),
         )
         return state
 
@@ -250,12 +264,12 @@ class AgentNode(Node):
             setattr(self, name, np.array(state[name], dtype=float))
         self.completed = int(state["completed"])
         self.theta = float(state["theta"])
-        self.dropped_pairs = [list(p) for p in state["dropped_pairs"]]
+        self.dropped_pairs = tuple((str(a), str(b)) for a, b in state["dropped_pairs"])
         self.exchange.drop(state["exchange_dropped"])
         self.awaiting_block = bool(state["awaiting_block"])
         self.voted = bool(state["voted"])
         last = state["last_mo"]
-        self.last_mo = None if last is None else Outgoing(last[0], MO_ID, int(last[1]), last[2])
+        self.last_mo = None if last is None else Outgoing.from_state(last)
         self.log.round = self.completed
 
     def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
@@ -267,7 +281,7 @@ class AgentNode(Node):
 
     def peer_restarted(
         self, peer: str, completed: int, new_keys: bool, now: float
-    ) -> list[Outgoing]:
+    ) -> list[Action]:
         """Redo or re-send what ``peer`` lost since its checkpoint at round ``completed``."""
         self.last_heard = now
         if peer == MO_ID:
@@ -282,21 +296,21 @@ class AgentNode(Node):
         if self.exchange.round != completed + 1:
             return []  # we have not begun the round it redoes: it will come in order
         self.log.info("redoing round %d with %s after its restart", completed + 1, peer)
-        return self.exchange.restart_partner(i)
+        return [*self.exchange.restart_partner(i)]
 
-    def peer_resynced(self, peer: str) -> list[Outgoing]:
+    def peer_resynced(self, peer: str) -> list[Action]:
         """After our restart: the MO may have lost our last report (the LM and partners lose
         nothing we sent before our checkpoint — they needed it to let us complete the round)."""
         if peer == MO_ID and self.last_mo is not None:
             return [self.last_mo]
         return []
 
-    def _serve(self, message: Message) -> list[Outgoing]:
+    def _serve(self, message: Message) -> list[Action]:
         """A restarted partner redoes the round we completed: answer, nothing to commit."""
         try:
             if message.kind not in self.exchange.kinds:
                 raise Rejected(f"unexpected {message.kind}", message.sender)
-            outgoing = self.exchange.handle(message)
+            outgoing: list[Action] = [*self.exchange.handle(message)]
         except Violation as exc:
             return self.report_violation(exc.offender, exc.reason, exc.evidence, self.completed)
         except Rejected as exc:
@@ -310,7 +324,7 @@ class AgentNode(Node):
         return outgoing
 
     # -- a round ------------------------------------------------------------------------------
-    def _drop_pairs(self, dropped: list[list[str]]) -> None:
+    def _drop_pairs(self, dropped: Sequence[Sequence[str]]) -> None:
         gone = {m for pair in dropped if self.me in pair for m in pair if m != self.me}
         new = gone - self.exchange.dropped
         if not new:
@@ -324,10 +338,10 @@ class AgentNode(Node):
             "the MO removed my pair(s) with %s from the market", ", ".join(sorted(new))
         )
 
-    def _coalition(self, message: Message) -> list[Outgoing]:
+    def _coalition(self, message: Message) -> list[Action]:
         assert self.colluder is not None
         try:
-            outgoing = self.colluder.handle(message)
+            outgoing: list[Action] = [*self.colluder.handle(message)]
         except Rejected as exc:
             self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
             return []
@@ -336,7 +350,7 @@ class AgentNode(Node):
             outgoing += self._begin(pending, self.dropped_pairs)
         return outgoing
 
-    def _begin(self, round_: int, dropped: list[list[str]]) -> list[Outgoing]:
+    def _begin(self, round_: int, dropped: tuple[tuple[str, str], ...]) -> list[Action]:
         if round_ <= self.completed or (self.work is not None and self.work.round == round_):
             return []  # a repeat (the MO re-broadcasts its round after its restart)
         if round_ != self.completed + 1 or self.work is not None:
@@ -370,7 +384,7 @@ class AgentNode(Node):
             )
         self.compute_seconds += time.perf_counter() - started
         self.work = RoundWork(round_, step, own_fixed)
-        outgoing = self.exchange.begin(round_, own_fixed, peer_fixed)
+        outgoing: list[Action] = [*self.exchange.begin(round_, own_fixed, peer_fixed)]
         self.last_lm = self.leg.agent_message(round_, step.trades, step.extrapolated)
         outgoing.append(self.last_lm)
         early, self.early = self.early, []
@@ -378,14 +392,14 @@ class AgentNode(Node):
             outgoing += self._in_round(message)
         return outgoing
 
-    def _in_round(self, message: Message) -> list[Outgoing]:
+    def _in_round(self, message: Message) -> list[Action]:
         work = self.work
         assert work is not None
-        outgoing: list[Outgoing] = []
+        outgoing: list[Action] = []
         try:
             if message.kind in self.exchange.kinds:
                 work.evidence.setdefault(message.sender, []).append(message.raw)
-                outgoing = self.exchange.handle(message)
+                outgoing = [*self.exchange.handle(message)]
             elif message.kind == self.leg.charges_kind and message.sender == LM_ID:
                 work.charges = self.leg.agent_charges(message, len(self.partners))
             else:
@@ -402,7 +416,7 @@ class AgentNode(Node):
             return outgoing
         return outgoing + self._commit(work)
 
-    def _commit(self, work: RoundWork) -> list[Outgoing]:
+    def _commit(self, work: RoundWork) -> list[Action]:
         own, partner = self.exchange.prices(self.prices)
         m = self.market
         shares = partner_shares(encode(own), work.own_shares)
@@ -429,12 +443,12 @@ class AgentNode(Node):
         self.charges = work.charges if work.charges is not None else self.charges
         self.completed, self.work = work.round, None
         gap, mismatch = agent_pair_residuals(own, partner, self.trades, self.derived, active)
-        body = {
-            "r_d": encode_scalar(work.step.residual),
-            "r_C": encode_scalar(quantise_scalar(gap)),
-            "r_P": encode_scalar(quantise_scalar(mismatch)),
-        }
-        self.last_mo = Outgoing("residuals", MO_ID, work.round, body)
+        body = AgentResiduals(
+            r_d=encode_scalar(work.step.residual),
+            r_C=encode_scalar(quantise_scalar(gap)),
+            r_P=encode_scalar(quantise_scalar(mismatch)),
+        )
+        self.last_mo = Outgoing(MO_ID, work.round, body)
         return [*outgoing, CHECKPOINT, self.last_mo]
 
     def _pair_checks(
@@ -444,7 +458,7 @@ class AgentNode(Node):
         partner: np.ndarray,
         targets: np.ndarray,
         active: np.ndarray,
-    ) -> list[Outgoing]:
+    ) -> list[Action]:
         """I4: every partner's two proven prices agree and its derived trade is in range."""
         if not self.pair_checks:
             return []
@@ -459,7 +473,7 @@ class AgentNode(Node):
             self.market.rho,
             checked,
         )
-        outgoing = []
+        outgoing: list[Action] = []
         for failure in failures:
             offender = self.partners[failure.partner_index]
             evidence = work.evidence.get(offender, [])
@@ -468,19 +482,17 @@ class AgentNode(Node):
         return outgoing
 
     # -- the end ------------------------------------------------------------------------------
-    def _stop(self, message: Message) -> list[Outgoing]:
-        if message.round == 0:
-            self.log.error("the MO could not start the run: %s", message.body["reason"])
+    def _stop(self, round_: int, stop: Stop) -> list[Action]:
+        if round_ == 0:
+            self.log.error("the MO could not start the run: %s", stop.reason)
             self.finish(EXIT_FAILURE)
             return []
-        if self.last_mo is not None and self.last_mo.kind != "residuals":
+        if self.last_mo is not None and not isinstance(self.last_mo.body, AgentResiduals):
             return []  # a repeat (the MO re-broadcasts after its restart): reported already
-        if message.round != self.completed:
-            self.log.warning("stop for round %d while at round %d", message.round, self.completed)
-        verdict = "converged" if message.body["converged"] else "did not converge"
-        self.log.info(
-            "market %s after round %d: %s", verdict, message.round, message.body["reason"]
-        )
+        if round_ != self.completed:
+            self.log.warning("stop for round %d while at round %d", round_, self.completed)
+        verdict = "converged" if stop.converged else "did not converge"
+        self.log.info("market %s after round %d: %s", verdict, round_, stop.reason)
         if self.colluder is not None:
             self.colluder.finish()
         active = [i for i, _ in self.exchange.active()]
@@ -506,26 +518,26 @@ class AgentNode(Node):
             )
         # Batch verification: every proof still pending is checked now, before the report and
         # so before any block; a failure reaches the MO ahead of the report (it commits nothing).
-        reports: list[Outgoing] = []
+        reports: list[Action] = []
         for found in self.exchange.settle():
             round_ = getattr(found, "round", self.completed)
             reports += self.report_violation(found.offender, found.reason, found.evidence, round_)
-        body = {
-            "P": [int(x) for x in encode(self.trades)],
-            "lam": [int(x) for x in encode(self.prices)],
-            "lam_peer": [int(x) for x in encode(self.partner_prices)],
-            "c": [int(x) for x in encode(self.charges)],
-            "kkt": [c.as_dict() for c in checks],
-            "stats": self.stats(),  # with counters(): every incarnation
-        }
-        if message.body["converged"] and self.identity is not None:
+        body = AgentFinal(
+            P=fixed_tuple(self.trades),
+            lam=fixed_tuple(self.prices),
+            lam_peer=fixed_tuple(self.partner_prices),
+            c=fixed_tuple(self.charges),
+            kkt=tuple(c.as_dict() for c in checks),
+            stats=self.stats(),  # with counters(): every incarnation
+        )
+        if stop.converged and self.identity is not None:
             self.awaiting_block = True  # the MO proposes the block next
         else:
             self.finish(EXIT_OK)
-        self.last_mo = Outgoing("final", MO_ID, self.completed, body)
+        self.last_mo = Outgoing(MO_ID, self.completed, body)
         return [*reports, CHECKPOINT, self.last_mo]
 
-    def _vote(self, message: Message) -> list[Outgoing]:
+    def _vote(self, round_: int, raw: bytes) -> list[Action]:
         """Proof of Solution: check our part of the KKT on the proposed block, sign the verdict."""
         if not self.awaiting_block or self.identity is None:
             self.log.warning("ignored a block: not waiting for one")
@@ -535,7 +547,7 @@ class AgentNode(Node):
 
         self.awaiting_block = False
         try:
-            block = Block.from_bytes(message.body["block"])
+            block = Block.from_bytes(raw)
             checks = agent_checks(
                 block,
                 self._setup,
@@ -569,5 +581,5 @@ class AgentNode(Node):
             block.height,
             block.hash_hex[:16],
         )
-        self.last_mo = Outgoing("vote", MO_ID, message.round, {"vote": vote.to_bytes()})
+        self.last_mo = Outgoing(MO_ID, round_, BlockVote(vote.to_bytes()))
         return [CHECKPOINT, self.last_mo]

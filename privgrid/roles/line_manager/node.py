@@ -18,15 +18,25 @@ import numpy as np
 
 from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
-from privgrid.market.fixedpoint import encode, encode_scalar
-from privgrid.market.kkt import Tolerances, check_line_flows, check_lines, excluding_pairs
+from privgrid.market.fixedpoint import encode_scalar, fixed_tuple
+from privgrid.market.kkt import Check, Tolerances, check_line_flows, check_lines, excluding_pairs
 from privgrid.market.line_step import LinePrices, line_update
 from privgrid.market.setup import MarketSetup
 from privgrid.privacy import PrivacyMode, Violation
-from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Node
+from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Action, Node
 from privgrid.scenario import LM_ID, MO_ID
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
+from privgrid.wire.kinds import (
+    BlockProposal,
+    BlockVote,
+    Closed,
+    Gone,
+    LmFinal,
+    LmResiduals,
+    Round,
+    Stop,
+)
 
 
 class LineManagerNode(Node):
@@ -48,7 +58,7 @@ class LineManagerNode(Node):
         self.flows = np.zeros(len(setup.limited))  # F(P^k) on the limited lines
         self.completed = 0
         self.awaiting_block = False
-        self.dropped: list[list[str]] = []
+        self.dropped: tuple[tuple[str, str], ...] = ()
         self.last_heard = 0.0
         timeouts = setup.scenario.timeouts
         self.wait_missing = timeouts.on_missing == "wait"
@@ -56,7 +66,7 @@ class LineManagerNode(Node):
         if self.wait_missing:
             self.timeout += timeouts.missing
         # Restarts (docs/reliability.md): what we sent last, for a peer that lost it.
-        self.last_step: list[Outgoing] = []  # the last round's charges / line prices, r_L
+        self.last_step: list[Outgoing] = []  # the last round's charges or line prices
         self.last_mo: Outgoing | None = None  # our last message to the MO
         self.voted = False
         #: Opt-in audit of what the LM received (the honest-but-curious experiment).
@@ -68,35 +78,36 @@ class LineManagerNode(Node):
     def peers(self) -> set[str]:
         return {*self.graph.agent_ids, MO_ID}
 
-    def start(self, now: float) -> list[Outgoing]:
+    def start(self, now: float) -> list[Action]:
         self.last_heard = now
         return []
 
-    def handle(self, message: Message, now: float) -> list[Outgoing]:
+    def handle(self, message: Message, now: float) -> list[Action]:
         self.last_heard = now
-        if message.kind == "stop":
-            return self._stop(message)
-        if message.kind == "block" and message.sender == MO_ID:
-            return self._vote(message)
-        if message.kind == "closed" and message.sender == MO_ID:
-            self.log.info("the MO closed the run: %s", message.body["reason"])
-            self.finish(EXIT_OK)
-            return []
-        if message.kind == "gone":
-            if message.sender == MO_ID:
-                if self.wait_missing:
-                    self.log.warning("the MO left the run; waiting for it to rejoin")
-                    return []
-                self.log.error("the MO left the run; stopping")
-                self.finish(EXIT_FAILURE)
-            return []
-        if message.kind == "round":
-            self.log.round = message.round
-            dropped = message.body.get("dropped", [])
-            if dropped != self.dropped:
-                self.dropped = [list(p) for p in dropped]
-                self.leg.lm_drop(self.setup, self.dropped)
-            return []
+        from_mo = message.sender == MO_ID
+        match message.body:
+            case Stop() as stop:
+                return self._stop(message.round, stop)
+            case BlockProposal(block=raw) if from_mo:
+                return self._vote(message.round, raw)
+            case Closed(reason=reason) if from_mo:
+                self.log.info("the MO closed the run: %s", reason)
+                self.finish(EXIT_OK)
+                return []
+            case Gone():
+                if from_mo:
+                    if self.wait_missing:
+                        self.log.warning("the MO left the run; waiting for it to rejoin")
+                        return []
+                    self.log.error("the MO left the run; stopping")
+                    self.finish(EXIT_FAILURE)
+                return []
+            case Round(dropped=dropped):
+                self.log.round = message.round
+                if (dropped or ()) != self.dropped:
+                    self.dropped = dropped or ()
+                    self.leg.lm_drop(self.setup, self.dropped)
+                return []
         if message.kind != self.leg.agent_kind:
             self.log.warning("dropped unexpected %s from %s", message.kind, message.sender)
             return []
@@ -132,7 +143,7 @@ class LineManagerNode(Node):
             return []
         return self._step(message.round)
 
-    def _step(self, round_: int) -> list[Outgoing]:
+    def _step(self, round_: int) -> list[Action]:
         started = time.perf_counter()
         setup = self.setup
         flows_bar, flows_new, reciprocity = self.leg.lm_flows(setup, self.market.rho)
@@ -142,14 +153,13 @@ class LineManagerNode(Node):
         self.line_prices, self.flows, self.completed = line.prices, flows_new, round_
         self.compute_seconds += time.perf_counter() - started
         outgoing = self.leg.lm_send(round_, setup, line.prices)
-        residuals = {"r_L": encode_scalar(line.line_residual)}
-        if reciprocity is not None:
-            residuals["r_P"] = encode_scalar(reciprocity)
-        self.last_mo = Outgoing("lm_residuals", MO_ID, round_, residuals)
+        r_p = None if reciprocity is None else encode_scalar(reciprocity)
+        residuals = LmResiduals(encode_scalar(line.line_residual), r_p)
+        self.last_mo = Outgoing(MO_ID, round_, residuals)
         self.last_step = outgoing
         return [CHECKPOINT, *outgoing, self.last_mo]
 
-    def tick(self, now: float) -> list[Outgoing]:
+    def tick(self, now: float) -> list[Action]:
         if self.voted and now - self.last_heard > self.setup.scenario.timeouts.finish:
             self.log.warning("the MO did not close the run; leaving with our vote cast")
             self.finish(EXIT_OK)
@@ -161,7 +171,7 @@ class LineManagerNode(Node):
             self.finish(EXIT_FAILURE)
         return []
 
-    def _final_checks(self) -> list:
+    def _final_checks(self) -> list[Check]:
         """L1–L3 when the LM saw the trades; from the flows alone (L1, L2) when it did not."""
         tol = Tolerances.for_market(self.market)
         trades, charges = self.leg.lm_state(self.setup)
@@ -169,15 +179,15 @@ class LineManagerNode(Node):
             return check_lines(self.setup, trades, charges, self.line_prices, tol)
         return check_line_flows(self.setup, self.flows, self.line_prices, tol)
 
-    def _stop(self, message: Message) -> list[Outgoing]:
-        if message.round == 0:
-            self.log.error("the MO could not start the run: %s", message.body["reason"])
+    def _stop(self, round_: int, stop: Stop) -> list[Action]:
+        if round_ == 0:
+            self.log.error("the MO could not start the run: %s", stop.reason)
             self.finish(EXIT_FAILURE)
             return []
-        if self.last_mo is not None and self.last_mo.kind != "lm_residuals":
+        if self.last_mo is not None and not isinstance(self.last_mo.body, LmResiduals):
             return []  # a repeat (the MO re-broadcasts after its restart): reported already
-        verdict = "converged" if message.body["converged"] else "did not converge"
-        self.log.info("market %s after round %d", verdict, message.round)
+        verdict = "converged" if stop.converged else "did not converge"
+        self.log.info("market %s after round %d", verdict, round_)
         checks = self._final_checks()
         for check in (c for c in checks if not c.passed):
             self.log.warning(
@@ -187,20 +197,20 @@ class LineManagerNode(Node):
                 check.value,
                 check.tolerance,
             )
-        body = {
-            "eta_up": [int(x) for x in encode(self.line_prices.up)],
-            "eta_down": [int(x) for x in encode(self.line_prices.down)],
-            "kkt": [c.as_dict() for c in checks],
-            "stats": self.stats(),
-        }
-        if message.body["converged"] and self.identity is not None:
+        body = LmFinal(
+            eta_up=fixed_tuple(self.line_prices.up),
+            eta_down=fixed_tuple(self.line_prices.down),
+            kkt=tuple(c.as_dict() for c in checks),
+            stats=self.stats(),
+        )
+        if stop.converged and self.identity is not None:
             self.awaiting_block = True
         else:
             self.finish(EXIT_OK)
-        self.last_mo = Outgoing("lm_final", MO_ID, self.completed, body)
+        self.last_mo = Outgoing(MO_ID, self.completed, body)
         return [CHECKPOINT, self.last_mo]
 
-    def _vote(self, message: Message) -> list[Outgoing]:
+    def _vote(self, round_: int, raw: bytes) -> list[Action]:
         """Proof of Solution, the LM's part: line records, limits, line prices, charges."""
         if not self.awaiting_block or self.identity is None:
             self.log.warning("ignored a block: not waiting for one")
@@ -210,7 +220,7 @@ class LineManagerNode(Node):
 
         self.awaiting_block = False
         try:
-            block = Block.from_bytes(message.body["block"])
+            block = Block.from_bytes(raw)
             checks = excluding_pairs(lm_checks(block, self.setup), self.dropped)
         except LedgerError as exc:
             self.log.error("the proposed block is malformed: %s; not voting", exc)
@@ -232,50 +242,44 @@ class LineManagerNode(Node):
             block.height,
             block.hash_hex[:16],
         )
-        self.last_mo = Outgoing("vote", MO_ID, message.round, {"vote": vote.to_bytes()})
+        self.last_mo = Outgoing(MO_ID, round_, BlockVote(vote.to_bytes()))
         return [CHECKPOINT, self.last_mo]
 
     # -- restarts (docs/reliability.md) ---------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
-        def out(o: Outgoing) -> list[object]:
-            return [o.kind, o.recipient, o.round, o.body]
-
         return {
             "completed": self.completed,
             "eta_up": [float(x) for x in self.line_prices.up],
             "eta_down": [float(x) for x in self.line_prices.down],
             "flows": [float(x) for x in self.flows],
-            "dropped": self.dropped,
+            "dropped": [list(p) for p in self.dropped],
             "leg": self.leg.lm_snapshot(),
             "awaiting_block": self.awaiting_block,
             "voted": self.voted,
-            "last_step": [out(o) for o in self.last_step],
-            "last_mo": None if self.last_mo is None else out(self.last_mo),
+            "last_step": [o.to_state() for o in self.last_step],
+            "last_mo": None if self.last_mo is None else self.last_mo.to_state(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        def out(o: list[Any]) -> Outgoing:
-            return Outgoing(o[0], o[1], int(o[2]), o[3])
-
         self.completed = int(state["completed"])
         self.line_prices = LinePrices(
             np.array(state["eta_up"], dtype=float), np.array(state["eta_down"], dtype=float)
         )
         self.flows = np.array(state["flows"], dtype=float)
-        self.dropped = [list(p) for p in state["dropped"]]
+        self.dropped = tuple((str(a), str(b)) for a, b in state["dropped"])
         if self.dropped:
             self.leg.lm_drop(self.setup, self.dropped)
         self.leg.lm_restore(state["leg"])
         self.awaiting_block = bool(state["awaiting_block"])
         self.voted = bool(state["voted"])
-        self.last_step = [out(o) for o in state["last_step"]]
-        self.last_mo = None if state["last_mo"] is None else out(state["last_mo"])
+        self.last_step = [Outgoing.from_state(o) for o in state["last_step"]]
+        self.last_mo = None if state["last_mo"] is None else Outgoing.from_state(state["last_mo"])
         self.log.round = self.completed
 
     def resume_point(self) -> int:
         return self.completed
 
-    def _resend_to(self, peer: str) -> list[Outgoing]:
+    def _resend_to(self, peer: str) -> list[Action]:
         """Our last round's messages for ``peer`` (every leg addresses each agent its own:
         charges, or the line prices, sealed; the LM broadcasts nothing)."""
         if peer == MO_ID:
@@ -284,7 +288,7 @@ class LineManagerNode(Node):
 
     def peer_restarted(
         self, peer: str, completed: int, new_keys: bool, now: float
-    ) -> list[Outgoing]:
+    ) -> list[Action]:
         """An agent that lost our answer to the round it redoes gets it again; the MO gets
         our last report again."""
         self.last_heard = now
@@ -294,6 +298,6 @@ class LineManagerNode(Node):
             return []
         return self._resend_to(peer)
 
-    def peer_resynced(self, peer: str) -> list[Outgoing]:
+    def peer_resynced(self, peer: str) -> list[Action]:
         """After our restart: each peer that resyncs gets our last messages for it again."""
         return self._resend_to(peer)

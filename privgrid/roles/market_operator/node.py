@@ -11,9 +11,10 @@ becomes of them (results, ledger) is the process layer's business (:attr:`outcom
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from privgrid.ledger import Block, Decision, LedgerError, Vote
 from privgrid.logs import ParticipantLog
@@ -21,12 +22,47 @@ from privgrid.market.fixedpoint import decode_scalar
 from privgrid.market.setup import TradeGraph
 from privgrid.market.stopping import Residuals, converged
 from privgrid.privacy import PrivacyMode
-from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_NOT_CONVERGED, EXIT_OK, Node
+from privgrid.runtime import (
+    CHECKPOINT,
+    EXIT_FAILURE,
+    EXIT_NOT_CONVERGED,
+    EXIT_OK,
+    Action,
+    Node,
+)
 from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire import topics
+from privgrid.wire.body import Body
 from privgrid.wire.channel import Message, Outgoing
+from privgrid.wire.kinds import (
+    AgentFinal,
+    AgentResiduals,
+    BlockProposal,
+    BlockVote,
+    Closed,
+    Gone,
+    LinePriceUpdate,
+    LmFinal,
+    LmResiduals,
+    Round,
+    Stop,
+    ViolationReport,
+)
 
-RUNNING, FINISHING, VOTING, DONE = "running", "finishing", "voting", "done"
+if TYPE_CHECKING:
+    from privgrid.roles.market_operator.proposal import Proposal
+
+
+
+class Phase(StrEnum):
+    """Where the MO is: the round clock runs; final reports come in; votes come in; over."""
+
+    RUNNING = "running"
+    FINISHING = "finishing"
+    VOTING = "voting"
+    DONE = "done"
+
+
 #: After a failure, how long the MO waits at most for the final reports (and any further
 #: violation reports) of those still there: enough for live participants, who answer at once.
 FAILED_FINISH_SECONDS = 5.0
@@ -48,13 +84,13 @@ class RunOutcome:
     reason: str = ""
     error: str | None = None
     trace: list[TraceRow] = field(default_factory=list)
-    finals: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent id → final body
-    lm_final: dict[str, Any] | None = None
+    finals: dict[str, AgentFinal] = field(default_factory=dict)  # agent id → final report
+    lm_final: LmFinal | None = None
     started: float = 0.0  # perf_counter at round 1
     stopped: float = 0.0  # perf_counter at the stop
     finished: float = 0.0  # perf_counter when the finals were in
     violations: list[dict[str, Any]] = field(default_factory=list)
-    dropped: list[list[str]] = field(default_factory=list)  # pairs removed (drop_pair)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # pairs removed (drop_pair)
     block: Block | None = None  # the proposed block (converged runs with a ledger)
     votes: dict[str, Vote] = field(default_factory=dict)
     decision: Decision | None = None
@@ -67,18 +103,18 @@ class OperatorNode(Node):
         mode: PrivacyMode,
         log: ParticipantLog,
         on_progress: Callable[[TraceRow], None] | None = None,
-        proposal: Any = None,
+        proposal: Proposal | None = None,
     ) -> None:
         super().__init__(MO_ID, log)
         self.mode = mode
-        self.proposal = proposal  # a .proposal.Proposal, or None: no ledger
+        self.proposal = proposal  # None: no ledger
         self.scenario = scenario
         self.graph = TradeGraph.from_scenario(scenario)
         self.market = scenario.market
         self.agents = list(self.graph.agent_ids)
         self.expected = {*self.agents, LM_ID}
         self.on_progress = on_progress
-        self.phase = RUNNING
+        self.phase = Phase.RUNNING
         self.round = 0
         self.round_started = 0.0
         self.stop_sent_at = 0.0
@@ -90,33 +126,32 @@ class OperatorNode(Node):
         self.missing: dict[str, float] = {}  # participant → when it left
         self.paused_at = 0.0
         self.last_broadcast: Outgoing | None = None  # the phase message, sent again on restart
-        self.outbox: list[Outgoing] = []
+        self.outbox: list[Action] = []
         #: After a failure: participants not expected to send a final report (they left).
         self.absent: set[str] = set()
 
     def peers(self) -> set[str]:
         return set(self.expected)
 
-    def start(self, now: float) -> list[Outgoing]:
+    def start(self, now: float) -> list[Action]:
         if self.restored:
             return self._resume(now)
         self.log.info("every participant announced itself; starting round 1")
         self.outcome.started = time.perf_counter()
         return self._next_round(now)
 
-    def _broadcast(self, kind: str, body: dict[str, Any]) -> list[Outgoing]:
+    def _broadcast(self, body: Body) -> list[Action]:
         """A phase message for everyone, checkpointed first: a restarted MO sends it again."""
-        self.last_broadcast = Outgoing(kind, topics.BROADCAST, self.round, body)
+        self.last_broadcast = Outgoing(topics.BROADCAST, self.round, body)
         return [CHECKPOINT, self.last_broadcast]
 
     # -- rounds -------------------------------------------------------------------------------
-    def _next_round(self, now: float) -> list[Outgoing]:
+    def _next_round(self, now: float) -> list[Action]:
         self.round += 1
         self.log.round = self.round
         self.round_started = now
         self.agent_residuals, self.lm_residuals = {}, None
-        body = {"dropped": self.outcome.dropped} if self.outcome.dropped else {}
-        return self._broadcast("round", body)
+        return self._broadcast(Round(tuple(self.outcome.dropped) or None))
 
     def _stop(
         self,
@@ -126,7 +161,7 @@ class OperatorNode(Node):
         reason: str,
         error: str | None = None,
         absent: Iterable[str] = (),
-    ) -> list[Outgoing]:
+    ) -> list[Action]:
         """Broadcast ``stop`` and collect the final reports.
 
         After a failure (``error``) the run is over whatever comes next, but the MO still
@@ -135,20 +170,20 @@ class OperatorNode(Node):
         results) and any further violation reports (several reporters, or one reporter with
         several offenders, all end up in the results, not only the first)."""
         outcome = self.outcome
-        stopped_before = self.phase in (FINISHING, VOTING)  # a failure after the stop
+        stopped_before = self.phase in (Phase.FINISHING, Phase.VOTING)  # a failure after the stop
         outcome.converged, outcome.rounds, outcome.reason = ok, self.round, reason
         outcome.error = error
         outcome.stopped = time.perf_counter()
-        self.phase, self.stop_sent_at = FINISHING, now
+        self.phase, self.stop_sent_at = Phase.FINISHING, now
         log = self.log.info if ok else self.log.error
         log("stopping after round %d: %s", self.round, error or reason)
         if error is not None:
             self.absent |= set(absent) | set(self.missing)
             self.missing = {}
-        body = {"converged": ok, "reason": error or reason}
+        body = Stop(converged=ok, reason=error or reason)
         # One ``stop`` per run: a second, different one for the same round would read as an
         # equivocation of ours; the ``closed`` at the end tells everyone about the failure.
-        outgoing = [CHECKPOINT] if stopped_before else self._broadcast("stop", body)
+        outgoing: list[Action] = [CHECKPOINT] if stopped_before else self._broadcast(body)
         if error is not None and not self._awaited():  # every report was in already
             self._done()
         return outgoing
@@ -158,62 +193,60 @@ class OperatorNode(Node):
         reported = set(self.outcome.finals) | ({LM_ID} if self.outcome.lm_final else set())
         return self.expected - reported - self.absent
 
-    def handle(self, message: Message, now: float) -> list[Outgoing]:
+    def handle(self, message: Message, now: float) -> list[Action]:
         outgoing = self._handle(message, now)
         return outgoing + self._drain()
 
-    def _drain(self) -> list[Outgoing]:
+    def _drain(self) -> list[Action]:
         """Messages queued by :meth:`_done` (the ``closed`` broadcast)."""
         queued, self.outbox = self.outbox, []
         return queued
 
-    def _handle(self, message: Message, now: float) -> list[Outgoing]:
-        kind, sender = message.kind, message.sender
-        if kind == "gone":
-            return self._departed(sender, now)
-        if kind == "violation":
-            body = message.body
-            return self._violation(
-                sender, body["offender"], body["reason"], len(body["evidence"]), message.round, now
-            )
-        if kind in ("final", "lm_final"):
-            return self._final(message, now)
-        if kind in ("line_prices", "block", "round", "stop", "closed"):
-            return []  # broadcasts for the agents (our own come back too)
-        if kind == "vote":
-            return self._vote(message)
-        if self.phase != RUNNING:
+    def _handle(self, message: Message, now: float) -> list[Action]:
+        sender = message.sender
+        match message.body:
+            case Gone():
+                return self._departed(sender, now)
+            case ViolationReport(offender=offender, reason=reason, evidence=evidence):
+                return self._violation(sender, offender, reason, len(evidence), message.round, now)
+            case AgentFinal() | LmFinal() as final:
+                return self._final(sender, final, now)
+            case LinePriceUpdate() | BlockProposal() | Round() | Stop() | Closed():
+                return []  # broadcasts for the agents (our own come back too)
+            case BlockVote(vote=raw):
+                return self._vote(sender, raw)
+        if self.phase != Phase.RUNNING:
             return []
-        if message.round == self.round - 1 and kind in ("residuals", "lm_residuals"):
+        residuals = isinstance(message.body, AgentResiduals | LmResiduals)
+        if message.round == self.round - 1 and residuals:
             return []  # re-sent to us after our restart; we had it before the checkpoint
         if message.round != self.round:
             self.log.warning(
                 "dropped %s from %s for round %d (current round %d)",
-                kind,
+                message.kind,
                 sender,
                 message.round,
                 self.round,
             )
             return []
-        body = message.body
-        if kind == "residuals":
-            r_p = decode_scalar(body["r_P"]) if "r_P" in body else None
-            self.agent_residuals[sender] = (
-                decode_scalar(body["r_d"]),
-                decode_scalar(body["r_C"]),
-                r_p,
-            )
-        elif kind == "lm_residuals":
-            r_p = decode_scalar(body["r_P"]) if "r_P" in body else None
-            self.lm_residuals = (r_p, decode_scalar(body["r_L"]))
-        else:
-            self.log.warning("dropped unexpected %s from %s", kind, sender)
-            return []
+        match message.body:
+            case AgentResiduals(r_d=r_d, r_C=r_c, r_P=r_p):
+                self.agent_residuals[sender] = (
+                    decode_scalar(r_d),
+                    decode_scalar(r_c),
+                    None if r_p is None else decode_scalar(r_p),
+                )
+            case LmResiduals(r_L=r_l, r_P=r_p):
+                reciprocity = None if r_p is None else decode_scalar(r_p)
+                self.lm_residuals = (reciprocity, decode_scalar(r_l))
+            case _:
+                self.log.warning("dropped unexpected %s from %s", message.kind, sender)
+                return []
         if self.lm_residuals is None or len(self.agent_residuals) < len(self.agents):
             return []
         return self._round_complete(now)
 
-    def _round_complete(self, now: float) -> list[Outgoing]:
+    def _round_complete(self, now: float) -> list[Action]:
         assert self.lm_residuals is not None
         reciprocity = self.lm_residuals[0]
         if reciprocity is None:  # masked aggregation: the agents report it from their views
@@ -239,13 +272,15 @@ class OperatorNode(Node):
         return self._next_round(now)
 
     # -- faults ------------------------------------------------------------------------------
-    def report_violation(self, offender, reason, evidence, round_):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+    def report_violation(
+        self, offender: str, reason: str, evidence: Sequence[bytes], round_: int
+    ) -> list[Action]:
         """A violation the MO saw itself (e.g. a second key announcement)."""
         return self._violation(self.me, offender, reason, len(evidence), round_, time.monotonic())
 
     def _violation(
         self, reporter: str, offender: str, reason: str, evidence: int, round_: int, now: float
-    ) -> list[Outgoing]:
+    ) -> list[Action]:
         """Apply ``privacy.on_violation``: end the run naming the offender, or drop the pair."""
         self.outcome.violations.append(
             {
@@ -263,7 +298,7 @@ class OperatorNode(Node):
             round_,
             reason,
         )
-        if self.phase in (FINISHING, VOTING) and self.outcome.error is None:
+        if self.phase in (Phase.FINISHING, Phase.VOTING) and self.outcome.error is None:
             # A deferred check (privacy.verify = "batch") failed after the stop: the result
             # was computed with the false value, so nothing is committed, whatever
             # on_violation says; the final reports still on their way are not needed.
@@ -272,9 +307,10 @@ class OperatorNode(Node):
                 f"(reported by {reporter} after the stop)"
             )
             return self._stop(now, ok=False, reason="protocol violation", error=error)
-        if self.phase != RUNNING:
+        if self.phase != Phase.RUNNING:
             return []
-        pair = sorted((reporter, offender))
+        first, second = sorted((reporter, offender))
+        pair = (first, second)
         agents = set(self.agents)
         partners = (
             reporter in agents
@@ -293,20 +329,20 @@ class OperatorNode(Node):
         )
         return self._stop(now, ok=False, reason="protocol violation", error=error)
 
-    def give_up(self, reason: str) -> list[Outgoing]:
+    def give_up(self, reason: str) -> list[Action]:
         """Not everyone came: tell those who did, so nobody waits for a round that never comes."""
         self.outcome.error = reason
-        self.phase = DONE
+        self.phase = Phase.DONE
         self.finish(EXIT_FAILURE)
-        return [Outgoing("stop", topics.BROADCAST, 0, {"converged": False, "reason": reason})]
+        return [Outgoing(topics.BROADCAST, 0, Stop(converged=False, reason=reason))]
 
-    def _departed(self, sender: str, now: float) -> list[Outgoing]:
+    def _departed(self, sender: str, now: float) -> list[Action]:
         if self.outcome.error is not None:  # the run failed already: one report fewer to await
             self.absent.add(sender)
-            if self.phase == FINISHING and not self._awaited():
+            if self.phase == Phase.FINISHING and not self._awaited():
                 self._done()
             return []
-        if self.wait_missing and self.phase in (RUNNING, FINISHING, VOTING):
+        if self.wait_missing and self.phase in (Phase.RUNNING, Phase.FINISHING, Phase.VOTING):
             if not self.missing:
                 self.paused_at = now
             self.missing[sender] = now
@@ -318,22 +354,22 @@ class OperatorNode(Node):
                 self.scenario.timeouts.missing,
             )
             return []
-        if self.phase == RUNNING:
+        if self.phase == Phase.RUNNING:
             error = f"participant {sender} left the run during round {self.round}"
             return self._stop(
                 now, ok=False, reason="participant left", error=error, absent=[sender]
             )
-        if self.phase == FINISHING and sender not in self.outcome.finals and sender != LM_ID:
+        if self.phase == Phase.FINISHING and sender not in self.outcome.finals and sender != LM_ID:
             self.log.warning("%s left before sending its final report", sender)
         return []
 
-    def tick(self, now: float) -> list[Outgoing]:
+    def tick(self, now: float) -> list[Action]:
         return self._tick(now) + self._drain()
 
-    def _tick(self, now: float) -> list[Outgoing]:
+    def _tick(self, now: float) -> list[Action]:
         timeouts = self.scenario.timeouts
         if self.missing:
-            if self.phase == DONE or now - self.paused_at <= timeouts.missing:
+            if self.phase == Phase.DONE or now - self.paused_at <= timeouts.missing:
                 return []  # the round clock is paused
             names = ", ".join(sorted(self.missing))
             gone = list(self.missing)
@@ -342,13 +378,13 @@ class OperatorNode(Node):
                 f"participant {names} left the run during round {self.round} and did not "
                 f"rejoin within {timeouts.missing:g} s"
             )
-            if self.phase != RUNNING:
+            if self.phase != Phase.RUNNING:
                 self.outcome.error = error
                 self.log.error("%s", error)
                 self._done()
                 return []
             return self._stop(now, ok=False, reason="participant left", error=error, absent=gone)
-        if self.phase == RUNNING and now - self.round_started > timeouts.round:
+        if self.phase == Phase.RUNNING and now - self.round_started > timeouts.round:
             missing = [a for a in self.agents if a not in self.agent_residuals]
             if self.lm_residuals is None:
                 missing.append(LM_ID)
@@ -362,12 +398,12 @@ class OperatorNode(Node):
                 ),
                 # Not ``absent``: those waiting for a silent partner are alive and report.
             )
-        if self.phase == VOTING and now - self.stop_sent_at > timeouts.finish:
+        if self.phase == Phase.VOTING and now - self.stop_sent_at > timeouts.finish:
             self.log.error("not every vote arrived within %g s", timeouts.finish)
             self._decide()
         failed = self.outcome.error is not None
         limit = min(timeouts.finish, FAILED_FINISH_SECONDS) if failed else timeouts.finish
-        if self.phase == FINISHING and now - self.stop_sent_at > limit:
+        if self.phase == Phase.FINISHING and now - self.stop_sent_at > limit:
             missing = ", ".join(sorted(self._awaited()))
             if failed:  # the failure stays the reason; the missing reports are a footnote
                 self.log.warning("no final report from %s within %g s", missing, limit)
@@ -380,7 +416,7 @@ class OperatorNode(Node):
     # -- restarts (docs/reliability.md) ---------------------------------------------------------
     def peer_restarted(
         self, peer: str, completed: int, new_keys: bool, now: float
-    ) -> list[Outgoing]:
+    ) -> list[Action]:
         """A participant rejoined: resume the round clock; give it the phase message again."""
         if peer in self.missing:
             del self.missing[peer]
@@ -398,26 +434,26 @@ class OperatorNode(Node):
         last = self.last_broadcast
         return {
             "round": self.round,
-            "phase": self.phase,
+            "phase": str(self.phase),
             "elapsed": time.perf_counter() - o.started if o.started else 0.0,
             "converged": o.converged,
             "rounds": o.rounds,
             "reason": o.reason,
             "error": o.error,
             "trace": [[r.round, r.elapsed, *astuple(r.residuals)] for r in o.trace],
-            "finals": o.finals,
-            "lm_final": o.lm_final,
+            "finals": {agent: final.to_body() for agent, final in o.finals.items()},
+            "lm_final": None if o.lm_final is None else o.lm_final.to_body(),
             "violations": o.violations,
-            "dropped": o.dropped,
+            "dropped": [list(p) for p in o.dropped],
             "block": None if o.block is None else o.block.to_bytes(),
             "votes": {voter: vote.to_bytes() for voter, vote in o.votes.items()},
-            "last_broadcast": None if last is None else [last.kind, last.round, last.body],
+            "last_broadcast": None if last is None else last.to_state(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         o = self.outcome
         self.round = int(state["round"])
-        self.phase = str(state["phase"])
+        self.phase = Phase(state["phase"])
         o.started = time.perf_counter() - float(state["elapsed"])
         o.converged, o.rounds = bool(state["converged"]), int(state["rounds"])
         o.reason, o.error = str(state["reason"]), state["error"]
@@ -425,15 +461,18 @@ class OperatorNode(Node):
             TraceRow(int(r[0]), Residuals(*(float(x) for x in r[2:])), float(r[1]))
             for r in state["trace"]
         ]
-        o.finals, o.lm_final = dict(state["finals"]), state["lm_final"]
-        o.violations, o.dropped = list(state["violations"]), [list(p) for p in state["dropped"]]
+        o.finals = {agent: AgentFinal.from_body(body) for agent, body in state["finals"].items()}
+        lm = state["lm_final"]
+        o.lm_final = None if lm is None else LmFinal.from_body(lm)
+        o.violations = list(state["violations"])
+        o.dropped = [(str(a), str(b)) for a, b in state["dropped"]]
         o.block = None if state["block"] is None else Block.from_bytes(state["block"])
         o.votes = {voter: Vote.from_bytes(raw) for voter, raw in state["votes"].items()}
         last = state["last_broadcast"]
         if last is not None:
-            self.last_broadcast = Outgoing(last[0], topics.BROADCAST, int(last[1]), last[2])
+            self.last_broadcast = Outgoing.from_state(last)
         self.log.round = self.round
-        if self.phase == DONE:  # crashed after the end: only the commit may be left to do
+        if self.phase == Phase.DONE:  # crashed after the end: only the commit may be left to do
             if o.block is not None and o.votes and self.proposal is not None:
                 o.decision = self.proposal.decide(o.block, list(o.votes.values()))
             self.finish(self._exit_code())
@@ -441,28 +480,27 @@ class OperatorNode(Node):
     def resume_point(self) -> int:
         return self.round
 
-    def _resume(self, now: float) -> list[Outgoing]:
+    def _resume(self, now: float) -> list[Action]:
         """Start after a restart: the clocks run from now; the phase message goes out again."""
         self.round_started = self.stop_sent_at = now
         self.log.info("resuming in phase %s at round %d", self.phase, self.round)
-        if self.phase == VOTING and set(self.proposal.voters) <= set(self.outcome.votes):
+        voters = set() if self.proposal is None else set(self.proposal.voters)
+        if self.phase == Phase.VOTING and voters <= set(self.outcome.votes):
             self._decide()  # every vote was in before the crash
             return self._drain()
-        if self.phase == RUNNING:
+        if self.phase == Phase.RUNNING:
             self.agent_residuals, self.lm_residuals = {}, None
         return [] if self.last_broadcast is None else [self.last_broadcast]
 
     # -- the end -----------------------------------------------------------------------------
-    def _final(self, message: Message, now: float) -> list[Outgoing]:
-        if self.phase != FINISHING:
-            self.log.warning(
-                "dropped %s from %s: the run has not stopped", message.kind, message.sender
-            )
+    def _final(self, sender: str, final: AgentFinal | LmFinal, now: float) -> list[Action]:
+        if self.phase != Phase.FINISHING:
+            self.log.warning("dropped %s from %s: the run has not stopped", final.KIND, sender)
             return []
-        if message.kind == "final":
-            self.outcome.finals[message.sender] = message.body
+        if isinstance(final, AgentFinal):
+            self.outcome.finals[sender] = final
         else:
-            self.outcome.lm_final = message.body
+            self.outcome.lm_final = final
         if self.outcome.error is not None and not self._awaited():
             self._done()  # a failed run: everyone still there has reported
             return []
@@ -475,8 +513,9 @@ class OperatorNode(Node):
         return [CHECKPOINT]
 
     # -- the block -------------------------------------------------------------------------------
-    def _propose(self, now: float) -> list[Outgoing]:
+    def _propose(self, now: float) -> list[Action]:
         """Every final report is in: propose the block, cast the MO's own vote, await votes."""
+        assert self.proposal is not None
         try:
             block = self.proposal.build(self.outcome)
         except LedgerError as exc:
@@ -486,25 +525,23 @@ class OperatorNode(Node):
             return []
         self.outcome.block = block
         self.outcome.votes[self.me] = self.proposal.own_vote(block, self.outcome.dropped)
-        self.phase, self.stop_sent_at = VOTING, now
+        self.phase, self.stop_sent_at = Phase.VOTING, now
         self.log.info(
             "proposing block %d (%s…) for Proof of Solution", block.height, block.hash_hex[:16]
         )
-        return self._broadcast("block", {"block": block.to_bytes()})
+        return self._broadcast(BlockProposal(block.to_bytes()))
 
-    def _vote(self, message: Message) -> list[Outgoing]:
-        if self.phase != VOTING:
-            self.log.warning("dropped a vote from %s: no block is being voted on", message.sender)
+    def _vote(self, sender: str, raw: bytes) -> list[Action]:
+        if self.phase != Phase.VOTING or self.proposal is None:
+            self.log.warning("dropped a vote from %s: no block is being voted on", sender)
             return []
         try:
-            vote = Vote.from_bytes(message.body["vote"])
+            vote = Vote.from_bytes(raw)
         except LedgerError as exc:
-            self.log.warning("dropped a vote from %s: %s", message.sender, exc)
+            self.log.warning("dropped a vote from %s: %s", sender, exc)
             return []
-        if vote.voter != message.sender:
-            self.log.warning(
-                "dropped a vote from %s cast in the name of %s", message.sender, vote.voter
-            )
+        if vote.voter != sender:
+            self.log.warning("dropped a vote from %s cast in the name of %s", sender, vote.voter)
             return []
         self.outcome.votes[vote.voter] = vote
         verdict = "accepts" if vote.accept else "REJECTS"
@@ -521,7 +558,7 @@ class OperatorNode(Node):
 
     def _decide(self) -> None:
         outcome = self.outcome
-        assert outcome.block is not None
+        assert outcome.block is not None and self.proposal is not None
         decision = self.proposal.decide(outcome.block, list(outcome.votes.values()))
         outcome.decision = decision
         if decision.commit:
@@ -532,12 +569,12 @@ class OperatorNode(Node):
         self._done()
 
     def _done(self) -> None:
-        self.phase = DONE
+        self.phase = Phase.DONE
         self.outcome.finished = time.perf_counter()
         decision = self.outcome.decision
         committed = decision is not None and decision.commit
         reason = self.outcome.error or self.outcome.reason
-        self.outbox += self._broadcast("closed", {"committed": committed, "reason": reason})
+        self.outbox += self._broadcast(Closed(committed=committed, reason=reason))
         self.finish(self._exit_code())
 
     def _exit_code(self) -> int:

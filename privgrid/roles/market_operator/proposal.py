@@ -104,10 +104,10 @@ class Proposal:
 
     def build(self, outcome: RunOutcome) -> Block:
         v = assemble(self.setup, outcome.finals)
-        lm = outcome.lm_final or {}
+        lm = outcome.lm_final
         eta = LinePrices(
-            decode(np.array(lm.get("eta_up", []), dtype=np.int64)),
-            decode(np.array(lm.get("eta_down", []), dtype=np.int64)),
+            decode(np.array(lm.eta_up if lm else [], dtype=np.int64)),
+            decode(np.array(lm.eta_down if lm else [], dtype=np.int64)),
         )
         cleared = Outcome(True, outcome.rounds, v["P"], v["lam"], v["c"], eta)
         edit = None
