@@ -242,10 +242,14 @@ class RunFolder:
             data = tomllib.loads(self.path(f"intervals/{label}/scenario.toml").read_text("utf-8"))
         except (OSError, tomllib.TOMLDecodeError):
             return
+        from privgrid.scenario.schema import MarketSection
+
+        fields = MarketSection.model_fields
         market = data.get("market", {})
-        self.state.epsilon_p = market.get("epsilon_p")
-        self.state.epsilon_lambda = market.get("epsilon_lambda")
-        self.state.mode = data.get("privacy", {}).get("mode")
+        self.state.epsilon_p = market.get("epsilon_p", fields["epsilon_p"].default)
+        self.state.epsilon_lambda = market.get("epsilon_lambda", fields["epsilon_lambda"].default)
+        self.state.max_rounds = market.get("max_rounds", fields["max_rounds"].default)
+        self.state.mode = data.get("privacy", {}).get("mode", "plain")
 
 
 def _read_json(path: Path) -> Any:

@@ -192,7 +192,9 @@ class Watcher:
             ):
                 raise Rejected("the topic and the envelope disagree", envelope.sender)
         except Rejected as exc:
-            self.state.rejected(exc.sender or parsed.sender, exc.reason, now)
+            # Counted against the topic's sender: the broker's ACL lets only that account
+            # publish there, whoever the envelope claims to be.
+            self.state.rejected(parsed.sender, exc.reason, now)
             self.changed()
             return
         self.state.observe(
