@@ -242,14 +242,15 @@ class RunFolder:
             data = tomllib.loads(self.path(f"intervals/{label}/scenario.toml").read_text("utf-8"))
         except (OSError, tomllib.TOMLDecodeError):
             return
-        from privgrid.scenario.schema import MarketSection
+        from privgrid.scenario.schema import MarketSection, PrivacySection
 
         fields = MarketSection.model_fields
         market = data.get("market", {})
         self.state.epsilon_p = market.get("epsilon_p", fields["epsilon_p"].default)
         self.state.epsilon_lambda = market.get("epsilon_lambda", fields["epsilon_lambda"].default)
         self.state.max_rounds = market.get("max_rounds", fields["max_rounds"].default)
-        self.state.mode = data.get("privacy", {}).get("mode", "plain")
+        default_mode = PrivacySection.model_fields["mode"].default
+        self.state.mode = data.get("privacy", {}).get("mode", default_mode)
 
 
 def _read_json(path: Path) -> Any:

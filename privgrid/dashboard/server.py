@@ -98,6 +98,7 @@ class Dashboard:
         self.network: dict[str, Any] | None = None
         self.log = log
         self.change = asyncio.Event()
+        self.stopped = asyncio.Event()
         self.pages = 0
         self.caught_up: set[int] = set()  # pages (by id) that have the final state
         self.watcher = watcher_factory(self.state, self.notify) if watcher_factory else None
@@ -208,8 +209,15 @@ class Dashboard:
             await _send(response, "state", state.public())
 
     # -- running ---------------------------------------------------------------------------
-    async def serve(self, listen: Listen, flag: str, ready: Callable[[str], None]) -> None:
-        """Serve until SIGTERM/SIGINT; ``ready`` gets the page's URL once it listens.
+    def stop(self) -> None:
+        """Stop serving (as SIGTERM does): the final state goes to the pages first."""
+        self.stopped.set()
+
+    async def serve(
+        self, listen: Listen, flag: str, ready: Callable[[str], None], signals: bool = True
+    ) -> None:
+        """Serve until SIGTERM/SIGINT (``signals``) or :meth:`stop`; ``ready`` gets the page's
+        URL once it listens.
 
         Raises:
             DashboardError: the port is in use, or the broker refuses the account.
@@ -217,9 +225,11 @@ class Dashboard:
         if self.watcher is not None:
             await self.watcher.check_account(timeout=60)
         await self.poll()
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
-        site = web.TCPSite(runner, listen.host, listen.port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, listen.host, listen.port)
         try:
             await site.start()
         except OSError as exc:
@@ -227,10 +237,11 @@ class Dashboard:
             if exc.errno == errno.EADDRINUSE:
                 raise in_use(listen, flag) from None
             raise DashboardError(f"cannot listen on {listen.host}:{listen.port}: {exc}") from None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = self.stopped
+        if signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
         tasks = [asyncio.create_task(self._poll_forever(stop))]
         if self.watcher is not None:
             tasks.append(asyncio.create_task(self.watcher.watch()))
