@@ -166,6 +166,8 @@ def test_a_last_will_marks_a_participant_missing_and_a_restart_brings_it_back(id
     assert by_id(state)["S3"]["state"] == CONNECTED
     feed.send("key", "S3", body={})  # an older retained announcement: ignored
     assert by_id(state)["S3"]["incarnation"] == 1
+    feed.watcher.feed(topics.keys(RUN, "S3"), b"")  # clearing its retained key: no rejection
+    assert by_id(state)["S3"]["rejected"] == 0
 
 
 def test_a_violation_report_counts_for_its_sender_without_opening_it(identities):

@@ -180,8 +180,8 @@ class Watcher:
     def feed(self, topic: str, payload: bytes) -> None:
         """One message from the broker into the state."""
         parsed = topics.parse(topic)
-        if parsed is None or parsed.run != self.run:
-            return
+        if parsed is None or parsed.run != self.run or not payload:
+            return  # not ours; or an empty retained payload: a participant clearing its key
         now = self.now()
         try:
             envelope = decode(payload, self.keys)
