@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -185,6 +186,26 @@ def test_a_broker_that_refuses_the_account_is_a_clear_error(grid_factory):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("privgrid: error: the broker at mqtt://dashboard@127.0.0.1:")
     assert "refused the dashboard's account" in last and "Traceback" not in proc.stderr
+
+
+def test_a_participants_account_is_refused_before_it_could_cut_the_participant_off(
+    grid_factory,
+):
+    """PRIVGRID_BROKER_URL left over from a participant's environment must not make the
+    dashboard connect as that participant (the broker would drop the participant's own)."""
+    grid = grid_factory(privacy={"mode": "plain"})
+    proc = subprocess.run(
+        [*PRIVGRID, "dashboard", str(grid.folder), "--listen", str(free_port()), "--run", grid.run],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PRIVGRID_BROKER_URL": grid.url("S1")},
+    )
+    assert proc.returncode == 2
+    assert "is participant S1's account: a second connection of it would cut S1 off" in (
+        proc.stderr
+    )
 
 
 def test_a_broker_url_without_an_account_is_a_clear_error(tmp_path):

@@ -222,9 +222,9 @@ class Dashboard:
         Raises:
             DashboardError: the port is in use, or the broker refuses the account.
         """
+        await self.poll()  # first: the scenario says who the participants are
         if self.watcher is not None:
             await self.watcher.check_account(timeout=60)
-        await self.poll()
         runner = web.AppRunner(
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )

@@ -115,6 +115,13 @@ class Watcher:
                 f"the broker URL {self.url} names no account: the dashboard needs its own "
                 f"read-only account (e.g. {DASHBOARD}): mqtt://{DASHBOARD}:PASSWORD@HOST:PORT"
             )
+        account = self.url.username
+        if account in self.state.participants or (self.keys is not None and account in self.keys):
+            raise DashboardError(
+                f"the broker URL {self.url} is participant {account}'s account: a second "
+                f"connection of it would cut {account} off; the dashboard needs its own "
+                f"read-only account (e.g. {DASHBOARD})"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
