@@ -154,7 +154,7 @@ class RunState:
             if not connected and self.phase == PHASE_CLOSED:
                 text = "the broker has stopped: the run is over"
             self.broker, self.broker_connected = text, connected
-            calm = connected or self.phase == PHASE_CLOSED or self.version == 0
+            calm = connected or self.phase == PHASE_CLOSED or text.startswith("connecting")
             self._event(now, f"broker: {text}", "info" if calm else "warning")
             self._changed()
 
