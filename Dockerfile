@@ -19,12 +19,14 @@ ENV VIRTUAL_ENV=/opt/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # ---------------------------------------------------------------------------------------------
-# Only the dependency list, not the whole pyproject.toml, feeds the expensive install layer: a
+# Only the dependency list (with the dashboard extra: compose files run the live dashboard on
+# this image too), not the whole pyproject.toml, feeds the expensive install layer: a
 # change to the version, the ruff or pytest settings keeps the cached dependencies.
 FROM base AS requirements
 COPY pyproject.toml /tmp/pyproject.toml
 RUN python3 -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb')); \
-reqs = p['build-system']['requires'] + p['project']['dependencies']; \
+reqs = p['build-system']['requires'] + p['project']['dependencies'] \
++ p['project']['optional-dependencies']['dashboard']; \
 open('/tmp/requirements.txt', 'w').write('\n'.join(reqs) + '\n')"
 
 # ---------------------------------------------------------------------------------------------

@@ -162,6 +162,18 @@ def _solve_day(scenario: Path, out: Path | None, as_json: bool) -> None:
     "times each. Each restart is logged with the exit status and the command.",
 )
 @click.option(
+    "--dashboard",
+    metavar="[HOST:]PORT",
+    help="Serve a live web page of the run (residuals, grid, participants) on this address "
+    "(host default 127.0.0.1: this machine only) while it runs; docs/dashboard.md.",
+)
+@click.option(
+    "--dashboard-broker",
+    metavar="URL",
+    help="With --broker and --dashboard: the dashboard's own read-only account on that broker "
+    "(mqtt://USER:PASSWORD@HOST:PORT).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -178,6 +190,8 @@ def run(
     keys: Path | None,
     agents_per_process: int,
     restarts: int,
+    dashboard: str | None,
+    dashboard_broker: str | None,
     as_json: bool,
 ) -> None:
     """Run a whole grid for SCENARIO: broker, LM, MO and every agent as separate processes.
@@ -198,6 +212,7 @@ def run(
     run leaves results.json with "status" and "error".
     """
     from privgrid.console import print_summary
+    from privgrid.dashboard.watch import DashboardError
     from privgrid.launcher import LaunchOptions, end_line, launch
 
     options = LaunchOptions(
@@ -211,10 +226,12 @@ def run(
         keys=keys,
         agents_per_process=agents_per_process,
         restarts=restarts,
+        dashboard=dashboard,
+        dashboard_broker=dashboard_broker,
     )
     try:
         code, folder, results = launch(options)
-    except (ScenarioError, InfeasibleMarketError) as exc:
+    except (ScenarioError, InfeasibleMarketError, DashboardError) as exc:
         if as_json:  # stdout stays one JSON object
             click.echo(dumps({"status": "invalid_input", "error": str(exc)}))
         _fail(str(exc))
@@ -349,6 +366,7 @@ def experiment_perturbation(scenario: Path, out: Path, draws: int) -> None:
 
 def _add_role_commands() -> None:
     from privgrid.compose.command import compose_command
+    from privgrid.dashboard.command import dashboard_command
     from privgrid.ledger.cli import ledger
     from privgrid.roles.agent.process import main as agent_main
     from privgrid.roles.line_manager.process import main as lm_main
@@ -359,6 +377,7 @@ def _add_role_commands() -> None:
     main.add_command(mo_main, "mo")
     main.add_command(ledger, "ledger")
     main.add_command(compose_command, "compose")
+    main.add_command(dashboard_command, "dashboard")
 
 
 _add_role_commands()

@@ -86,6 +86,8 @@ class LaunchOptions:
     keys: Path | None = None  # default: new keys in <run folder>/secrets
     agents_per_process: int = 1  # >1: several agents as asyncio tasks in one OS process
     restarts: int = DEFAULT_RESTARTS  # per participant, with on_missing = "wait"
+    dashboard: str | None = None  # [HOST:]PORT of a live dashboard (privgrid.dashboard)
+    dashboard_broker: str | None = None  # with --broker: the dashboard's own account there
 
 
 @dataclass
@@ -234,6 +236,7 @@ class Launcher:
         self.interrupted = False
         self.failures: list[str] = []  # "S3 was killed by SIGKILL during round 49", in order
         self.mo_status: int | None = None
+        self.users: BrokerUsers | None = None  # of the broker we started
         self._logged_at: float | None = None  # last progress line printed (no terminal)
 
     # -- set-up ----------------------------------------------------------------------------
@@ -267,6 +270,7 @@ class Launcher:
         colluders, coalition = (attack.colluders, attack.coalition) if attack else ([], "coalition")
         users = BrokerUsers.generate(ids, colluders, coalition)
         users.save(self.folder / "secrets" / "broker.json")
+        self.users = users
         self.broker = start_broker(
             self.folder / "broker", self.run_id, users, prefer=self.options.broker_kind
         )
@@ -531,22 +535,58 @@ class Launcher:
         return None
 
 
+def _start_dashboard(launcher: Launcher, plan: Any) -> Any:
+    """``--dashboard``: the dashboard as a child process of its own, with the run folder, the
+    public roster and only its own broker account (:mod:`privgrid.dashboard.launch`)."""
+    from privgrid.broker.config import DASHBOARD
+    from privgrid.dashboard.launch import start_dashboard
+
+    options = launcher.options
+    if plan.broker_url is not None:
+        url = plan.broker_url
+    elif options.external is not None:
+        url = options.external.url(DASHBOARD)
+    else:
+        assert launcher.broker is not None and launcher.users is not None
+        url = launcher.broker.url(DASHBOARD, launcher.users.passwords[DASHBOARD])
+    dashboard = start_dashboard(
+        launcher.folder,
+        launcher.run_id,
+        plan.listen,
+        url,
+        launcher.keys / "roster.json",
+        launcher.folder / "logs" / "dashboard.log",
+    )
+    if not options.quiet:
+        launcher.console.print(f"dashboard: {dashboard.url}", highlight=False)
+    return dashboard
+
+
 def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any]]:
     """Run a grid; return (exit status, run folder, results).
 
     The results are those of ``results.json``, which every run leaves: the MO's, or, when it
     could not write them (killed, bad input), the launcher's own with ``status`` and
     ``error`` saying what happened. Invalid input found before anything starts raises
-    :class:`~privgrid.scenario.ScenarioError` (no run folder is made).
+    :class:`~privgrid.scenario.ScenarioError` (no run folder is made), and so does a
+    ``--dashboard`` that cannot be served (:class:`~privgrid.dashboard.watch.DashboardError`).
     """
+    plan = None
+    if options.dashboard is not None:
+        from privgrid.dashboard.launch import DashboardPlan
+
+        plan = DashboardPlan.check(options.dashboard, options.broker, options.dashboard_broker)
     launcher = Launcher(options)
     scenario, scenario_file = launcher.prepare()
     broker_error: str | None = None
+    dashboard = None
     try:
         try:
             urls = launcher.broker_urls(scenario)
-        except RuntimeError as exc:
-            broker_error = f"the broker did not start: {exc}"
+            dashboard = _start_dashboard(launcher, plan) if plan is not None else None
+        except RuntimeError as exc:  # the broker's, or the dashboard's (DashboardError)
+            what = "the dashboard" if type(exc).__name__ == "DashboardError" else "the broker"
+            broker_error = f"{what} did not start: {exc}"
         else:
             launcher.start_children(scenario, scenario_file, urls)
             launcher.wait()
@@ -571,6 +611,8 @@ def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any]]:
     if code not in (EXIT_OK, EXIT_INTERRUPTED):
         for line in launcher.error_lines():
             launcher.console.print(f"[red]{line}[/red]", highlight=False, soft_wrap=True)
+    if dashboard is not None:  # last: it shows the results it reads now, then exits
+        dashboard.stop()
     return code, launcher.folder, results
 
 

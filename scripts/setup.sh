@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh machine: a virtualenv with privgrid and its test tools.
-# With --system-packages it also installs Debian's mosquitto (the tests' real broker);
-# `privgrid run` itself works without it (embedded broker).
+# With --system-packages it also installs Debian's mosquitto (the tests' real broker) and
+# chromium (the dashboard's browser test drives it headless; nothing downloads a browser);
+# `privgrid run` itself works without either (embedded broker; the dashboard needs no browser
+# on the machine that serves it).
 # Needs Python ≥ 3.11 (pyproject.toml). Debian splits `python3 -m venv` into python3-venv;
 # as root, setup installs it when creating the virtualenv fails. Safe to run again.
 set -euo pipefail
@@ -35,6 +37,15 @@ if [[ "${1:-}" == "--system-packages" ]] && ! command -v mosquitto >/dev/null 2>
     (systemctl disable --now mosquitto || service mosquitto stop || true) >/dev/null 2>&1
   else
     echo "setup: mosquitto is missing; install it with: sudo apt-get install mosquitto" >&2
+  fi
+fi
+
+if [[ "${1:-}" == "--system-packages" ]] && ! [ -x /usr/bin/chromium ]; then
+  if is_root; then
+    apt_install chromium
+  else
+    echo "setup: chromium is missing (the dashboard's browser test skips without it);" \
+      "install it with: sudo apt-get install chromium" >&2
   fi
 fi
 

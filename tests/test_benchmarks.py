@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(600)
-SECTIONS = ("crypto", "paper", "scale", "rho", "day")
+SECTIONS = ("crypto", "paper", "scale", "rho", "day", "dashboard")
 
 
 @pytest.fixture
@@ -88,6 +88,14 @@ def run_plain(*args: str) -> str:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
+
+
+def test_dashboard_benchmark(doc):
+    """Three variants (without, with, with a page), each a real run over Mosquitto."""
+    out = run_script("dashboard", doc)
+    for variant in ("| without |", "| with |", "| with a page |"):
+        assert variant in out, out
+    assert "| 5 |" in out  # the quick runs stop at their round limit, the same in each
 
 
 def test_wire_benchmark():

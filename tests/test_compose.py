@@ -18,7 +18,7 @@ import tomli_w
 import yaml
 from click.testing import CliRunner
 
-from privgrid.broker.config import MONITOR, BrokerUsers
+from privgrid.broker.config import DASHBOARD, MONITOR, BrokerUsers
 from privgrid.cli import main
 from privgrid.compose import common, document
 from privgrid.compose.setup import Owner, SetupResult, setup_grid
@@ -99,8 +99,27 @@ def test_services_broker_lm_mo_and_one_per_agent(paper_doc):
         "lm",
         "mo",
         *(f"agent-{a.lower()}" for a in PARTICIPANTS[:7]),
+        "dashboard",
     ]
-    assert paper_doc["networks"] == {"grid": {"internal": True}}
+    assert paper_doc["networks"] == {"grid": {"internal": True}, "dashboard": {}}
+
+
+def test_dashboard_service_is_read_only_on_loopback_with_its_own_account(paper_doc):
+    """Published on the host's loopback only (a variable may change it), its own broker
+    account (password from its file), the run folder and its secrets read-only: the roster
+    and its password, nobody else's."""
+    service = paper_doc["services"]["dashboard"]
+    assert service["ports"] == ["${PRIVGRID_DASHBOARD:-127.0.0.1:8050}:8050"]
+    assert service["networks"] == ["grid", "dashboard"]  # grid is internal: cannot publish
+    assert service["user"] == "${PRIVGRID_UID:-10001}:${PRIVGRID_GID:-10001}"
+    assert service["environment"]["PRIVGRID_BROKER_URL"] == "mqtt://dashboard@broker:1883"
+    assert service["volumes"] == [
+        "./secrets/paper/dashboard:/run/secrets/privgrid:ro",
+        "./runs/${PRIVGRID_RUN:-paper}:/app/runs/${PRIVGRID_RUN:-paper}:ro",
+    ]
+    assert service["command"][:2] == ["dashboard", "runs/${PRIVGRID_RUN:-paper}"]
+    assert service["command"][-2:] == ["--roster", "/run/secrets/privgrid/roster.json"]
+    assert service["depends_on"] == {"broker": {"condition": "service_healthy"}}
 
 
 def test_broker_service(paper_doc):
@@ -250,7 +269,12 @@ def test_setup_writes_one_private_folder_per_participant(tmp_path):
     project = tmp_path / "secrets" / "paper"
     roster = Roster.load(project / "keys" / "roster.json")
     users = BrokerUsers.load(project / "broker.json")
-    assert set(users.passwords) == {*PARTICIPANTS, MONITOR}
+    assert set(users.passwords) == {*PARTICIPANTS, MONITOR, DASHBOARD}
+    dashboard = project / DASHBOARD  # the public roster and its own password, nothing else
+    assert sorted(p.name for p in dashboard.iterdir()) == ["broker.password", "roster.json"]
+    assert (dashboard / "broker.password").read_text() == users.passwords[DASHBOARD]
+    assert Roster.load(dashboard / "roster.json") == roster
+    assert _mode(dashboard / "broker.password") == 0o600
     for pid in PARTICIPANTS:
         folder = project / pid
         assert sorted(p.name for p in folder.iterdir()) == sorted(
@@ -291,7 +315,9 @@ def test_setup_writes_the_broker_configuration(tmp_path):
     assert "acl_file /mosquitto/config/acl" in conf
     assert "persistence true" in conf and "persistence_location /mosquitto/data/" in conf
     passwd = (broker / "passwd").read_text().splitlines()
-    assert sorted(line.split(":")[0] for line in passwd) == sorted([*PARTICIPANTS, MONITOR])
+    assert sorted(line.split(":")[0] for line in passwd) == sorted(
+        [*PARTICIPANTS, MONITOR, DASHBOARD]
+    )
     assert all(line.split(":")[1].startswith("$7$") for line in passwd)
     acl = (broker / "acl").read_text()
     # Scoped to the run id the compose file pins; S1 writes only as S1, reads only its inbox.

@@ -37,6 +37,9 @@ def test_the_wheel_is_typed_and_carries_its_data(wheel):
     assert "privgrid/py.typed" in names
     assert "privgrid/broker/mosquitto.conf.template" in names
     assert {"privgrid/grid/data/ieee14.json", "privgrid/grid/data/ieee118.json"} <= names
+    page = "privgrid/dashboard/static"  # the dashboard's page and its bundled chart library
+    assert {f"{page}/index.html", f"{page}/dashboard.js", f"{page}/dashboard.css"} <= names
+    assert {f"{page}/vendor/uPlot.iife.min.js", f"{page}/vendor/uPlot.LICENSE"} <= names
 
 
 def test_test_and_conversion_packages_are_extras_not_dependencies(wheel):
@@ -47,7 +50,7 @@ def test_test_and_conversion_packages_are_extras_not_dependencies(wheel):
         if line.startswith("Requires-Dist: ")
     ]
     core = [r for r in requires if "extra ==" not in r]
-    for package in ("docker", "paho-mqtt", "pandapower"):
+    for package in ("docker", "paho-mqtt", "pandapower", "aiohttp", "networkx", "playwright"):
         assert not any(r.startswith(package) for r in core), (package, core)
 
 

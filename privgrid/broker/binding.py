@@ -13,8 +13,8 @@ The rule, on each broker:
   ever reaches its own session. A second client of one account replaces the first; observers
   that need several clients at once need several accounts.
 - **Embedded broker** (amqtt): a participant account must connect with its own client id and
-  no other; an observer account (``monitor``, or a test's account) may use any client id that
-  is not a participant's. A connection breaking the rule is refused (CONNACK "not
+  no other; an observer account (``monitor``, ``dashboard``, or a test's account) may use any
+  client id that is not a participant's. A connection breaking the rule is refused (CONNACK "not
   authorised") before it can touch any session (:mod:`privgrid.broker.embedded`).
 
 Both leave every participant's session to the participant alone.
@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from privgrid.broker.config import MONITOR, BrokerUsers
+from privgrid.broker.config import OBSERVERS, BrokerUsers
 from privgrid.wire.session import client_id
 
 
 def bound_client_ids(run: str, users: BrokerUsers) -> dict[str, str]:
     """Participant account → the one client id it may use in ``run`` (observers are free)."""
-    return {user: client_id(run, user) for user in users.passwords if user != MONITOR}
+    return {user: client_id(run, user) for user in users.passwords if user not in OBSERVERS}
 
 
 def refusal(username: str | None, requested: str | None, bound: Mapping[str, str]) -> str | None:

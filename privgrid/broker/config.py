@@ -7,7 +7,10 @@ The same rules serve the local launcher and the compose files:
   broadcasts and the key announcements;
 - colluders (an attack scenario) alone read and write the coalition topic;
 - ``monitor`` may read everything of the run and write nothing: it sees what the broker sees
-  (signed envelopes, sealed bodies, ciphertexts) and is used by tests and benchmarks.
+  (signed envelopes, sealed bodies, ciphertexts) and is used by tests and benchmarks;
+- ``dashboard`` has the same read-only rights, for the live dashboard (docs/dashboard.md): an
+  account of its own, because a broker binds one client id to each account
+  (:mod:`privgrid.broker.binding`), so a second client of ``monitor`` would cut the first off.
 
 Mosquitto's password format ``$7$`` is PBKDF2-SHA512 with 101 iterations, a 12-byte salt and
 a 64-byte hash (what ``mosquitto_passwd`` writes); the embedded broker gets argon2 hashes.
@@ -28,14 +31,17 @@ from pathlib import Path
 from privgrid.wire import topics
 
 MONITOR = "monitor"
+DASHBOARD = "dashboard"
+#: Read-only accounts: they may read everything of the run and write nothing.
+OBSERVERS = (MONITOR, DASHBOARD)
 PBKDF2_ITERATIONS = 101
 
 
 @dataclass(frozen=True)
 class BrokerUsers:
-    """Who may connect: participants (with their passwords), colluders, the monitor."""
+    """Who may connect: participants (with their passwords), colluders, the observers."""
 
-    passwords: Mapping[str, str]  # user → password (participants and the monitor)
+    passwords: Mapping[str, str]  # user → password (participants and the observers)
     colluders: Sequence[str] = ()
     coalition: str = "coalition"
 
@@ -46,7 +52,7 @@ class BrokerUsers:
         colluders: Sequence[str] = (),
         coalition: str = "coalition",
     ) -> BrokerUsers:
-        users = [*participants, MONITOR]
+        users = [*participants, *OBSERVERS]
         return cls({u: secrets.token_urlsafe(18) for u in users}, tuple(colluders), coalition)
 
     def save(self, path: Path) -> None:
@@ -84,7 +90,7 @@ def acl_rules(run: str, users: BrokerUsers) -> dict[str, dict[str, list[str]]]:
     p = f"{topics.PREFIX}/{run}"
     rules: dict[str, dict[str, list[str]]] = {}
     for user in users.passwords:
-        if user == MONITOR:
+        if user in OBSERVERS:
             rules[user] = {"read": [f"{p}/#"], "write": []}
             continue
         rules[user] = {

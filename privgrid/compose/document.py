@@ -24,6 +24,13 @@
     ``docker inspect``). Only the MO mounts ``runs/<run>/``, where it writes results.json,
     trace.csv, plots and the ledger — and, in an attack scenario, the colluders, whose
     coordinator writes the coalition's estimates there (as with ``privgrid run``).
+``dashboard``
+    The live dashboard (``privgrid dashboard``, docs/dashboard.md) on the project image, as
+    the participants' user: its own read-only broker account (``dashboard``; its password
+    file and the public roster are all of ``secrets/<scenario>/dashboard/``), the run folder
+    mounted read-only. Published on the host's loopback only, ``127.0.0.1:8050``
+    (``PRIVGRID_DASHBOARD``: another ``[HOST:]PORT``), through a network of its own: ``grid``
+    is internal and cannot publish a port.
 
 The run id is pinned (``PRIVGRID_RUN``, default the scenario name) because the ACL is scoped
 to it. The MO's exit status is the run's: ``docker compose up --abort-on-container-exit
@@ -42,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from privgrid.broker.config import DASHBOARD
 from privgrid.compose.common import (
     BROKER_PORT,
     BROKER_UID,
@@ -57,6 +65,7 @@ from privgrid.compose.common import (
     MOSQUITTO_DATA,
     PASSWORD_FILE,
     READY_FILE,
+    ROSTER_FILE,
     SETUP_BROKER_DATA,
     SETUP_RUNS,
     SETUP_SECRETS,
@@ -71,6 +80,10 @@ DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_MOSQUITTO_IMAGE = "eclipse-mosquitto:2"
 BROKER_HOST = "broker"
 NETWORK = "grid"
+DASHBOARD_NETWORK = "dashboard"  # not internal: the dashboard's port is published from it
+DASHBOARD_SERVICE = "dashboard"
+DASHBOARD_PORT = 8050  # inside its container
+DEFAULT_DASHBOARD_ADDRESS = f"127.0.0.1:{DASHBOARD_PORT}"  # on the host: loopback only
 BROKER_VOLUME = "broker-data"
 #: Docker's wait between SIGTERM and SIGKILL for the MO: the grace plus time for its report.
 MO_STOP_PERIOD = "45s"
@@ -183,10 +196,13 @@ def compose_document(scenario: Scenario, layout: Layout) -> dict[str, Any]:
         services[service_name(pid)] = _participant_service(
             pid, layout, image, run, scenario_volume, pid in colluders
         )
+    if DASHBOARD_SERVICE in services:
+        raise ComposeError(f"a participant's service is named {DASHBOARD_SERVICE!r}")
+    services[DASHBOARD_SERVICE] = _dashboard_service(layout, image, run)
     return {
         "version": COMPOSE_VERSION,
         "services": services,
-        "networks": {NETWORK: {"internal": True}},
+        "networks": {NETWORK: {"internal": True}, DASHBOARD_NETWORK: {}},
         "volumes": {BROKER_VOLUME: {}},
     }
 
@@ -297,6 +313,38 @@ def _participant_service(
     return service
 
 
+def _dashboard_service(layout: Layout, image: str, run: str) -> dict[str, Any]:
+    """The live dashboard: read-only everywhere, its own broker account, loopback only."""
+    run_folder = f"runs/{run}"
+    return {
+        "image": image,
+        "init": True,
+        "user": f"{_env('PRIVGRID_UID', DEFAULT_UID)}:{_env('PRIVGRID_GID', DEFAULT_UID)}",
+        "entrypoint": ["python", "-m", "privgrid.compose", "exec"],
+        "command": [
+            "dashboard",
+            run_folder,
+            "--listen",
+            f"0.0.0.0:{DASHBOARD_PORT}",
+            "--roster",
+            f"{SECRETS_MOUNT}/{ROSTER_FILE}",
+        ],
+        "environment": {
+            ENV_URL: f"mqtt://{DASHBOARD}@{BROKER_HOST}:{BROKER_PORT}",
+            ENV_PASSWORD_FILE: f"{SECRETS_MOUNT}/{PASSWORD_FILE}",
+            ENV_RUN: run,
+        },
+        "volumes": [
+            f"{layout.secrets}/{DASHBOARD}:{SECRETS_MOUNT}:ro",
+            f"{layout.runs}/{run}:{APP_DIR}/{run_folder}:ro",
+        ],
+        "ports": [f"{_env('PRIVGRID_DASHBOARD', DEFAULT_DASHBOARD_ADDRESS)}:{DASHBOARD_PORT}"],
+        "labels": {"org.privgrid.role": "dashboard"},
+        "depends_on": {"broker": {"condition": "service_healthy"}},
+        "networks": [NETWORK, DASHBOARD_NETWORK],
+    }
+
+
 def _header(scenario: Scenario, scenario_arg: str, output_arg: str) -> str:
     name = scenario.name
     table = getattr(scenario, "attack", None)
@@ -316,12 +364,15 @@ def _header(scenario: Scenario, scenario_arg: str, output_arg: str) -> str:
         f"mounts only its own secrets/{name}/<id>/. Optional environment: PRIVGRID_RUN (run "
         f"id, default {name}), PRIVGRID_UID / PRIVGRID_GID (who the participants run as and "
         f"own their files, default {DEFAULT_UID}), PRIVGRID_IMAGE, PRIVGRID_BASE_IMAGE, "
-        "PRIVGRID_MOSQUITTO_IMAGE, PRIVGRID_LINGER, PRIVGRID_STOP_GRACE. See docs/docker.md."
+        "PRIVGRID_MOSQUITTO_IMAGE, PRIVGRID_LINGER, PRIVGRID_STOP_GRACE, PRIVGRID_DASHBOARD "
+        f"(where the live dashboard is published, default {DEFAULT_DASHBOARD_ADDRESS}). "
+        "See docs/docker.md."
     )
     commands = [
         (f"{dc} up --build --abort-on-container-exit --exit-code-from mo", ""),
         (f"{dc} logs -f {service_name(tailed)}", f"{tailed}'s log{adversary}"),
         (f"cat runs/{name}/results.json", "also trace.csv, plots/, ledger.sqlite"),
+        (f"open http://{DEFAULT_DASHBOARD_ADDRESS}/", "the live dashboard, while it runs"),
         (f"{dc} down -v", "containers, network, broker state"),
     ]
     width = max(len(c) for c, _ in commands[1:]) + 2

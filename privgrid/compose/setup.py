@@ -26,7 +26,9 @@ from pathlib import Path
 import click
 
 from privgrid.broker.config import (
+    DASHBOARD,
     MONITOR,
+    OBSERVERS,
     BrokerUsers,
     mosquitto_acl,
     mosquitto_conf,
@@ -207,7 +209,7 @@ def setup_grid(
     coalition = attack.coalition if attack is not None else "coalition"
     users_file = project / "broker.json"
     users = BrokerUsers.load(users_file) if users_file.exists() else None
-    reused = users is not None and set(users.passwords) == {*ids, MONITOR}
+    reused = users is not None and set(users.passwords) == {*ids, *OBSERVERS}
     users = BrokerUsers(
         dict(users.passwords) if reused and users else BrokerUsers.generate(ids).passwords,
         tuple(colluders),
@@ -229,6 +231,12 @@ def setup_grid(
         _write_file(folder / ROSTER_FILE, roster, owner, 0o644)
         _write_file(folder / f"{pid}.key", (keys_dir / f"{pid}.key").read_bytes(), owner)
         _write_file(folder / PASSWORD_FILE, users.passwords[pid].encode(), owner)
+
+    # The dashboard: the public roster and its own broker password, nothing else.
+    folder = project / DASHBOARD
+    _ensure_dir(folder, owner, 0o700)
+    _write_file(folder / ROSTER_FILE, roster, owner, 0o644)
+    _write_file(folder / PASSWORD_FILE, users.passwords[DASHBOARD].encode(), owner)
 
     broker_dir = project / "broker"
     _ensure_dir(broker_dir, broker_owner, 0o700)

@@ -144,6 +144,8 @@ def _participant_of(argv: Sequence[str]) -> str:
         return LM_ID
     if argv and argv[0] == "mo":
         return MO_ID
+    if argv and argv[0] == "dashboard":
+        return "dashboard"
     for flag, value in itertools.pairwise(argv):
         if flag == "--id":
             return value

@@ -150,6 +150,11 @@ class MqttSession:
         if self.faults is not None:
             log.warning("injecting message faults (%s): a chaos test, not a real run", spec)
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to the broker is up now."""
+        return self._connected.is_set()
+
     async def start(self, timeout: float) -> None:
         """Start the supervisor and wait for the first connection (``TimeoutError`` if none)."""
         self._task = asyncio.create_task(self._supervise(), name=f"mqtt-{self.identifier}")

@@ -397,6 +397,9 @@ class ComposeProject:
         if not _PROJECT_NAME.match(self.project_name):
             raise ValueError(f"compose project name must match {_PROJECT_NAME.pattern}")
         self.compose_file = Path(self.compose_file).resolve()
+        # The dashboard's published port: any free one on loopback, never a fixed 8050 that
+        # another project (or session) may hold.
+        self.env = {"PRIVGRID_DASHBOARD": "127.0.0.1:", **self.env}
 
     def compose(
         self, *args: str, check: bool = True, timeout: float | None = None
