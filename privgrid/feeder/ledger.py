@@ -23,13 +23,12 @@ from privgrid.crypto.identity import Identity
 from privgrid.keys import init_participant_keys
 from privgrid.ledger import CommitRefused, Ledger, genesis_block
 from privgrid.ledger.block import Block
-from privgrid.ledger.cleared import cleared_block
+from privgrid.ledger.cleared import Cleared, cleared_block
 from privgrid.ledger.pos import agent_checks, lm_checks, mo_checks, vote_on
 from privgrid.ledger.votes import Vote
 from privgrid.market.kkt import Check
 from privgrid.market.negotiation import NegotiationState
 from privgrid.market.setup import MarketSetup, played_costs
-from privgrid.results import Outcome
 from privgrid.scenario import LM_ID, MO_ID, Role
 
 
@@ -92,8 +91,8 @@ class DayLedger:
         (``committed`` false, ``decision`` says who rejected and why).
         """
         head = self.ledger.head()
-        cleared = Outcome(
-            True, rounds, state.trades, state.prices, state.charges, state.line_prices
+        cleared = Cleared.from_reals(
+            rounds, state.trades, state.prices, state.charges, state.line_prices
         )
         block = cleared_block(setup, cleared, height=head.height + 1, prev_hash=head.hash, run=run)
         try:

@@ -8,8 +8,10 @@ are exactly what Proof of Solution checks; it must not be hidden by storing one 
 settlement is computed here from the trades (:mod:`privgrid.ledger.settlement`), never passed
 in, so a block cannot carry a settlement that does not follow from its trades.
 
-Inputs are real numbers (kW, $/kW); they are stored as int64 at the fixed-point scale 2^32.
-The values that crossed the wire are already on that grid, so the conversion is exact.
+Two ways in: :func:`market_block` from real numbers (kW, $/kW), stored as int64 at the
+fixed-point scale 2^32 (values that crossed the wire are on that grid already, so the
+conversion is exact), and :func:`market_block_of_records` from records already in fixed point —
+what the MO holds from the final reports (:mod:`privgrid.ledger.cleared`).
 """
 
 from __future__ import annotations
@@ -77,10 +79,30 @@ def market_block(
     rows of the results schema). ``timestamp``: Unix ms, default now.
     """
     records = [_trade(t, f"trades[{i}]") for i, t in enumerate(trades)]
+    line_records = [_line(ln, f"lines[{i}]") for i, ln in enumerate(lines)]
+    return market_block_of_records(height, prev_hash, run, rounds, records, line_records, timestamp)
+
+
+def market_block_of_records(
+    height: int,
+    prev_hash: bytes,
+    run: str,
+    rounds: int,
+    trades: Sequence[Mapping[str, Any]],
+    lines: Sequence[Mapping[str, Any]],
+    timestamp: int | None = None,
+) -> Block:
+    """Build the block from records in the block's own form (settlement computed here).
+
+    ``trades``: ``{seller, buyer, power, price, seller_charge, buyer_power, buyer_price,
+    buyer_charge}``, ``lines``: ``{id, flow, limit | None, price_up, price_down}``, every real
+    an int64 at scale 2^32. The block checks their shape on construction (:class:`BlockError`).
+    """
+    records = [dict(t) for t in trades]
     body = {
         "rounds": rounds,
         "trades": records,
-        "lines": [_line(ln, f"lines[{i}]") for i, ln in enumerate(lines)],
+        "lines": [dict(ln) for ln in lines],
         "settlement": settle(records),
     }
     stamp = now_ms() if timestamp is None else timestamp

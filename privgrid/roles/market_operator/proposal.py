@@ -13,48 +13,45 @@ feasible, but not optimal). The affected participants must reject.
 
 from __future__ import annotations
 
-import copy
-import functools
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
 from privgrid.crypto.identity import Identity
 from privgrid.ledger import Block, Decision, LedgerError, Vote, commit_decision
-from privgrid.ledger.cleared import cleared_block
+from privgrid.ledger.cleared import Cleared, cleared_block, seller_side
 from privgrid.ledger.genesis import quorum_of, required_voters, roster_of
 from privgrid.ledger.pos import mo_checks, vote_on
 from privgrid.logs import ParticipantLog
-from privgrid.market.fixedpoint import decode
+from privgrid.market.fixedpoint import decode, encode, encode_scalar, quantise
 from privgrid.market.kkt import Tolerances, excluding_pairs
-from privgrid.market.line_step import LinePrices
 from privgrid.market.setup import MarketSetup
-from privgrid.report import assemble
-from privgrid.results import Outcome
 from privgrid.roles.market_operator.node import RunOutcome
 from privgrid.scenario import MO_ID
 
 TAMPER_POWER, TAMPER_PRICE, SHIFT = 0.1, 0.05, 0.3
 
 
-def tamper(
-    trades: list[dict[str, Any]], behaviour: str, setup: MarketSetup
-) -> list[dict[str, Any]]:
-    """The adversarial MO's edit of the cleared trades (seller-side rows)."""
-    trades = copy.deepcopy(trades)
+def tamper(cleared: Cleared, behaviour: str, setup: MarketSetup) -> Cleared:
+    """The adversarial MO's edit of the cleared market (the first pair, or every trade)."""
+    if behaviour == "suboptimal":
+        return feasible_shift(cleared, setup)
+    side = seller_side(cleared.trades, 0)
+    other = side ^ 1
     if behaviour == "tamper-trade":
-        trades[0]["power"] += TAMPER_POWER
-        trades[0]["buyer_power"] -= TAMPER_POWER
-    elif behaviour == "tamper-price":
-        trades[0]["price"] += TAMPER_PRICE
-        trades[0]["buyer_price"] += TAMPER_PRICE
-    elif behaviour == "suboptimal":
-        return feasible_shift(trades, setup)
-    return trades
+        trades = cleared.trades.copy()
+        trades[side] += encode_scalar(TAMPER_POWER)
+        trades[other] -= encode_scalar(TAMPER_POWER)
+        return replace(cleared, trades=trades)
+    if behaviour == "tamper-price":
+        prices = cleared.prices.copy()
+        prices[[side, other]] += encode_scalar(TAMPER_PRICE)
+        return replace(cleared, prices=prices)
+    return cleared
 
 
-def feasible_shift(trades: list[dict[str, Any]], setup: MarketSetup) -> list[dict[str, Any]]:
+def feasible_shift(cleared: Cleared, setup: MarketSetup) -> Cleared:
     """Scale every trade down a little: the line flows shrink, so every limit still holds, and
     for a small factor every registered range does too — a feasible clearing that trades less
     than the optimum. (At the optimum the binding limits and bounds often leave no feasible
@@ -63,19 +60,46 @@ def feasible_shift(trades: list[dict[str, Any]], setup: MarketSetup) -> list[dic
     ranges = {a.id: (a.pmin, a.pmax) for a in scenario.agents}
     tol = Tolerances.for_market(scenario.market).power
     for factor in (1 - SHIFT / 5, 1 - SHIFT / 10, 1 - SHIFT / 30):
-        trial = copy.deepcopy(trades)
-        for row in trial:
-            row["power"] *= factor
-            row["buyer_power"] *= factor
-        P = np.zeros(g.n_trades)
-        for row in trial:
-            P[g.trade(row["seller"], row["buyer"])] = row["power"]
-            P[g.trade(row["buyer"], row["seller"])] = row["buyer_power"]
+        P = quantise(decode(cleared.trades) * factor)
         totals = {a: float(P[g.slots[i]].sum()) for i, a in enumerate(g.agent_ids)}
         inside = all(lo - tol <= totals[a] <= hi + tol for a, (lo, hi) in ranges.items())
         if inside and np.all(np.abs(setup.G @ P) <= setup.fmax + tol / 2):
-            return trial
+            return replace(cleared, trades=encode(P))
     raise LedgerError("no feasible suboptimal clearing found near the optimum")
+
+
+def cleared_of(setup: MarketSetup, outcome: RunOutcome) -> Cleared:
+    """The cleared market as the final reports state it: every agent's fixed-point trades,
+    prices and charges in its slots, the LM's line prices.
+
+    Raises:
+        LedgerError: a report is missing or does not fit the market.
+    """
+    g = setup.graph
+    vectors = {name: np.zeros(g.n_trades, dtype=np.int64) for name in ("P", "lam", "c")}
+    for i, agent in enumerate(g.agent_ids):
+        final = outcome.finals.get(agent)
+        if final is None:
+            raise LedgerError(f"no final report from {agent}")
+        for name, vector in vectors.items():
+            values = getattr(final, name)
+            if len(values) != len(g.slots[i]):
+                raise LedgerError(
+                    f"{agent}'s final report has {len(values)} {name} values for "
+                    f"{len(g.slots[i])} trades"
+                )
+            vector[g.slots[i]] = values
+    lm = outcome.lm_final
+    if lm is None:
+        raise LedgerError("no final report from the LM")
+    return Cleared(
+        outcome.rounds,
+        vectors["P"],
+        vectors["lam"],
+        vectors["c"],
+        np.array(lm.eta_up, dtype=np.int64),
+        np.array(lm.eta_down, dtype=np.int64),
+    )
 
 
 class Proposal:
@@ -103,24 +127,18 @@ class Proposal:
         return required_voters(self.genesis)
 
     def build(self, outcome: RunOutcome) -> Block:
-        v = assemble(self.setup, outcome.finals)
-        lm = outcome.lm_final
-        eta = LinePrices(
-            decode(np.array(lm.eta_up if lm else [], dtype=np.int64)),
-            decode(np.array(lm.eta_down if lm else [], dtype=np.int64)),
-        )
-        cleared = Outcome(True, outcome.rounds, v["P"], v["lam"], v["c"], eta)
-        edit = None
+        """The block of the final reports on top of ``head`` (:class:`LedgerError` if the
+        reports do not make a market of this scenario)."""
+        cleared = cleared_of(self.setup, outcome)
         if self.behaviour != "honest":
             self.log.warning("adversarial MO (%s): proposing an altered block", self.behaviour)
-            edit = functools.partial(tamper, behaviour=self.behaviour, setup=self.setup)
+            cleared = tamper(cleared, self.behaviour, self.setup)
         return cleared_block(
             self.setup,
             cleared,
             height=self.head.height + 1,
             prev_hash=self.head.hash,
             run=self.run,
-            edit=edit,
         )
 
     def own_vote(self, block: Block, dropped: Sequence[Sequence[str]] = ()) -> Vote:
