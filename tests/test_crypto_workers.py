@@ -8,6 +8,7 @@ import gmpy2
 import numpy as np
 import pytest
 
+from privgrid.attack.lying import LyingDecryptor
 from privgrid.crypto.errors import ProofError
 from privgrid.crypto.workers import crypto_pool
 from privgrid.privacy.exchange import Violation
@@ -85,7 +86,7 @@ def test_jobs_run_for_proofs_and_checks_only(keys):  # noqa: F811
 
 def test_a_lie_is_caught_when_the_check_ran_on_a_worker(keys):  # noqa: F811
     s1k, b1k = keys
-    liar = PaillierExchange("S1", ["B1"], s1k, lie=0.01, lie_from_round=2)
+    liar = LyingDecryptor("S1", ["B1"], s1k, lie=0.01, from_round=2)
     honest = PaillierExchange("B1", ["S1"], b1k)
     run_pair_threaded(liar, honest, round_=1)
     with pytest.raises(Violation, match="decryption proof refused") as info:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from privgrid.attack.tampering import tamper
 from privgrid.ledger import LedgerError
 from privgrid.ledger.block import ZERO_HASH
 from privgrid.ledger.cleared import Cleared, cleared_block, seller_side
@@ -16,7 +17,7 @@ from privgrid.market.fixedpoint import decode, encode, fixed_tuple
 from privgrid.market.negotiation import negotiate
 from privgrid.market.setup import agent_costs, build_setup
 from privgrid.roles.market_operator.node import RunOutcome
-from privgrid.roles.market_operator.proposal import cleared_of, tamper
+from privgrid.roles.market_operator.proposal import cleared_of
 from privgrid.scenario import load_scenario
 from privgrid.wire.kinds import AgentFinal, LmFinal
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from privgrid.attack.lying import LyingDecryptor
 from privgrid.crypto import paillier as pl
 from privgrid.crypto.keyproof import key_proof_to_bytes, make_key_proof
 from privgrid.market.fixedpoint import decode, encode
@@ -85,7 +86,7 @@ def test_plain_and_paillier_exchanges_agree_bit_for_bit(keys):
 
 def test_a_lying_decryptor_is_caught_by_the_proof(keys):
     s1k, b1k = keys
-    liar = PaillierExchange("S1", ["B1"], s1k, lie=0.01, lie_from_round=2)
+    liar = LyingDecryptor("S1", ["B1"], s1k, lie=0.01, from_round=2)
     honest = PaillierExchange("B1", ["S1"], b1k)
     run_pair(liar, honest, round_=1)  # before its first lie: fine
     assert honest.complete

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from privgrid.attack.lying import LyingDecryptor
 from privgrid.logs import ParticipantLog
 from privgrid.market.setup import played_cost
 from privgrid.privacy import make_mode
@@ -94,7 +95,7 @@ def test_the_factory_default_is_unpooled_per_round_verification():
 # --- the exchange's deferred work -------------------------------------------------------------
 def test_batch_mode_takes_a_lie_optimistically_and_settle_names_the_round(keys):
     s1k, b1k = keys
-    liar = PaillierExchange("S1", ["B1"], s1k, lie=0.02, lie_from_round=2)
+    liar = LyingDecryptor("S1", ["B1"], s1k, lie=0.02, from_round=2)
     b1 = PaillierExchange("B1", ["S1"], b1k, verify="batch")
     for round_ in (1, 2, 3):
         run_pair(liar, b1, round_=round_, seed=round_)  # no Violation raised on arrival
@@ -132,7 +133,7 @@ def test_a_batch_never_idle_is_closed_at_its_limit_and_still_catches_a_lie(keys)
     """An agent that never gets a tick of idle time still checks its batches at their size
     limit — memory stays bounded — and a lie found there is reported with its round."""
     s1k, b1k = keys
-    liar = PaillierExchange("S1", ["B1"], s1k, lie=0.02, lie_from_round=9)
+    liar = LyingDecryptor("S1", ["B1"], s1k, lie=0.02, from_round=9)
     b1 = PaillierExchange("B1", ["S1"], b1k, verify="batch")
     b1.batches.limit = 4
     for round_ in range(1, 13):

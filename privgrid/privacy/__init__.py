@@ -13,6 +13,7 @@ never branches on which one it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from privgrid.crypto.framing import int_from_bytes, int_to_bytes
 from privgrid.logs import ParticipantLog
@@ -21,6 +22,9 @@ from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
 from privgrid.privacy.lmleg import LmLeg, SealedLeg
 from privgrid.scenario import Scenario
 from privgrid.wire.kinds import KeyAnnouncement
+
+if TYPE_CHECKING:
+    from privgrid.privacy.paillier.exchange import ExchangeOptions
 
 __all__ = ["CryptoCounters", "LmLeg", "PriceExchange", "PrivacyMode", "Violation", "make_mode"]
 
@@ -126,15 +130,14 @@ class PaillierMode(PrivacyMode):
     def exchange(self, partners: Sequence[str]) -> PriceExchange:
         from privgrid.privacy.paillier import PaillierExchange
 
-        agent = self.scenario.agent(self.me)
-        lie = agent.lie if agent.behaviour == "lying-decryptor" else 0.0
+        return PaillierExchange(self.me, partners, self.keys, **self.exchange_options())
+
+    def exchange_options(self) -> ExchangeOptions:
+        """The scenario's options of the pair computation (pools, verification, counters)."""
+        from privgrid.privacy.paillier.exchange import ExchangeOptions
+
         privacy = self.scenario.privacy
-        return PaillierExchange(
-            self.me,
-            partners,
-            self.keys,
-            lie=lie,
-            lie_from_round=agent.lie_from_round,
+        return ExchangeOptions(
             pool_rounds=privacy.pool_rounds,
             verify=privacy.verify,
             max_rounds=self.scenario.market.max_rounds,

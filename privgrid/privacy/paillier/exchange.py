@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypedDict
 
 import numpy as np
 
 from privgrid.contract import pair_contract
 from privgrid.crypto import paillier as pl
-from privgrid.crypto.codec import decode_residue, to_residue
+from privgrid.crypto.codec import decode_residue
 from privgrid.crypto.errors import CryptoError, PlaintextError
 from privgrid.crypto.framing import int_to_fixed
 from privgrid.crypto.zkp import DecryptionProof, ProofContext, check_decryption
-from privgrid.market.fixedpoint import encode_scalar
 from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
 from privgrid.privacy.paillier.batch import BatchVerifier, DeferredProof
 from privgrid.privacy.paillier.keys import PaillierKeys
@@ -50,6 +50,15 @@ FIXED_LIMIT = 1 << 63
 
 #: Values of ``privacy.verify``: every proof on arrival (the default), or batched per owner.
 VERIFY_MODES = ("every_round", "batch")
+
+
+class ExchangeOptions(TypedDict, total=False):
+    """The keyword options of :class:`PaillierExchange` a scenario sets."""
+
+    pool_rounds: int
+    verify: str
+    max_rounds: int | None
+    counters: CryptoCounters | None
 
 
 def _in_fixed_range(value: int) -> int:
@@ -89,8 +98,6 @@ class PaillierExchange(PriceExchange):
         partners: Sequence[str],
         keys: PaillierKeys,
         *,
-        lie: float = 0.0,
-        lie_from_round: int = 0,
         pool_rounds: int = 0,
         verify: str = "every_round",
         max_rounds: int | None = None,
@@ -104,8 +111,6 @@ class PaillierExchange(PriceExchange):
         if counters is not None:
             self.counters = counters
         self.keys = keys
-        self.lie = encode_scalar(lie) if lie else 0
-        self.lie_from_round = lie_from_round
         self.verify = verify
         self.counters.counts.update(proofs_made=0, proofs_verified=0, proofs_failed=0)
         self.pools = ExchangePools(keys, self.partners, pool_rounds, max_rounds)
@@ -301,8 +306,6 @@ class PaillierExchange(PriceExchange):
             self._set_own(i, _in_fixed_range(decode_residue(x, keypair.n)))
         except CryptoError as exc:
             raise Violation(peer, exc.reason, [message.raw]) from None
-        if self.lie and self.round >= self.lie_from_round:  # behaviour "lying-decryptor"
-            x = to_residue(self._own[i] + self.lie, keypair.n)
         size = pl.modulus_length(keypair.public_key)
         claim = PriceProof(
             pair=(self.me, peer),

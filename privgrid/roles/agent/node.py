@@ -23,27 +23,27 @@ from typing import Any
 
 import numpy as np
 
-from privgrid.attack.colluder import Colluder
-from privgrid.attack.estimators import PairRecord
 from privgrid.crypto.identity import Identity
+from privgrid.ledger import Block
+from privgrid.ledger.pos import agent_checks
 from privgrid.logs import ParticipantLog
 from privgrid.market.agent_step import AgentCost, LocalStep, local_step
-from privgrid.market.derive import derive_partner, pair_checks, partner_shares
+from privgrid.market.derive import PartnerView, derive_partner, pair_checks, partner_shares
 from privgrid.market.fixedpoint import encode, encode_scalar, fixed_tuple, quantise_scalar
 from privgrid.market.kkt import AgentView, Check, Tolerances, check_agent, excluding_pairs
 from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ranges
 from privgrid.market.stopping import agent_pair_residuals
 from privgrid.privacy import PrivacyMode, Violation
-from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Action, Node
+from privgrid.roles.voter import Voter
+from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, Action
 from privgrid.scenario import LM_ID, MO_ID, Scenario
-from privgrid.wire.channel import Channel, Message, Outgoing
+from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.kinds import (
     AgentFinal,
     AgentResiduals,
     BlockProposal,
-    BlockVote,
     Closed,
     Gone,
     Round,
@@ -72,7 +72,7 @@ class RoundWork:
     evidence: dict[str, list[bytes]] = field(default_factory=dict)  # partners' signed messages
 
 
-class AgentNode(Node):
+class AgentNode(Voter):
     def __init__(
         self,
         me: str,
@@ -81,14 +81,9 @@ class AgentNode(Node):
         mode: PrivacyMode,
         log: ParticipantLog,
         identity: Identity | None = None,
-        colluder: Colluder | None = None,
     ) -> None:
-        super().__init__(me, log)
-        self.colluder = colluder  # the collusion experiment's behaviour, or None: honest
-        self.pending: int | None = None  # a round waiting for the coalition's order
+        super().__init__(me, log, scenario, identity)
         self.dropped_pairs: tuple[tuple[str, str], ...] = ()
-        self.identity = identity  # signs the Proof-of-Solution vote
-        self.awaiting_block = False
         self.scenario = scenario
         self.market = scenario.market
         graph = TradeGraph.from_scenario(scenario)
@@ -107,9 +102,7 @@ class AgentNode(Node):
         ranges = trade_ranges(scenario)
         self.partner_lo = np.array([ranges[m][0] for m in self.partners])
         self.partner_hi = np.array([ranges[m][1] for m in self.partners])
-        # A colluder does not police its own attack: a broken invariant looks the same from
-        # both sides, and only the honest side's report names the party that deviated.
-        self.pair_checks = scenario.privacy.pair_checks and colluder is None
+        self.pair_checks = scenario.privacy.pair_checks
         n = len(slots)
         self.trades = np.zeros(n)
         self.prices = np.full(n, self.market.lambda0)
@@ -120,24 +113,8 @@ class AgentNode(Node):
         self.completed = 0  # last committed round
         self.work: RoundWork | None = None
         self.early: list[Message] = []  # messages of round completed + 1, before its broadcast
-        self.last_heard = 0.0
-        timeouts = scenario.timeouts
-        self.wait_missing = timeouts.on_missing == "wait"
-        self.timeout = timeouts.round + timeouts.finish
-        if self.wait_missing:  # the LM or MO may be away for up to timeouts.missing
-            self.timeout += timeouts.missing
-        # Restarts (docs/reliability.md): what a restarted LM or MO may have lost.
-        self.last_mo: Outgoing | None = None  # our last message to the MO
+        # Restarts (docs/reliability.md): what a restarted LM may have lost (the MO: last_mo).
         self.last_lm: Outgoing | None = None  # our LM contribution of the last round begun
-        self.voted = False  # waiting for the MO's ``closed`` after our vote
-
-    def bind(self, channel: Channel) -> None:
-        super().bind(channel)
-        if self.colluder is not None:
-            channel.coalition = self.colluder.attack.coalition
-
-    def extra_subscriptions(self, run: str) -> list[str]:
-        return self.colluder.subscriptions(run) if self.colluder is not None else []
 
     def counters(self) -> dict[str, float]:
         """The exchange's figures (proofs, pools), added up across restarts by the runtime."""
@@ -158,12 +135,6 @@ class AgentNode(Node):
             peers |= set(self.scenario.agent_ids) - {self.me}  # mask keys with every agent
         return peers
 
-    def listens_to(self) -> set[str]:
-        """A colluder also reads its coalition's keys (their records are sealed)."""
-        if self.colluder is None:
-            return self.peers()
-        return self.peers() | set(self.colluder.attack.colluders)
-
     def start(self, now: float) -> list[Action]:
         self.last_heard = now
         return []
@@ -180,9 +151,7 @@ class AgentNode(Node):
             case BlockProposal(block=raw) if from_mo:
                 return self._vote(message.round, raw)
             case Closed(reason=reason) if from_mo:
-                self.log.info("the MO closed the run: %s", reason)
-                self.finish(EXIT_OK)
-                return []
+                return self._closed(reason)
             case Gone():
                 if message.sender in (MO_ID, LM_ID):
                     if self.wait_missing:
@@ -193,8 +162,6 @@ class AgentNode(Node):
                     self.log.error("%s left the run; stopping", message.sender)
                     self.finish(EXIT_FAILURE)
                 return []
-        if self.colluder is not None and message.kind in self.colluder.kinds:
-            return self._coalition(message)
         current = self.work.round if self.work else self.completed
         if message.round == current and self.work is not None:
             return self._in_round(message)
@@ -219,15 +186,7 @@ class AgentNode(Node):
         return self.exchange.precompute(message)
 
     def tick(self, now: float) -> list[Action]:
-        if self.voted and now - self.last_heard > self.scenario.timeouts.finish:
-            self.log.warning("the MO did not close the run; leaving with our vote cast")
-            self.finish(EXIT_OK)
-        if self.awaiting_block and now - self.last_heard > self.scenario.timeouts.finish:
-            self.log.error("no block to vote on within %g s", self.scenario.timeouts.finish)
-            self.finish(EXIT_FAILURE)
-        if now - self.last_heard > self.timeout:
-            self.log.error("nothing heard for %.0f s; giving up", now - self.last_heard)
-            self.finish(EXIT_FAILURE)
+        self._check_clocks(now)
         # Nothing arrived for a tick: spare time for the exchange's deferred work (pool
         # top-ups, batch verification); a proof found bad there is reported like any other.
         outgoing: list[Action] = []
@@ -240,12 +199,7 @@ class AgentNode(Node):
     _ARRAYS = ("trades", "prices", "partner_prices", "charges", "derived", "lo", "hi")
 
     def snapshot(self) -> dict[str, object] | None:
-        """Our state at the end of a round (or after the final report / the vote).
-
-        A colluder does not checkpoint: its attack state lives in the coalition.
-        """
-        if self.colluder is not None:
-            return None
+        """Our state at the end of a round (or after the final report / the vote)."""
         state: dict[str, object] = {n: [float(x) for x in getattr(self, n)] for n in self._ARRAYS}
         last_mo = self.last_mo
         state.update(
@@ -338,18 +292,6 @@ class AgentNode(Node):
             "the MO removed my pair(s) with %s from the market", ", ".join(sorted(new))
         )
 
-    def _coalition(self, message: Message) -> list[Action]:
-        assert self.colluder is not None
-        try:
-            outgoing: list[Action] = [*self.colluder.handle(message)]
-        except Rejected as exc:
-            self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
-            return []
-        if self.pending is not None and self.colluder.ready(self.pending):
-            pending, self.pending = self.pending, None
-            outgoing += self._begin(pending, self.dropped_pairs)
-        return outgoing
-
     def _begin(self, round_: int, dropped: tuple[tuple[str, str], ...]) -> list[Action]:
         if round_ <= self.completed or (self.work is not None and self.work.round == round_):
             return []  # a repeat (the MO re-broadcasts its round after its restart)
@@ -357,11 +299,13 @@ class AgentNode(Node):
             self.log.warning("ignored round %d (expected %d)", round_, self.completed + 1)
             return []
         self.dropped_pairs = dropped
-        if self.colluder is not None and not self.colluder.ready(round_):
-            self.pending = round_  # the coordinator's order for this round is not in yet
-            return []
+        return self._play(round_)
+
+    def _play(self, round_: int) -> list[Action]:
+        """Round ``round_`` begins: the local step, then our side of every exchange and the
+        contribution for the LM; messages that came early are handled now."""
         self.log.round = round_
-        self._drop_pairs(dropped)
+        self._drop_pairs(self.dropped_pairs)
         started = time.perf_counter()
         step = local_step(
             self.cost,
@@ -374,14 +318,7 @@ class AgentNode(Node):
             self.market.rho,
         )
         self.theta = step.theta
-        own, peer = price_shares(
-            self.prices, step.extrapolated, self.market.alpha, self.market.beta, self.market.rho
-        )
-        own_fixed, peer_fixed = share_to_fixed(own), share_to_fixed(peer)
-        if self.colluder is not None:
-            step, own_fixed, peer_fixed = self.colluder.adjust(
-                round_, step, self.prices, self.trades, own_fixed, peer_fixed
-            )
+        step, own_fixed, peer_fixed = self._shares(round_, step)
         self.compute_seconds += time.perf_counter() - started
         self.work = RoundWork(round_, step, own_fixed)
         outgoing: list[Action] = [*self.exchange.begin(round_, own_fixed, peer_fixed)]
@@ -391,6 +328,14 @@ class AgentNode(Node):
         for message in early:
             outgoing += self._in_round(message)
         return outgoing
+
+    def _shares(
+        self, round_: int, step: LocalStep
+    ) -> tuple[LocalStep, np.ndarray, np.ndarray]:
+        """The step we play and our fixed-point price shares A (own) and B (peer) from it."""
+        m = self.market
+        own, peer = price_shares(self.prices, step.extrapolated, m.alpha, m.beta, m.rho)
+        return step, share_to_fixed(own), share_to_fixed(peer)
 
     def _in_round(self, message: Message) -> list[Action]:
         work = self.work
@@ -423,21 +368,7 @@ class AgentNode(Node):
         view = derive_partner(shares, self.partner_prices, self.derived, m.alpha, m.beta, m.rho)
         active = np.zeros(len(self.partners), dtype=bool)
         active[[i for i, _ in self.exchange.active()]] = True
-        outgoing = self._pair_checks(work, own, partner, view.target, active)
-        if self.colluder is not None:
-            i = self.colluder.slot
-            record = PairRecord(
-                work.round,
-                self.me,
-                price=float(self.partner_prices[i]),
-                charge=float(-self.charges[i]),
-                previous=float(self.derived[i]),
-                target=float(view.target[i]),
-                extrapolated=float(view.extrapolated[i]),
-                own=float(work.step.trades[i]),
-                new_price=float(partner[i]),
-            )
-            outgoing += self.colluder.observe(record)
+        outgoing = self._pair_checks(work, own, partner, view, active)
         self.trades, self.prices, self.partner_prices = work.step.trades, own, partner
         self.derived = np.where(active, view.trades, 0.0)
         self.charges = work.charges if work.charges is not None else self.charges
@@ -456,17 +387,18 @@ class AgentNode(Node):
         work: RoundWork,
         own: np.ndarray,
         partner: np.ndarray,
-        targets: np.ndarray,
+        view: PartnerView,
         active: np.ndarray,
     ) -> list[Action]:
-        """I4: every partner's two proven prices agree and its derived trade is in range."""
+        """I4, before the round is committed: every partner's two proven prices agree and the
+        trade we derive of it (``view``) is in its range; a failure is reported to the MO."""
         if not self.pair_checks:
             return []
         checked = active & ~np.isin(np.arange(len(self.partners)), list(self.exchange.failed))
         failures = pair_checks(
             own,
             partner,
-            targets,
+            view.target,
             self.partner_lo,
             self.partner_hi,
             self.market.beta,
@@ -493,8 +425,6 @@ class AgentNode(Node):
             self.log.warning("stop for round %d while at round %d", round_, self.completed)
         verdict = "converged" if stop.converged else "did not converge"
         self.log.info("market %s after round %d: %s", verdict, round_, stop.reason)
-        if self.colluder is not None:
-            self.colluder.finish()
         active = [i for i, _ in self.exchange.active()]
         view = AgentView(
             [self.partners[i] for i in active],
@@ -530,56 +460,13 @@ class AgentNode(Node):
             kkt=tuple(c.as_dict() for c in checks),
             stats=self.stats(),  # with counters(): every incarnation
         )
-        if stop.converged and self.identity is not None:
-            self.awaiting_block = True  # the MO proposes the block next
-        else:
-            self.finish(EXIT_OK)
+        self._expect_block(stop.converged)
         self.last_mo = Outgoing(MO_ID, self.completed, body)
         return [*reports, CHECKPOINT, self.last_mo]
 
-    def _vote(self, round_: int, raw: bytes) -> list[Action]:
-        """Proof of Solution: check our part of the KKT on the proposed block, sign the verdict."""
-        if not self.awaiting_block or self.identity is None:
-            self.log.warning("ignored a block: not waiting for one")
-            return []
-        from privgrid.ledger import Block, LedgerError
-        from privgrid.ledger.pos import agent_checks, vote_on
-
-        self.awaiting_block = False
-        try:
-            block = Block.from_bytes(raw)
-            checks = agent_checks(
-                block,
-                self._setup,
-                self.me,
-                self.cost,
-                self.theta,
-                (self.trades, self.prices, self.charges),
-            )
-        except LedgerError as exc:
-            self.log.error("the proposed block is malformed: %s; voting no", exc)
-            checks = [Check("A0-own-record", f"agent {self.me}", float("inf"), 0.0)]
-            block = None
-        checks = excluding_pairs(checks, [[self.me, m] for m in self.exchange.dropped])
-        failed = [c for c in checks if not c.passed]
-        for check in failed:
-            self.log.warning(
-                "block check %s failed at %s: %.3g > %.3g",
-                check.condition,
-                check.subject,
-                check.value,
-                check.tolerance,
-            )
-        if block is None:
-            self.finish(EXIT_OK)
-            return []
-        self.voted = True  # stay until the MO closes the run: it may need the vote again
-        vote = vote_on(self.identity, self.me, block, checks)
-        self.log.info(
-            "%s block %d (%s…)",
-            "accept" if vote.accept else "REJECT",
-            block.height,
-            block.hash_hex[:16],
-        )
-        self.last_mo = Outgoing(MO_ID, round_, BlockVote(vote.to_bytes()))
-        return [CHECKPOINT, self.last_mo]
+    def block_checks(self, block: Block) -> list[Check]:
+        """Proof of Solution, an agent's part: our own record in the block (A0) and the KKT
+        conditions with our private cost and θ (A1–A4); pairs the MO dropped do not count."""
+        held = (self.trades, self.prices, self.charges)
+        checks = agent_checks(block, self._setup, self.me, self.cost, self.theta, held)
+        return excluding_pairs(checks, [[self.me, m] for m in self.exchange.dropped])

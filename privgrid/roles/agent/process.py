@@ -15,8 +15,10 @@ import click
 
 from privgrid import logs
 from privgrid.attack.colluder import Colluder
+from privgrid.attack.colluding_agent import ColludingAgent
+from privgrid.attack.lying import LyingDecryptorMode
 from privgrid.market.setup import TradeGraph, played_cost, trade_ranges
-from privgrid.privacy import make_mode
+from privgrid.privacy import PrivacyMode, make_mode
 from privgrid.process import Context, load_context, role_options, run_nodes
 from privgrid.roles.agent.node import AgentNode
 
@@ -78,23 +80,26 @@ def main(
 
 
 def make_agent(ctx: Context, report: Path | None) -> AgentNode:
-    """The agent's node: its played cost, privacy mode and, in the attack experiment, its role."""
-    agent_id = ctx.me
-    mode = make_mode(ctx.scenario, agent_id, ctx.settings.run, ctx.log)
-    cost = played_cost(ctx.scenario, agent_id)  # its own private data only (I6: perturbed)
-    colluder = None
-    attack = ctx.scenario.attack
-    if attack is not None and agent_id in attack.colluders:
-        graph = TradeGraph.from_scenario(ctx.scenario)
-        partners = graph.partners_of(graph.index(agent_id))
-        own_range = trade_ranges(ctx.scenario)[agent_id]
-        colluder = Colluder(
-            agent_id, attack, ctx.scenario.market, partners, own_range, ctx.log, report
-        )
-        ctx.log.warning(
-            "colluding against %s (strategy %s, shares %s)",
-            attack.target,
-            attack.strategy,
-            attack.shares,
-        )
-    return AgentNode(agent_id, ctx.scenario, cost, mode, ctx.log, ctx.identity, colluder)
+    """The agent's node: its played cost and privacy mode, honest or — in the experiments the
+    scenario sets up — one of the adversaries of :mod:`privgrid.attack`: a colluder
+    (``[attack] colluders``) or a lying decryptor (``behaviour = "lying-decryptor"``)."""
+    agent_id, scenario, run = ctx.me, ctx.scenario, ctx.settings.run
+    if scenario.agent(agent_id).behaviour == "lying-decryptor":
+        mode: PrivacyMode = LyingDecryptorMode(scenario, agent_id, run, ctx.log)
+    else:
+        mode = make_mode(scenario, agent_id, run, ctx.log)
+    cost = played_cost(scenario, agent_id)  # its own private data only (I6: perturbed)
+    attack = scenario.attack
+    if attack is None or agent_id not in attack.colluders:
+        return AgentNode(agent_id, scenario, cost, mode, ctx.log, ctx.identity)
+    graph = TradeGraph.from_scenario(scenario)
+    partners = graph.partners_of(graph.index(agent_id))
+    own_range = trade_ranges(scenario)[agent_id]
+    colluder = Colluder(agent_id, attack, scenario.market, partners, own_range, ctx.log, report)
+    ctx.log.warning(
+        "colluding against %s (strategy %s, shares %s)",
+        attack.target,
+        attack.strategy,
+        attack.shares,
+    )
+    return ColludingAgent(agent_id, scenario, cost, mode, ctx.log, ctx.identity, colluder)

@@ -17,19 +17,21 @@ from typing import Any
 import numpy as np
 
 from privgrid.crypto.identity import Identity
+from privgrid.ledger import Block
+from privgrid.ledger.pos import lm_checks
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import encode_scalar, fixed_tuple
 from privgrid.market.kkt import Check, Tolerances, check_line_flows, check_lines, excluding_pairs
 from privgrid.market.line_step import LinePrices, line_update
 from privgrid.market.setup import MarketSetup
 from privgrid.privacy import PrivacyMode, Violation
-from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Action, Node
+from privgrid.roles.voter import Voter
+from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, Action
 from privgrid.scenario import LM_ID, MO_ID
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.kinds import (
     BlockProposal,
-    BlockVote,
     Closed,
     Gone,
     LmFinal,
@@ -39,7 +41,7 @@ from privgrid.wire.kinds import (
 )
 
 
-class LineManagerNode(Node):
+class LineManagerNode(Voter):
     def __init__(
         self,
         setup: MarketSetup,
@@ -47,8 +49,7 @@ class LineManagerNode(Node):
         log: ParticipantLog,
         identity: Identity | None = None,
     ) -> None:
-        super().__init__(LM_ID, log)
-        self.identity = identity  # signs the Proof-of-Solution vote
+        super().__init__(LM_ID, log, setup.scenario, identity)
         self.mode = mode
         self.setup = setup
         self.leg = mode.lm_leg(lambda: setup, self._mask_keys)
@@ -57,18 +58,10 @@ class LineManagerNode(Node):
         self.line_prices = LinePrices.zero(len(setup.limited))
         self.flows = np.zeros(len(setup.limited))  # F(P^k) on the limited lines
         self.completed = 0
-        self.awaiting_block = False
         self.dropped: tuple[tuple[str, str], ...] = ()
-        self.last_heard = 0.0
-        timeouts = setup.scenario.timeouts
-        self.wait_missing = timeouts.on_missing == "wait"
-        self.timeout = timeouts.round + timeouts.finish
-        if self.wait_missing:
-            self.timeout += timeouts.missing
-        # Restarts (docs/reliability.md): what we sent last, for a peer that lost it.
+        # Restarts (docs/reliability.md): what we sent last, for a peer that lost it (and
+        # ``last_mo``, our last message to the MO).
         self.last_step: list[Outgoing] = []  # the last round's charges or line prices
-        self.last_mo: Outgoing | None = None  # our last message to the MO
-        self.voted = False
         #: Opt-in audit of what the LM received (the honest-but-curious experiment).
         self.record: Callable[[dict[str, object]], None] | None = None
 
@@ -91,9 +84,7 @@ class LineManagerNode(Node):
             case BlockProposal(block=raw) if from_mo:
                 return self._vote(message.round, raw)
             case Closed(reason=reason) if from_mo:
-                self.log.info("the MO closed the run: %s", reason)
-                self.finish(EXIT_OK)
-                return []
+                return self._closed(reason)
             case Gone():
                 if from_mo:
                     if self.wait_missing:
@@ -160,15 +151,7 @@ class LineManagerNode(Node):
         return [CHECKPOINT, *outgoing, self.last_mo]
 
     def tick(self, now: float) -> list[Action]:
-        if self.voted and now - self.last_heard > self.setup.scenario.timeouts.finish:
-            self.log.warning("the MO did not close the run; leaving with our vote cast")
-            self.finish(EXIT_OK)
-        if self.awaiting_block and now - self.last_heard > self.setup.scenario.timeouts.finish:
-            self.log.error("no block to vote on within %g s", self.setup.scenario.timeouts.finish)
-            self.finish(EXIT_FAILURE)
-        if now - self.last_heard > self.timeout:
-            self.log.error("nothing heard for %.0f s; giving up", now - self.last_heard)
-            self.finish(EXIT_FAILURE)
+        self._check_clocks(now)
         return []
 
     def _final_checks(self) -> list[Check]:
@@ -203,47 +186,13 @@ class LineManagerNode(Node):
             kkt=tuple(c.as_dict() for c in checks),
             stats=self.stats(),
         )
-        if stop.converged and self.identity is not None:
-            self.awaiting_block = True
-        else:
-            self.finish(EXIT_OK)
+        self._expect_block(stop.converged)
         self.last_mo = Outgoing(MO_ID, self.completed, body)
         return [CHECKPOINT, self.last_mo]
 
-    def _vote(self, round_: int, raw: bytes) -> list[Action]:
+    def block_checks(self, block: Block) -> list[Check]:
         """Proof of Solution, the LM's part: line records, limits, line prices, charges."""
-        if not self.awaiting_block or self.identity is None:
-            self.log.warning("ignored a block: not waiting for one")
-            return []
-        from privgrid.ledger import Block, LedgerError
-        from privgrid.ledger.pos import lm_checks, vote_on
-
-        self.awaiting_block = False
-        try:
-            block = Block.from_bytes(raw)
-            checks = excluding_pairs(lm_checks(block, self.setup), self.dropped)
-        except LedgerError as exc:
-            self.log.error("the proposed block is malformed: %s; not voting", exc)
-            self.finish(EXIT_OK)
-            return []
-        self.voted = True  # stay until the MO closes the run: it may need the vote again
-        for check in (c for c in checks if not c.passed):
-            self.log.warning(
-                "block check %s failed at %s: %.3g > %.3g",
-                check.condition,
-                check.subject,
-                check.value,
-                check.tolerance,
-            )
-        vote = vote_on(self.identity, self.me, block, checks)
-        self.log.info(
-            "%s block %d (%s…)",
-            "accept" if vote.accept else "REJECT",
-            block.height,
-            block.hash_hex[:16],
-        )
-        self.last_mo = Outgoing(MO_ID, round_, BlockVote(vote.to_bytes()))
-        return [CHECKPOINT, self.last_mo]
+        return excluding_pairs(lm_checks(block, self.setup), self.dropped)
 
     # -- restarts (docs/reliability.md) ---------------------------------------------------------
     def snapshot(self) -> dict[str, object]:

@@ -10,9 +10,10 @@ import click
 
 from privgrid import report
 from privgrid.attack.evaluate import write_attack_report
+from privgrid.attack.tampering import TamperingProposal
 from privgrid.ledger import Ledger, LedgerError, genesis_block
 from privgrid.ledger.genesis import participants_from_scenario
-from privgrid.market.setup import build_setup
+from privgrid.market.setup import MarketSetup, build_setup
 from privgrid.privacy import make_mode
 from privgrid.process import Context, load_context, role_options, run_node
 from privgrid.progress import MAX_WINDOW, ProgressReporter, progress_text
@@ -119,6 +120,16 @@ def commit(ctx: Context, ledger: Ledger, outcome: RunOutcome) -> dict[str, Any]:
     return info
 
 
+def make_proposal(ctx: Context, setup: MarketSetup, ledger: Ledger) -> Proposal:
+    """The MO's block proposal: honest, or the tampering one of the Proof-of-Solution
+    experiment (``market_operator.behaviour``, :mod:`privgrid.attack.tampering`)."""
+    args = (setup, ctx.identity, ledger.genesis, ledger.head(), ctx.settings.run, ctx.log)
+    behaviour = ctx.scenario.market_operator.behaviour
+    if behaviour == "honest":
+        return Proposal(*args)
+    return TamperingProposal(*args, behaviour=behaviour)
+
+
 @click.command(name="mo")
 @role_options
 @click.option(
@@ -179,9 +190,7 @@ def main(
         ctx.log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
     ctx.log.info("ledger %s (id %s…) at height %d", ledger.path, ledger.id[:16], ledger.height)
-    proposal = Proposal(
-        setup, ctx.identity, ledger.genesis, ledger.head(), ctx.settings.run, ctx.log
-    )
+    proposal = make_proposal(ctx, setup, ledger)
     store = ctx.checkpoint_store()
     if store is None or not store.path.exists():  # a fresh run, not a restart
         report.clear_outputs(folder)
