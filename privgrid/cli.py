@@ -105,6 +105,13 @@ def solve(scenario: Path, as_json: bool, output: Path | None) -> None:
     help="Host K agents per OS process (each keeps its own keys, identity, MQTT client and "
     "logs/<id>.log); for 100+ agents on one machine.",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Talk to the broker over TLS only: make a run CA and certificates in <keys>/tls and "
+    "start Mosquitto with a TLS listener that takes each account from its client "
+    "certificate (no password on the wire). Needs Mosquitto.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of tables.")
 def run(
     scenario: Path,
@@ -116,6 +123,7 @@ def run(
     ledger: Path | None,
     keys: Path | None,
     agents_per_process: int,
+    tls: bool,
     as_json: bool,
 ) -> None:
     """Run a whole grid for SCENARIO: broker, LM, MO and every agent as separate processes.
@@ -125,9 +133,17 @@ def run(
     trace.csv, logs/<participant>.log and plots/. Exit status: 0 converged, 1 not converged,
     2 invalid input, 3 a participant failed, 130 interrupted.
     """
+    from privgrid.broker.local import TLS_NEEDS_MOSQUITTO, mosquitto_binary
     from privgrid.console import print_summary
     from privgrid.launcher import LaunchOptions, launch
 
+    if tls and broker:
+        _fail(
+            "--tls starts its own Mosquitto; for a TLS broker of your own give "
+            "--broker mqtts://HOST:PORT and the certificates in <keys>/tls (docs/deploy.md)"
+        )
+    if tls and (embedded_broker or mosquitto_binary() is None):
+        _fail(TLS_NEEDS_MOSQUITTO)
     options = LaunchOptions(
         scenario,
         privacy,
@@ -138,6 +154,7 @@ def run(
         ledger=ledger,
         keys=keys,
         agents_per_process=agents_per_process,
+        tls=tls,
     )
     try:
         code, folder, results = launch(options)
@@ -172,16 +189,71 @@ def keys() -> None:
     help="Folder for roster.json and <id>.key files.",
 )
 @click.option("--force", is_flag=True, help="Make new keys even where valid ones exist.")
-def keys_init(scenario: Path, out: Path, force: bool) -> None:
-    """Write OUT/roster.json and one private key per participant (mode 0600)."""
-    from privgrid.keys import init_keys
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Also make OUT/tls/: a run CA, the broker's certificate and one client certificate "
+    "per participant and for monitor (for mqtts:// brokers; docs/deploy.md).",
+)
+@click.option(
+    "--broker-name",
+    "broker_names",
+    multiple=True,
+    metavar="NAME",
+    help="A host name or IP address clients use to reach the broker, written into its "
+    "certificate (repeatable) [default: localhost and 127.0.0.1].",
+)
+@click.option(
+    "--tls-days",
+    type=click.IntRange(min=1),
+    default=365,
+    show_default=True,
+    help="Validity of the certificates, in days.",
+)
+def keys_init(
+    scenario: Path,
+    out: Path,
+    force: bool,
+    tls: bool,
+    broker_names: tuple[str, ...],
+    tls_days: int,
+) -> None:
+    """Write OUT/roster.json and one private key per participant (mode 0600).
+
+    With --tls also OUT/tls/: ca.pem (every host needs it), ca.key (keep it here), broker.pem
+    and broker.key (the broker host), and <id>.pem and <id>.key for every participant and
+    monitor (each host only its own). Valid keys and certificates are kept unless --force.
+    """
+    from privgrid.crypto.tls import DEFAULT_BROKER_NAMES, TlsError
+    from privgrid.keys import init_keys, init_run_tls
     from privgrid.scenario import load_scenario
 
+    if broker_names and not tls:
+        _fail("--broker-name needs --tls")
     try:
-        roster = init_keys(load_scenario(scenario), out, force=force)
-    except ScenarioError as exc:
+        loaded = load_scenario(scenario)
+        roster = init_keys(loaded, out, force=force)
+        made = (
+            init_run_tls(
+                loaded,
+                out,
+                broker_names=broker_names or DEFAULT_BROKER_NAMES,
+                days=tls_days,
+                force=force,
+            )
+            if tls
+            else None
+        )
+    except (ScenarioError, TlsError) as exc:
         _fail(str(exc))
     click.echo(f"wrote {out / 'roster.json'} and {len(roster)} private keys to {out}/")
+    if made is not None:
+        names = ", ".join(broker_names or DEFAULT_BROKER_NAMES)
+        click.echo(
+            f"TLS in {made.folder}/: {'new' if made.new_ca else 'kept the'} run CA, "
+            f"{len(made.made)} certificates made, {len(made.kept)} kept; the broker's names: "
+            f"{names}"
+        )
 
 
 @main.group()

@@ -33,8 +33,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from privgrid.broker.config import BrokerUsers
 from privgrid.broker.local import LocalBroker, start_broker
-from privgrid.keys import init_keys, participants
-from privgrid.process import ENV_BROKER_URLS
+from privgrid.keys import init_keys, init_run_tls, participants
+from privgrid.process import ENV_BROKER_URLS, ENV_TLS_DIR
 from privgrid.runtime import EXIT_FAILURE
 from privgrid.scenario import LM_ID, MO_ID, Scenario, parse_scenario
 from privgrid.solve import prepare
@@ -67,6 +67,7 @@ class LaunchOptions:
     ledger: Path | None = None  # default: <run folder>/ledger.sqlite
     keys: Path | None = None  # default: new keys in <run folder>/secrets
     agents_per_process: int = 1  # >1: several agents as asyncio tasks in one OS process
+    tls: bool = False  # Mosquitto on TLS only, client certificates as logins (--tls)
 
 
 @dataclass
@@ -187,13 +188,24 @@ class Launcher:
         attack = scenario.attack
         colluders, coalition = (attack.colluders, attack.coalition) if attack else ([], "coalition")
         users = BrokerUsers.generate(ids, colluders, coalition)
-        users.save(self.folder / "secrets" / "broker.json")
+        tls = self._tls(scenario) if self.options.tls else None
+        if tls is None:  # over TLS the certificates are the logins: no password exists
+            users.save(self.folder / "secrets" / "broker.json")
         self.broker = start_broker(
-            self.folder / "broker", self.run_id, users, prefer=self.options.broker_kind
+            self.folder / "broker", self.run_id, users, prefer=self.options.broker_kind, tls=tls
         )
         if not self.options.quiet:
-            self.console.print(f"broker: {self.broker.kind} on 127.0.0.1:{self.broker.port}")
+            over = " (TLS, client certificates)" if tls else ""
+            self.console.print(f"broker: {self.broker.kind} on 127.0.0.1:{self.broker.port}{over}")
         return {pid: self.broker.url(pid, users.passwords[pid]) for pid in ids}
+
+    def _tls(self, scenario: Scenario) -> Path:
+        """``--tls``: a run CA and certificates in ``<run folder>/secrets/tls`` (also with
+        ``--keys``: a broker certificate for this machine must not replace one made for a
+        real host there); every child is told where."""
+        folder = init_run_tls(scenario, self.folder / "secrets").folder
+        self.options.extra_env[ENV_TLS_DIR] = str(folder)
+        return folder
 
     def start_children(self, scenario: Scenario, scenario_file: Path, urls: dict[str, str]) -> None:
         keys = self.keys

@@ -42,7 +42,7 @@ from privgrid.scenario import MO_ID
 from privgrid.wire import topics
 from privgrid.wire.channel import Channel, Conflict, Duplicate, Message, NotForMe, Outgoing
 from privgrid.wire.envelope import Rejected
-from privgrid.wire.session import BrokerUrl, MqttSession, client_id
+from privgrid.wire.session import BrokerRefusedError, BrokerUrl, MqttSession, client_id
 
 if TYPE_CHECKING:
     from privgrid.state import CheckpointStore
@@ -330,6 +330,8 @@ class Participant:
         except TimeoutError as exc:
             self.log.error("%s", exc)
             return EXIT_FAILURE
+        except BrokerRefusedError:  # a certificate problem, logged by the session: bad input
+            return EXIT_BAD_INPUT
         self.log.info("connected to %s as %s", self.settings.broker, me)
         try:
             return await self._loop(session)
