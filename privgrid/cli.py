@@ -342,6 +342,7 @@ def experiment_perturbation(scenario: Path, out: Path, draws: int) -> None:
 
 
 def _add_role_commands() -> None:
+    from privgrid.broker.command import broker_group
     from privgrid.compose.command import compose_command
     from privgrid.ledger.cli import ledger
     from privgrid.roles.agent.process import main as agent_main
@@ -353,6 +354,7 @@ def _add_role_commands() -> None:
     main.add_command(mo_main, "mo")
     main.add_command(ledger, "ledger")
     main.add_command(compose_command, "compose")
+    main.add_command(broker_group, "broker")
 
 
 _add_role_commands()
