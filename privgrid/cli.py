@@ -344,6 +344,7 @@ def experiment_perturbation(scenario: Path, out: Path, draws: int) -> None:
 def _add_role_commands() -> None:
     from privgrid.broker.command import broker_group
     from privgrid.compose.command import compose_command
+    from privgrid.compose.swarm import swarm_group
     from privgrid.ledger.cli import ledger
     from privgrid.roles.agent.process import main as agent_main
     from privgrid.roles.line_manager.process import main as lm_main
@@ -355,6 +356,7 @@ def _add_role_commands() -> None:
     main.add_command(ledger, "ledger")
     main.add_command(compose_command, "compose")
     main.add_command(broker_group, "broker")
+    main.add_command(swarm_group, "swarm")
 
 
 _add_role_commands()
