@@ -39,6 +39,19 @@ TLS_PORT = 8883
 RUN = "demo"
 AGENTS = ["S1", "S2", "S3", "S4", "B1", "B2", "B3"]
 OPERATORS = ["LM", "MO"]
+#: On the broker host, as docs/deploy.md says (``--keys secrets`` is the default).
+BROKER_CONFIG = [
+    "broker",
+    "config",
+    "scenario.toml",
+    "--tls",
+    "--run",
+    RUN,
+    "--keys",
+    "secrets",
+    "--out",
+    "broker",
+]
 
 
 @pytest.fixture
@@ -158,19 +171,7 @@ def test_broker_operators_and_agents_on_three_hosts_agree_with_solve_over_tls_on
     Lab.stop(decoy)
     config = lab.run(
         "broker",
-        [
-            *PRIVGRID,
-            "broker",
-            "config",
-            "scenario.toml",
-            "--tls",
-            "--run",
-            RUN,
-            "--keys",
-            "secrets",
-            "--out",
-            "conf",
-        ],
+        [*PRIVGRID, *BROKER_CONFIG],
         cwd=hosts["broker"],
     )
     assert config.returncode == 0, config.stderr
@@ -179,7 +180,7 @@ def test_broker_operators_and_agents_on_three_hosts_agree_with_solve_over_tls_on
     tcpdump = lab.capture(capture)
     with (hosts["broker"] / "logs" / "mosquitto.log").open("wb") as log:
         mosquitto = lab.popen(
-            "broker", ["mosquitto", "-c", "conf/mosquitto.conf"], cwd=hosts["broker"], stderr=log
+            "broker", ["mosquitto", "-c", "broker/mosquitto.conf"], cwd=hosts["broker"], stderr=log
         )
     wait_until_reachable(lab, "agents", broker_ip, TLS_PORT, 30)
 
@@ -248,3 +249,21 @@ def test_the_wire_check_tells_a_plain_mqtt_connect_from_tls_records():
     records = b"\x16\x03\x01\x00\x02ab" + b"\x17\x03\x03\x00\x03xyz" + b"\x17\x03\x03\x01"
     assert tls_record_problem(records) is None  # the last one cut short by the capture's end
     assert tls_record_problem(records[:12] + connect) is not None
+
+
+def test_docs_deploy_gives_the_steps_this_test_takes():
+    """docs/deploy.md and the README name the commands the three-host test runs."""
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    for step in (
+        "privgrid keys init scenario.toml --out secrets --tls --broker-name",
+        "privgrid " + " ".join(BROKER_CONFIG),
+        "mosquitto -c broker/mosquitto.conf",
+        "export PRIVGRID_BROKER_URL=mqtts://broker.example.org:8883 PRIVGRID_RUN=demo",
+        "privgrid lm --scenario scenario.toml",
+        "privgrid mo --scenario scenario.toml --out results",
+        "privgrid agent --scenario scenario.toml --id S1",
+        "TCP 8883",
+    ):
+        assert step in deploy, step
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/deploy.md" in readme and "privgrid run configs/paper.toml --tls" in readme

@@ -109,6 +109,18 @@ def missing_image(tasks: Sequence[Task]) -> str | None:
     return None
 
 
+def _constraints(service: str, run: Runner) -> str:
+    """The service's placement constraints, as Swarm has them ("a node with …")."""
+    try:
+        raw = run(
+            ["service", "inspect", "--format", "{{json .Spec.TaskTemplate.Placement}}", service]
+        )
+        found = json.loads(raw).get("Constraints") or []
+    except (SwarmError, ValueError, AttributeError):
+        found = []
+    return "a node with " + " and ".join(found) if found else "a node it may run on"
+
+
 def exit_status(task: Task, run: Runner = docker_cli) -> int:
     """The exit status of an ended task's container."""
     try:
@@ -144,9 +156,9 @@ def wait_for_result(
                 since = unplaced.setdefault(task.service, now)
                 if now - since > PLACEMENT_GRACE:
                     raise SwarmError(
-                        f"service {task.service} finds no node to run on ({task.error.strip()}): "
-                        "label one with docker node update --label-add privgrid.<role>=true "
-                        "(docs/deploy.md)"
+                        f"service {task.service} finds no node to run on ({task.error.strip()}); "
+                        f"it needs {_constraints(task.service, run)}: docker node update "
+                        "--label-add LABEL=true NODE (docs/deploy.md)"
                     )
         ended = [t for t in tasks if t.service == mo and t.ended]
         if ended:

@@ -309,3 +309,36 @@ def test_this_kernel_can_encrypt_the_overlay_between_nodes(docker_engine: harnes
         "multi-node swarms on a kernel with CONFIG_INET_ESP and CONFIG_CRYPTO_GCM, or set "
         "PRIVGRID_ALLOW_NO_IPSEC=1 to accept this machine as it is."
     )
+
+
+def test_a_service_without_a_labelled_node_is_named_with_the_label_it_needs(
+    tmp_path: Path, stacks: list[Stack], swarm: str, privgrid_image: str, mosquitto_image: str
+) -> None:
+    client = harness.docker_client(timeout=120)
+    node = client.nodes.get(swarm)
+    spec = dict(node.attrs["Spec"])
+    labels = dict(spec.get("Labels") or {})
+    spec["Labels"] = {k: v for k, v in labels.items() if k != "privgrid.agents"}
+    node.update(spec)
+    try:
+        name = f"swarm-nolabel-{os.getpid()}"
+        scenario_copy(tmp_path, name)
+        made = privgrid("compose", f"{name}.toml", "--swarm", "-o", "stack.yaml", cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        stack = Stack(
+            name,
+            tmp_path,
+            {"PRIVGRID_IMAGE": privgrid_image, "PRIVGRID_MOSQUITTO_IMAGE": mosquitto_image},
+        )
+        stacks.append(stack)
+        stack.deploy()
+        waited = stack.wait(timeout=300)
+    finally:
+        node.reload()
+        spec = dict(node.attrs["Spec"])
+        spec["Labels"] = labels
+        node.update(spec)
+        client.close()
+    assert waited.returncode == 2, waited.stderr
+    assert f"service {name}_agent-" in waited.stderr
+    assert "it needs a node with node.labels.privgrid.agents == true" in waited.stderr
