@@ -156,36 +156,64 @@ def test_participants_log_in_with_their_certificates_and_the_acl_holds(broker: T
 
 
 def test_a_certificate_cannot_take_over_another_accounts_session(broker: TlsBroker):
-    """S1 (its own certificate) asks for B1's client id while B1 is connected: Mosquitto
-    replaces the id with S1's account, so B1 keeps its connection and gets what B2 sends it,
-    and S1 gets nothing of B1's — the binding of tests/test_broker_binding.py, under TLS."""
+    """S1 (its own certificate) asks for B1's client id, while B1 is connected and again
+    while B1 is away with three messages queued: Mosquitto replaces the id with S1's account,
+    so B1 is never cut off, S1 gets none of B1's messages, and B1 gets all of them when it
+    returns — the binding of tests/test_broker_binding.py, under TLS."""
+    share = topics.direct(RUN, "B1", "B2", "share")
+    barrier = topics.direct(RUN, "S1", "B2", "share")  # B2 → S1, after what B2 sent B1
 
-    async def scenario() -> tuple[MqttSession, list[tuple[str, bytes]]]:
+    def intruder() -> MqttSession:
+        session = broker.session("S1", participant_log("S1"), identifier=client_id(RUN, "B1"))
+        session.subscriptions = [topics.inbox_filter(RUN, "B1"), topics.inbox_filter(RUN, "S1")]
+        return session
+
+    async def got_nothing_of_b1s(thief: MqttSession, b2: MqttSession) -> list[bytes]:
+        """What the intruder got before B2's next message to S1 (the broker delivers one
+        sender's messages in order, so anything of B1's would have come first)."""
+        await b2.publish(barrier, b"barrier")
+        seen = []
+        while True:
+            topic, payload = await receive(thief)
+            if topic == barrier:
+                return seen
+            seen.append(payload)
+
+    async def scenario() -> tuple[int, list[bytes], list[bytes], list[bytes]]:
         b1 = broker.session("B1", participant_log("B1"))
         b2 = broker.session("B2", participant_log("B2"))
-        intruder = broker.session("S1", participant_log("S1"), identifier=client_id(RUN, "B1"))
-        intruder.subscriptions = [topics.inbox_filter(RUN, "B1")]
         await b1.start(30)
         await b2.start(30)
-        await intruder.start(30)
+        thief = intruder()
+        await thief.start(30)
         try:
-            await b2.publish(topics.direct(RUN, "B1", "B2", "share"), b"for B1 only")
-            got = await receive(b1)
-            assert got[1] == b"for B1 only"
-            await asyncio.sleep(1.0)  # would the intruder get a copy? (nothing to wait for)
-            stolen = []
-            while not intruder.inbox.empty():
-                stolen.append(intruder.inbox.get_nowait())
-            return b1, stolen
+            await b2.publish(share, b"live")
+            live = [(await receive(b1))[1]]
+            stolen_live = await got_nothing_of_b1s(thief, b2)
+            connects = b1.connects  # 1: never cut off
         finally:
-            await b1.close()
+            await thief.close()
+            await b1.close()  # away, its persistent session keeps what comes
+        try:
+            for n in range(3):
+                await b2.publish(share, f"queued {n}".encode())
+            thief = intruder()
+            await thief.start(30)
+            stolen_queued = await got_nothing_of_b1s(thief, b2)
+            await thief.close()
+            back = broker.session("B1", participant_log("B1"))
+            await back.start(30)
+            queued = [(await receive(back))[1] for _ in range(3)]
+            await back.close()
+        finally:
             await b2.close()
-            await intruder.close()
+        return connects, live + queued, stolen_live, stolen_queued
 
-    b1, stolen = asyncio.run(scenario())
-    assert stolen == []
-    assert b1.connects == 1  # never cut off
-    assert re.search(r"as S1 \(.*u'S1'\)", broker.log)
+    connects, received, stolen_live, stolen_queued = asyncio.run(scenario())
+    assert connects == 1
+    assert received == [b"live", b"queued 0", b"queued 1", b"queued 2"]
+    assert stolen_live == [] and stolen_queued == []
+    assert len(re.findall(r"as S1 \(.*u'S1'\)", broker.log)) == 2
     assert f"as {client_id(RUN, 'B1')}" not in broker.log
 
 
