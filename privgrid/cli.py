@@ -176,7 +176,7 @@ def run(
 
 @main.group()
 def keys() -> None:
-    """Identity keys and the pinned roster."""
+    """Identity keys, the pinned roster and TLS certificates."""
 
 
 @keys.command("init")

@@ -61,9 +61,6 @@ class Task:
         return self.current.split(" ", 1)[0] in ("Complete", "Failed", "Shutdown", "Rejected")
 
 
-Runner = Callable[[Sequence[str]], str]
-
-
 def docker_cli(args: Sequence[str]) -> str:
     """Run ``docker ARGS``; its output, or :class:`SwarmError` with Docker's own message."""
     docker = shutil.which("docker")
@@ -75,8 +72,8 @@ def docker_cli(args: Sequence[str]) -> str:
     return proc.stdout
 
 
-def stack_tasks(stack: str, run: Runner = docker_cli) -> list[Task]:
-    out = run(["stack", "ps", stack, "--no-trunc", "--format", "{{json .}}"])
+def stack_tasks(stack: str) -> list[Task]:
+    out = docker_cli(["stack", "ps", stack, "--no-trunc", "--format", "{{json .}}"])
     tasks = []
     for line in out.splitlines():
         if not line.strip():
@@ -109,10 +106,10 @@ def missing_image(tasks: Sequence[Task]) -> str | None:
     return None
 
 
-def _constraints(service: str, run: Runner) -> str:
+def _constraints(service: str) -> str:
     """The service's placement constraints, as Swarm has them ("a node with …")."""
     try:
-        raw = run(
+        raw = docker_cli(
             ["service", "inspect", "--format", "{{json .Spec.TaskTemplate.Placement}}", service]
         )
         found = json.loads(raw).get("Constraints") or []
@@ -121,10 +118,10 @@ def _constraints(service: str, run: Runner) -> str:
     return "a node with " + " and ".join(found) if found else "a node it may run on"
 
 
-def exit_status(task: Task, run: Runner = docker_cli) -> int:
+def exit_status(task: Task) -> int:
     """The exit status of an ended task's container."""
     try:
-        code = run(["inspect", "--format", "{{.Status.ContainerStatus.ExitCode}}", task.id])
+        code = docker_cli(["inspect", "--format", "{{.Status.ContainerStatus.ExitCode}}", task.id])
         return int(code.strip())
     except (SwarmError, ValueError):
         match = _EXIT.search(task.error)
@@ -136,7 +133,6 @@ def wait_for_result(
     *,
     timeout: float,
     interval: float = 2.0,
-    run: Runner = docker_cli,
     say: Callable[[str], None] = print,
 ) -> int:
     """The MO's exit status (see the module's docstring); :class:`SwarmError` if none comes."""
@@ -144,7 +140,7 @@ def wait_for_result(
     deadline = time.monotonic() + timeout
     unplaced: dict[str, float] = {}
     while True:
-        tasks = stack_tasks(stack, run)
+        tasks = stack_tasks(stack)
         if not tasks:
             raise SwarmError(f"no stack named {stack} (docker stack ls lists the stacks)")
         problem = missing_image(tasks)
@@ -157,12 +153,12 @@ def wait_for_result(
                 if now - since > PLACEMENT_GRACE:
                     raise SwarmError(
                         f"service {task.service} finds no node to run on ({task.error.strip()}); "
-                        f"it needs {_constraints(task.service, run)}: docker node update "
+                        f"it needs {_constraints(task.service)}: docker node update "
                         "--label-add LABEL=true NODE (docs/deploy.md)"
                     )
         ended = [t for t in tasks if t.service == mo and t.ended]
         if ended:
-            code = exit_status(ended[0], run)
+            code = exit_status(ended[0])
             say(f"{mo} exited with status {code}")
             return code
         if now > deadline:
