@@ -64,10 +64,12 @@ def docker_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[
 
 @pytest.fixture(scope="module")
 def swarm(docker_engine: harness.EngineState) -> Iterator[str]:
-    """A single-node swarm on loopback with the three labels on its node; left at the end
-    (one that was already there is kept, with the labels it had)."""
+    """A single-node swarm on loopback with the three labels on its node; left at the end,
+    with the docker_gwbridge network swarm mode adds (a swarm that was already there is kept,
+    with the labels it had)."""
     client = harness.docker_client(timeout=120)
     made = client.info()["Swarm"]["LocalNodeState"] != "active"
+    had_bridge = bool(client.networks.list(names=["docker_gwbridge"]))
     if made:
         init = docker_cli("swarm", "init", "--advertise-addr", "127.0.0.1")
         assert init.returncode == 0, init.stderr
@@ -81,6 +83,8 @@ def swarm(docker_engine: harness.EngineState) -> Iterator[str]:
     finally:
         if made:
             docker_cli("swarm", "leave", "--force")
+            if not had_bridge:  # the bridge swarm mode made on this host
+                docker_cli("network", "rm", "docker_gwbridge")
         else:
             node.reload()
             spec = dict(node.attrs["Spec"])
