@@ -58,7 +58,7 @@ from privgrid.wire.kinds import (
     Stop,
     ViolationReport,
 )
-from privgrid.wire.session import BrokerUrl, MqttSession, client_id
+from privgrid.wire.session import BrokerRefusedError, BrokerUrl, MqttSession, client_id
 
 if TYPE_CHECKING:
     from privgrid.privacy import PrivacyMode
@@ -384,6 +384,8 @@ class Participant:
             self.log.error("%s", exc)
             self.node.give_up(f"{me} could not connect to the broker: {exc}")
             return EXIT_FAILURE
+        except BrokerRefusedError:  # a certificate problem, logged by the session: bad input
+            return EXIT_BAD_INPUT
         self.log.info("connected to %s as %s", self.settings.broker, me)
         try:
             return await self._loop(session)
