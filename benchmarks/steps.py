@@ -14,7 +14,8 @@ multi-process run, which reproduces it bit for bit) twice:
 The scenarios: every file in configs/ (its honest market: an ``[attack]`` is left out), the
 paper case with every cost divided by 20 (prices ~0.1 $/kW, the price level of a real feeder,
 docs/market.md) and N random markets of the property test's generator
-(``tests/random_markets.py``, seeds 0, 1, 2, … at the default ε). Rounds are deterministic,
+(``tests/random_markets.py``, seeds 0, 1, 2, …), at the default ε = 1e-4 and at the property
+test's ε = 1e-6. Rounds are deterministic,
 so they are exact whatever the machine's load; no time is measured. Every run is checked
 against the centralised QP: every party's Proof-of-Solution KKT checks, the largest
 difference of an agent's total from the optimum's, the relative welfare gap. Nothing is
@@ -51,6 +52,8 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PUBLISHED = {"steps": "fixed", "tau": 1.0, "alpha": 0.2, "rho": 1.0}
 #: The random markets' round limit (their slowest published-step run needs ~700 rounds).
 RANDOM_MAX_ROUNDS = 50_000
+#: The random markets' tolerances: the default, and the property test's (tests/test_property.py).
+RANDOM_EPSILONS = (1e-4, 1e-6)
 FEEDER_SCALE = 1 / 20
 QUICK_RANDOM = 3
 
@@ -202,8 +205,14 @@ def summary_table(groups: dict[str, list[Case]]) -> tuple[list[str], list[list[s
     return head, rows
 
 
-def doc_section(configs: list[Case], scaled: list[Case], random: list[Case], elapsed: float) -> str:
-    groups = {"configs/": configs, "random markets (tests/random_markets.py)": random}
+def random_label(epsilon: float) -> str:
+    return f"random markets (tests/random_markets.py), ε = {epsilon:g}"
+
+
+def doc_section(
+    configs: list[Case], scaled: list[Case], random: dict[float, list[Case]], elapsed: float
+) -> str:
+    groups = {"configs/": configs} | {random_label(e): cases for e, cases in random.items()}
     return "\n".join(
         [
             "### Step sizes: rounds before and after adaptive steps (`benchmarks/steps.py`)",
@@ -249,15 +258,17 @@ def main() -> None:
     scaled = []
     if "paper" in names:
         scaled.append(compare("paper ÷ 20", feeder_priced(config_data("paper"))))
-    random = []
-    keys = {"max_rounds": RANDOM_MAX_ROUNDS}
-    for i, data in enumerate(seeded_markets(count, keys)):
-        random.append(compare(data["scenario"]["name"], data))
-        c = random[-1]
-        print(f"random {i}: {c.before.rounds} -> {c.after.rounds} rounds", flush=True)
+    random: dict[float, list[Case]] = {}
+    for epsilon in RANDOM_EPSILONS:
+        keys = {"max_rounds": RANDOM_MAX_ROUNDS, "epsilon_p": epsilon, "epsilon_lambda": epsilon}
+        cases = random[epsilon] = []
+        for data in seeded_markets(count, keys):
+            cases.append(compare(data["scenario"]["name"], data))
+            c = cases[-1]
+            print(f"{c.name} ε={epsilon:g}: {c.before.rounds} -> {c.after.rounds}", flush=True)
     print(text_table(*case_table(configs + scaled)))
     print()
-    groups = {"configs/": configs, "random markets": random}
+    groups = {"configs/": configs} | {random_label(e): cases for e, cases in random.items()}
     print(text_table(*summary_table(groups)))
     if args.write_docs:
         elapsed = time.perf_counter() - started

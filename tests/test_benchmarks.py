@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(600)
-SECTIONS = ("crypto", "paper", "scale", "rho")
+SECTIONS = ("crypto", "paper", "scale", "rho", "steps")
 
 
 @pytest.fixture
@@ -63,6 +63,12 @@ def test_crypto_benchmark(doc):
 def test_rho_benchmark(doc):
     out = run_script("rho", doc)
     assert "rounds ρ=1.5" in out and "paper" in out
+
+
+def test_steps_benchmark(doc):
+    out = run_script("steps", doc)
+    assert "rounds before" in out and "| paper | 7 | 12 | 195 | 72 |" in out
+    assert "paper ÷ 20" in out and "ε = 1e-06" in out and "FAIL" not in out
 
 
 def test_paper_benchmark(doc):

@@ -2,7 +2,9 @@
 
 This is the reference the multi-process run must reproduce bit for bit: agents step one at a
 time with exactly the arrays their processes would hold, price shares cross in fixed point,
-the LM and the MO run their steps on the quantised values they would receive.
+the LM and the MO run their steps on the quantised values they would receive, and the MO's
+step controller (:mod:`privgrid.market.steps`) takes the same decisions from the same
+residuals.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ def negotiate(
     agent's derived view of its partners' trades, as in the processes.
     ``observe(k, state, P̄)`` sees every round's complete state (for analyses and tests that
     need what each party held in each round; the role processes never call it).
+    ``controller`` decides each round's step exponent from the previous round's residuals, as
+    the MO does (default: a fresh :class:`~privgrid.market.steps.StepController` for the
+    scenario's ``market.steps``); pass one to read its decisions afterwards. Each trace row
+    records the exponent its round used.
     """
     g = setup.graph
     market = setup.scenario.market

@@ -1,6 +1,7 @@
 """The prosumer's protocol logic: one round = local step, price exchange, charges, residuals.
 
-Round k, after the MO's ``round k``:
+Round k, after the MO's ``round k`` (which announces the round's step exponent e: τ·2^e and
+α·2^-e, :mod:`privgrid.market.steps`):
 1. the exact local step on (P, λ, c) of round k−1 → new trades, P̄, r_d (private θ kept);
 2. the price shares A, B → the price exchange with every partner (the privacy mode's);
 3. the new trades → the LM (through the mode's LM leg);

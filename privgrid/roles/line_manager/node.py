@@ -1,11 +1,13 @@
 """The Line Manager's protocol logic: flows in, line prices (and charges) out, each round.
 
 Round k: collect every agent's contribution through the LM leg (its trades, or with masked
-aggregation only its masked share of the line flows); run the LM step — projected dual ascent
-on the line limits (:mod:`privgrid.market.line_step`); send what the agents need for their
-charges (their charges, or the broadcast line prices) and the MO the residuals r_L (and r_P
-when the LM sees trades). After ``stop``: check its KKT part on the last state and send it,
-with the line prices, to the MO; after convergence, vote on the MO's block.
+aggregation only its masked share of the line flows) and the MO's ``round k`` broadcast (its
+step exponent e sets the round's σ·2^-e, :mod:`privgrid.market.steps`); run the LM step —
+projected dual ascent on the line limits (:mod:`privgrid.market.line_step`); send what the
+agents need for their charges (their charges, or the broadcast line prices) and the MO the
+residuals r_L (and r_P when the LM sees trades). After ``stop``: check its KKT part on the
+last state and send it, with the line prices, to the MO; after convergence, vote on the MO's
+block.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 It starts round 1 once every participant has announced itself, collects each round's residuals
 (r_d, r_C from every agent; r_P, r_L from the LM), applies the stopping test of
-:mod:`privgrid.market.stopping`, and broadcasts the next round or ``stop``. A participant that
+:mod:`privgrid.market.stopping`, and broadcasts the next round — with its step exponent, from
+the step controller of :mod:`privgrid.market.steps` — or ``stop``. A participant that
 leaves (its signed last will), or a round that does not complete within the timeout, ends the
 run with an error naming who is missing. After ``stop`` it collects the final reports; what
 becomes of them (results, ledger) is the process layer's business (:attr:`outcome`).
