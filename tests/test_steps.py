@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import statistics
 import tomllib
 from pathlib import Path
@@ -81,6 +82,33 @@ def test_the_exact_step_condition_holds_at_every_reachable_exponent(name):
         bound = s.tau * max(2 * s.alpha, 2 * s.sigma * norm)
         assert exact == pytest.approx(bound, rel=1e-9)
         assert bound == pytest.approx(0.9, rel=1e-12)  # τα = τσ‖G‖² = 0.45: 0.9 of the bound
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({}, None),
+        ({"steps": 0}, None),
+        ({"steps": -16, "dropped": [["S1", "B1"]]}, None),
+        ({"steps": 60}, None),
+        ({"steps": 61}, "must be in [-60, 60]"),
+        ({"steps": 1.5}, "must be an integer"),
+        ({"steps": True}, "must be an integer"),
+    ],
+)
+def test_the_round_message_carries_the_exponent_as_a_bounded_integer(body, error):
+    """The steps cross the wire exactly (an integer); a value that would make 2^e overflow is
+    refused by the receiver's schema check, before any role sees it."""
+    from privgrid.wire import schema
+    from privgrid.wire.envelope import Rejected
+    from privgrid.wire.kinds import KINDS
+
+    spec = KINDS["round"].body
+    if error is None:
+        assert schema.check(body, spec, kind="round", sender="MO") == body
+    else:
+        with pytest.raises(Rejected, match=re.escape(error)):
+            schema.check(body, spec, kind="round", sender="MO")
 
 
 # --- the controller -----------------------------------------------------------------------------
