@@ -105,11 +105,11 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, so
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: mosquitto" in proc.stderr
-    assert "Summary: paper (plain)" in proc.stdout and "195" in proc.stdout
+    assert "Summary: paper (plain)" in proc.stdout and "72" in proc.stdout
     assert proc.stderr.rstrip("\n").splitlines()[-1] == f"run folder: {out}"  # no reason line
     assert "Traceback" not in proc.stderr
     results = json.loads((out / "results.json").read_text())
-    assert results["converged"] and results["rounds"] == 195
+    assert results["converged"] and results["rounds"] == 72  # the defaults: adaptive steps
     assert results["status"] == "converged" and results["error"] is None
     assert_same_market_as_solve(results, solve_json)
     assert_solve_schema(results, solve_json)
@@ -155,7 +155,7 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: embedded" in proc.stderr
     results = json.loads(proc.stdout)
-    assert results["converged"] and results["rounds"] == 108
+    assert results["converged"] and results["rounds"] == 46
     assert results["kkt"]["passed"]
     folders = list((tmp_path / "runs").iterdir())
     assert len(folders) == 1
@@ -163,7 +163,7 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     assert re.fullmatch(r"\d{8}-\d{6}-paper-unconstrained", folder.name), folder.name
     assert f"run folder: runs/{folder.name}" in proc.stderr
     assert json.loads((folder / "results.json").read_text()) == results
-    assert_json_logs(folder, ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"], 108)
+    assert_json_logs(folder, ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"], 46)
 
 
 def logged_at(log: str, text: str) -> float:
@@ -286,7 +286,7 @@ def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout)
     reference = solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
-    assert results["rounds"] == reference["rounds"] == 195
+    assert results["rounds"] == reference["rounds"] == 72
     for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
         assert abs(ours["power"] - theirs["power"]) <= 1e-9
         assert abs(ours["price"] - theirs["price"]) <= 1e-9
@@ -298,5 +298,5 @@ def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
     for agent in ["S1", "S4", "B2"]:
         lines = (logs / f"{agent}.log").read_text().splitlines()
         assert lines and all(f" {agent} r=" in line for line in lines)
-        assert any(" r=195 " in line for line in lines)
+        assert any(" r=72 " in line for line in lines)
     assert (logs / "agents-S1-S4.log").exists() and (logs / "agents-B1-B3.log").exists()

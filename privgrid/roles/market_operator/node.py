@@ -2,7 +2,8 @@
 
 It starts round 1 once every participant has announced itself, collects each round's residuals
 (r_d, r_C from every agent; r_P, r_L from the LM), applies the stopping test of
-:mod:`privgrid.market.stopping`, and broadcasts the next round or ``stop``. A participant that
+:mod:`privgrid.market.stopping`, and broadcasts the next round — with its step exponent, from
+the step controller of :mod:`privgrid.market.steps` — or ``stop``. A participant that
 leaves (its signed last will), or a round that does not complete within the timeout, ends the
 run with an error naming who is missing. After ``stop`` it collects the final reports; what
 becomes of them (results, ledger) is the process layer's business (:attr:`outcome`).
@@ -10,6 +11,7 @@ becomes of them (results, ledger) is the process layer's business (:attr:`outcom
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
@@ -20,6 +22,7 @@ from privgrid.ledger import Block, Decision, LedgerError, Vote
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import decode_scalar
 from privgrid.market.setup import TradeGraph
+from privgrid.market.steps import StepController
 from privgrid.market.stopping import Residuals, converged
 from privgrid.privacy import PrivacyMode
 from privgrid.runtime import (
@@ -111,6 +114,7 @@ class OperatorNode(Node):
         self.scenario = scenario
         self.graph = TradeGraph.from_scenario(scenario)
         self.market = scenario.market
+        self.steps = StepController.for_market(scenario.market)  # announced in every round
         self.agents = list(self.graph.agent_ids)
         self.expected = {*self.agents, LM_ID}
         self.on_progress = on_progress
@@ -151,7 +155,8 @@ class OperatorNode(Node):
         self.log.round = self.round
         self.round_started = now
         self.agent_residuals, self.lm_residuals = {}, None
-        return self._broadcast(Round(tuple(self.outcome.dropped) or None))
+        steps = self.steps.exponent if self.steps.adaptive else None
+        return self._broadcast(Round(tuple(self.outcome.dropped) or None, steps))
 
     def _stop(
         self,
@@ -269,6 +274,20 @@ class OperatorNode(Node):
             return self._stop(now, ok=True, reason="converged")
         if self.round >= self.market.max_rounds:
             return self._stop(now, ok=False, reason=f"round limit {self.market.max_rounds} reached")
+        before = self.steps.exponent
+        after = self.steps.observe(self.round, residuals)
+        if after != before:
+            self.log.info(
+                "steps from round %d: exponent %d -> %d (tau = %g, alpha = %g; change %d of at "
+                "most %d)",
+                self.round + 1,
+                before,
+                after,
+                math.ldexp(self.market.tau, after),
+                math.ldexp(self.market.alpha, -after),
+                self.steps.changes,
+                self.steps.rule.max_changes,
+            )
         return self._next_round(now)
 
     # -- faults ------------------------------------------------------------------------------
@@ -448,6 +467,7 @@ class OperatorNode(Node):
             "block": None if o.block is None else o.block.to_bytes(),
             "votes": {voter: vote.to_bytes() for voter, vote in o.votes.items()},
             "last_broadcast": None if last is None else last.to_state(),
+            "steps": self.steps.snapshot(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -468,6 +488,7 @@ class OperatorNode(Node):
         o.dropped = [(str(a), str(b)) for a, b in state["dropped"]]
         o.block = None if state["block"] is None else Block.from_bytes(state["block"])
         o.votes = {voter: Vote.from_bytes(raw) for voter, raw in state["votes"].items()}
+        self.steps.restore(state["steps"])
         last = state["last_broadcast"]
         if last is not None:
             self.last_broadcast = Outgoing.from_state(last)
