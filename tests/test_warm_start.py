@@ -65,10 +65,26 @@ def test_carry_over_keeps_each_partys_values_and_starts_new_pairs_at_round_zero(
     kept = g.trade("S2", "B3")
     assert start.trades[kept] == done.state.trades[old.trade("S2", "B3")]
     assert start.prices[kept] == done.state.prices[old.trade("S2", "B3")]
-    # The LM keeps its line prices; charges and tracked flows follow from them and the trades.
+    # The LM keeps its line prices and the flows it tracked; the charges follow from the
+    # line prices.
     assert np.array_equal(start.line_prices.up, done.state.line_prices.up)
     assert np.allclose(start.charges, full.G.T @ (start.line_prices.up - start.line_prices.down))
-    assert np.allclose(start.flows, full.G @ start.trades)
+    assert np.array_equal(start.flows, done.state.flows)
+
+
+def test_the_lm_keeps_its_tracked_flows_when_a_pair_leaves(tmp_path):
+    """No new aggregation at the start: the flows of the starting trades would differ from
+    what the LM tracked by exactly the departed pair's flows — one trade's, which the masked
+    leg never shows the LM (docs/privacy.md). The LM starts from what it holds instead."""
+    full = _paper(tmp_path)
+    done = negotiate(full, agent_costs(full.scenario))
+    without = _paper(tmp_path, shift=0.05, drop=("S1", "B1"))
+    start = carry_over(full, done.state, without)
+    assert np.array_equal(start.flows, done.state.flows)
+    departed = done.state.flows - without.G @ start.trades  # what an aggregation would show
+    t = full.graph.trade("S1", "B1")
+    assert np.allclose(departed, 2 * full.G[:, t] * done.state.trades[t], atol=1e-6)
+    assert np.max(np.abs(departed)) > 0.1  # S1's trade with B1, on the lines it crosses
 
 
 def test_an_initial_state_of_another_market_is_refused(tmp_path):

@@ -10,9 +10,18 @@ nothing moves between parties, so a warm start leaks nothing new (docs/privacy.m
   congestion charges of the new market follow from them, ``c = Gᵀ(η⁺ − η⁻)``, as the LM
   computes them each round;
 - the step exponent the MO announced last (public) is where the next market's steps begin;
-- the LM's tracked flows ``F(P)`` are re-aggregated from the agents' starting trades (on the
-  wire: one masked aggregation at the start of the interval), so the relaxed-flow recursion
-  starts exact even where pairs came or went.
+- the LM keeps the flows ``F(P)`` it tracked (masked leg). They are not re-aggregated from the
+  agents' starting trades: where pairs left, the difference between the two would tell the LM
+  the flows of the departed pairs' last trades — on a radial feeder a single trade — which the
+  masked leg never reveals (docs/privacy.md). Where pairs came or went the tracked flows are
+  off by those pairs' flows at first; the relaxed-flow recursion forgets that error by the
+  factor ``1 − ρ/2`` a round, and it enters only the overload part of ``r_L`` (the line prices
+  follow the round's aggregate ``F̄``, which is exact).
+
+On the wire (``privgrid run`` of a day, docs/feeder.md) each party carries these values in its
+own process; the LM's one opening message per market gives every agent its starting charges
+(an agent holds its kept pairs' charges already, but not a new pair's where the LM leg hides
+the line prices from it).
 
 A pair is identified by its two agent ids, so the trade graph may change between markets
 (agents sitting an interval out, pairs whose roles cannot trade this time).
@@ -22,12 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privgrid.market.line_step import (
-    LinePrices,
-    aggregate_flows,
-    charges_for,
-    flow_contribution,
-)
+from privgrid.market.line_step import LinePrices, charges_for
 from privgrid.market.negotiation import NegotiationState
 from privgrid.market.setup import MarketSetup
 
@@ -63,7 +67,7 @@ def carry_over(
         charges_for(setup.G, eta),
         eta,
         start.theta,
-        aggregate_flows([flow_contribution(setup.G[:, s], start.trades[s]) for s in g.slots]),
+        start.flows if state.flows is None else np.array(state.flows, copy=True),
         derived,
         state.exponent,
     )

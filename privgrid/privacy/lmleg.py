@@ -93,6 +93,12 @@ class LmLeg(ABC):
     def lm_drop(self, setup: MarketSetup, pairs: Sequence[Sequence[str]]) -> None:  # noqa: B027
         """Pairs left the market (``drop_pair``); direct legs zero their remembered trades."""
 
+    @abstractmethod
+    def lm_carry(self, trades: np.ndarray | None, flows: np.ndarray) -> None:
+        """A warm start (a day's next market): the LM side begins from what it holds of the
+        previous market — the trades of the pairs kept (new ones at 0) where it sees trades,
+        else its tracked flows ``F(P)``."""
+
     def lm_state(self, setup: MarketSetup) -> tuple[np.ndarray, np.ndarray]:
         """What the LM ends with for its KKT part: (trades, charges) — NaN where it never saw."""
         n = setup.graph.n_trades
@@ -136,6 +142,11 @@ class DirectLeg(LmLeg):
 
     @abstractmethod
     def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing: ...
+
+    def lm_carry(self, trades: np.ndarray | None, flows: np.ndarray) -> None:
+        if trades is None:
+            raise ValueError("a warm start of a direct LM leg needs the trades it saw")
+        self.trades = np.array(trades, dtype=float)
 
     def lm_drop(self, setup: MarketSetup, pairs: Sequence[Sequence[str]]) -> None:
         if self.trades is None:

@@ -112,6 +112,9 @@ class MaskedLeg(LmLeg):
         self.flows = relaxed_flows(old, bar, rho)
         return bar, self.flows, None  # reciprocity comes from the agents
 
+    def lm_carry(self, trades: np.ndarray | None, flows: np.ndarray) -> None:
+        self.flows = np.array(flows, dtype=float)  # what the LM tracked: no new aggregation
+
     def lm_send(self, round_: int, setup: MarketSetup, prices: LinePrices) -> list[Outgoing]:
         """The line prices, sealed to each agent (the same values for all)."""
         body = LinePriceUpdate(

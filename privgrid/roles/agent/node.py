@@ -8,6 +8,12 @@ Round k, after the MO's ``round k`` (which announces the round's step exponent e
 4. with every price and the LM's charges in: commit the round and send (r_d, r_C) to the MO.
 After ``stop``: check its own part of the KKT conditions and send the final report to the MO.
 
+A market of a day (docs/feeder.md) begins at an *opening* round instead of round 0: its rounds
+continue the day's numbering. A warm-started one also begins from what the agent holds of the
+pairs it keeps (:class:`Held`: its trade, both prices and its derived view of the partner's
+trade); before its first round it waits for the LM's opening message, which gives it the
+charges of every pair from the carried line prices (``opening``).
+
 Messages of the next round may arrive before its ``round`` broadcast; they wait in a buffer.
 Messages of older rounds are dropped with a log line. A partner caught cheating is reported
 to the MO with the signed evidence; if the MO drops the pair (``on_violation = "drop_pair"``),
@@ -63,6 +69,17 @@ def _shared_setup(scenario: Scenario) -> MarketSetup:
     return cached[1]
 
 
+@dataclass(frozen=True)
+class Held:
+    """What an agent carries of one pair into the next market of a day (a warm start): values
+    it holds already, so nothing new is revealed (docs/privacy.md)."""
+
+    trade: float  # P_nm, its own trade
+    price: float  # λ_nm, its own price
+    partner_price: float  # λ_mn, the partner's price as the exchange gave it
+    derived: float  # its view of the partner's trade (masked LM leg)
+
+
 @dataclass
 class RoundWork:
     """What the agent has of the round in progress."""
@@ -84,7 +101,16 @@ class AgentNode(Voter):
         mode: PrivacyMode,
         log: ParticipantLog,
         identity: Identity | None = None,
+        *,
+        opening: int = 0,
+        held: Mapping[str, Held] | None = None,
+        setup: MarketSetup | None = None,
     ) -> None:
+        """``opening``: the round before this market's first (a day's market; 0 alone).
+        ``held``: a warm start — per partner kept from the previous market, its :class:`Held`
+        values (an empty map: warm, but no pair kept); the agent then awaits the LM's opening
+        message before round ``opening + 1``. ``setup``: the market's setup, if built already.
+        """
         super().__init__(me, log, scenario, identity)
         self.dropped_pairs: tuple[tuple[str, str], ...] = ()
         self.scenario = scenario
@@ -100,7 +126,7 @@ class AgentNode(Voter):
         self.crypto_threads = mode.crypto_threads
         # Built before connecting: loading the network takes seconds of CPU, and a client that
         # is silent for 1.5 keepalives inside its event loop is dropped by the broker.
-        self._setup = _shared_setup(scenario)
+        self._setup = setup if setup is not None else _shared_setup(scenario)
         self.base_steps = StepSizes(self.market.tau, self.market.alpha, self._setup.sigma)
         self.leg = mode.lm_leg(self.market_setup, self._mask_keys)
         ranges = trade_ranges(scenario)
@@ -114,11 +140,38 @@ class AgentNode(Voter):
         self.charges = np.zeros(n)
         self.derived = np.zeros(n)  # what we derive of each partner's trade with us
         self.theta = float("nan")
-        self.completed = 0  # last committed round
+        self.completed = opening  # last committed round
+        #: A warm start's opening round while its LM message is awaited (then None).
+        self.opening: int | None = None
+        self.held_round: tuple[int, tuple[tuple[str, str], ...], int] | None = None
+        if held is not None:
+            self._carry_in(held)
+            self.opening, self.completed = opening, opening - 1
         self.work: RoundWork | None = None
         self.early: list[Message] = []  # messages of round completed + 1, before its broadcast
         # Restarts (docs/reliability.md): what a restarted LM may have lost (the MO: last_mo).
         self.last_lm: Outgoing | None = None  # our LM contribution of the last round begun
+
+    def _carry_in(self, held: Mapping[str, Held]) -> None:
+        for i, m in enumerate(self.partners):
+            kept = held.get(m)
+            if kept is not None:
+                self.trades[i], self.prices[i] = kept.trade, kept.price
+                self.partner_prices[i], self.derived[i] = kept.partner_price, kept.derived
+
+    def carry_out(self) -> dict[str, Held]:
+        """What this agent holds of each pair still in the market, for the next market."""
+        dropped = self.exchange.dropped
+        return {
+            m: Held(
+                float(self.trades[i]),
+                float(self.prices[i]),
+                float(self.partner_prices[i]),
+                float(self.derived[i]),
+            )
+            for i, m in enumerate(self.partners)
+            if m not in dropped
+        }
 
     def counters(self) -> dict[str, float]:
         """The exchange's figures (proofs, pools), added up across restarts by the runtime."""
@@ -166,6 +219,12 @@ class AgentNode(Voter):
                     self.log.error("%s left the run; stopping", message.sender)
                     self.finish(EXIT_FAILURE)
                 return []
+        if self.opening is not None:
+            if message.round == self.opening and message.sender == LM_ID:
+                return self._opened(message)
+            if message.round == self.opening + 1:
+                self.early.append(message)  # a partner began the first round before us
+                return []
         current = self.work.round if self.work else self.completed
         if message.round == current and self.work is not None:
             return self._in_round(message)
@@ -208,6 +267,7 @@ class AgentNode(Voter):
         last_mo = self.last_mo
         state.update(
             completed=self.completed,
+            opening=self.opening,
             theta=self.theta,
             dropped_pairs=[list(p) for p in self.dropped_pairs],
             exchange_dropped=sorted(self.exchange.dropped),
@@ -221,6 +281,8 @@ class AgentNode(Voter):
         for name in self._ARRAYS:
             setattr(self, name, np.array(state[name], dtype=float))
         self.completed = int(state["completed"])
+        opening = state.get("opening")
+        self.opening = None if opening is None else int(opening)
         self.theta = float(state["theta"])
         self.dropped_pairs = tuple((str(a), str(b)) for a, b in state["dropped_pairs"])
         self.exchange.drop(state["exchange_dropped"])
@@ -301,11 +363,32 @@ class AgentNode(Voter):
     ) -> list[Action]:
         if round_ <= self.completed or (self.work is not None and self.work.round == round_):
             return []  # a repeat (the MO re-broadcasts its round after its restart)
+        if self.opening is not None and round_ == self.opening + 1:
+            self.held_round = (round_, dropped, exponent)  # begins once the opening is in
+            return []
         if round_ != self.completed + 1 or self.work is not None:
             self.log.warning("ignored round %d (expected %d)", round_, self.completed + 1)
             return []
         self.dropped_pairs = dropped
         return self._play(round_, exponent)
+
+    def _opened(self, message: Message) -> list[Action]:
+        """The LM's opening message of a warm start: the charges of every pair from the
+        carried line prices (``c = Gᵀ(η⁺ − η⁻)``); round ``opening + 1`` may begin."""
+        assert self.opening is not None
+        try:
+            if message.kind != self.leg.charges_kind:
+                raise Rejected(f"unexpected {message.kind}", message.sender)
+            self.charges = self.leg.agent_charges(message, len(self.partners))
+        except Rejected as exc:
+            self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
+            return []
+        self.completed, self.opening = self.opening, None
+        outgoing: list[Action] = [CHECKPOINT]
+        held, self.held_round = self.held_round, None
+        if held is not None:
+            outgoing += self._begin(*held)
+        return outgoing
 
     def _play(self, round_: int, exponent: int) -> list[Action]:
         """Round ``round_`` begins with the step exponent the MO announced: the local step,

@@ -7,12 +7,18 @@ projected dual ascent on the line limits (:mod:`privgrid.market.line_step`); sen
 what it needs for its charges (its charges, or the line prices) and the MO the residuals r_L
 (and r_P when the LM sees trades). After ``stop``: check its KKT part on the last state and
 send it, with the line prices, to the MO; after convergence, vote on the MO's block.
+
+A market of a day (docs/feeder.md) begins at an *opening* round (the day's rounds continue).
+A warm-started one begins from what the LM holds of the previous market (:class:`LmHeld`: its
+line prices, its tracked flows and, when it sees trades, the trades of the pairs kept); its
+opening message gives every agent the charges of its pairs from those line prices.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +49,15 @@ from privgrid.wire.kinds import (
 )
 
 
+@dataclass(frozen=True)
+class LmHeld:
+    """What the LM carries into the next market of a day (a warm start): values it holds."""
+
+    line_prices: LinePrices  # η of the limited lines (the same lines on one feeder)
+    flows: np.ndarray  # F(P^k) as it tracked them (masked leg)
+    trades: dict[tuple[str, str], float] | None  # (owner, partner) → P, where it sees trades
+
+
 class LineManagerNode(Voter):
     def __init__(
         self,
@@ -50,7 +65,13 @@ class LineManagerNode(Voter):
         mode: PrivacyMode,
         log: ParticipantLog,
         identity: Identity | None = None,
+        *,
+        opening: int = 0,
+        held: LmHeld | None = None,
     ) -> None:
+        """``opening``: the round before this market's first (a day's market; 0 alone).
+        ``held``: a warm start from the previous market's values (:meth:`opening_messages`
+        then sends the agents their starting charges)."""
         super().__init__(LM_ID, log, setup.scenario, identity)
         self.mode = mode
         self.setup = setup
@@ -63,7 +84,8 @@ class LineManagerNode(Voter):
         self.announced: tuple[int, int] | None = None
         self.line_prices = LinePrices.zero(len(setup.limited))
         self.flows = np.zeros(len(setup.limited))  # F(P^k) on the limited lines
-        self.completed = 0
+        self.completed = opening
+        self.opening = opening
         self.dropped: tuple[tuple[str, str], ...] = ()
         # Restarts (docs/reliability.md): what we sent last, for a peer that lost it (and
         # ``last_mo``, our last message to the MO).
@@ -71,6 +93,47 @@ class LineManagerNode(Voter):
         #: Opt-in audit of what the LM received (the honest-but-curious experiment).
         self.record: Callable[[dict[str, object]], None] | None = None
         self.audit: list[dict[str, object]] = []  # this round's entries, until it is priced
+        self.warm = held is not None
+        if held is not None:
+            self._carry_in(held)
+
+    def _carry_in(self, held: LmHeld) -> None:
+        if held.line_prices.up.shape != (len(self.setup.limited),):
+            raise ValueError("a warm start needs the same limited lines in both markets")
+        self.line_prices = LinePrices(held.line_prices.up.copy(), held.line_prices.down.copy())
+        self.flows = np.array(held.flows, copy=True)
+        g = self.graph
+        trades = None
+        if held.trades is not None:
+            ids = g.agent_ids
+            trades = np.array(
+                [
+                    held.trades.get((ids[o], ids[p]), 0.0)  # a new pair starts at 0
+                    for o, p in zip(g.owner, g.partner, strict=True)
+                ]
+            )
+        self.leg.lm_carry(trades, self.flows)
+
+    def carry_out(self) -> LmHeld:
+        """What the LM holds at the end of this market, for the next one."""
+        g = self.graph
+        trades, _ = self.leg.lm_state(self.setup)
+        seen = None
+        if np.all(np.isfinite(trades)):
+            ids = g.agent_ids
+            seen = {
+                (ids[int(o)], ids[int(p)]): float(trades[t])
+                for t, (o, p) in enumerate(zip(g.owner, g.partner, strict=True))
+            }
+        return LmHeld(self.line_prices, self.flows.copy(), seen)
+
+    def opening_messages(self) -> list[Action]:
+        """A warm start's opening: every agent's starting charges (its leg's message at the
+        opening round), from the carried line prices. Nothing for a cold start."""
+        if not self.warm:
+            return []
+        self.last_step = self.leg.lm_send(self.opening, self.setup, self.line_prices)
+        return [CHECKPOINT, *self.last_step]
 
     def _mask_keys(self) -> dict[str, bytes]:  # the LM holds no masks
         return {}

@@ -7,6 +7,12 @@ the step controller of :mod:`privgrid.market.steps` — or ``stop``. A participa
 leaves (its signed last will), or a round that does not complete within the timeout, ends the
 run with an error naming who is missing. After ``stop`` it collects the final reports; what
 becomes of them (results, ledger) is the process layer's business (:attr:`outcome`).
+
+A market of a day (docs/feeder.md) begins after an *opening* round: its round numbers continue
+the day's (so every message key stays unique in the day's one session), while the outcome, the
+trace and the round limit count this market's own rounds, 1, 2, …; a warm-started market's
+steps begin at the previous market's last exponent. ``closed`` follows only the day's last
+market (``last``).
 """
 
 from __future__ import annotations
@@ -107,19 +113,29 @@ class OperatorNode(Node):
         log: ParticipantLog,
         on_progress: Callable[[TraceRow], None] | None = None,
         proposal: Proposal | None = None,
+        *,
+        opening: int = 0,
+        exponent: int = 0,
+        last: bool = True,
     ) -> None:
+        """``opening``: the round before this market's first (a day's market; 0 alone).
+        ``exponent``: the step exponent to begin at (a warm start: the previous market's last).
+        ``last``: broadcast ``closed`` at the end (False: a day goes on with its next market).
+        """
         super().__init__(MO_ID, log)
         self.mode = mode
         self.proposal = proposal  # None: no ledger
         self.scenario = scenario
         self.graph = TradeGraph.from_scenario(scenario)
         self.market = scenario.market
-        self.steps = StepController.for_market(scenario.market)  # announced in every round
+        self.steps = StepController.for_market(scenario.market, exponent=exponent)
         self.agents = list(self.graph.agent_ids)
         self.expected = {*self.agents, LM_ID}
         self.on_progress = on_progress
         self.phase = Phase.RUNNING
-        self.round = 0
+        self.opening = opening
+        self.last = last
+        self.round = opening  # the day's round numbers (``self.rounds``: this market's count)
         self.round_started = 0.0
         self.stop_sent_at = 0.0
         self.agent_residuals: dict[str, tuple[float, float, float | None]] = {}
@@ -136,6 +152,11 @@ class OperatorNode(Node):
 
     def peers(self) -> set[str]:
         return set(self.expected)
+
+    @property
+    def rounds(self) -> int:
+        """Rounds of this market so far (the day's round numbers continue across markets)."""
+        return self.round - self.opening
 
     def start(self, now: float) -> list[Action]:
         if self.restored:
@@ -176,7 +197,7 @@ class OperatorNode(Node):
         several offenders, all end up in the results, not only the first)."""
         outcome = self.outcome
         stopped_before = self.phase in (Phase.FINISHING, Phase.VOTING)  # a failure after the stop
-        outcome.converged, outcome.rounds, outcome.reason = ok, self.round, reason
+        outcome.converged, outcome.rounds, outcome.reason = ok, self.rounds, reason
         outcome.error = error
         outcome.stopped = time.perf_counter()
         self.phase, self.stop_sent_at = Phase.FINISHING, now
@@ -266,16 +287,16 @@ class OperatorNode(Node):
             dual=max(r[0] for r in self.agent_residuals.values()),
             consensus=max(r[1] for r in self.agent_residuals.values()),
         )
-        row = TraceRow(self.round, residuals, time.perf_counter() - self.outcome.started)
+        row = TraceRow(self.rounds, residuals, time.perf_counter() - self.outcome.started)
         self.outcome.trace.append(row)
         if self.on_progress is not None:
             self.on_progress(row)
         if converged(residuals, self.market.epsilon_p, self.market.epsilon_lambda):
             return self._stop(now, ok=True, reason="converged")
-        if self.round >= self.market.max_rounds:
+        if self.rounds >= self.market.max_rounds:
             return self._stop(now, ok=False, reason=f"round limit {self.market.max_rounds} reached")
         before = self.steps.exponent
-        after = self.steps.observe(self.round, residuals)
+        after = self.steps.observe(self.rounds, residuals)
         if after != before:
             self.log.info(
                 "steps from round %d: exponent %d -> %d (tau = %g, alpha = %g; change %d of at "
@@ -595,7 +616,8 @@ class OperatorNode(Node):
         decision = self.outcome.decision
         committed = decision is not None and decision.commit
         reason = self.outcome.error or self.outcome.reason
-        self.outbox += self._broadcast(Closed(committed=committed, reason=reason))
+        if self.last:
+            self.outbox += self._broadcast(Closed(committed=committed, reason=reason))
         self.finish(self._exit_code())
 
     def _exit_code(self) -> int:
