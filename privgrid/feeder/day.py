@@ -29,7 +29,7 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,17 +203,14 @@ def _build_intervals(prepared: PreparedDay, out: Path) -> list[Interval]:
     return built
 
 
-def run_day(
-    prepared: PreparedDay,
-    out: Path,
-    *,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    plots: bool = True,
-) -> dict[str, Any]:
-    """Clear every interval into the run folder ``out`` (new or empty); return day.json.
+def prepare_folder(prepared: PreparedDay, out: Path) -> list[Interval]:
+    """What both ways of clearing a day write before the first interval clears: the run folder
+    ``out`` (new or empty) with ``grid.m``, every interval's scenario (each checked as
+    ``privgrid solve`` would, feasibility included) and ``feeder.json``.
 
-    A failure before the first interval clears (a market that cannot clear) removes what
-    was written and raises :class:`ScenarioError`.
+    Raises:
+        ScenarioError: ``out`` is not empty, or an interval's market cannot clear; what was
+            written is removed again.
     """
     if out.exists() and any(out.iterdir()):
         raise ScenarioError.single(out, "--out", "the run folder exists and is not empty")
@@ -231,37 +228,71 @@ def run_day(
                 else:
                     child.unlink()
         raise
-    day = prepared.day
     feeder = prepared.feeder
     write_atomic(out / "feeder.json", json.dumps(feeder.to_dict(), indent=1) + "\n")
+    return intervals
+
+
+def registrations(prepared: PreparedDay, intervals: Sequence[Interval]) -> list[Registration]:
+    """Every agent of the day as genesis registers it: its bus and the envelope of its bounds
+    over the intervals it takes part in (households first, then the grid agents)."""
     agent_ids = [h.id for h in prepared.homes] + list(GRID_AGENTS)
     bounds = envelope(
         [{a.id: (a.pmin, a.pmax) for a in i.setup.scenario.agents} for i in intervals]
     )
-    registered = [
+    return [
         Registration(aid, prepared.buses[aid], *bounds[aid]) for aid in agent_ids if aid in bounds
     ]
-    ledger = DayLedger(out, day.name, registered, day.ledger.quorum)
-    ac = ACCheck(prepared.source.net_path, feeder)
+
+
+def run_day(
+    prepared: PreparedDay,
+    out: Path,
+    *,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Clear every interval into the run folder ``out`` (new or empty); return day.json.
+
+    A failure before the first interval clears (a market that cannot clear) removes what
+    was written and raises :class:`ScenarioError`.
+    """
+    intervals = prepare_folder(prepared, out)
+    day = prepared.day
+    ledger = DayLedger(out, day.name, registrations(prepared, intervals), day.ledger.quorum)
+    ac = ACCheck(prepared.source.net_path, prepared.feeder)
     rows: list[dict[str, Any]] = []
     previous: tuple[MarketSetup, NegotiationState] | None = None
     started = time.perf_counter()
     try:
         for interval in intervals:
-            row = _clear_interval(prepared, interval, previous, ledger, ac)
-            previous = (interval.setup, row.pop("_state"))
+            row, state = _clear_interval(prepared, interval, previous, ledger, ac)
+            previous = (interval.setup, state)
             rows.append(row)
             if progress is not None:
                 progress(row)
     finally:
         ledger.close()
-    document = _day_document(prepared, rows, time.perf_counter() - started)
+    return write_day(prepared, out, rows, time.perf_counter() - started, plots=plots)
+
+
+def write_day(
+    prepared: PreparedDay,
+    out: Path,
+    rows: list[dict[str, Any]],
+    wall: float,
+    *,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """``day.json``, ``day.csv`` and ``plots/`` of a cleared day (both ways); day.json's
+    content is returned."""
+    document = _day_document(prepared, rows, wall)
     write_atomic(out / "day.json", json.dumps(document, indent=1, allow_nan=False) + "\n")
     _write_csv(out / "day.csv", rows)
     if plots:
         from privgrid.feeder.plots import write_day_plots
 
-        write_day_plots(out / "plots", document, feeder, prepared.line_names)
+        write_day_plots(out / "plots", document, prepared.feeder, prepared.line_names)
     return document
 
 
@@ -271,11 +302,9 @@ def _clear_interval(
     previous: tuple[MarketSetup, NegotiationState] | None,
     ledger: DayLedger,
     ac: ACCheck,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], NegotiationState]:
     day = prepared.day
     setup = interval.setup
-    inputs = interval.inputs
-    hours = day.day.hours
     t0 = time.perf_counter()
     initial = None
     if day.day.warm_start and previous is not None:
@@ -283,21 +312,59 @@ def _clear_interval(
     results, state = clear(setup, initial=initial)
     cold_rounds: int | None = results["rounds"] if initial is None else None
     if initial is not None and day.day.measure_cold:
-        cold_rounds = negotiate(setup, played_costs(setup.scenario)).rounds
+        cold_rounds = cold_start_rounds(setup)
     write_atomic(
         interval.folder / "results.json",
         json.dumps(results, indent=2, allow_nan=False) + "\n",
     )
     ok = bool(results["converged"] and results["kkt"]["passed"])
     if ok:
-        block = ledger.record(setup, state, results["rounds"], label(inputs.index))
+        block = ledger.record(setup, state, results["rounds"], label(interval.inputs.index))
     else:
-        block = {
-            "height": None,
-            "block": None,
-            "committed": False,
-            "decision": "no block: the interval did not converge or failed its checks",
-        }
+        block = NO_BLOCK
+    row = interval_row(
+        prepared,
+        interval.inputs,
+        results,
+        ac,
+        warm=initial is not None,
+        cold_rounds=cold_rounds,
+        block=block,
+        time_s=time.perf_counter() - t0,
+    )
+    return row, state
+
+
+#: day.json's ``ledger`` of an interval without a block.
+NO_BLOCK: dict[str, Any] = {
+    "height": None,
+    "block": None,
+    "committed": False,
+    "decision": "no block: the interval did not converge or failed its checks",
+}
+
+
+def cold_start_rounds(setup: MarketSetup) -> int:
+    """The rounds the interval's market takes from round 0 (``[day] measure_cold``)."""
+    return negotiate(setup, played_costs(setup.scenario)).rounds
+
+
+def interval_row(
+    prepared: PreparedDay,
+    inputs: IntervalInputs,
+    results: Mapping[str, Any],
+    ac: ACCheck,
+    *,
+    warm: bool,
+    cold_rounds: int | None,
+    block: Mapping[str, Any],
+    time_s: float,
+) -> dict[str, Any]:
+    """day.json's row of one interval from its results (the ordinary schema, the optimum
+    filled in), whoever cleared it: volumes, loading, the AC check, the households' figures.
+    """
+    day = prepared.day
+    hours = day.day.hours
     flows = {ln["id"]: ln for ln in results["lines"]}
     dc = [flows[name]["flow"] for name in prepared.line_names]
     limits = [prepared.limits[name] for name in prepared.line_names]
@@ -327,7 +394,7 @@ def _clear_interval(
         "start": inputs.start,
         "converged": results["converged"],
         "kkt_passed": results["kkt"]["passed"],
-        "warm": initial is not None,
+        "warm": warm,
         "rounds": results["rounds"],
         "cold_rounds": cold_rounds,
         "welfare": results["social_welfare"] * hours,
@@ -338,16 +405,15 @@ def _clear_interval(
         "max_loading_pct": max(loading, default=0.0),
         "max_overload_kw": overload,
         "grid_kw": {g: net.get(g, 0.0) for g in GRID_AGENTS},
-        "time_s": time.perf_counter() - t0,
+        "time_s": time_s,
         "ac": ac_row,
-        "ledger": block,
+        "ledger": dict(block),
         "line_flows_kw": dict(zip(prepared.line_names, dc, strict=True)),
         "households": homes,
-        "_state": state,
     }
 
 
-def _loss(results: dict[str, Any], hours: float) -> float | None:
+def _loss(results: Mapping[str, Any], hours: float) -> float | None:
     """The optimum's welfare minus the cleared one, money per interval (absolute)."""
     best = results["optimal_social_welfare"]
     return None if best is None else (best - results["social_welfare"]) * hours
@@ -362,7 +428,7 @@ def _household_kvar(prepared: PreparedDay, t: int) -> list[float]:
     return [float(sum(kvar[i] for i in h.loads)) for h in prepared.homes]
 
 
-def _volumes(results: dict[str, Any], hours: float) -> dict[str, Any]:
+def _volumes(results: Mapping[str, Any], hours: float) -> dict[str, Any]:
     """Energy traded locally and with the grid (kWh), the local price (per kWh) and the
     congestion rent (money per interval).
 

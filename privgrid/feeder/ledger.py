@@ -15,7 +15,6 @@ that the block shows no trade of its own (``A0-own-record``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +23,15 @@ from privgrid.keys import init_participant_keys
 from privgrid.ledger import CommitRefused, Ledger, genesis_block
 from privgrid.ledger.block import Block
 from privgrid.ledger.cleared import Cleared, cleared_block
-from privgrid.ledger.pos import agent_checks, lm_checks, mo_checks, vote_on
+from privgrid.ledger.genesis import AgentRegistration, registered_participants
+from privgrid.ledger.pos import absent_checks, agent_checks, lm_checks, mo_checks, vote_on
 from privgrid.ledger.votes import Vote
 from privgrid.market.kkt import Check
 from privgrid.market.negotiation import NegotiationState
 from privgrid.market.setup import MarketSetup, played_costs
-from privgrid.scenario import LM_ID, MO_ID, Role
+from privgrid.scenario import LM_ID, MO_ID
 
-
-@dataclass(frozen=True)
-class Registration:
-    """An agent as genesis registers it for the whole day."""
-
-    id: str
-    bus: int
-    pmin: float
-    pmax: float
-
-    @property
-    def role(self) -> str:
-        if self.pmin >= 0:
-            return str(Role.SELLER)
-        if self.pmax <= 0:
-            return str(Role.BUYER)
-        return str(Role.PROSUMER)
+Registration = AgentRegistration  # an agent as the day's genesis registers it
 
 
 class DayLedger:
@@ -61,19 +45,7 @@ class DayLedger:
         self.identities = {
             pid: Identity.load(folder / "keys" / f"{pid}.key") for pid in [*ids, LM_ID, MO_ID]
         }
-        participants: list[dict[str, Any]] = [
-            {
-                "id": a.id,
-                "role": a.role,
-                "public_key": roster[a.id],
-                "bus": a.bus,
-                "pmin": a.pmin,
-                "pmax": a.pmax,
-            }
-            for a in agents
-        ]
-        participants.append({"id": LM_ID, "role": "lm", "public_key": roster[LM_ID]})
-        participants.append({"id": MO_ID, "role": "mo", "public_key": roster[MO_ID]})
+        participants = registered_participants(agents, roster)
         self.agents = ids
         self.ledger = Ledger.create(
             folder / "ledger.sqlite", genesis_block(name, participants, quorum=quorum, run=name)
@@ -119,16 +91,10 @@ class DayLedger:
                     block, setup, agent, costs[agent], float(state.theta[i]), held
                 )
             else:
-                checks[agent] = [_absent_check(block, agent)]
+                checks[agent] = absent_checks(block, agent)
         checks[LM_ID] = lm_checks(block, setup)
         checks[MO_ID] = mo_checks(block, setup)
         return [vote_on(self.identities[p], p, block, c) for p, c in checks.items()]
-
-
-def _absent_check(block: Block, agent: str) -> Check:
-    """An agent out of the interval accepts a block only if it shows no trade of its own."""
-    own = sum(agent in (t["seller"], t["buyer"]) for t in block.body["trades"])
-    return Check("A0-own-record", f"agent {agent}", float(own), 0.0)
 
 
 def envelope(bounds: Sequence[Mapping[str, tuple[float, float]]]) -> dict[str, tuple[float, float]]:

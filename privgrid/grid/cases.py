@@ -147,6 +147,14 @@ def convert_named(case: str) -> Network:
 def _load_matpower_file(path: Path) -> Network:
     if not path.is_file():
         raise CaseError(f"MATPOWER case file {path} does not exist")
+    stat = path.stat()
+    return _parse_matpower_file(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_matpower_file(path: Path, mtime_ns: int, size: int) -> Network:
+    """Parse a case file once per version of it: a day's markets share one ``grid.m``, which
+    every interval's scenario loads (the key changes when the file does)."""
     from matpowercaseframes import CaseFrames
 
     try:

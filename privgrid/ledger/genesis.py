@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from privgrid.crypto.errors import SignatureError
@@ -101,6 +102,56 @@ def participants_from_scenario(scenario: Scenario, roster: Roster) -> list[dict[
             "pmax": a.pmax,
         }
         for a in scenario.agents
+    ]
+    entries.append({"id": LM_ID, "role": "lm", "public_key": roster[LM_ID]})
+    entries.append({"id": MO_ID, "role": "mo", "public_key": roster[MO_ID]})
+    return entries
+
+
+@dataclass(frozen=True)
+class AgentRegistration:
+    """An agent as a genesis registers it: a day's agent with the envelope of its interval
+    bounds (the smallest ``pmin`` and the largest ``pmax`` of the day), and the role that
+    envelope gives."""
+
+    id: str
+    bus: int
+    pmin: float
+    pmax: float
+
+    @property
+    def role(self) -> str:
+        if self.pmin >= 0:
+            return "seller"
+        if self.pmax <= 0:
+            return "buyer"
+        return "prosumer"
+
+
+def registered_participants(
+    agents: Sequence[AgentRegistration], roster: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The genesis participant list of ``agents`` (then the LM and the MO), keys from
+    ``roster`` (id → base64 Ed25519 public key).
+
+    Raises:
+        BlockError: the roster has no key for one of them.
+    """
+    from privgrid.scenario import LM_ID, MO_ID
+
+    missing = [p for p in [*(a.id for a in agents), LM_ID, MO_ID] if p not in roster]
+    if missing:
+        raise BlockError(f"roster has no key for {missing}")
+    entries: list[dict[str, Any]] = [
+        {
+            "id": a.id,
+            "role": a.role,
+            "public_key": roster[a.id],
+            "bus": a.bus,
+            "pmin": a.pmin,
+            "pmax": a.pmax,
+        }
+        for a in agents
     ]
     entries.append({"id": LM_ID, "role": "lm", "public_key": roster[LM_ID]})
     entries.append({"id": MO_ID, "role": "mo", "public_key": roster[MO_ID]})

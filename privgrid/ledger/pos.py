@@ -124,6 +124,13 @@ def agent_checks(
     return checks + check_agent(agent, cost, theta, view, tolerances(setup))
 
 
+def absent_checks(block: Block, agent: str) -> list[Check]:
+    """The part of an agent that sits a day's interval out (registered, but not in the
+    market): the block shows no trade of its own (``A0-own-record``)."""
+    own = sum(agent in (t["seller"], t["buyer"]) for t in block.body["trades"])
+    return [Check("A0-own-record", f"agent {agent}", float(own), 0.0)]
+
+
 def _record_gap(held: Sequence[np.ndarray], shown: Sequence[np.ndarray]) -> float:
     """Largest difference between what an agent holds and what the block shows (NaN and
     length mismatches count as infinitely different)."""

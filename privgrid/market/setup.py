@@ -130,13 +130,18 @@ def played_costs(scenario: Scenario) -> dict[str, AgentCost]:
 
 
 def trade_ranges(scenario: Scenario) -> dict[str, tuple[float, float]]:
-    """Each agent's registered range for a single trade (public: the genesis block holds the
-    registered bounds): a seller's trade in [0, Pmax], a buyer's in [Pmin, 0], a prosumer's in
-    [Pmin, Pmax]. The pair checks (I4) bound a partner's derived trade by it."""
+    """Each agent's range for a single trade, from its registered bounds (public: the genesis
+    block holds them): a seller's trade in [0, Pmax], a buyer's in [Pmin, 0]; a prosumer's is
+    not bounded. The pair checks (I4) bound a partner's derived trade by it.
+
+    Why a prosumer's is open: its bounds limit the *sum* of its trades, and a prosumer may buy
+    from one partner more than its Pmin allows while it sells to another (it passes energy
+    along: on a feeder's households, honest converged trades do that by several kW). A seller's
+    trades all have one sign, so each lies within its sum's bounds; so do a buyer's."""
     ranges = {}
     for a in scenario.agents:
-        lo = 0.0 if a.role == Role.SELLER else a.pmin
-        hi = 0.0 if a.role == Role.BUYER else a.pmax
+        lo = 0.0 if a.role == Role.SELLER else a.pmin if a.role == Role.BUYER else -np.inf
+        hi = 0.0 if a.role == Role.BUYER else a.pmax if a.role == Role.SELLER else np.inf
         ranges[a.id] = (lo, hi)
     return ranges
 

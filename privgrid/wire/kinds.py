@@ -53,6 +53,7 @@ class Kind(StrEnum):
     LINE_PRICES = "line_prices"
     COALITION_RECORD = "coalition_record"
     COALITION_ORDER = "coalition_order"
+    INTERVAL = "interval"
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,23 @@ class Round(Body):
     steps: int | None = wire(
         s.int_range(-STEP_EXPONENT_LIMIT, STEP_EXPONENT_LIMIT), default=None
     )
+
+
+@message(Kind.INTERVAL, {MO}, {EVERYONE}, sealed=False)
+class IntervalStart(Body):
+    """A day over the wire (docs/feeder.md): the next market of the day begins.
+
+    The envelope's round is the interval's *opening* round: its rounds follow it, continuing
+    the day's numbering, so every message key stays unique in the day's one session.
+    ``index``: the interval's number in the day's plan (1-based); ``scenario``: the SHA-256 of
+    the interval's scenario file as the MO read it (every participant checks its own copy);
+    ``warm``: whether each party begins from its values of the previous interval (then the
+    LM's opening message brings every agent its starting charges).
+    """
+
+    index: int = wire(s.NON_NEGATIVE)
+    scenario: bytes = wire(s.blob(exact=32))
+    warm: bool = wire(s.BOOL)
 
 
 @message(Kind.STOP, {MO}, {EVERYONE}, sealed=False)

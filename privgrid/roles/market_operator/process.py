@@ -36,8 +36,18 @@ class Progress:
     piped output, ``docker compose logs`` and the role log), and with ``--progress`` print one
     JSON line on stdout for ``privgrid run``'s progress bar."""
 
-    def __init__(self, ctx: Context, folder: Path, json_lines: bool) -> None:
-        market = ctx.scenario.market
+    def __init__(
+        self,
+        ctx: Context,
+        folder: Path,
+        json_lines: bool,
+        extra: dict[str, Any] | None = None,
+        market: Any = None,
+    ) -> None:
+        """``extra``: fields every JSON line carries (a day's interval); ``market``: the
+        ``[market]`` section, if not the context scenario's."""
+        market = market or ctx.scenario.market
+        self.extra = extra or {}
         self.log = ctx.log
         self.max_rounds = market.max_rounds
         self.reporter = ProgressReporter(market.epsilon_p, market.epsilon_lambda, market.max_rounds)
@@ -58,6 +68,7 @@ class Progress:
             self.log.info("%s", progress_text(row.round, residuals, row.elapsed, eta))
         if self.json_lines:
             line = {
+                **self.extra,
                 "round": row.round,
                 "max_rounds": self.max_rounds,
                 "estimated_rounds": total,

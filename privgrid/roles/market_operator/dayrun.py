@@ -1,0 +1,110 @@
+"""The MO process around a day (docs/feeder.md): the day's ledger and each interval's files.
+
+The node (:class:`~.day.DayOperator`) runs the protocol; this is its I/O, called between
+intervals: one ledger for the day (genesis from the plan's registration, once), one block per
+interval appended as soon as its votes are in, and the interval's ``results.json`` written
+right after — what the protocol knows (the participants' final reports, the residual trace,
+the ledger's verdict); the evaluator completes it with the optimum after the run
+(:mod:`privgrid.feeder.wire`). Each interval also gets its live ``trace.csv``, and with
+``--progress`` one JSON line per round on stdout carries the interval's index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from privgrid import report
+from privgrid.ledger import Ledger, genesis_block
+from privgrid.ledger.genesis import registered_participants
+from privgrid.market.setup import MarketSetup, build_setup
+from privgrid.process import Context
+from privgrid.roles.dayplan import DayPlan
+from privgrid.roles.market_operator.day import IntervalDone
+from privgrid.roles.market_operator.node import TraceRow
+from privgrid.roles.market_operator.proposal import Proposal
+from privgrid.scenario import Scenario
+
+
+def interval_label(index: int) -> str:
+    """An interval's folder name and block ``run``: ``0001``… (as the in-process day)."""
+    return f"{index:04d}"
+
+
+def open_day_ledger(ctx: Context, plan: DayPlan, path: Path) -> Ledger:
+    """The day's ledger: created with the plan's registration (every agent with the envelope
+    of its bounds, the LM and the MO), or an existing one registered the same way."""
+    participants = registered_participants(plan.agents, ctx.roster)
+    genesis = genesis_block(plan.name, participants, quorum=plan.quorum, run=plan.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Ledger.open_or_create(path, genesis)
+
+
+class DayRecorder:
+    """What the MO process does for each interval: proposals on the ledger's head, the live
+    trace and progress, and at the interval's end the commit and its results file."""
+
+    def __init__(
+        self, ctx: Context, plan: DayPlan, ledger: Ledger, folder: Path, progress: bool
+    ) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.ledger = ledger
+        self.folder = folder
+        self.progress = progress
+        self.setups: dict[int, MarketSetup] = {}
+        self.ledger_info: dict[str, Any] | None = None  # of the last interval done
+
+    def interval_folder(self, index: int) -> Path:
+        return self.folder / "intervals" / interval_label(index)
+
+    def _setup(self, index: int, scenario: Scenario) -> MarketSetup:
+        setup = self.setups.get(index)
+        if setup is None or setup.scenario is not scenario:
+            self.setups = {index: build_setup(scenario)}  # one interval at a time
+        return self.setups[index]
+
+    def proposal_for(self, index: int, scenario: Scenario) -> Proposal:
+        """Interval ``index``'s block proposal, on the ledger's head as it is now."""
+        from privgrid.roles.market_operator.process import make_proposal
+
+        proposal = make_proposal(self.ctx, self._setup(index, scenario), self.ledger)
+        proposal.run = interval_label(index)  # as the in-process day names its blocks
+        return proposal
+
+    def progress_for(self, index: int) -> Callable[[TraceRow], None]:
+        from privgrid.roles.market_operator.process import Progress
+
+        market = self.plan.load(index).market
+        extra = {"interval": index, "intervals": len(self.plan.intervals)}
+        return Progress(self.ctx, self.interval_folder(index), self.progress, extra, market)
+
+    def on_done(self, done: IntervalDone) -> None:
+        """Commit the interval's block (if its votes allow) and write its results.json."""
+        from privgrid.roles.market_operator.process import commit
+
+        node = done.node
+        outcome = node.outcome
+        info = commit(self.ctx, self.ledger, outcome)
+        self.ledger_info = info
+        setup = self._setup(done.index, done.scenario)
+        results, welfare_trace = report.build(
+            setup,
+            outcome,
+            run=self.ctx.settings.run,
+            mode=done.scenario.privacy.mode,
+            mo_stats=node.stats(),
+            evaluate=False,
+        )
+        results["ledger"] = info
+        folder = self.interval_folder(done.index)
+        report.write_trace(folder / "trace.csv", outcome.trace, welfare_trace)
+        report.write_results(folder, results)
+        self.ctx.log.info(
+            "interval %d: %s after %d rounds; wrote %s",
+            done.index,
+            results["status"],
+            outcome.rounds,
+            folder / "results.json",
+        )
