@@ -208,6 +208,12 @@ def run(
     installed), shows progress, and writes runs/<timestamp>-<scenario>/ with results.json,
     trace.csv (appended round by round), logs/<participant>.log and plots/.
 
+    A day scenario ([day], docs/feeder.md) clears its intervals one after another over the
+    wire, every participant one process for the whole day, into the run folder of
+    `privgrid solve DAY` (intervals/NNNN/results.json, day.json, day.csv, the ledger with one
+    block per interval, plots/). Its exit status: 0 every interval converged with its block,
+    1 some did not, 2, 3 and 130 as below.
+
     \b
     Exit status:
       0    converged, and the block committed to the ledger
@@ -231,6 +237,12 @@ def run(
         )
     if tls and (embedded_broker or mosquitto_binary() is None):
         _fail(TLS_NEEDS_MOSQUITTO)
+    from privgrid.feeder.schema import is_day, read_toml
+
+    try:
+        day = scenario.suffix == ".toml" and is_day(read_toml(scenario))
+    except ScenarioError:
+        day = False  # the ordinary loader says what is wrong with the file
     options = LaunchOptions(
         scenario,
         privacy,
@@ -246,6 +258,8 @@ def run(
         dashboard_broker=dashboard_broker,
         tls=tls,
     )
+    if day:
+        _run_day(options, as_json)
     try:
         code, folder, results = launch(options)
     except (ScenarioError, InfeasibleMarketError, DashboardError) as exc:
@@ -267,6 +281,31 @@ def run(
     if last is not None:
         click.echo(last, err=True)
     sys.exit(code)
+
+
+def _run_day(options: object, as_json: bool) -> None:
+    """``privgrid run DAY.toml``: a day over the wire (:mod:`privgrid.feeder.launch`)."""
+    from privgrid.dashboard.watch import DashboardError
+    from privgrid.feeder.launch import launch_day
+    from privgrid.feeder.report import print_day_summary
+
+    try:
+        outcome = launch_day(options)  # type: ignore[arg-type]
+    except (ScenarioError, InfeasibleMarketError, DashboardError) as exc:
+        if as_json:  # stdout stays one JSON object
+            click.echo(dumps({"status": "invalid_input", "error": str(exc)}))
+        _fail(str(exc))
+    document = outcome.document
+    if as_json:  # day.json's ending and summary (the rows are in the run folder)
+        keys = ("status", "error", "summary")
+        click.echo(dumps({"exit": outcome.code, **{k: document.get(k) for k in keys}}))
+    elif document.get("summary") is not None:
+        print_day_summary(document)
+    sys.stdout.flush()
+    click.echo(f"run folder: {outcome.folder}", err=True)
+    if outcome.reason is not None:
+        click.echo(f"privgrid: day not cleared: {outcome.reason} (exit {outcome.code})", err=True)
+    sys.exit(outcome.code)
 
 
 @main.group()

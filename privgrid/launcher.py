@@ -214,11 +214,14 @@ def _command(
     return cmd
 
 
-def process_groups(scenario: Scenario, agents_per_process: int) -> list[list[str]]:
-    """Who shares an OS process: the LM and the MO alone, agents in groups of K."""
+def process_groups(
+    scenario: Scenario, agents_per_process: int, agents: list[str] | None = None
+) -> list[list[str]]:
+    """Who shares an OS process: the LM and the MO alone, agents (the scenario's, or
+    ``agents``: a day's) in groups of K."""
     if agents_per_process < 1:
         raise ValueError("--agents-per-process must be at least 1")
-    agents = scenario.agent_ids
+    agents = scenario.agent_ids if agents is None else agents
     k = agents_per_process
     return [[LM_ID], [MO_ID], *(agents[i : i + k] for i in range(0, len(agents), k))]
 
@@ -234,6 +237,8 @@ class Launcher:
         self.keys = Path()
         self.run_id = ""
         self.scenario: Scenario | None = None
+        #: The agents of a day (all its intervals'); None: the scenario's.
+        self.day_agents: list[str] | None = None
         self.interrupted = False
         self.failures: list[str] = []  # "S3 was killed by SIGKILL during round 49", in order
         self.mo_status: int | None = None
@@ -263,6 +268,8 @@ class Launcher:
 
     def broker_urls(self, scenario: Scenario) -> dict[str, str]:
         ids = participants(scenario)
+        if self.day_agents is not None:
+            ids = [*self.day_agents, LM_ID, MO_ID]
         if self.options.external is not None:
             return {pid: self.options.external.url(pid) for pid in ids}
         if self.options.broker:
@@ -292,7 +299,8 @@ class Launcher:
 
     def start_children(self, scenario: Scenario, scenario_file: Path, urls: dict[str, str]) -> None:
         keys = self.keys
-        for members in process_groups(scenario, self.options.agents_per_process):
+        groups = process_groups(scenario, self.options.agents_per_process, self.day_agents)
+        for members in groups:
             pid = members[0] if len(members) == 1 else f"agents-{members[0]}-{members[-1]}"
             log_path = self.folder / "logs" / f"{pid}.log"
             env = {**os.environ, **self.options.extra_env, "PRIVGRID_BROKER_URL": urls[members[0]]}
@@ -360,9 +368,13 @@ class Launcher:
         return self.progress_lines[-1]["round"] + 1 if self.progress_lines else 0
 
     def when(self) -> str:
-        """``during round 49``, or ``before round 1``."""
+        """``during round 49``, or ``before round 1``; in a day ``during round 49 of
+        interval 3``."""
         round_ = self.current_round()
-        return f"during round {round_}" if round_ else "before round 1"
+        if not round_:
+            return "before round 1"
+        interval = self.progress_lines[-1].get("interval")
+        return f"during round {round_}" + (f" of interval {interval}" if interval else "")
 
     def _show_progress(self, progress: Progress, task: Any) -> None:
         if not self.progress_lines:
@@ -375,15 +387,20 @@ class Launcher:
             f"  r_C {line['r_C']:.1e}  ETA {'?' if eta is None else f'{eta:.0f} s'}"
         )
         count = f"round {line['round']}" + ("" if total is None else f"/~{total}")
+        if "interval" in line:  # a day: which market of the day
+            count = f"interval {line['interval']}/{line['intervals']} {count}"
         progress.update(task, completed=line["round"], total=total, description=f"{count}  {text}")
         if self.options.quiet or self.console.is_terminal:
             return
         # No terminal (piped, a CI log): no bar, but a progress line every few seconds.
         elapsed = float(line["elapsed"])
+        if self._logged_at is not None and elapsed < self._logged_at:
+            self._logged_at = None  # a day's next interval: its clock starts again
         if self._logged_at is None or elapsed - self._logged_at >= PROGRESS_LOG_SECONDS:
             self._logged_at = elapsed
             residuals = {k: line[k] for k in ("r_P", "r_L", "r_d", "r_C")}
-            self.console.print(progress_text(line["round"], residuals, elapsed, eta))
+            where = f"interval {line['interval']}: " if "interval" in line else ""
+            self.console.print(where + progress_text(line["round"], residuals, elapsed, eta))
 
     def wait(self) -> int:
         """Supervise the children until the MO has ended for good; its last status."""

@@ -3,7 +3,8 @@
 ``python -m agents``, ``python -m line_manager`` and ``python -m market_operator`` (and the
 ``privgrid agent|lm|mo`` subcommands) share these options:
 
-  --scenario FILE      the scenario (every process reads the same file)
+  --scenario FILE      the scenario (every process reads the same file), or a day's
+                       plan.json (``privgrid run DAY.toml`` writes it; docs/feeder.md)
   --broker URL         mqtt://[user:password@]host:port or mqtts://host[:8883]
                        (or PRIVGRID_BROKER_URL)
   --tls-dir DIR        for mqtts://: ca.pem, <id>.pem, <id>.key (or PRIVGRID_TLS_DIR;
@@ -39,6 +40,7 @@ from privgrid.market.feasibility import (
     known_feasible,
     remember_feasible,
 )
+from privgrid.roles.dayplan import DayPlan, is_plan
 from privgrid.runtime import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Node, Participant, Settings
 from privgrid.scenario import LM_ID, MO_ID, FieldError, Scenario, ScenarioError, load_scenario
 from privgrid.state import CheckpointStore, scenario_digest
@@ -62,7 +64,7 @@ def role_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "scenario_path",
             required=True,
             type=click.Path(dir_okay=False, path_type=Path),
-            help="Scenario TOML file.",
+            help="Scenario TOML file, or a day's plan.json (written by `privgrid run DAY.toml`).",
         ),
         click.option(
             "--broker",
@@ -137,16 +139,22 @@ class Context:
     log: logs.ParticipantLog
     state_dir: Path | None = None
     new_paillier_key: bool = False
+    #: A day over the wire: the plan (``scenario`` is then its first interval's, whose
+    #: privacy, market and timeouts sections are the day's).
+    plan: DayPlan | None = None
 
     def checkpoint_store(self) -> CheckpointStore | None:
         if self.state_dir is None:
             return None
-        digest = scenario_digest(self.scenario.source.read_bytes())
+        source = self.plan.source if self.plan is not None else self.scenario.source
+        digest = scenario_digest(source.read_bytes())
         return CheckpointStore(self.state_dir, self.settings.run, self.me, self.identity, digest)
 
 
-def roles_of(scenario: Scenario) -> dict[str, str]:
-    return {**{a: kinds.AGENT for a in scenario.agent_ids}, LM_ID: kinds.LM, MO_ID: kinds.MO}
+def roles_of(scenario: Scenario, plan: DayPlan | None = None) -> dict[str, str]:
+    """Participant id → role: the scenario's agents, or all of a day's (``plan``)."""
+    agents = plan.agent_ids if plan is not None else scenario.agent_ids
+    return {**{a: kinds.AGENT for a in agents}, LM_ID: kinds.LM, MO_ID: kinds.MO}
 
 
 def ensure_feasible_apart(scenario: Scenario) -> None:
@@ -214,24 +222,31 @@ def load_context(
     """
     if log is None:
         log = logs.setup(me, log_format, log_file)
+    plan = None
     try:
-        scenario = load_scenario(scenario_path)
-        ensure_feasible_apart(scenario)  # an infeasible market never starts (exit 2, explained)
+        if is_plan(scenario_path):  # a day: `privgrid run` checked every interval already
+            plan = DayPlan.read(scenario_path)
+            scenario = plan.load(1)
+            agents = plan.agent_ids
+        else:
+            scenario = load_scenario(scenario_path)
+            ensure_feasible_apart(scenario)  # an infeasible market never starts (exit 2)
+            agents = scenario.agent_ids
         if scenario.attack is not None and me in scenario.attack.colluders:
             log.adversarial = True  # every line a colluder writes says so
-        if me not in (LM_ID, MO_ID) and me not in scenario.agent_ids:
+        if me not in (LM_ID, MO_ID) and me not in agents:
             raise ScenarioError.single(scenario_path, "agents", f"no agent with id {me!r}")
         url = BrokerUrl.from_env(_member_url(me) or broker)
         if url.is_tls:
             url = url.with_tls(tls_files(me, url, tls_dir or keys_dir / TLS_DIR))
         FaultSpec.from_env()  # a bad PRIVGRID_FAULTS is bad input, not a crash later
-        run = run_id or scenario.name
+        run = run_id or (plan.name if plan is not None else scenario.name)
         if not _valid_run_id(run):
             raise BrokerUrlError(f"run id {run!r} must match {RUN_ID_PATTERN}")
         roster = Roster.load(keys_dir / "roster.json")
         identity = Identity.load(keys_dir / f"{me}.key")
         roster.check_identity(me, identity)
-        missing = sorted(set(roles_of(scenario)) - set(roster))
+        missing = sorted(set(roles_of(scenario, plan)) - set(roster))
         if missing:
             raise IdentityError(f"roster {keys_dir / 'roster.json'} lacks {', '.join(missing)}")
     except (ScenarioError, BrokerUrlError, IdentityError, FaultConfigError, TlsError) as exc:
@@ -243,11 +258,12 @@ def load_context(
         me,
         identity,
         roster,
-        roles_of(scenario),
+        roles_of(scenario, plan),
         settings,
         log,
         state_dir,
         new_paillier_key,
+        plan,
     )
 
 

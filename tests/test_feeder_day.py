@@ -234,12 +234,33 @@ def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, edit, e
         assert "1-LV-rural1--2-sw, " in proc.stderr  # the valid codes are listed
 
 
-def test_privgrid_run_of_a_day_says_how_to_clear_it(tmp_path):
-    proc = privgrid("run", str(CONFIGS / "day-rural1.toml"), "--out", str(tmp_path / "run"))
+def test_privgrid_run_of_a_bad_day_exits_2_naming_the_field_before_anything_starts(tmp_path):
+    """``privgrid run DAY.toml`` (a day over the wire, tests/test_grid_day.py) checks the day
+    as ``privgrid solve`` does before any process starts."""
+    data = tomllib.loads((CONFIGS / "day-rural1.toml").read_text())
+    data["day"].update(start="2016-12-31T12:00", intervals=96)
+    path = tmp_path / "bad.toml"
+    path.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    proc = privgrid("run", str(path), "--out", str(out), "--json")
     assert proc.returncode == 2
-    assert "day: a day on a feeder ([day]) is cleared by `privgrid solve FILE --out DIR`" in (
-        proc.stderr
+    assert f"privgrid: error: {path}: day.intervals: must be in 1 … 48" in proc.stderr
+    assert json.loads(proc.stdout)["status"] == "invalid_input"
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_a_role_process_given_a_day_says_how_to_clear_it(tmp_path):
+    day = str(CONFIGS / "day-rural1.toml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "privgrid.roles.line_manager", "--scenario", day, "--keys", "k"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
+    assert proc.returncode == 2
+    assert "`privgrid run FILE` (over the wire)" in proc.stderr
 
 
 def test_an_interval_that_cannot_clear_is_named_before_anything_is_cleared(tmp_path):

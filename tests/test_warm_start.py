@@ -106,3 +106,26 @@ def test_a_warm_start_begins_at_the_last_announced_step_exponent(tmp_path):
     assert start.exponent == 3
     again = negotiate(first, agent_costs(first.scenario), initial=start, max_rounds=1)
     assert again.trace[0].exponent == 3
+
+
+def test_the_steps_begin_at_zero_when_agents_joined_or_left(tmp_path):
+    """The exponent carries over only between markets of the same agents
+    (privgrid/market/warm.py ``carried_exponent``): a carried exponent stalled a day after
+    households joined (docs/feeder.md)."""
+    import dataclasses
+    import tomllib
+
+    first = _paper(tmp_path)
+    done = dataclasses.replace(negotiate(first, agent_costs(first.scenario)).state, exponent=3)
+    data = tomllib.loads((CONFIGS / "paper.toml").read_text())
+    data["agents"] = [a for a in data["agents"] if a["id"] != "B3"]
+    without = build_setup(parse_scenario(data, CONFIGS / "paper.toml"))
+    assert carry_over(first, done, without).exponent == 0  # B3 left
+    assert carry_over(without, done_without(without), first).exponent == 0  # B3 came back
+    assert carry_over(first, done, first).exponent == 3  # the same agents
+
+
+def done_without(setup):
+    import dataclasses
+
+    return dataclasses.replace(negotiate(setup, agent_costs(setup.scenario)).state, exponent=2)

@@ -56,7 +56,7 @@ from privgrid.feeder.intervals import (
 )
 from privgrid.feeder.ledger import DayLedger, Registration, envelope
 from privgrid.feeder.matpower import write_case
-from privgrid.feeder.schema import DayScenario, load_day
+from privgrid.feeder.schema import DayScenario, load_day, parse_day, read_toml
 from privgrid.feeder.simbench import SimbenchError, Source, load_source
 from privgrid.grid.distance import electrical_distances
 from privgrid.grid.network import Network, name_branches
@@ -66,6 +66,7 @@ from privgrid.market.negotiation import NegotiationState, negotiate
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 from privgrid.market.warm import carry_over
 from privgrid.report import write_atomic
+from privgrid.results import CONVERGED, NOT_CONVERGED
 from privgrid.scenario import ScenarioError, parse_scenario
 from privgrid.solve import clear
 
@@ -121,10 +122,16 @@ def branch_names(feeder: Feeder) -> list[str]:
     return names
 
 
-def prepare_day(path: str | Path) -> PreparedDay:
+def prepare_day(path: str | Path, privacy: str | None = None) -> PreparedDay:
     """Load and check a day scenario: the SimBench code, the window, every household's offer
-    in every interval. Raises :class:`ScenarioError` naming file, field and reason."""
-    day = load_day(path)
+    in every interval. ``privacy``: ``privgrid run --privacy``'s override of the mode.
+    Raises :class:`ScenarioError` naming file, field and reason."""
+    if privacy is None:
+        day = load_day(path)
+    else:
+        data = read_toml(path)
+        data.setdefault("privacy", {})["mode"] = privacy
+        day = parse_day(data, f"{path} with --privacy {privacy}")
     try:
         source = load_source(day.network.code)
     except SimbenchError as exc:
@@ -525,9 +532,14 @@ def _day_document(prepared: PreparedDay, rows: list[dict[str, Any]], wall: float
         "time_s": wall,
     }
     d = day.day
+    cleared = summary["converged"] == summary["blocks"] == len(rows) == d.intervals
     return {
         "schema": DAY_SCHEMA,
         "scenario": day.name,
+        # As a single run's results.json: converged (every interval cleared with its block),
+        # not_converged; over the wire also failed or interrupted, with the reason in error.
+        "status": CONVERGED if cleared else NOT_CONVERGED,
+        "error": None,
         "case": day.network.case,
         "start": d.start.strftime("%Y-%m-%dT%H:%M"),
         "intervals": d.intervals,

@@ -21,6 +21,7 @@ from typing import Any
 
 from privgrid.feeder.acflow import ACCheck
 from privgrid.feeder.day import (
+    DAY_SCHEMA,
     NO_BLOCK,
     Interval,
     PreparedDay,
@@ -33,17 +34,30 @@ from privgrid.keys import init_participant_keys
 from privgrid.market.central import InfeasibleMarketError, solve_central
 from privgrid.market.setup import agent_costs
 from privgrid.report import write_atomic
-from privgrid.results import dumps, optimal_block
+from privgrid.results import (
+    CONVERGED,
+    FAILED,
+    INTERRUPTED,
+    NOT_CONVERGED,
+    dumps,
+    optimal_block,
+)
 from privgrid.roles.dayplan import DayPlan
+from privgrid.runtime import EXIT_INTERRUPTED, EXIT_NOT_CONVERGED, EXIT_OK
 from privgrid.scenario import LM_ID, MO_ID
 
 KEYS = "keys"
 
 
-def write_plan(prepared: PreparedDay, out: Path, intervals: Sequence[Interval]) -> DayPlan:
-    """The day's identity keys (``keys/``, once for the day) and ``plan.json``."""
+def write_plan(
+    prepared: PreparedDay, out: Path, intervals: Sequence[Interval], keys: Path | None = None
+) -> DayPlan:
+    """The day's identity keys (``keys`` or ``out/keys/``, made once for the day; existing
+    keys that match their roster are kept) and ``out/plan.json``."""
     agents = registrations(prepared, intervals)
-    init_participant_keys([*(a.id for a in agents), LM_ID, MO_ID], out / KEYS)
+    ids = {a.id for a in agents}
+    pairs = [p for p in prepared.pairs if set(p) <= ids]  # households that trade at all
+    init_participant_keys([*(a.id for a in agents), LM_ID, MO_ID], keys or out / KEYS)
     day = prepared.day
     plan = DayPlan.of_folder(
         out,
@@ -51,7 +65,7 @@ def write_plan(prepared: PreparedDay, out: Path, intervals: Sequence[Interval]) 
         warm_start=day.day.warm_start,
         quorum=day.ledger.quorum,
         agents=agents,
-        pairs=prepared.pairs,
+        pairs=pairs,
         intervals=[(i.inputs.start, i.folder / "scenario.toml") for i in intervals],
     )
     plan.write()
@@ -101,15 +115,16 @@ def evaluate_day(
 ) -> dict[str, Any] | None:
     """The evaluator's pass over a wire day's run folder: each interval's results.json gets
     the optimum, then day.json, day.csv and plots as the in-process day writes them. Only the
-    intervals the run recorded count (a failed day has fewer); None if there are none."""
+    intervals the run recorded whole count (a failed day has fewer: its last interval's
+    results.json stays as the MO wrote it); None if there are none."""
     ac = ACCheck(prepared.source.net_path, prepared.feeder)
     warm = prepared.day.day.warm_start
     rows = []
     for interval in intervals:
         path = interval.folder / "results.json"
         results = read_results(path)
-        if results is None or not results.get("trades"):
-            break
+        if results is None or results.get("social_welfare") is None:
+            break  # not recorded, or not every party's final report in: nothing to judge
         started = time.perf_counter()
         results = with_optimum(interval, results)
         write_atomic(path, dumps(results) + "\n")
@@ -141,3 +156,25 @@ def evaluate_day(
         return None
     return write_day(prepared, out, rows, wall, plots=plots)
 
+
+
+#: day.json's ``status`` of a wire day by its exit status (as a single run's results.json).
+_STATUS = {
+    EXIT_OK: CONVERGED,
+    EXIT_NOT_CONVERGED: NOT_CONVERGED,
+    EXIT_INTERRUPTED: INTERRUPTED,
+}
+
+
+def record_status(
+    out: Path, document: dict[str, Any] | None, code: int, reason: str | None
+) -> dict[str, Any]:
+    """Write the day's ending into ``out/day.json`` (``status`` as a single run's results:
+    converged, not_converged, failed, interrupted; ``error`` the one-line reason) and return
+    the document. A day that recorded no interval still gets a day.json: its status, its
+    error, no rows."""
+    if document is None:
+        document = {"schema": DAY_SCHEMA, "summary": None, "per_interval": []}
+    document = {**document, "status": _STATUS.get(code, FAILED), "error": reason}
+    write_atomic(out / "day.json", json.dumps(document, indent=1, allow_nan=False) + "\n")
+    return document

@@ -9,7 +9,13 @@ nothing moves between parties, so a warm start leaks nothing new (docs/privacy.m
 - the LM keeps its line prices η (the limited lines are the same on one feeder), and the
   congestion charges of the new market follow from them, ``c = Gᵀ(η⁺ − η⁻)``, as the LM
   computes them each round;
-- the step exponent the MO announced last (public) is where the next market's steps begin;
+- the step exponent the MO announced last (public) is where the next market's steps begin —
+  if the next market has the same agents (:func:`carried_exponent`): where agents joined or
+  left, the previous market's balance of residuals says little about the new one, and a
+  carried exponent was seen to stall the day (day-rural1: nine households join at 05:15,
+  whose market, begun at the night's exponent −2, adapted to 8 in 719 rounds; 05:30 and 05:45,
+  begun at 8, did not converge in 5,000 rounds each. With 05:15 begun at 0: 232, 191 and 217
+  rounds);
 - the LM keeps the flows ``F(P)`` it tracked (masked leg). They are not re-aggregated from the
   agents' starting trades: where pairs left, the difference between the two would tell the LM
   the flows of the departed pairs' last trades — on a radial feeder a single trade — which the
@@ -29,11 +35,19 @@ A pair is identified by its two agent ids, so the trade graph may change between
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from privgrid.market.line_step import LinePrices, charges_for
 from privgrid.market.negotiation import NegotiationState
 from privgrid.market.setup import MarketSetup
+
+
+def carried_exponent(previous: Iterable[str], agents: Iterable[str], exponent: int) -> int:
+    """The step exponent a market of ``agents`` begins at after a market of ``previous``
+    (agent ids) ended at ``exponent``: the same, if both have the same agents; else 0."""
+    return exponent if set(previous) == set(agents) else 0
 
 
 def carry_over(
@@ -69,5 +83,5 @@ def carry_over(
         start.theta,
         start.flows if state.flows is None else np.array(state.flows, copy=True),
         derived,
-        state.exponent,
+        carried_exponent(old.agent_ids, g.agent_ids, state.exponent),
     )

@@ -212,7 +212,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError.single(
             path,
             "day",
-            "a day on a feeder ([day]) is cleared by `privgrid solve FILE --out DIR`; "
-            "each of its intervals/NNNN/scenario.toml is an ordinary scenario",
+            "a day on a feeder ([day]) is cleared by `privgrid solve FILE --out DIR` (in "
+            "process) or `privgrid run FILE` (over the wire); each of its "
+            "intervals/NNNN/scenario.toml is an ordinary scenario",
         )
     return parse_scenario(data, path)

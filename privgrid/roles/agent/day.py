@@ -74,9 +74,7 @@ class AbsentAgent(Voter):
     def peer_resynced(self, peer: str) -> list[Action]:
         return [self.last_mo] if peer == MO_ID and self.last_mo is not None else []
 
-    def peer_restarted(
-        self, peer: str, completed: int, new_keys: bool, now: float
-    ) -> list[Action]:
+    def peer_restarted(self, peer: str, completed: int, new_keys: bool, now: float) -> list[Action]:
         return self.peer_resynced(peer)
 
 
@@ -105,6 +103,8 @@ class DayAgent(DayLayer):
 
     def start(self, now: float) -> list[Action]:
         self.last_heard = now
+        if self.inner is not None:  # restored: the interval node's clocks count from now
+            return self.inner.start(now)
         return []
 
     # -- intervals ---------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class DayAgent(DayLayer):
             "taking part" if isinstance(inner, AgentNode) else "sitting it out",
             ", warm" if held is not None else "",
         )
-        return [CHECKPOINT, *self.replay(now)]
+        return [*inner.start(now), CHECKPOINT, *self.replay(now)]
 
     def _scenario(self, index: int, digest: bytes) -> Scenario:
         if digest != self.plan.digest(index):

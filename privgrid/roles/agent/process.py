@@ -20,7 +20,9 @@ from privgrid.attack.lying import LyingDecryptorMode
 from privgrid.market.setup import TradeGraph, played_cost, trade_ranges
 from privgrid.privacy import PrivacyMode, make_mode
 from privgrid.process import Context, load_context, role_options, run_nodes
+from privgrid.roles.agent.day import DayAgent
 from privgrid.roles.agent.node import AgentNode
+from privgrid.runtime import Node
 
 
 @click.command(name="agent")
@@ -56,7 +58,10 @@ def main(
     log_format: str,
     log_file: Path | None,
 ) -> None:
-    """Run one prosumer (seller, buyer or prosumer) of SCENARIO, or several (repeated --id)."""
+    """Run one prosumer (seller, buyer or prosumer) of SCENARIO, or several (repeated --id).
+
+    With a day's plan.json as SCENARIO, the agent takes part in every interval of the day
+    (docs/feeder.md)."""
     if len(set(agent_ids)) != len(agent_ids):
         raise click.BadParameter("an agent id is repeated", param_hint="--id")
     group = logs.setup_group(list(agent_ids), log_format, log_dir) if len(agent_ids) > 1 else {}
@@ -81,11 +86,15 @@ def main(
     sys.exit(run_nodes(members))
 
 
-def make_agent(ctx: Context, report: Path | None) -> AgentNode:
+def make_agent(ctx: Context, report: Path | None) -> Node:
     """The agent's node: its played cost and privacy mode, honest or — in the experiments the
     scenario sets up — one of the adversaries of :mod:`privgrid.attack`: a colluder
-    (``[attack] colluders``) or a lying decryptor (``behaviour = "lying-decryptor"``)."""
+    (``[attack] colluders``) or a lying decryptor (``behaviour = "lying-decryptor"``). A day's
+    agent (a plan) is a :class:`DayAgent` with one mode for the day."""
     agent_id, scenario, run = ctx.me, ctx.scenario, ctx.settings.run
+    if ctx.plan is not None:
+        mode = make_mode(scenario, agent_id, run, ctx.log)
+        return DayAgent(agent_id, ctx.plan, scenario, mode, ctx.log, ctx.identity)
     if scenario.agent(agent_id).behaviour == "lying-decryptor":
         mode: PrivacyMode = LyingDecryptorMode(scenario, agent_id, run, ctx.log)
     else:

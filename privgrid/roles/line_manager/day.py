@@ -45,6 +45,8 @@ class DayLineManager(DayLayer):
 
     def start(self, now: float) -> list[Action]:
         self.last_heard = now
+        if self.inner is not None:  # restored: the interval node's clocks count from now
+            return self.inner.start(now)
         return []
 
     def begin_interval(self, opening: int, body: IntervalStart, now: float) -> list[Action]:
@@ -67,7 +69,8 @@ class DayLineManager(DayLayer):
         self.log.info(
             "interval %d begins after round %d%s", index, opening, " (warm)" if held else ""
         )
-        return [*(inner.opening_messages() or [CHECKPOINT]), *self.replay(now)]
+        started = inner.start(now)
+        return [*started, *(inner.opening_messages() or [CHECKPOINT]), *self.replay(now)]
 
     def _held(self, index: int) -> LmHeld:
         previous = self.inner

@@ -11,6 +11,7 @@ import click
 from privgrid.market.setup import build_setup
 from privgrid.privacy import make_mode
 from privgrid.process import load_context, role_options, run_node
+from privgrid.roles.line_manager.day import DayLineManager
 from privgrid.roles.line_manager.node import LineManagerNode
 from privgrid.runtime import EXIT_BAD_INPUT
 from privgrid.scenario import LM_ID, ScenarioError
@@ -36,7 +37,7 @@ def main(
     log_format: str,
     log_file: Path | None,
 ) -> None:
-    """Run the Line Manager of SCENARIO."""
+    """Run the Line Manager of SCENARIO (or of every interval of a day's plan.json)."""
     ctx = load_context(
         LM_ID,
         scenario_path,
@@ -49,12 +50,15 @@ def main(
         new_paillier_key=new_paillier_key,
         tls_dir=tls_dir,
     )
+    mode = make_mode(ctx.scenario, LM_ID, ctx.settings.run, ctx.log)
+    if ctx.plan is not None:
+        day = DayLineManager(ctx.plan, ctx.scenario, mode, ctx.log, ctx.identity)
+        sys.exit(run_node(ctx, day))
     try:
         setup = build_setup(ctx.scenario)
     except ScenarioError as exc:
         ctx.log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
-    mode = make_mode(ctx.scenario, LM_ID, ctx.settings.run, ctx.log)
     node = LineManagerNode(setup, mode, ctx.log, ctx.identity)
     if record is not None:
         sink = record.open("a", encoding="utf-8")

@@ -5,7 +5,8 @@ round: the round after the previous interval's stop), then runs it exactly as a 
 round clock, stop, final reports, block, votes (:class:`~.node.OperatorNode`) — and, when the
 interval is over, hands it to the process layer (``on_done``: commit the block, write the
 interval's record) before it announces the next one. A warm-started interval's steps begin at
-the previous interval's last exponent. ``closed`` follows the day's last interval, or a
+the previous interval's last exponent if it has the same agents, else at 0
+(:func:`~privgrid.market.warm.carried_exponent`). ``closed`` follows the day's last interval, or a
 failure: a participant that left (``on_missing = "abort"``), a round timeout, a protocol
 violation, a ledger that refused the append. An interval that does not converge (round limit),
 or whose block a participant's Proof-of-Solution checks refuse, is recorded without a block and
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from privgrid.logs import ParticipantLog
+from privgrid.market.warm import carried_exponent
 from privgrid.privacy import PrivacyMode
 from privgrid.roles.daylayer import DayLayer
 from privgrid.roles.dayplan import DayPlan
@@ -73,7 +75,7 @@ class DayOperator(DayLayer):
         self.proposal_for = proposal_for
         self.on_done = on_done
         self.progress_for = progress_for
-        self.announcement: Outgoing | None = None  # the current interval's, sent again
+        self.interval_message: Outgoing | None = None  # the current interval's, sent again
         self.not_cleared = 0  # intervals without a block (round limit, or votes refused it)
         self.error: str | None = None  # why the day failed
 
@@ -99,6 +101,8 @@ class DayOperator(DayLayer):
         except ScenarioError as exc:
             return self._fail(f"interval {index}: {exc}")
         warm = self.plan.warm_start and index > 1
+        if warm and self.node is not None:  # the previous interval's last exponent, maybe
+            exponent = carried_exponent(self.node.agents, scenario.agent_ids, exponent)
         inner = OperatorNode(
             scenario,
             self.mode,
@@ -111,7 +115,7 @@ class DayOperator(DayLayer):
         )
         self.switch(index, opening, inner)
         body = IntervalStart(index, self.plan.digest(index), warm)
-        self.announcement = Outgoing(topics.BROADCAST, opening, body)
+        self.interval_message = Outgoing(topics.BROADCAST, opening, body)
         self.log.info(
             "interval %d of %d (%s) begins after round %d%s",
             index,
@@ -121,7 +125,7 @@ class DayOperator(DayLayer):
             f", warm, steps exponent {inner.steps.exponent}" if warm else "",
         )
         started = [a for a in inner.start(now) if not isinstance(a, Checkpoint)]
-        return [CHECKPOINT, self.announcement, *started]
+        return [CHECKPOINT, self.interval_message, *started]
 
     def begin_interval(self, opening: int, body: IntervalStart, now: float) -> list[Action]:
         return []  # our own broadcast, echoed (the runtime drops those anyway)
@@ -194,7 +198,7 @@ class DayOperator(DayLayer):
         """A participant rejoined: the current interval's broadcast first (it may have
         restarted from an earlier interval), then what the interval's node sends again."""
         again = super().peer_restarted(peer, completed, new_keys, now)
-        return ([self.announcement] if self.announcement is not None else []) + again
+        return ([self.interval_message] if self.interval_message is not None else []) + again
 
     def in_interval(self) -> bool:
         return True
@@ -204,11 +208,11 @@ class DayOperator(DayLayer):
         assert inner is not None
         if inner.exit_code is not None:  # the interval ended before the crash: go on
             return self.interval_ended(inner.exit_code, now)
-        again = [self.announcement] if self.announcement is not None else []
+        again = [self.interval_message] if self.interval_message is not None else []
         return again + self._after(inner.start(now), now)
 
     def day_snapshot(self) -> dict[str, Any]:
-        last = self.announcement
+        last = self.interval_message
         return {
             "announcement": None if last is None else last.to_state(),
             "not_cleared": self.not_cleared,
@@ -217,7 +221,7 @@ class DayOperator(DayLayer):
     def restore(self, state: Mapping[str, Any]) -> None:
         super().restore(state)
         last = state["announcement"]
-        self.announcement = None if last is None else Outgoing.from_state(last)
+        self.interval_message = None if last is None else Outgoing.from_state(last)
         self.not_cleared = int(state["not_cleared"])
 
     def rebuild(self, index: int, opening: int, state: Mapping[str, Any]) -> Node:

@@ -80,7 +80,7 @@ class DayRecorder:
         extra = {"interval": index, "intervals": len(self.plan.intervals)}
         return Progress(self.ctx, self.interval_folder(index), self.progress, extra, market)
 
-    def on_done(self, done: IntervalDone) -> None:
+    def on_done(self, done: IntervalDone, interrupted: bool = False) -> None:
         """Commit the interval's block (if its votes allow) and write its results.json."""
         from privgrid.roles.market_operator.process import commit
 
@@ -96,6 +96,7 @@ class DayRecorder:
             mode=done.scenario.privacy.mode,
             mo_stats=node.stats(),
             evaluate=False,
+            interrupted=interrupted,
         )
         results["ledger"] = info
         folder = self.interval_folder(done.index)
@@ -108,3 +109,52 @@ class DayRecorder:
             outcome.rounds,
             folder / "results.json",
         )
+
+
+def run_day_operator(ctx: Context, folder: Path, ledger_path: Path | None, progress: bool) -> int:
+    """The MO process of a day (``--scenario plan.json``): the day's node, its ledger and
+    files; the exit status of the day (0 every interval cleared, 1 some did not, 2 bad input,
+    3 a failure, 130 a signal)."""
+    from privgrid.ledger import LedgerError
+    from privgrid.privacy import make_mode
+    from privgrid.process import run_node
+    from privgrid.roles.market_operator.day import DayOperator
+    from privgrid.runtime import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+    from privgrid.scenario import MO_ID, ScenarioError
+
+    plan = ctx.plan
+    assert plan is not None
+    try:
+        ledger = open_day_ledger(ctx, plan, ledger_path or folder / "ledger.sqlite")
+    except (ScenarioError, LedgerError) as exc:
+        ctx.log.error("%s", exc)
+        return EXIT_BAD_INPUT
+    ctx.log.info("ledger %s (id %s…) at height %d", ledger.path, ledger.id[:16], ledger.height)
+    recorder = DayRecorder(ctx, plan, ledger, folder, progress)
+    node = DayOperator(
+        plan,
+        ctx.scenario,
+        make_mode(ctx.scenario, MO_ID, ctx.settings.run, ctx.log),
+        ctx.log,
+        proposal_for=recorder.proposal_for,
+        on_done=recorder.on_done,
+        progress_for=recorder.progress_for,
+    )
+    try:
+        code = run_node(ctx, node)
+        inner = node.node
+        if inner is not None and inner.exit_code is None:  # stopped inside an interval
+            outcome = inner.outcome
+            interrupted = code == EXIT_INTERRUPTED
+            if outcome.error is None:
+                outcome.error = (
+                    f"the MO was stopped by a signal during round {inner.round}"
+                    if interrupted
+                    else f"the MO stopped with status {code} during round {inner.round}"
+                )
+                outcome.reason = "interrupted" if interrupted else "participant failed"
+                outcome.rounds = inner.rounds
+            recorder.on_done(IntervalDone(node.index, inner.scenario, inner), interrupted)
+    finally:
+        ledger.close()
+    return code

@@ -177,6 +177,9 @@ def main(
 ) -> None:
     """Run the Market Operator of SCENARIO: the round clock, the stopping test, the block.
 
+    With a day's plan.json as SCENARIO it runs every interval of the day in turn, one block
+    per interval, each interval's results in <out>/intervals/NNNN/ (docs/feeder.md).
+
     After a converged run it proposes a block of the cleared trades, collects every
     participant's signed Proof-of-Solution vote and appends the block to the ledger only if
     all accept. Exit status: 0 converged and committed, 1 not converged, 2 bad input,
@@ -196,6 +199,10 @@ def main(
         tls_dir=tls_dir,
     )
     folder = out_dir or Path("runs") / ctx.settings.run
+    if ctx.plan is not None:  # a day over the wire (docs/feeder.md)
+        from privgrid.roles.market_operator.dayrun import run_day_operator
+
+        sys.exit(run_day_operator(ctx, folder, ledger_path, progress))
     try:
         setup = build_setup(ctx.scenario)
         ledger = open_ledger(ctx, ledger_path or folder / "ledger.sqlite")

@@ -1,0 +1,130 @@
+"""A day over the wire (``privgrid run DAY.toml``), as a user runs it: its own Mosquitto on a
+free loopback port, one long-lived process per participant, one market session and one ledger
+block per interval — and the same day cleared in process (``privgrid solve DAY.toml``) as the
+reference it must reproduce.
+
+The day is short and quiet to keep the module within a few minutes on two shared cores: three
+night intervals of configs/day-rural1.toml (02:00–02:45; 21 households and the two grid agents
+take part), plain mode, ten agents per OS process.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from tests.conftest import load_strict_json
+
+pytestmark = pytest.mark.timeout(900)
+ROOT = Path(__file__).resolve().parent.parent
+PRIVGRID = [sys.executable, "-m", "privgrid.cli"]
+INTERVALS = 3
+
+
+def privgrid(*args: str, timeout: float = 840) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*PRIVGRID, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """The wire day's run folder, the in-process day's, and ``privgrid run``'s process."""
+    tmp = tmp_path_factory.mktemp("wireday")
+    data = tomllib.loads((ROOT / "configs" / "day-rural1.toml").read_text())
+    data["day"].update(start="2016-06-21T02:00", intervals=INTERVALS, measure_cold=True)
+    data["privacy"] = {"mode": "plain"}
+    scenario = tmp / "day.toml"
+    scenario.write_text(tomli_w.dumps(data))
+    solved = privgrid("solve", str(scenario), "--out", str(tmp / "solve"))
+    assert solved.returncode == 0, solved.stderr[-2000:]
+    run = privgrid("run", str(scenario), "--out", str(tmp / "wire"), "--agents-per-process", "10")
+    return tmp / "wire", tmp / "solve", run
+
+
+def results(folder: Path, index: int) -> dict[str, Any]:
+    return load_strict_json(folder / "intervals" / f"{index:04d}" / "results.json")
+
+
+def test_a_day_over_the_wire_exits_0_on_mosquitto_with_status_converged(days):
+    wire, _, run = days
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "broker: mosquitto" in run.stderr
+    assert "Traceback" not in run.stderr
+    day = load_strict_json(wire / "day.json")
+    assert day["status"] == "converged" and day["error"] is None
+    assert day["summary"]["intervals"] == day["summary"]["blocks"] == INTERVALS
+
+
+def test_the_run_folder_is_the_in_process_days_folder(days):
+    wire, solve, _ = days
+    for name in ("day.json", "day.csv", "grid.m", "feeder.json", "plots/prices.png"):
+        assert (wire / name).is_file(), name
+    assert sorted(p.name for p in (wire / "intervals").iterdir()) == sorted(
+        p.name for p in (solve / "intervals").iterdir()
+    )
+    with (wire / "day.csv").open() as f, (solve / "day.csv").open() as g:
+        assert next(csv.reader(f)) == next(csv.reader(g))  # the same columns
+    for i in range(1, INTERVALS + 1):
+        assert results(wire, i)["status"] == "converged"
+        assert (wire / "intervals" / f"{i:04d}" / "trace.csv").is_file()
+    # one log per participant process: the LM, the MO and every agent of the day
+    plan = load_strict_json(wire / "plan.json")
+    logs = {p.stem for p in (wire / "logs").glob("*.log")}
+    assert {a["id"] for a in plan["agents"]} | {"LM", "MO"} <= logs
+
+
+def test_every_interval_clears_the_trades_and_welfare_of_privgrid_solve(days):
+    """Same arithmetic, same order: the wire reproduces the in-process day interval by
+    interval — rounds, every trade, price and line price — and so its welfare."""
+    wire, solve, _ = days
+    for i in range(1, INTERVALS + 1):
+        ours, theirs = results(wire, i), results(solve, i)
+        assert ours["rounds"] == theirs["rounds"], i
+        assert ours["trades"] and len(ours["trades"]) == len(theirs["trades"])
+        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
+            assert (a["seller"], a["buyer"]) == (b["seller"], b["buyer"])
+            for key in ("power", "price", "charge"):
+                assert a[key] == pytest.approx(b[key], abs=1e-9), (i, key, a, b)
+        for a, b in zip(ours["lines"], theirs["lines"], strict=True):
+            assert a["price_up"] == pytest.approx(b["price_up"], abs=1e-9)
+        assert ours["social_welfare"] == pytest.approx(theirs["social_welfare"], rel=1e-9)
+        assert abs(ours["welfare_gap"]) <= 1e-4  # and the optimum, as the evaluator judged
+
+
+def test_warm_started_intervals_take_no_more_rounds_than_cold_ones(days):
+    wire, _, _ = days
+    rows = load_strict_json(wire / "day.json")["per_interval"]
+    assert not rows[0]["warm"] and all(r["warm"] for r in rows[1:])
+    for row in rows[1:]:
+        assert row["rounds"] <= row["cold_rounds"], row["index"]
+
+
+def test_the_ledger_has_genesis_and_one_verified_block_per_interval(days):
+    wire, _, _ = days
+    proc = privgrid("ledger", "verify", str(wire / "ledger.sqlite"), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ledger OK: {INTERVALS + 1} blocks (heights 0-{INTERVALS})" in proc.stdout
+    heights = [results(wire, i)["ledger"]["height"] for i in range(1, INTERVALS + 1)]
+    assert heights == list(range(1, INTERVALS + 1))
+
+
+def test_round_numbers_continue_from_interval_to_interval(days):
+    """One session for the day: each interval opens after the round that ended the previous
+    one (the channel's replay keys stay unique), as the MO's log says."""
+    wire, _, _ = days
+    text = (wire / "logs" / "MO.log").read_text()
+    openings = [
+        int(m) for m in re.findall(r"interval \d+ of \d+ \(\S+\) begins after round (\d+)", text)
+    ]
+    assert len(openings) == INTERVALS
+    for k in range(1, INTERVALS):
+        assert openings[k] > openings[k - 1] + results(wire, k)["rounds"]
