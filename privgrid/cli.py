@@ -208,11 +208,14 @@ def run(
     installed), shows progress, and writes runs/<timestamp>-<scenario>/ with results.json,
     trace.csv (appended round by round), logs/<participant>.log and plots/.
 
-    A day scenario ([day], docs/feeder.md) clears its intervals one after another over the
-    wire, every participant one process for the whole day, into the run folder of
-    `privgrid solve DAY` (intervals/NNNN/results.json, day.json, day.csv, the ledger with one
-    block per interval, plots/). Its exit status: 0 every interval converged with its block,
-    1 some did not, 2, 3 and 130 as below.
+    A day scenario ([day], docs/feeder.md "Over the wire") clears its intervals one after
+    another over the wire, every participant one process for the whole day (keys, genesis
+    and one session once; one market session and one ledger block per interval, rounds
+    continuing, warm-started), into the run folder of `privgrid solve DAY`
+    (intervals/NNNN/results.json, day.json with "status" and "error", day.csv, the ledger,
+    plots/) plus plan.json and logs/. Its exit status: 0 every interval converged with its
+    block, 1 some did not, 2, 3 and 130 as below. --json prints day.json's status, error and
+    summary.
 
     \b
     Exit status:
