@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import csv
 import re
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import tomli_w
 
@@ -35,15 +38,21 @@ def privgrid(*args: str, timeout: float = 840) -> subprocess.CompletedProcess:
     )
 
 
+def night(folder: Path) -> Path:
+    """The module's day: three night intervals of day-rural1, plain mode."""
+    data = tomllib.loads((ROOT / "configs" / "day-rural1.toml").read_text())
+    data["day"].update(start="2016-06-21T02:00", intervals=INTERVALS, measure_cold=True)
+    data["privacy"] = {"mode": "plain"}
+    scenario = folder / "day.toml"
+    scenario.write_text(tomli_w.dumps(data))
+    return scenario
+
+
 @pytest.fixture(scope="module")
 def days(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """The wire day's run folder, the in-process day's, and ``privgrid run``'s process."""
     tmp = tmp_path_factory.mktemp("wireday")
-    data = tomllib.loads((ROOT / "configs" / "day-rural1.toml").read_text())
-    data["day"].update(start="2016-06-21T02:00", intervals=INTERVALS, measure_cold=True)
-    data["privacy"] = {"mode": "plain"}
-    scenario = tmp / "day.toml"
-    scenario.write_text(tomli_w.dumps(data))
+    scenario = night(tmp)
     solved = privgrid("solve", str(scenario), "--out", str(tmp / "solve"))
     assert solved.returncode == 0, solved.stderr[-2000:]
     run = privgrid("run", str(scenario), "--out", str(tmp / "wire"), "--agents-per-process", "10")
@@ -128,3 +137,55 @@ def test_round_numbers_continue_from_interval_to_interval(days):
     assert len(openings) == INTERVALS
     for k in range(1, INTERVALS):
         assert openings[k] > openings[k - 1] + results(wire, k)["rounds"]
+
+
+def start_day(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """``privgrid run`` of the module's day in the background, once its first interval has
+    been recorded (the MO writes intervals/0001/results.json when the interval ends)."""
+    out = tmp_path / "wire"
+    proc = subprocess.Popen(
+        [*PRIVGRID, "run", str(night(tmp_path)), "--out", str(out), "--agents-per-process", "10"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = out / "intervals" / "0001" / "results.json"
+    deadline = time.monotonic() + 600
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.exists() and proc.poll() is None, "the first interval was not recorded"
+    return proc, out
+
+
+def test_a_participant_killed_mid_day_ends_the_day_with_exit_3_and_status_failed(tmp_path):
+    """SIGKILL to the process of H11 … RETAIL once interval 1 is recorded (``on_missing =
+    "abort"``): the day ends in interval 2 naming the failure; interval 1 stays recorded with
+    its block, and the ledger verifies."""
+    proc, out = start_day(tmp_path)
+    launcher = psutil.Process(proc.pid)
+    group = next(c for c in launcher.children() if "H11" in c.cmdline())
+    group.kill()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 3, err[-3000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("privgrid: day not cleared: "), last
+    day = load_strict_json(out / "day.json")
+    assert day["status"] == "failed" and day["error"] and day["error"] in last
+    assert day["summary"]["blocks"] >= 1 and results(out, 1)["ledger"]["committed"]
+    verify = privgrid("ledger", "verify", str(out / "ledger.sqlite"), timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_ctrl_c_ends_the_day_with_exit_130_and_status_interrupted(tmp_path):
+    proc, out = start_day(tmp_path)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: stopping every process" in err and "Traceback" not in err
+    day = load_strict_json(out / "day.json")
+    assert day["status"] == "interrupted" and day["error"].startswith("interrupted (Ctrl-C)")
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
