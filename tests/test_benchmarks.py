@@ -87,6 +87,29 @@ def test_day_benchmark(doc):
     assert "| 2/2 |" in out  # both intervals converged
 
 
+def test_day_benchmark_over_the_wire(doc):
+    """``--wire``: the same two intervals through ``privgrid run`` (plain, Mosquitto), a row
+    that compares them with the in-process day."""
+    env = {**os.environ, "PRIVGRID_PERF_DOC": str(doc)}
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/day.py", "--quick", "--wire", "--write-docs"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    section = doc.read_text().split("<!-- day:begin -->")[1].split("<!-- day:end -->")[0]
+    assert "day (feeder), over the wire" in section and "max |ΔP|" in section
+    row = next(
+        line for line in section.splitlines() if line.startswith("| day-rural1") and "plain" in line
+    )
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "2/2 / 2"  # both intervals converged, each with its block
+    assert float(cells[5]) <= 1e-6 and float(cells[6]) <= 1e-6  # the in-process day's trades
+
+
 def run_plain(*args: str) -> str:
     """A benchmark that writes no docs section: it must run and print its table."""
     proc = subprocess.run(
