@@ -38,11 +38,14 @@ def privgrid(*args: str, timeout: float = 840) -> subprocess.CompletedProcess:
     )
 
 
-def night(folder: Path) -> Path:
-    """The module's day: three night intervals of day-rural1, plain mode."""
+def night(folder: Path, wait: bool = False) -> Path:
+    """The module's day: three night intervals of day-rural1, plain mode (``wait``: with
+    ``on_missing = "wait"``, so that ``privgrid run`` restarts a crashed participant)."""
     data = tomllib.loads((ROOT / "configs" / "day-rural1.toml").read_text())
     data["day"].update(start="2016-06-21T02:00", intervals=INTERVALS, measure_cold=True)
     data["privacy"] = {"mode": "plain"}
+    if wait:
+        data["timeouts"] = {"on_missing": "wait"}
     scenario = folder / "day.toml"
     scenario.write_text(tomli_w.dumps(data))
     return scenario
@@ -139,12 +142,13 @@ def test_round_numbers_continue_from_interval_to_interval(days):
         assert openings[k] > openings[k - 1] + results(wire, k)["rounds"]
 
 
-def start_day(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+def start_day(tmp_path: Path, wait: bool = False) -> tuple[subprocess.Popen, Path]:
     """``privgrid run`` of the module's day in the background, once its first interval has
     been recorded (the MO writes intervals/0001/results.json when the interval ends)."""
     out = tmp_path / "wire"
+    scenario = night(tmp_path, wait)
     proc = subprocess.Popen(
-        [*PRIVGRID, "run", str(night(tmp_path)), "--out", str(out), "--agents-per-process", "10"],
+        [*PRIVGRID, "run", str(scenario), "--out", str(out), "--agents-per-process", "10"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -189,3 +193,27 @@ def test_ctrl_c_ends_the_day_with_exit_130_and_status_interrupted(tmp_path):
     assert day["status"] == "interrupted" and day["error"].startswith("interrupted (Ctrl-C)")
     _, alive = psutil.wait_procs(children, timeout=10)
     assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_a_line_manager_killed_mid_day_rejoins_the_current_interval_unchanged(days, tmp_path):
+    """``on_missing = "wait"``: the LM, killed with SIGKILL as interval 2 begins, is restarted
+    by ``privgrid run`` from its checkpoint and rejoins interval 2; the day ends as the
+    in-process day, interval by interval."""
+    _, solve, _ = days
+    proc, out = start_day(tmp_path, wait=True)
+    lm = next(
+        c
+        for c in psutil.Process(proc.pid).children()
+        if "privgrid.roles.line_manager" in c.cmdline()
+    )
+    lm.kill()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "LM was killed by SIGKILL" in err and "restarting it from its checkpoint" in err
+    assert load_strict_json(out / "day.json")["status"] == "converged"
+    for i in range(1, INTERVALS + 1):
+        ours, theirs = results(out, i), results(solve, i)
+        assert ours["rounds"] == theirs["rounds"]
+        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
+            assert a["power"] == pytest.approx(b["power"], abs=1e-9)
+        assert ours["ledger"]["committed"]
