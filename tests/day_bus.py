@@ -55,9 +55,7 @@ class DayBus:
         def mode(pid: str) -> Any:
             return make_mode(first, pid, RUN, log(pid))
 
-        self.channels = {
-            pid: Channel(pid, RUN, self.identities[pid], roster, roles) for pid in ids
-        }
+        self.channels = {pid: Channel(pid, RUN, self.identities[pid], roster, roles) for pid in ids}
         for channel in self.channels.values():
             for pid, other in self.channels.items():
                 channel.learn_agreement_key(pid, other.x25519_public)
@@ -128,8 +126,9 @@ class DayBus:
         topic, payload = self.streams[key].popleft()
         return key[1], topic, payload
 
-    def run(self, intercept: Callable[[Message], bool] | None = None) -> None:
-        """Deliver until nothing is left (``intercept`` returns True for a message it took)."""
+    def run(self, intercept: Callable[[Message], bool] | None = None, now: float = 1.0) -> None:
+        """Deliver until nothing is left (``intercept`` returns True for a message it took);
+        every node is handed ``now`` as the time of each delivery."""
         while (item := self._next()) is not None:
             recipient, topic, payload = item
             node = self.nodes[recipient]
@@ -142,4 +141,4 @@ class DayBus:
             if intercept is not None and intercept(message):
                 continue
             self.delivered += 1
-            self.post(recipient, node.handle(message, 1.0))
+            self.post(recipient, node.handle(message, now))
