@@ -157,7 +157,6 @@ def evaluate_day(
     return write_day(prepared, out, rows, wall, plots=plots)
 
 
-
 #: day.json's ``status`` of a wire day by its exit status (as a single run's results.json).
 _STATUS = {
     EXIT_OK: CONVERGED,

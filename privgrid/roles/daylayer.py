@@ -115,9 +115,7 @@ class DayLayer(Node):
     def peer_resynced(self, peer: str) -> list[Action]:
         return [] if self.inner is None else self.inner.peer_resynced(peer)
 
-    def peer_restarted(
-        self, peer: str, completed: int, new_keys: bool, now: float
-    ) -> list[Action]:
+    def peer_restarted(self, peer: str, completed: int, new_keys: bool, now: float) -> list[Action]:
         self.last_heard = now
         if self.inner is None:
             return []

@@ -192,9 +192,7 @@ class DayOperator(DayLayer):
         self.finish(EXIT_FAILURE)
         return [Outgoing(topics.BROADCAST, 0, Stop(converged=False, reason=reason))]
 
-    def peer_restarted(
-        self, peer: str, completed: int, new_keys: bool, now: float
-    ) -> list[Action]:
+    def peer_restarted(self, peer: str, completed: int, new_keys: bool, now: float) -> list[Action]:
         """A participant rejoined: the current interval's broadcast first (it may have
         restarted from an earlier interval), then what the interval's node sends again."""
         again = super().peer_restarted(peer, completed, new_keys, now)
