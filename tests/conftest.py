@@ -13,7 +13,7 @@ from tests.grid_harness import Grid, make_grid
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 #: Files privgrid writes for people and other programs: strict JSON, whoever wrote them.
-STRICT_JSON_FILES = ("results.json", "attack.json", "collusion.json")
+STRICT_JSON_FILES = ("results.json", "protocol.json", "attack.json", "collusion.json")
 
 
 def _refuse_constant(name: str) -> Any:

@@ -217,8 +217,19 @@ class Grid:
     def log(self, pid: str) -> str:
         return (self.folder / "logs" / f"{pid}.log").read_text(errors="replace")
 
+    def report(self) -> dict[str, Any]:
+        """``privgrid report`` of the MO's record, as ``privgrid run`` does once the processes
+        have ended: results.json, the final trace.csv, plots (and attack.json)."""
+        from privgrid.report import report_run
+
+        return report_run(self.folder, self.scenario_file)
+
     def results(self) -> dict[str, Any]:
-        return json.loads((self.folder / "results.json").read_text())
+        """results.json, reported from the MO's record the first time it is asked for."""
+        path = self.folder / "results.json"
+        if not path.exists():
+            self.report()
+        return json.loads(path.read_text())
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -34,6 +34,7 @@ def finish(grid, timeout=600) -> int:
     code = grid.wait(MO_ID, timeout=timeout)
     for pid in participants(grid.scenario):
         grid.wait(pid, timeout=60)
+    grid.report()  # as `privgrid run` does once every process has exited (attack.json too)
     return code
 
 

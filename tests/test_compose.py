@@ -22,7 +22,7 @@ from privgrid.broker.config import DASHBOARD, MONITOR, BrokerUsers
 from privgrid.cli import main
 from privgrid.compose import common, document
 from privgrid.compose.setup import Owner, SetupResult, setup_grid
-from privgrid.compose.supervisor import broker_url_with_password
+from privgrid.compose.supervisor import broker_url_with_password, report_argv
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.scenario import load_scenario
 
@@ -178,6 +178,15 @@ def test_role_commands(paper_doc):
     for service in services.values():
         if service.get("entrypoint", [None])[-1] == "exec":
             assert service["entrypoint"] == ["python", "-m", "privgrid.compose", "exec"]
+    # The MO's container reports the run from its record once the MO has ended.
+    assert services["mo"]["entrypoint"] == ["python", "-m", "privgrid.compose", "exec", "--report"]
+    assert report_argv(services["mo"]["command"]) == [
+        "report",
+        "runs/${PRIVGRID_RUN:-paper}",
+        "--scenario",
+        scenario,
+    ]
+    assert report_argv(services["lm"]["command"]) is None
 
 
 def test_no_secret_in_the_compose_file(tmp_path):

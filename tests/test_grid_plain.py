@@ -39,6 +39,7 @@ def plain_run(tmp_path_factory):
         code = grid.wait(MO_ID, timeout=240)
         for pid in participants(grid.scenario):
             grid.wait(pid, timeout=30)
+        grid.report()  # as `privgrid run` does once every process has exited
         yield grid, code
     finally:
         grid.stop()
@@ -74,7 +75,8 @@ def test_every_participant_is_its_own_process(plain_run):
 def test_the_broker_is_the_only_channel(plain_run):
     """No coordination through files: each process got only the scenario, its own key and the
     roster; nothing else was written into the run folder by the participants but the MO's
-    results and the logs (and the broker's own state)."""
+    record and ledger, the logs (and the broker's own state), and then the report of the
+    MO's record."""
     grid, _ = plain_run
     written = {p.relative_to(grid.folder).parts[0] for p in grid.folder.rglob("*") if p.is_file()}
     assert written == {
@@ -82,6 +84,7 @@ def test_the_broker_is_the_only_channel(plain_run):
         "secrets",
         "broker",
         "logs",
+        "protocol.json",
         "results.json",
         "trace.csv",
         "plots",
@@ -177,7 +180,7 @@ def test_role_processes_reject_bad_input_clearly(tmp_path):
 
 def test_results_json_is_valid_json_with_the_solve_schema(plain_run, reference):
     grid, _ = plain_run
-    results = json.loads((grid.folder / "results.json").read_text())
+    results = json.loads((grid.folder / "results.json").read_text())  # strict: no NaN
     ours, theirs = set(key_paths(results)), set(key_paths(reference))  # nested, list items too
     assert "agents[].theta" in theirs and sorted(theirs - ours) == []
     assert sorted(p for p in ours - theirs if not is_run_only(p)) == []

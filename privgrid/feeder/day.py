@@ -65,7 +65,7 @@ from privgrid.market.feasibility import check_feasible
 from privgrid.market.negotiation import NegotiationState, negotiate
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 from privgrid.market.warm import carry_over
-from privgrid.report import write_atomic
+from privgrid.runfolder import write_atomic
 from privgrid.scenario import ScenarioError, parse_scenario
 from privgrid.solve import clear
 
