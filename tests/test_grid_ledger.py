@@ -97,6 +97,7 @@ def test_a_tampering_mo_is_rejected_by_those_it_affects(
     assert "rejected by S1" in grid.log(MO_ID) or "REJECTS the block" in grid.log(MO_ID)
 
 
+@pytest.mark.grid
 def test_successive_runs_append_to_one_ledger_and_other_keys_are_refused(tmp_path):
     ledger, keys = tmp_path / "ledger.sqlite", tmp_path / "keys"
     base = [

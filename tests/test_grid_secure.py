@@ -314,6 +314,7 @@ def test_rejoins_without_the_checkpoint_or_with_a_bad_new_key_are_refused(grid_f
     assert "B1 rejoined" not in log
 
 
+@pytest.mark.grid
 def test_crypto_threads_with_agents_sharing_a_process_give_the_same_result(tmp_path, reference):
     """``crypto_threads = 2`` and all seven agents in one process (one shared pool of worker
     threads): the heavy steps run on the workers, and the run equals the in-process one."""

@@ -93,6 +93,7 @@ def assert_run_folder(folder: Path, results: dict[str, Any], participant_ids: li
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name
 
 
+@pytest.mark.grid
 def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, solve_json):
     assert shutil.which("mosquitto"), "Debian's mosquitto must be installed for this test"
     out = tmp_path / "run"
@@ -138,6 +139,7 @@ def assert_json_logs(folder: Path, participant_ids: list[str], rounds: int) -> N
         assert any(r["round"] == rounds for r in records), pid
 
 
+@pytest.mark.grid
 def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     """Also the run without ``--out`` (the folder is ``runs/<timestamp>-<scenario>/`` under the
     working directory, a fresh one here so nothing lands in the repository's runs/) and with
@@ -172,6 +174,7 @@ def logged_at(log: str, text: str) -> float:
     return datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
 
 
+@pytest.mark.grid
 def test_privgrid_run_names_a_participant_that_never_connects(tmp_path, monkeypatch, capsys):
     """The launcher's wait for every participant is the MO's roll call (``timeouts.start``):
     B3's process starts but never connects, so the run fails within the configured timeout
@@ -217,6 +220,7 @@ def test_privgrid_run_names_a_participant_that_never_connects(tmp_path, monkeypa
     assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
 
 
+@pytest.mark.grid
 def test_ctrl_c_stops_every_child(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -256,6 +260,7 @@ def test_invalid_scenario_fails_before_anything_starts(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.grid
 def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
     """--agents-per-process 4: the seven agents live in two OS processes, each agent with its
     own identity, broker account and log file, and the market clears exactly as with one

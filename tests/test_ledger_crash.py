@@ -25,6 +25,7 @@ from privgrid.ledger import Ledger, verify_ledger
 from tests.test_ledger_support import build_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # writers killed with SIGKILL, many times over
 KILLS = 50
 
 # The writer prints one letter per phase: B (append starts), C (SQLite starts executing

@@ -131,6 +131,7 @@ def reference() -> dict[str, Any]:
 
 
 # -- exit 1 ----------------------------------------------------------------------------------------
+@pytest.mark.grid
 def test_exit_1_a_run_that_reaches_the_round_limit_says_so_last_after_the_tables(
     tmp_path, no_process_left_behind
 ):
@@ -165,6 +166,7 @@ def test_exit_2_invalid_input_ends_with_the_reason_and_json_output_stays_one_obj
 
 
 # -- exit 3 ----------------------------------------------------------------------------------------
+@pytest.mark.grid
 @pytest.mark.parametrize("victim", ["S3", LM_ID, MO_ID])
 def test_exit_3_a_participant_killed_mid_run_fails_the_run_naming_it(
     tmp_path, victim, no_process_left_behind
@@ -192,6 +194,7 @@ def test_exit_3_a_participant_killed_mid_run_fails_the_run_naming_it(
     assert (run.folder / "plots" / "convergence.png").exists()
 
 
+@pytest.mark.grid
 def test_exit_3_an_agent_that_stops_answering_times_the_round_out_naming_it(
     tmp_path, no_process_left_behind
 ):
@@ -211,6 +214,7 @@ def test_exit_3_an_agent_that_stops_answering_times_the_round_out_naming_it(
 
 
 # -- exit 130 --------------------------------------------------------------------------------------
+@pytest.mark.grid
 def test_exit_130_ctrl_c_mid_run_stops_everything_and_leaves_interrupted_results(
     tmp_path, no_process_left_behind
 ):
@@ -228,6 +232,7 @@ def test_exit_130_ctrl_c_mid_run_stops_everything_and_leaves_interrupted_results
 
 
 # -- exit 0 after a crash: restarts under on_missing = "wait" (item 6) --------------------------
+@pytest.mark.grid
 @pytest.mark.parametrize("victim", ["S1", LM_ID, MO_ID])
 def test_a_participant_killed_under_wait_is_restarted_by_privgrid_run_and_the_result_is_unchanged(
     tmp_path, reference, victim, no_process_left_behind
