@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,7 @@ class BusGrid:
         proposal = Proposal(
             self.setup, mo.identity, self.ledger.genesis, self.ledger.head(), self.run_id, mo.log
         )
-        self.mo = OperatorNode(scenario, self._mode(MO_ID), mo.log, None, proposal)
+        self.mo = OperatorNode(scenario, self._mode(MO_ID), mo.log, self._round_done, proposal)
         self.nodes.update({LM_ID: self.lm, MO_ID: self.mo})
         self.participants = {
             pid: Participant(
@@ -218,6 +219,8 @@ class BusGrid:
             for pid, node in self.nodes.items()
         }
         self.codes: dict[str, int] = {}
+        self.killed_at: dict[str, float] = {}  # time.time() of each kill
+        self._after: list[tuple[int, Callable[[], None]]] = []
         self._tasks: dict[str, asyncio.Task[int]] = {}
         self._sessions: dict[str, BusSession] = {}
         self._results: dict[str, Any] | None = None
@@ -238,21 +241,34 @@ class BusGrid:
         return make_mode(self.scenario, pid, self.run_id, self.contexts[pid].log)
 
     # -- running ----------------------------------------------------------------------------
-    def run(self, timeout: float = 300) -> int:
-        """Run every participant until each has ended; the MO's exit status, as its process
-        would exit (a refused block turns 0 into 3)."""
-        asyncio.run(self._main(timeout))
+    def run(self, timeout: float = 300, skip: tuple[str, ...] = ()) -> int:
+        """Run every participant but ``skip`` (never started) until each has ended; the MO's
+        exit status, as its process would exit (a refused block turns 0 into 3)."""
+        asyncio.run(self._main(timeout, skip))
         return self._finish()
+
+    def after_round(self, round_: int, action: Callable[[], None]) -> None:
+        """Call ``action`` once, when the MO has completed round ``round_`` (its trace row:
+        what ``Grid.wait_for_round`` waits for), e.g. ``lambda: grid.kill("S2")``."""
+        self._after.append((round_, action))
+
+    def _round_done(self, row: Any) -> None:
+        due = [entry for entry in self._after if row.round >= entry[0]]
+        self._after = [entry for entry in self._after if row.round < entry[0]]
+        for _, action in due:
+            action()
 
     def _session(self, *args: Any, **kwargs: Any) -> BusSession:
         session = BusSession(self.broker, *args, faults=self.faults, **kwargs)
         self._sessions[session.log.participant] = session  # type: ignore[union-attr]
         return session
 
-    async def _main(self, timeout: float) -> None:
+    async def _main(self, timeout: float, skip: tuple[str, ...]) -> None:
         with mock.patch.object(runtime, "MqttSession", self._session):
             self._tasks = {
-                pid: asyncio.create_task(p.run(), name=pid) for pid, p in self.participants.items()
+                pid: asyncio.create_task(p.run(), name=pid)
+                for pid, p in self.participants.items()
+                if pid not in skip
             }
             everyone = asyncio.gather(*self._tasks.values(), return_exceptions=True)
             try:
@@ -274,6 +290,7 @@ class BusGrid:
     def kill(self, pid: str) -> None:
         """As SIGKILL: ``pid`` stops at once, sends nothing more, and the broker publishes its
         last will. Call it from a watcher (:attr:`Broker.watchers`) while the run goes on."""
+        self.killed_at[pid] = time.time()
         session = self._sessions[pid]
         session.dead = True
         self._tasks[pid].cancel()
