@@ -174,6 +174,13 @@ def _solve_day(scenario: Path, out: Path | None, as_json: bool) -> None:
     "(mqtt://USER:PASSWORD@HOST:PORT).",
 )
 @click.option(
+    "--tls",
+    is_flag=True,
+    help="Talk to the broker over TLS only: make a run CA and certificates in <keys>/tls and "
+    "start Mosquitto with a TLS listener that takes each account from its client "
+    "certificate (no password on the wire). Needs Mosquitto.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -192,6 +199,7 @@ def run(
     restarts: int,
     dashboard: str | None,
     dashboard_broker: str | None,
+    tls: bool,
     as_json: bool,
 ) -> None:
     """Run a whole grid for SCENARIO: broker, LM, MO and every agent as separate processes.
@@ -211,10 +219,18 @@ def run(
     Anything but 0 ends with one line on stderr giving the reason, after any tables; every
     run leaves results.json with "status" and "error".
     """
+    from privgrid.broker.local import TLS_NEEDS_MOSQUITTO, mosquitto_binary
     from privgrid.console import print_summary
     from privgrid.dashboard.watch import DashboardError
     from privgrid.launcher import LaunchOptions, end_line, launch
 
+    if tls and broker:
+        _fail(
+            "--tls starts its own Mosquitto; for a TLS broker of your own give "
+            "--broker mqtts://HOST:PORT and the certificates in <keys>/tls (docs/deploy.md)"
+        )
+    if tls and (embedded_broker or mosquitto_binary() is None):
+        _fail(TLS_NEEDS_MOSQUITTO)
     options = LaunchOptions(
         scenario,
         privacy,
@@ -228,6 +244,7 @@ def run(
         restarts=restarts,
         dashboard=dashboard,
         dashboard_broker=dashboard_broker,
+        tls=tls,
     )
     try:
         code, folder, results = launch(options)
@@ -254,7 +271,7 @@ def run(
 
 @main.group()
 def keys() -> None:
-    """Identity keys and the pinned roster."""
+    """Identity keys, the pinned roster and TLS certificates."""
 
 
 @keys.command("init")
@@ -267,16 +284,71 @@ def keys() -> None:
     help="Folder for roster.json and <id>.key files.",
 )
 @click.option("--force", is_flag=True, help="Make new keys even where valid ones exist.")
-def keys_init(scenario: Path, out: Path, force: bool) -> None:
-    """Write OUT/roster.json and one private key per participant (mode 0600)."""
-    from privgrid.keys import init_keys
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Also make OUT/tls/: a run CA, the broker's certificate and one client certificate "
+    "per participant and for monitor (for mqtts:// brokers; docs/deploy.md).",
+)
+@click.option(
+    "--broker-name",
+    "broker_names",
+    multiple=True,
+    metavar="NAME",
+    help="A host name or IP address clients use to reach the broker, written into its "
+    "certificate (repeatable) [default: localhost and 127.0.0.1].",
+)
+@click.option(
+    "--tls-days",
+    type=click.IntRange(min=1),
+    default=365,
+    show_default=True,
+    help="Validity of the certificates, in days.",
+)
+def keys_init(
+    scenario: Path,
+    out: Path,
+    force: bool,
+    tls: bool,
+    broker_names: tuple[str, ...],
+    tls_days: int,
+) -> None:
+    """Write OUT/roster.json and one private key per participant (mode 0600).
+
+    With --tls also OUT/tls/: ca.pem (every host needs it), ca.key (keep it here), broker.pem
+    and broker.key (the broker host), and <id>.pem and <id>.key for every participant and
+    monitor (each host only its own). Valid keys and certificates are kept unless --force.
+    """
+    from privgrid.crypto.tls import DEFAULT_BROKER_NAMES, TlsError
+    from privgrid.keys import init_keys, init_run_tls
     from privgrid.scenario import load_scenario
 
+    if broker_names and not tls:
+        _fail("--broker-name needs --tls")
     try:
-        roster = init_keys(load_scenario(scenario), out, force=force)
-    except ScenarioError as exc:
+        loaded = load_scenario(scenario)
+        roster = init_keys(loaded, out, force=force)
+        made = (
+            init_run_tls(
+                loaded,
+                out,
+                broker_names=broker_names or DEFAULT_BROKER_NAMES,
+                days=tls_days,
+                force=force,
+            )
+            if tls
+            else None
+        )
+    except (ScenarioError, TlsError) as exc:
         _fail(str(exc))
     click.echo(f"wrote {out / 'roster.json'} and {len(roster)} private keys to {out}/")
+    if made is not None:
+        names = ", ".join(broker_names or DEFAULT_BROKER_NAMES)
+        click.echo(
+            f"TLS in {made.folder}/: {'new' if made.new_ca else 'kept the'} run CA, "
+            f"{len(made.made)} certificates made, {len(made.kept)} kept; the broker's names: "
+            f"{names}"
+        )
 
 
 @main.group()
@@ -365,7 +437,9 @@ def experiment_perturbation(scenario: Path, out: Path, draws: int) -> None:
 
 
 def _add_role_commands() -> None:
+    from privgrid.broker.command import broker_group
     from privgrid.compose.command import compose_command
+    from privgrid.compose.swarm import swarm_group
     from privgrid.dashboard.command import dashboard_command
     from privgrid.ledger.cli import ledger
     from privgrid.roles.agent.process import main as agent_main
@@ -378,6 +452,8 @@ def _add_role_commands() -> None:
     main.add_command(ledger, "ledger")
     main.add_command(compose_command, "compose")
     main.add_command(dashboard_command, "dashboard")
+    main.add_command(broker_group, "broker")
+    main.add_command(swarm_group, "swarm")
 
 
 _add_role_commands()

@@ -38,8 +38,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from privgrid.broker.config import BrokerUsers
 from privgrid.broker.local import LocalBroker, start_broker
-from privgrid.keys import init_keys, participants
-from privgrid.process import ENV_BROKER_URLS
+from privgrid.keys import init_keys, init_run_tls, participants
+from privgrid.process import ENV_BROKER_URLS, ENV_TLS_DIR
 from privgrid.progress import PROGRESS_LOG_SECONDS, progress_text
 from privgrid.results import INTERRUPTED, NOT_CONVERGED
 from privgrid.runtime import (
@@ -88,6 +88,7 @@ class LaunchOptions:
     restarts: int = DEFAULT_RESTARTS  # per participant, with on_missing = "wait"
     dashboard: str | None = None  # [HOST:]PORT of a live dashboard (privgrid.dashboard)
     dashboard_broker: str | None = None  # with --broker: the dashboard's own account there
+    tls: bool = False  # Mosquitto on TLS only, client certificates as logins (--tls)
 
 
 @dataclass
@@ -269,14 +270,25 @@ class Launcher:
         attack = scenario.attack
         colluders, coalition = (attack.colluders, attack.coalition) if attack else ([], "coalition")
         users = BrokerUsers.generate(ids, colluders, coalition)
-        users.save(self.folder / "secrets" / "broker.json")
+        tls = self._tls(scenario) if self.options.tls else None
+        if tls is None:  # over TLS the certificates are the logins: no password exists
+            users.save(self.folder / "secrets" / "broker.json")
         self.users = users
         self.broker = start_broker(
-            self.folder / "broker", self.run_id, users, prefer=self.options.broker_kind
+            self.folder / "broker", self.run_id, users, prefer=self.options.broker_kind, tls=tls
         )
         if not self.options.quiet:
-            self.console.print(f"broker: {self.broker.kind} on 127.0.0.1:{self.broker.port}")
+            over = " (TLS, client certificates)" if tls else ""
+            self.console.print(f"broker: {self.broker.kind} on 127.0.0.1:{self.broker.port}{over}")
         return {pid: self.broker.url(pid, users.passwords[pid]) for pid in ids}
+
+    def _tls(self, scenario: Scenario) -> Path:
+        """``--tls``: a run CA and certificates in ``<run folder>/secrets/tls`` (also with
+        ``--keys``: a broker certificate for this machine must not replace one made for a
+        real host there); every child is told where."""
+        folder = init_run_tls(scenario, self.folder / "secrets").folder
+        self.options.extra_env[ENV_TLS_DIR] = str(folder)
+        return folder
 
     def start_children(self, scenario: Scenario, scenario_file: Path, urls: dict[str, str]) -> None:
         keys = self.keys
@@ -575,6 +587,14 @@ def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any]]:
     if options.dashboard is not None:
         from privgrid.dashboard.launch import DashboardPlan
 
+        if options.tls:
+            from privgrid.dashboard.watch import DashboardError
+
+            raise DashboardError(
+                "--dashboard does not read a TLS broker yet (it has no client certificate); "
+                "run without --tls, or watch the run folder alone with "
+                "`privgrid dashboard RUN_DIR` (no broker view)"
+            )
         plan = DashboardPlan.check(options.dashboard, options.broker, options.dashboard_broker)
     launcher = Launcher(options)
     scenario, scenario_file = launcher.prepare()

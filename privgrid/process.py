@@ -4,7 +4,10 @@
 ``privgrid agent|lm|mo`` subcommands) share these options:
 
   --scenario FILE      the scenario (every process reads the same file)
-  --broker URL         mqtt://[user:password@]host:port (or PRIVGRID_BROKER_URL)
+  --broker URL         mqtt://[user:password@]host:port or mqtts://host[:8883]
+                       (or PRIVGRID_BROKER_URL)
+  --tls-dir DIR        for mqtts://: ca.pem, <id>.pem, <id>.key (or PRIVGRID_TLS_DIR;
+                       default <keys>/tls, where ``privgrid keys init --tls`` writes them)
   --run RUN_ID         the run's id, part of every topic (or PRIVGRID_RUN; default: scenario name)
   --keys DIR           roster.json and <id>.key (or PRIVGRID_KEYS; default ./secrets)
   --log-format, --log-file
@@ -29,6 +32,7 @@ import click
 from privgrid import logs
 from privgrid.crypto.errors import IdentityError
 from privgrid.crypto.identity import Identity, Roster
+from privgrid.crypto.tls import TLS_DIR, TlsError, TlsFiles, check_client_files
 from privgrid.market.feasibility import (
     InfeasibleScenarioError,
     ensure_feasible,
@@ -43,6 +47,7 @@ from privgrid.wire.faults import FaultConfigError, FaultSpec
 from privgrid.wire.session import BrokerUrl, BrokerUrlError
 
 ENV_RUN, ENV_KEYS, ENV_STATE = "PRIVGRID_RUN", "PRIVGRID_KEYS", "PRIVGRID_STATE"
+ENV_TLS_DIR = "PRIVGRID_TLS_DIR"
 #: JSON map participant id → broker URL, for a process hosting several participants (each
 #: connects with its own broker account). Overrides --broker / PRIVGRID_BROKER_URL.
 ENV_BROKER_URLS = "PRIVGRID_BROKER_URLS"
@@ -63,7 +68,8 @@ def role_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--broker",
             envvar="PRIVGRID_BROKER_URL",
             default=None,
-            help="mqtt://[user:password@]host:port [env PRIVGRID_BROKER_URL].",
+            help="mqtt://[user:password@]host:port, or mqtts://host[:8883] for TLS with "
+            "client certificates [env PRIVGRID_BROKER_URL].",
         ),
         click.option(
             "--run",
@@ -80,6 +86,15 @@ def role_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default="secrets",
             type=click.Path(file_okay=False, path_type=Path),
             help="Folder with roster.json and <id>.key [env PRIVGRID_KEYS].",
+        ),
+        click.option(
+            "--tls-dir",
+            "tls_dir",
+            envvar=ENV_TLS_DIR,
+            default=None,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="For an mqtts:// broker: the folder with ca.pem, <id>.pem and <id>.key "
+            "[env PRIVGRID_TLS_DIR; default: <keys>/tls].",
         ),
         click.option(
             "--state",
@@ -190,6 +205,7 @@ def load_context(
     *,
     state_dir: Path | None = None,
     new_paillier_key: bool = False,
+    tls_dir: Path | None = None,
 ) -> Context:
     """Load and check everything; exit with status 2 and a clear message on bad input.
 
@@ -206,6 +222,8 @@ def load_context(
         if me not in (LM_ID, MO_ID) and me not in scenario.agent_ids:
             raise ScenarioError.single(scenario_path, "agents", f"no agent with id {me!r}")
         url = BrokerUrl.from_env(_member_url(me) or broker)
+        if url.is_tls:
+            url = url.with_tls(tls_files(me, url, tls_dir or keys_dir / TLS_DIR))
         FaultSpec.from_env()  # a bad PRIVGRID_FAULTS is bad input, not a crash later
         run = run_id or scenario.name
         if not _valid_run_id(run):
@@ -216,7 +234,7 @@ def load_context(
         missing = sorted(set(roles_of(scenario)) - set(roster))
         if missing:
             raise IdentityError(f"roster {keys_dir / 'roster.json'} lacks {', '.join(missing)}")
-    except (ScenarioError, BrokerUrlError, IdentityError, FaultConfigError) as exc:
+    except (ScenarioError, BrokerUrlError, IdentityError, FaultConfigError, TlsError) as exc:
         log.error("%s", exc)
         sys.exit(EXIT_BAD_INPUT)
     settings = Settings(run, url, scenario.timeouts.start)
@@ -231,6 +249,24 @@ def load_context(
         state_dir,
         new_paillier_key,
     )
+
+
+def tls_files(me: str, url: BrokerUrl, folder: Path) -> TlsFiles:
+    """``me``'s TLS files in ``folder``, checked before connecting: the run CA, a certificate
+    for ``me`` (not another participant's) signed by it and valid now, and its key.
+
+    Raises:
+        TlsError: naming the missing or wrong file and the reason.
+    """
+    files = TlsFiles.in_dir(folder, me)
+    if not files.ca.exists():
+        raise TlsError(
+            f"broker URL {url} uses TLS, but the run CA {files.ca} does not exist: make the "
+            "certificates with `privgrid keys init SCENARIO --tls`, or give --tls-dir "
+            f"(PRIVGRID_TLS_DIR) a folder with ca.pem, {me}.pem and {me}.key"
+        )
+    check_client_files(files, me)
+    return files
 
 
 def _member_url(me: str) -> str | None:

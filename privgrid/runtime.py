@@ -50,7 +50,7 @@ from privgrid.wire.channel import (
     UnknownPeer,
 )
 from privgrid.wire.envelope import Rejected
-from privgrid.wire.session import BrokerUrl, MqttSession, client_id
+from privgrid.wire.session import BrokerRefusedError, BrokerUrl, MqttSession, client_id
 
 if TYPE_CHECKING:
     from privgrid.state import CheckpointStore
@@ -363,6 +363,8 @@ class Participant:
             self.log.error("%s", exc)
             self.node.give_up(f"{me} could not connect to the broker: {exc}")
             return EXIT_FAILURE
+        except BrokerRefusedError:  # a certificate problem, logged by the session: bad input
+            return EXIT_BAD_INPUT
         self.log.info("connected to %s as %s", self.settings.broker, me)
         try:
             return await self._loop(session)

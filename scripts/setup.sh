@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh machine: a virtualenv with privgrid and its test tools.
-# With --system-packages it also installs Debian's mosquitto (the tests' real broker) and
-# chromium (the dashboard's browser test drives it headless; nothing downloads a browser);
-# `privgrid run` itself works without either (embedded broker; the dashboard needs no browser
-# on the machine that serves it).
+# With --system-packages it also installs Debian's mosquitto (the tests' real broker),
+# chromium (the dashboard's browser test drives it headless; nothing downloads a browser) and
+# the multi-host test's iproute2, iptables and tcpdump; `privgrid run` itself needs none of
+# them (embedded broker; the dashboard needs no browser on the machine that serves it).
 # Needs Python ≥ 3.11 (pyproject.toml). Debian splits `python3 -m venv` into python3-venv;
 # as root, setup installs it when creating the virtualenv fails. Safe to run again.
 set -euo pipefail
@@ -29,14 +29,23 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 
-if [[ "${1:-}" == "--system-packages" ]] && ! command -v mosquitto >/dev/null 2>&1 \
-    && ! [ -x /usr/sbin/mosquitto ]; then
-  if is_root; then
-    apt_install mosquitto
-    # The package starts a system broker on port 1883; the tests start their own.
-    (systemctl disable --now mosquitto || service mosquitto stop || true) >/dev/null 2>&1
-  else
-    echo "setup: mosquitto is missing; install it with: sudo apt-get install mosquitto" >&2
+# The tests' system tools, by the binary that proves each: Mosquitto (the real broker), and
+# for the multi-host test (tests/test_multihost.py) iproute2, iptables and tcpdump.
+has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+if [[ "${1:-}" == "--system-packages" ]]; then
+  missing=()
+  has mosquitto || missing+=(mosquitto)
+  has ip || missing+=(iproute2)
+  has iptables || missing+=(iptables)
+  has tcpdump || missing+=(tcpdump)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if is_root; then
+      apt_install "${missing[@]}"
+      # The mosquitto package starts a system broker on port 1883; the tests start their own.
+      (systemctl disable --now mosquitto || service mosquitto stop || true) >/dev/null 2>&1
+    else
+      echo "setup: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
+    fi
   fi
 fi
 

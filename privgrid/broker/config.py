@@ -14,6 +14,10 @@ The same rules serve the local launcher and the compose files:
 
 Mosquitto's password format ``$7$`` is PBKDF2-SHA512 with 101 iterations, a 12-byte salt and
 a 64-byte hash (what ``mosquitto_passwd`` writes); the embedded broker gets argon2 hashes.
+
+With TLS (:class:`BrokerTls`) there is no password file: the one listener speaks TLS only,
+requires a client certificate signed by the run CA and takes the account from its Common Name
+(``use_identity_as_username``), so the same ACL applies and no password crosses the wire.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ DASHBOARD = "dashboard"
 #: Read-only accounts: they may read everything of the run and write nothing.
 OBSERVERS = (MONITOR, DASHBOARD)
 PBKDF2_ITERATIONS = 101
+#: The IANA port of MQTT over TLS, the default of ``mqtts://`` URLs and of TLS listeners.
+TLS_PORT = 8883
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """The broker's TLS files, as paths the broker itself sees (a host or container path)."""
+
+    cafile: str
+    certfile: str
+    keyfile: str
 
 
 @dataclass(frozen=True)
@@ -122,11 +137,13 @@ def mosquitto_conf(
     data_dir: str,
     log_dest: str = "stderr",
     user: str | None = None,
+    tls: BrokerTls | None = None,
 ) -> str:
     """Fill ``privgrid/broker/mosquitto.conf.template`` (paths as the broker will see them).
 
     ``user``: the account Mosquitto runs as when started as root (it otherwise switches to
-    ``mosquitto``, which cannot read files private to the user who made them).
+    ``mosquitto``, which cannot read files private to the user who made them). ``tls``: make
+    the one listener TLS-only with client certificates as the login (no password file).
     """
     template_file = resources.files("privgrid.broker").joinpath("mosquitto.conf.template")
     template = template_file.read_text("utf-8")
@@ -137,6 +154,29 @@ def mosquitto_conf(
         data_dir=data_dir.rstrip("/"),
         log_dest=log_dest,
         user_line=f"user {user}" if user else "# user: the image's default (mosquitto)",
+        password_line=(
+            f"password_file {config_dir.rstrip('/')}/passwd"
+            if tls is None
+            else "# No password file: the TLS listener takes the account from the client "
+            "certificate."
+        ),
+        tls_block="" if tls is None else tls_listener(tls),
+    )
+
+
+def tls_listener(tls: BrokerTls) -> str:
+    """The TLS settings of the listener: a certificate signed by the run CA is required and
+    its Common Name is the account; TLS 1.2 at least. Mosquitto applies
+    ``use_username_as_clientid`` to that account too (tests/test_tls_broker.py)."""
+    return (
+        "# TLS only: a client must present a certificate signed by the run CA, and its Common\n"
+        "# Name is its account (no password crosses the wire). There is no plain listener.\n"
+        f"cafile {tls.cafile}\n"
+        f"certfile {tls.certfile}\n"
+        f"keyfile {tls.keyfile}\n"
+        "require_certificate true\n"
+        "use_identity_as_username true\n"
+        "tls_version tlsv1.2\n"
     )
 
 
@@ -151,15 +191,18 @@ def write_mosquitto_files(
     data_dir: str | None = None,
     log_dest: str = "stderr",
     user: str | None = None,
+    tls: BrokerTls | None = None,
 ) -> Path:
-    """Write ``mosquitto.conf``, ``passwd`` and ``acl`` into ``folder``; return the conf path."""
+    """Write ``mosquitto.conf``, ``acl`` and (without ``tls``) ``passwd`` into ``folder``;
+    return the conf path."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)
     conf = folder / "mosquitto.conf"
-    passwd = folder / "passwd"
-    fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(password_file(users))
+    if tls is None:
+        passwd = folder / "passwd"
+        fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(password_file(users))
     (folder / "acl").write_text(mosquitto_acl(run, users), encoding="utf-8")
     conf.write_text(
         mosquitto_conf(
@@ -169,6 +212,7 @@ def write_mosquitto_files(
             data_dir=data_dir or str((folder / "data").resolve()),
             log_dest=log_dest,
             user=user,
+            tls=tls,
         ),
         encoding="utf-8",
     )

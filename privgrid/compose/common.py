@@ -16,6 +16,8 @@ import time
 DEFAULT_UID = 10001
 BROKER_UID = 1883
 BROKER_PORT = 1883
+#: The broker's port with ``--tls`` (TLS only, client certificates as logins).
+BROKER_TLS_PORT = 8883
 DEFAULT_LINGER = 300.0
 DEFAULT_STOP_GRACE = 20.0
 
@@ -30,12 +32,18 @@ MOSQUITTO_DATA = "/mosquitto/data"
 #: Files of one participant's secrets folder.
 PASSWORD_FILE = "broker.password"
 ROSTER_FILE = "roster.json"
+#: With ``--tls``: the folder of a participant's secrets with ca.pem, <id>.pem and <id>.key.
+TLS_FOLDER = "tls"
+#: The names in the broker's certificate: its service name, and the loopback its
+#: healthcheck uses.
+BROKER_TLS_NAMES = ("broker", "localhost", "127.0.0.1")
 
 ENV_URL = "PRIVGRID_BROKER_URL"
 ENV_PASSWORD_FILE = "PRIVGRID_BROKER_PASSWORD_FILE"
 ENV_LINGER = "PRIVGRID_LINGER"
 ENV_STOP_GRACE = "PRIVGRID_STOP_GRACE"
 ENV_RUN = "PRIVGRID_RUN"
+ENV_TLS_DIR = "PRIVGRID_TLS_DIR"
 
 
 class ComposeError(ValueError):

@@ -32,6 +32,12 @@
     (``PRIVGRID_DASHBOARD``: another ``[HOST:]PORT``), through a network of its own: ``grid``
     is internal and cannot publish a port.
 
+With ``--tls`` (``privgrid compose SCENARIO --tls``) no password exists: ``setup`` makes a run
+CA and certificates (``privgrid keys init --tls``, the broker's certificate naming ``broker``),
+the broker listens on 8883 with TLS only and takes each account from its client certificate,
+and each participant's URL is ``mqtts://broker:8883`` with its CA, certificate and key in
+``secrets/<scenario>/<id>/tls/`` (``PRIVGRID_TLS_DIR``).
+
 The run id is pinned (``PRIVGRID_RUN``, default the scenario name) because the ACL is scoped
 to it. The MO's exit status is the run's: ``docker compose up --abort-on-container-exit
 --exit-code-from mo`` returns 0 only for a converged run with its block committed.
@@ -52,6 +58,7 @@ from typing import Any
 from privgrid.broker.config import DASHBOARD
 from privgrid.compose.common import (
     BROKER_PORT,
+    BROKER_TLS_PORT,
     BROKER_UID,
     DEFAULT_LINGER,
     DEFAULT_STOP_GRACE,
@@ -60,6 +67,7 @@ from privgrid.compose.common import (
     ENV_PASSWORD_FILE,
     ENV_RUN,
     ENV_STOP_GRACE,
+    ENV_TLS_DIR,
     ENV_URL,
     MOSQUITTO_CONFIG,
     MOSQUITTO_DATA,
@@ -69,6 +77,7 @@ from privgrid.compose.common import (
     SETUP_BROKER_DATA,
     SETUP_RUNS,
     SETUP_SECRETS,
+    TLS_FOLDER,
     ComposeError,
 )
 from privgrid.compose.emitter import to_yaml
@@ -173,8 +182,8 @@ def participant_ids(scenario: Scenario) -> list[str]:
     return [LM_ID, MO_ID, *scenario.agent_ids]
 
 
-def compose_document(scenario: Scenario, layout: Layout) -> dict[str, Any]:
-    """The compose file as plain data (dicts keep their order; no secret in it)."""
+def check_service_names(scenario: Scenario) -> None:
+    """Every participant makes a valid service name, and no two the same one."""
     names: dict[str, str] = {}
     for pid in participant_ids(scenario):
         name = service_name(pid)
@@ -185,20 +194,26 @@ def compose_document(scenario: Scenario, layout: Layout) -> dict[str, Any]:
                 f"participants {names[name]!r} and {pid!r} would share the service name {name!r}"
             )
         names[name] = pid
+
+
+def compose_document(scenario: Scenario, layout: Layout, tls: bool = False) -> dict[str, Any]:
+    """The compose file as plain data (dicts keep their order; no secret in it)."""
+    check_service_names(scenario)
     run = _env(ENV_RUN, scenario.name)
     attack = getattr(scenario, "attack", None)
     colluders = set(attack.colluders) if attack is not None else set()
     image = _env("PRIVGRID_IMAGE", DEFAULT_IMAGE)
     scenario_volume = f"{layout.scenario_dir}:{SCENARIO_MOUNT}:ro"
-    services: dict[str, Any] = {"setup": _setup_service(scenario, layout, image, run)}
+    services: dict[str, Any] = {"setup": _setup_service(scenario, layout, image, run, tls)}
     services["broker"] = _broker_service(layout)
     for pid in participant_ids(scenario):
         services[service_name(pid)] = _participant_service(
-            pid, layout, image, run, scenario_volume, pid in colluders
+            pid, layout, image, run, scenario_volume, pid in colluders, tls
         )
     if DASHBOARD_SERVICE in services:
         raise ComposeError(f"a participant's service is named {DASHBOARD_SERVICE!r}")
-    services[DASHBOARD_SERVICE] = _dashboard_service(layout, image, run)
+    if not tls:  # the dashboard logs in with a password; it has no client certificate yet
+        services[DASHBOARD_SERVICE] = _dashboard_service(layout, image, run)
     return {
         "version": COMPOSE_VERSION,
         "services": services,
@@ -207,7 +222,9 @@ def compose_document(scenario: Scenario, layout: Layout) -> dict[str, Any]:
     }
 
 
-def _setup_service(scenario: Scenario, layout: Layout, image: str, run: str) -> dict[str, Any]:
+def _setup_service(
+    scenario: Scenario, layout: Layout, image: str, run: str, tls: bool = False
+) -> dict[str, Any]:
     service: dict[str, Any] = {"image": image}
     if layout.context is not None:
         service["build"] = {
@@ -219,7 +236,13 @@ def _setup_service(scenario: Scenario, layout: Layout, image: str, run: str) -> 
         "user": "0:0",  # to give each file to the user its reader runs as
         "network_mode": "none",
         "entrypoint": ["python", "-m", "privgrid.compose", "setup"],
-        "command": ["--scenario", layout.scenario_file, "--name", scenario.name],
+        "command": [
+            "--scenario",
+            layout.scenario_file,
+            "--name",
+            scenario.name,
+            *(["--tls"] if tls else []),
+        ],
         "environment": {
             ENV_RUN: run,
             "PRIVGRID_UID": _env("PRIVGRID_UID", DEFAULT_UID),
@@ -268,24 +291,50 @@ def _broker_service(layout: Layout) -> dict[str, Any]:
     }
 
 
-def _participant_service(
-    pid: str, layout: Layout, image: str, run: str, scenario_volume: str, colluder: bool
-) -> dict[str, Any]:
-    run_folder = f"runs/{run}"  # relative to the image's WORKDIR, as results.json then names it
+def role_command(pid: str, scenario_file: str, run_folder: str, colluder: bool) -> list[str]:
+    """``lm|mo|agent …``: what ``python -m privgrid.compose exec`` runs for ``pid``."""
     if pid == LM_ID:
-        command, role = ["lm", "--scenario", layout.scenario_file], "lm"
+        command = ["lm", "--scenario", scenario_file]
     elif pid == MO_ID:
-        command, role = ["mo", "--scenario", layout.scenario_file, "--out", run_folder], "mo"
+        command = ["mo", "--scenario", scenario_file, "--out", run_folder]
     else:
-        command, role = ["agent", "--id", pid, "--scenario", layout.scenario_file], "agent"
+        command = ["agent", "--id", pid, "--scenario", scenario_file]
     if colluder:  # the coordinator writes what the coalition estimated, as with `privgrid run`
         command += ["--report", run_folder]
-    environment = {
+    return command
+
+
+def role_of(pid: str) -> str:
+    return {LM_ID: "lm", MO_ID: "mo"}.get(pid, "agent")
+
+
+def broker_login(pid: str, tls: bool) -> dict[str, str]:
+    """The environment that points a participant at the broker: ``mqtts://`` and its TLS
+    folder, or ``mqtt://`` and its password file (read by ``exec``, never in the URL)."""
+    if tls:
+        return {
+            ENV_URL: f"mqtts://{BROKER_HOST}:{BROKER_TLS_PORT}",
+            ENV_TLS_DIR: f"{SECRETS_MOUNT}/{TLS_FOLDER}",
+        }
+    return {
         ENV_URL: f"mqtt://{pid}@{BROKER_HOST}:{BROKER_PORT}",
         ENV_PASSWORD_FILE: f"{SECRETS_MOUNT}/{PASSWORD_FILE}",
-        "PRIVGRID_KEYS": SECRETS_MOUNT,
-        ENV_RUN: run,
     }
+
+
+def _participant_service(
+    pid: str,
+    layout: Layout,
+    image: str,
+    run: str,
+    scenario_volume: str,
+    colluder: bool,
+    tls: bool = False,
+) -> dict[str, Any]:
+    run_folder = f"runs/{run}"  # relative to the image's WORKDIR, as results.json then names it
+    command = role_command(pid, layout.scenario_file, run_folder, colluder)
+    role = role_of(pid)
+    environment = {**broker_login(pid, tls), "PRIVGRID_KEYS": SECRETS_MOUNT, ENV_RUN: run}
     if pid == MO_ID:
         environment[ENV_STOP_GRACE] = _env(ENV_STOP_GRACE, int(DEFAULT_STOP_GRACE))
     else:
@@ -345,7 +394,7 @@ def _dashboard_service(layout: Layout, image: str, run: str) -> dict[str, Any]:
     }
 
 
-def _header(scenario: Scenario, scenario_arg: str, output_arg: str) -> str:
+def _header(scenario: Scenario, scenario_arg: str, output_arg: str, tls: bool = False) -> str:
     name = scenario.name
     table = getattr(scenario, "attack", None)
     attack = (
@@ -357,10 +406,17 @@ def _header(scenario: Scenario, scenario_arg: str, output_arg: str) -> str:
     tailed = table.colluders[0] if table is not None else scenario.agent_ids[0]
     adversary = ", a colluder" if table is not None else ""
     dc = "docker compose" + ("" if output_arg in DEFAULT_FILE_NAMES else f" -f {output_arg}")
+    flag = " --tls" if tls else ""
+    what = (
+        "keys, TLS certificates (no passwords: the broker listens on 8883, TLS only), broker "
+        "configuration, ACL"
+        if tls
+        else "keys, broker passwords and configuration, ACL"
+    )
     prose = (
-        f"Generated by `privgrid compose {scenario_arg} -o {output_arg}`: do not edit; change "
-        f"the scenario and regenerate. {attack} `setup` writes secrets/{name}/ (keys, broker "
-        "passwords and configuration, ACL; never commit it) and stays up; each participant "
+        f"Generated by `privgrid compose {scenario_arg}{flag} -o {output_arg}`: do not edit; "
+        f"change the scenario and regenerate. {attack} `setup` writes secrets/{name}/ ({what}; "
+        "never commit it) and stays up; each participant "
         f"mounts only its own secrets/{name}/<id>/. Optional environment: PRIVGRID_RUN (run "
         f"id, default {name}), PRIVGRID_UID / PRIVGRID_GID (who the participants run as and "
         f"own their files, default {DEFAULT_UID}), PRIVGRID_IMAGE, PRIVGRID_BASE_IMAGE, "
@@ -385,11 +441,13 @@ def _header(scenario: Scenario, scenario_arg: str, output_arg: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(scenario_path: Path, output: Path) -> str:
+def generate(scenario_path: Path, output: Path, tls: bool = False) -> str:
     """The compose file text for ``scenario_path`` written to ``output`` (not written here)."""
     scenario = load_scenario(scenario_path)
     layout = Layout.of(scenario, scenario_path, output)
     base = output.resolve().parent
     scenario_arg = _relative(scenario_path, base).removeprefix("./")
     output_arg = output.name
-    return to_yaml(compose_document(scenario, layout), _header(scenario, scenario_arg, output_arg))
+    return to_yaml(
+        compose_document(scenario, layout, tls), _header(scenario, scenario_arg, output_arg, tls)
+    )

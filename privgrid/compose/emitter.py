@@ -48,12 +48,18 @@ def _yaml_lines(data: Mapping[str, Any], indent: int = 0) -> list[str]:
         if isinstance(value, Mapping):
             lines += [head, *_yaml_lines(value, indent + 1)] if value else [f"{head} {{}}"]
         elif isinstance(value, list):
-            flow = f"{head} {_flow(value)}"
             scalars = all(not isinstance(v, Mapping | list) for v in value)
+            flow = f"{head} {_flow(value)}" if scalars else ""
             if value and scalars and key not in _BLOCK_LISTS and len(flow) <= 100:
                 lines.append(flow)
             else:
-                lines += [head, *(f"{pad}  - {_scalar(v)}" for v in value)]
+                lines.append(head)
+                for item in value:
+                    if isinstance(item, Mapping):  # "- key: value" and the rest below it
+                        first, *rest = _yaml_lines(item)
+                        lines += [f"{pad}  - {first}", *(f"{pad}    {line}" for line in rest)]
+                    else:
+                        lines.append(f"{pad}  - {_scalar(item)}")
         else:
             lines.append(f"{head} {_scalar(value)}")
     return lines

@@ -14,6 +14,8 @@ Modules (each has one job; the wire and process layers call them):
 - ``packing``  — many fixed-point values per Paillier plaintext, 96-bit slots (§3).
 - ``identity`` — Ed25519 identity keys (0600 files), signatures, the pinned roster (§2).
 - ``sealing``  — X25519 pair keys, ChaCha20-Poly1305 sealed fields, LM mask keys and masks (§6).
+- ``tls``      — the run CA and the broker's and participants' TLS certificates (0600 keys),
+  the checks a participant makes before connecting (docs/deploy.md).
 
 The pair contract (§4.2) lives in :mod:`privgrid.contract` so a reader finds it at once.
 """

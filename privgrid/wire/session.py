@@ -11,6 +11,14 @@ waits for its PUBACK as long as it takes: TCP delivers it or the connection dies
 and re-sending on a timeout only multiplies the load that made the broker slow — at 500 agents
 such retries snowballed until no round could finish (docs/performance.md).
 
+``mqtts://`` URLs connect over TLS with the run's certificates (:mod:`privgrid.crypto.tls`):
+the client certificate is the login, so no username or password is sent. A broker that refuses
+our certificate says so only by a TLS alert, which TLS 1.3 delivers after the handshake and
+paho reports only in its log; the session watches that log, and a refusal (or a broker
+certificate we do not trust) ends :meth:`MqttSession.start` at once with
+:class:`BrokerRefusedError` and a line saying what is wrong, instead of retrying until the
+start timeout.
+
 With ``PRIVGRID_FAULTS`` set, outgoing messages go through a
 :class:`~privgrid.wire.faults.FaultInjector` (duplicates, delays, reordering: a chaos facility
 for tests, off by default); :meth:`MqttSession.close` sends what it still holds.
@@ -26,15 +34,17 @@ import math
 import os
 import socket
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from privgrid.crypto.tls import TlsFiles, client_context, explain_handshake_error
 from privgrid.wire import topics
 from privgrid.wire.faults import FaultInjector, FaultSpec
 
 DEFAULT_URL = "mqtt://localhost:1883"
+SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 #: paho does not set TCP_NODELAY: a PUBACK followed by a PUBLISH then waits for the peer's
 #: delayed ACK (~40 ms a hop). Measured QoS 1 round trip: 88 ms without, 0.5 ms with.
 NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -62,28 +72,52 @@ class BrokerUrlError(ValueError):
     pass
 
 
+class BrokerRefusedError(ConnectionError):
+    """The broker refused our TLS certificate, or we do not trust its certificate: retrying
+    cannot help. The message says what is wrong."""
+
+
 @dataclass(frozen=True)
 class BrokerUrl:
     host: str
     port: int
     username: str | None = None
     password: str | None = None
+    scheme: str = "mqtt"
+    #: For ``mqtts://``: the run CA, our certificate and key (:meth:`with_tls`).
+    tls: TlsFiles | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:
-        """``mqtt://[user[:password]@]host[:port]``; the error says what is wrong."""
+        """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://host[:port]`` (TLS, port 8883
+        by default; the client certificate is the login, so a password is an error); the error
+        says what is wrong."""
         parts = urlsplit(url)
-        if parts.scheme != "mqtt":
-            raise BrokerUrlError(f"broker URL {cls._redact(url)!r} must start with mqtt://")
+        if parts.scheme not in SCHEMES:
+            raise BrokerUrlError(
+                f"broker URL {cls._redact(url)!r} must start with mqtt:// or mqtts://"
+            )
         if not parts.hostname:
             raise BrokerUrlError(f"broker URL {cls._redact(url)!r} has no host")
         try:
-            port = parts.port or 1883
+            port = parts.port or SCHEMES[parts.scheme]
         except ValueError:
             raise BrokerUrlError(f"broker URL {cls._redact(url)!r} has an invalid port") from None
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
-        return cls(parts.hostname, port, user, password)
+        if parts.scheme == "mqtts" and password is not None:
+            raise BrokerUrlError(
+                f"broker URL {cls._redact(url)!r}: over mqtts:// the client certificate is the "
+                "login; remove the password from the URL"
+            )
+        return cls(parts.hostname, port, user, password, parts.scheme)
+
+    @property
+    def is_tls(self) -> bool:
+        return self.scheme == "mqtts"
+
+    def with_tls(self, files: TlsFiles) -> BrokerUrl:
+        return replace(self, tls=files)
 
     @classmethod
     def from_env(cls, explicit: str | None = None) -> BrokerUrl:
@@ -97,8 +131,8 @@ class BrokerUrl:
         return url
 
     def __str__(self) -> str:
-        user = f"{self.username}@" if self.username else ""
-        return f"mqtt://{user}{self.host}:{self.port}"
+        user = f"{self.username}@" if self.username and not self.is_tls else ""
+        return f"{self.scheme}://{user}{self.host}:{self.port}"
 
 
 def client_id(run: str, participant: str) -> str:
@@ -110,6 +144,21 @@ def client_id(run: str, participant: str) -> str:
     """
     digest = hashlib.sha256(f"{run}/{participant}".encode()).hexdigest()[:12]
     return f"pg-{digest}-{participant}"[:64]
+
+
+class _TlsAlerts(logging.Handler):
+    """Passes the SSL errors paho logs (a TLS alert from the broker after the handshake, which
+    paho only logs) to the session, in the event loop's thread."""
+
+    def __init__(self, session: MqttSession) -> None:
+        super().__init__(logging.ERROR)
+        self.session = session
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if self.loop is not None and ("[SSL" in text or " alert " in text):
+            self.loop.call_soon_threadsafe(self.session._tls_failure, text)
 
 
 class MqttSession:
@@ -141,7 +190,19 @@ class MqttSession:
         self.last_error: str | None = None
         #: Set when the current connection is lost: pending publishes retry on the next one.
         self._lost = asyncio.Event()
+        #: Set (with :attr:`last_error`) when the broker refused our TLS certificate or we
+        #: refused its own: :meth:`start` fails at once instead of retrying.
+        self._refused = asyncio.Event()
+        self._refusals_logged: set[str] = set()
         self._held_departures: set[asyncio.Task[None]] = set()
+        if url.is_tls and url.tls is None:
+            raise BrokerUrlError(f"{url} is a TLS URL, but no certificates were given")
+        #: paho logs a TLS alert from the broker, and only logs it: a logger of our own
+        #: (propagating to aiomqtt's, as before) lets the session see it.
+        self._paho_log = logging.getLogger(f"mqtt.{identifier}")
+        self._tls_alerts = _TlsAlerts(self)
+        if url.is_tls:
+            self._paho_log.addHandler(self._tls_alerts)
         spec = faults if faults is not None else FaultSpec.from_env()
         self.faults = (
             FaultInjector(spec, identifier, self._publish, log) if spec is not None else None
@@ -155,16 +216,32 @@ class MqttSession:
         return self._connected.is_set()
 
     async def start(self, timeout: float) -> None:
-        """Start the supervisor and wait for the first connection (``TimeoutError`` if none)."""
+        """Start the supervisor and wait for the first connection.
+
+        Raises:
+            TimeoutError: no connection within ``timeout`` seconds (with the last error).
+            BrokerRefusedError: a TLS certificate was refused, by the broker or by us.
+        """
+        self._tls_alerts.loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._supervise(), name=f"mqtt-{self.identifier}")
+        connected = asyncio.ensure_future(self._connected.wait())
+        refused = asyncio.ensure_future(self._refused.wait())
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except TimeoutError:
-            await self.close()
-            raise TimeoutError(
-                f"could not connect to the broker at {self.url} within {timeout:g} s"
-                + (f" ({self.last_error})" if self.last_error else "")
-            ) from None
+            await asyncio.wait(
+                {connected, refused}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            connected.cancel()
+            refused.cancel()
+        if self._connected.is_set():
+            return
+        await self.close()
+        if self._refused.is_set():
+            raise BrokerRefusedError(str(self.last_error))
+        raise TimeoutError(
+            f"could not connect to the broker at {self.url} within {timeout:g} s"
+            + (f" ({self.last_error})" if self.last_error else "")
+        )
 
     async def close(self, flush_timeout: float = 10.0) -> None:
         if self.faults is not None and self._task is not None and not self._task.done():
@@ -177,6 +254,7 @@ class MqttSession:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await self._task
+        self._paho_log.removeHandler(self._tls_alerts)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1, retrying until it succeeds (at-least-once delivery); through the
@@ -248,24 +326,45 @@ class MqttSession:
         self._held_departures.add(task)
         task.add_done_callback(self._held_departures.discard)
 
+    def _new_client(self, will: aiomqtt.Will | None) -> aiomqtt.Client:
+        """A fresh client: over TLS with our certificate as the login (no username or password
+        sent), else with the URL's account."""
+        tls = self.url.tls
+        return aiomqtt.Client(
+            self.url.host,
+            self.url.port,
+            username=None if tls else self.url.username,
+            password=None if tls else self.url.password,
+            identifier=self.identifier,
+            clean_session=False,
+            will=will,
+            keepalive=KEEPALIVE,
+            timeout=10,
+            max_inflight_messages=MAX_IN_FLIGHT,
+            socket_options=NO_DELAY,
+            tls_context=client_context(tls) if tls else None,
+            logger=self._paho_log,
+        )
+
+    def _tls_failure(self, text: str) -> bool:
+        """A TLS error while connecting: if it means a certificate was refused (by the broker
+        or by us), log it once and end :meth:`start`; True if it did."""
+        reason = explain_handshake_error(text)
+        if reason is None:
+            return False
+        self.last_error = reason
+        if reason not in self._refusals_logged:  # once, not at every retry
+            self._refusals_logged.add(reason)
+            self.log.error("%s", reason)
+        self._refused.set()
+        return True
+
     async def _supervise(self) -> None:
         backoff = 0.1
         will = aiomqtt.Will(self.will[0], self.will[1], qos=1) if self.will else None
         while not self._closing:
             try:
-                client = aiomqtt.Client(
-                    self.url.host,
-                    self.url.port,
-                    username=self.url.username,
-                    password=self.url.password,
-                    identifier=self.identifier,
-                    clean_session=False,
-                    will=will,
-                    keepalive=KEEPALIVE,
-                    timeout=10,
-                    max_inflight_messages=MAX_IN_FLIGHT,
-                    socket_options=NO_DELAY,
-                )
+                client = self._new_client(will)
                 # aiomqtt warns from 10 unacknowledged publishes on; a pipelined round (an LM
                 # answering 500 agents) has hundreds in flight by design.
                 client.pending_calls_threshold = MAX_IN_FLIGHT
@@ -273,6 +372,7 @@ class MqttSession:
                     if self.subscriptions:  # paho refuses an empty list
                         await client.subscribe([(topic, 1) for topic in self.subscriptions])
                     self._lost = asyncio.Event()
+                    self._refused.clear()
                     self._client = client
                     self.connects += 1
                     if self.connects > 1:
@@ -290,7 +390,9 @@ class MqttSession:
                         else:
                             await self.inbox.put((topic, bytes(payload)))
             except aiomqtt.MqttError as exc:
-                self.last_error = str(exc)
+                refused = self.url.is_tls and self._tls_failure(str(exc))
+                if not refused and not self._refused.is_set():  # keep the clearer reason
+                    self.last_error = str(exc)
                 self._lost.set()
                 if self._connected.is_set():
                     self.log.warning("lost the broker (%s); reconnecting", exc)

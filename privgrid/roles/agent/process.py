@@ -48,6 +48,7 @@ def main(
     broker: str | None,
     run_id: str | None,
     keys_dir: Path,
+    tls_dir: Path | None,
     state_dir: Path | None,
     new_paillier_key: bool,
     log_format: str,
@@ -70,6 +71,7 @@ def main(
             log=group.get(agent_id),
             state_dir=state_dir,
             new_paillier_key=new_paillier_key,
+            tls_dir=tls_dir,
         )
         if members:  # one scenario object per process: its network and PTDF are built once
             ctx.scenario = members[0][0].scenario

@@ -30,6 +30,7 @@ def main(
     broker: str | None,
     run_id: str | None,
     keys_dir: Path,
+    tls_dir: Path | None,
     state_dir: Path | None,
     new_paillier_key: bool,
     log_format: str,
@@ -46,6 +47,7 @@ def main(
         log_file,
         state_dir=state_dir,
         new_paillier_key=new_paillier_key,
+        tls_dir=tls_dir,
     )
     try:
         setup = build_setup(ctx.scenario)

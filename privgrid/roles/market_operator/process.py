@@ -144,6 +144,7 @@ def main(
     broker: str | None,
     run_id: str | None,
     keys_dir: Path,
+    tls_dir: Path | None,
     state_dir: Path | None,
     new_paillier_key: bool,
     log_format: str,
@@ -170,6 +171,7 @@ def main(
         log_file,
         state_dir=state_dir,
         new_paillier_key=new_paillier_key,
+        tls_dir=tls_dir,
     )
     folder = out_dir or Path("runs") / ctx.settings.run
     try:
