@@ -23,11 +23,12 @@ runtime's idle ticks fall, which no converged run depends on.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from unittest import mock
 
 import aiomqtt
@@ -150,8 +151,7 @@ class BusSession:
 
     async def close(self, flush_timeout: float = 10.0) -> None:
         if self.faults is not None and not self.dead:
-            await self.faults.flush(flush_timeout)
-            self.log.info("message faults injected: %s", self.faults.counts)
+            await self.faults.flush(flush_timeout)  # held and delayed messages go out first
         self.broker.disconnect(self, will=False)
 
 
@@ -182,7 +182,6 @@ class BusGrid:
         scenario: Scenario,
         *,
         faults: FaultSpec | None = None,
-        lm_record: Callable[[dict[str, Any]], Any] | None = None,
         run: str | None = None,
     ) -> None:
         self.folder = folder
@@ -205,8 +204,6 @@ class BusGrid:
         }
         lm = self.contexts[LM_ID]
         self.lm = LineManagerNode(self.setup, self._mode(LM_ID), lm.log, lm.identity)
-        if lm_record is not None:
-            self.lm.record = lm_record
         proposal = Proposal(
             self.setup, mo.identity, self.ledger.genesis, self.ledger.head(), self.run_id, mo.log
         )
@@ -221,8 +218,9 @@ class BusGrid:
         self.codes: dict[str, int] = {}
         self.killed_at: dict[str, float] = {}  # time.time() of each kill
         self._after: list[tuple[int, Callable[[], None]]] = []
+        self._files: list[IO[str]] = []
         self._tasks: dict[str, asyncio.Task[int]] = {}
-        self._sessions: dict[str, BusSession] = {}
+        self.sessions: dict[str, BusSession] = {}  # each participant's, once it started
         self._results: dict[str, Any] | None = None
 
     def _context(self, pid: str, roster: Any) -> Context:
@@ -244,13 +242,24 @@ class BusGrid:
     def run(self, timeout: float = 300, skip: tuple[str, ...] = ()) -> int:
         """Run every participant but ``skip`` (never started) until each has ended; the MO's
         exit status, as its process would exit (a refused block turns 0 into 3)."""
-        asyncio.run(self._main(timeout, skip))
+        try:
+            asyncio.run(self._main(timeout, skip))
+        finally:
+            for sink in self._files:
+                sink.close()
         return self._finish()
 
     def after_round(self, round_: int, action: Callable[[], None]) -> None:
         """Call ``action`` once, when the MO has completed round ``round_`` (its trace row:
         what ``Grid.wait_for_round`` waits for), e.g. ``lambda: grid.kill("S2")``."""
         self._after.append((round_, action))
+
+    def record_lm(self, path: Path) -> None:
+        """What ``python -m line_manager --record PATH`` does: append what the LM receives each
+        round to ``path`` as JSON lines."""
+        sink = path.open("a", encoding="utf-8")
+        self._files.append(sink)
+        self.lm.record = lambda entry: sink.write(json.dumps(entry) + "\n")
 
     def _round_done(self, row: Any) -> None:
         due = [entry for entry in self._after if row.round >= entry[0]]
@@ -260,7 +269,7 @@ class BusGrid:
 
     def _session(self, *args: Any, **kwargs: Any) -> BusSession:
         session = BusSession(self.broker, *args, faults=self.faults, **kwargs)
-        self._sessions[session.log.participant] = session  # type: ignore[union-attr]
+        self.sessions[session.log.participant] = session  # type: ignore[union-attr]
         return session
 
     async def _main(self, timeout: float, skip: tuple[str, ...]) -> None:
@@ -291,7 +300,7 @@ class BusGrid:
         """As SIGKILL: ``pid`` stops at once, sends nothing more, and the broker publishes its
         last will. Call it from a watcher (:attr:`Broker.watchers`) while the run goes on."""
         self.killed_at[pid] = time.time()
-        session = self._sessions[pid]
+        session = self.sessions[pid]
         session.dead = True
         self._tasks[pid].cancel()
         self.broker.disconnect(session, will=True)

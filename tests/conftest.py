@@ -110,7 +110,7 @@ def grid_factory(tmp_path: Path) -> Iterator:
 
 @pytest.fixture
 def bus_factory(tmp_path: Path) -> Iterator:
-    """``bus_factory(scenario, faults=None, lm_record=None, **section_overrides) -> BusGrid``:
+    """``bus_factory(scenario, faults=None, run=None, **section_overrides) -> BusGrid``:
     the whole grid in this process on the in-process bus (tests/bus.py), every message
     through the real channel; the same overrides as ``grid_factory``."""
     count = 0
@@ -119,7 +119,7 @@ def bus_factory(tmp_path: Path) -> Iterator:
         nonlocal count
         folder = tmp_path / f"bus{count}"
         count += 1
-        options = {k: kwargs.pop(k) for k in ("faults", "lm_record", "run") if k in kwargs}
+        options = {k: kwargs.pop(k) for k in ("faults", "run") if k in kwargs}
         scenario_file, scenario = write_scenario(folder, Path(scenario_path), **kwargs)
         return BusGrid(folder, scenario_file, scenario, **options)
 

@@ -1,7 +1,10 @@
-"""The collusion experiment on a real Mosquitto with real processes (protocol.md §7–§9).
+"""The collusion experiment (protocol.md §7–§9).
 
 These tests document leaks as much as protections: the first ones show what colluding
-neighbours and a curious LM learn; the later ones show which measures stop what.
+neighbours and a curious LM learn; the later ones show which measures stop what. The attacks
+and the LM's view run on the in-process bus (tests/bus.py: the product's runtime and nodes, the
+colluders' own coalition messages, every message through the real channel); who may read and
+write the coalition topic is the broker's ACL, tested on a real Mosquitto with real processes.
 """
 
 import asyncio
@@ -13,7 +16,6 @@ import aiomqtt
 import msgpack
 import pytest
 
-from privgrid.keys import participants
 from privgrid.market.line_step import MASK_MODULUS, flow_contribution
 from privgrid.market.negotiation import negotiate
 from privgrid.market.setup import agent_costs, build_setup, played_costs
@@ -30,25 +32,21 @@ TEST_KEYS = {"mode": "paillier", "key_bits": 1024, "insecure_test_keys": True}
 LM_KINDS = {"paillier": "trades_enc", "sealed": "trades"}  # what an agent sends the LM (I5 off)
 
 
-def finish(grid, timeout=600) -> int:
-    code = grid.wait(MO_ID, timeout=timeout)
-    for pid in participants(grid.scenario):
-        grid.wait(pid, timeout=60)
-    return code
-
-
 def attack_report(grid) -> dict:
     return json.loads((grid.folder / "attack.json").read_text())
 
 
-@pytest.mark.parametrize("privacy", [{"mode": "plain"}, TEST_KEYS], ids=["plain", "paillier"])
-def test_passive_colluders_recover_the_targets_a_and_b(grid_factory, privacy):
+@pytest.mark.parametrize(
+    "privacy",
+    [{"mode": "plain"}, pytest.param(TEST_KEYS, marks=pytest.mark.slow)],  # Paillier in-process
+    ids=["plain", "paillier"],
+)
+def test_passive_colluders_recover_the_targets_a_and_b(bus_factory, privacy):
     """The leak of Theorem 1: no deviation at all, and a, b come out exactly."""
-    grid = grid_factory(
+    grid = bus_factory(
         COLLUSION, privacy=privacy, attack={"strategy": "passive", "compare_honest": False}
     )
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     report = attack_report(grid)
     assert report["errors"]["passive_a"] < 1e-6
     assert report["errors"]["passive_b"] < 1e-6
@@ -65,10 +63,9 @@ def test_passive_colluders_recover_the_targets_a_and_b(grid_factory, privacy):
     assert honest.strip() and " [ADV] " not in honest
 
 
-def test_probing_with_compliant_trades_recovers_everything_and_releases(grid_factory):
-    grid = grid_factory(COLLUSION, privacy={"mode": "plain"})  # pair checks on, masked LM
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+def test_probing_with_compliant_trades_recovers_everything_and_releases(bus_factory):
+    grid = bus_factory(COLLUSION, privacy={"mode": "plain"})  # pair checks on, masked LM
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     report = attack_report(grid)
     errors = report["errors"]
     assert errors["pmax"] < 1e-6 and errors["pmin"] < 1e-6
@@ -91,14 +88,13 @@ def test_probing_with_compliant_trades_recovers_everything_and_releases(grid_fac
     assert outcome["extra_rounds"] > 0
 
 
-def test_a_coalition_smaller_than_pmax_only_learns_a_lower_bound(grid_factory):
-    grid = grid_factory(
+def test_a_coalition_smaller_than_pmax_only_learns_a_lower_bound(bus_factory):
+    grid = bus_factory(
         COLLUSION,
         privacy={"mode": "plain"},
         agents={b: {"pmin": -10.0} for b in ("B1", "B2", "B3")},
     )
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     report = attack_report(grid)
     pmax = report["estimates"]["pmax"]
     assert pmax == pytest.approx(30.0, abs=1e-4)  # all the coalition can take: 3 × 10 kW
@@ -106,10 +102,9 @@ def test_a_coalition_smaller_than_pmax_only_learns_a_lower_bound(grid_factory):
     assert report["errors"]["pmax"] == pytest.approx(0.25, abs=1e-5)
 
 
-def test_free_shares_are_caught_by_the_pair_checks_in_the_first_deviating_round(grid_factory):
-    grid = grid_factory(COLLUSION, privacy={"mode": "plain"}, attack={"shares": "free"})
-    grid.start_all()
-    assert finish(grid) == 3
+def test_free_shares_are_caught_by_the_pair_checks_in_the_first_deviating_round(bus_factory):
+    grid = bus_factory(COLLUSION, privacy={"mode": "plain"}, attack={"shares": "free"})
+    assert grid.run(timeout=600) == 3
     results = grid.results()
     start = grid.scenario.attack.start_round
     assert f"in round {start}: pair check" in results["error"]
@@ -118,19 +113,19 @@ def test_free_shares_are_caught_by_the_pair_checks_in_the_first_deviating_round(
     assert attack_report(grid)["detection"]["first_round"] == start
 
 
-def test_objective_perturbation_limits_what_colluders_learn(grid_factory):
+@pytest.mark.slow  # five attacked runs
+def test_objective_perturbation_limits_what_colluders_learn(bus_factory):
     """I6 at (σ_b, r, w) = (1, 0.1, 4): median error ≥ 3 % on a and b over 5 sessions."""
     errors_a, errors_b, welfare_loss = [], [], []
     for seed in range(5):
-        grid = grid_factory(
+        grid = bus_factory(
             COLLUSION,
             privacy={"mode": "plain"},
             scenario={"seed": 7 + seed},  # the experiment's sessions: the scenario seed + i
             attack={"strategy": "passive", "compare_honest": True},
             agents={"S1": {"privacy_noise": {"sigma_b": 1.0, "r": 0.1, "w": 4.0}}},
         )
-        grid.start_all()
-        assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+        assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
         report = attack_report(grid)
         errors_a.append(report["errors"]["passive_a"])
         errors_b.append(report["errors"]["passive_b"])
@@ -255,20 +250,22 @@ def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_pla
 # --- the Line Manager's view -----------------------------------------------------------------
 @pytest.mark.parametrize(
     "privacy",
-    [{**TEST_KEYS, "lm_leg": "paillier"}, {"mode": "plain", "lm_leg": "sealed"}],
+    [
+        pytest.param({**TEST_KEYS, "lm_leg": "paillier"}, marks=pytest.mark.slow),
+        {"mode": "plain", "lm_leg": "sealed"},
+    ],
     ids=["paillier-leg", "sealed-leg"],
 )
-def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(grid_factory, privacy):
+def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(bus_factory, privacy):
     """Theorem 2: with I5 off the LM reconstructs every agent's cost from what it received —
     the published leg (``lm_leg = "paillier"``: packed trades under the LM's key, decrypted by
     it) as much as trades sealed to it. Every agent of this market is inside its bounds for a
     while; one pinned at a bound from the start would reveal only that bound
     (tests/lm_view.py)."""
-    grid = grid_factory(COLLUSION, privacy=privacy, attack=None)
+    grid = bus_factory(COLLUSION, privacy=privacy, attack=None)
     record = grid.folder / "lm-view.jsonl"
-    grid.extra_args["LM"] = ["--record", str(record)]
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    grid.record_lm(record)  # python -m line_manager --record
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     entries = read_record(record)
     # What arrived: Paillier ciphertexts the LM decrypted, or trades sealed to it.
     assert {e["kind"] for e in entries} == {LM_KINDS[privacy["lm_leg"]]}
@@ -281,12 +278,11 @@ def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(grid_factory, 
         assert fit.b == pytest.approx(truth[agent].b, rel=1e-6), agent
 
 
-def test_with_masked_aggregation_the_lm_holds_only_masked_flow_shares(grid_factory):
-    grid = grid_factory(PAPER, privacy={"mode": "plain", "lm_leg": "masked"})
+def test_with_masked_aggregation_the_lm_holds_only_masked_flow_shares(bus_factory):
+    grid = bus_factory(PAPER, privacy={"mode": "plain", "lm_leg": "masked"})
     record = grid.folder / "lm-view.jsonl"
-    grid.extra_args["LM"] = ["--record", str(record)]
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    grid.record_lm(record)  # python -m line_manager --record
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     entries = read_record(record)
     setup = build_setup(grid.scenario)
     g = setup.graph

@@ -74,11 +74,12 @@ BOTH_LINES = ("line 2-3", "line 4-5")
     ],
 )
 def test_a_tampering_mo_is_rejected_by_those_it_affects(
-    grid_factory, behaviour, expected, lm_failures
+    bus_factory, behaviour, expected, lm_failures
 ):
-    grid = grid_factory(privacy=PLAIN, market_operator={"behaviour": behaviour})
-    grid.start_all()
-    assert finish(grid) == 3
+    """On the in-process bus (tests/bus.py): the block, the votes and the commit decision go
+    through the real channel and the MO's own ledger code, as in its process."""
+    grid = bus_factory(privacy=PLAIN, market_operator={"behaviour": behaviour})
+    assert grid.run(timeout=300) == 3
     results = grid.results()
     info = results["ledger"]
     assert info["committed"] is False and "not committed" in results["error"]
