@@ -16,6 +16,7 @@ import aiomqtt
 import msgpack
 import pytest
 
+from privgrid.keys import participants
 from privgrid.market.line_step import MASK_MODULUS, flow_contribution
 from privgrid.market.negotiation import negotiate
 from privgrid.market.setup import agent_costs, build_setup, played_costs
@@ -23,6 +24,7 @@ from privgrid.scenario import MO_ID
 from privgrid.wire import topics
 from tests.grid_harness import twin
 from tests.lm_view import read_record, reconstruct
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +90,7 @@ def test_probing_with_compliant_trades_recovers_everything_and_releases(bus_fact
     assert outcome["extra_rounds"] > 0
 
 
+@pytest.mark.slow
 def test_a_coalition_smaller_than_pmax_only_learns_a_lower_bound(bus_factory):
     grid = bus_factory(
         COLLUSION,
@@ -151,13 +154,9 @@ def coalition_client(grid, user: str, identifier: str) -> aiomqtt.Client:
     return grid.client(user, identifier)
 
 
-async def watch_coalition(grid, user: str, into: list[bytes], stop: asyncio.Event) -> None:
-    async with coalition_client(grid, user, f"watch-{user}") as c:
-        await c.subscribe(topics.collusion(grid.run, "coalition"), qos=1)
-        async for message in c.messages:
-            into.append(bytes(message.payload))
-            if stop.is_set():
-                return
+async def collect(client: aiomqtt.Client, into: list[bytes]) -> None:
+    async for message in client.messages:
+        into.append(bytes(message.payload))
 
 
 def _holds_a_blob(value: object) -> bool:
@@ -193,6 +192,8 @@ def test_readable_catches_any_plaintext_value_not_only_maps():
 
 
 FORGED = b"S1 writes on the coalition topic"
+#: B3's twin's own messages on the coalition topic, before and after the run (barriers).
+MARKERS = (b"B3-twin: before the run", b"B3-twin: after the run")
 
 
 def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_plaintext(
@@ -210,29 +211,44 @@ def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_pla
     colluder_view: list[bytes] = []
     broker_view: list[bytes] = []
     before_the_run: dict[str, list[bytes]] = {}
+    topic = topics.collusion(grid.run, "coalition")
+
+    async def barrier(colluder: aiomqtt.Client, marker: bytes) -> None:
+        """B3's twin publishes ``marker``; once it and the monitor have it back, the broker has
+        dealt with everything published before it (one broker, in order): a wait on an event
+        instead of a pause long enough for the slowest machine."""
+        await colluder.publish(topic, marker, qos=1)
+        await wait_until_async(
+            lambda: marker in colluder_view and marker in broker_view, 60, f"{marker!r} came back"
+        )
 
     async def observe() -> None:
-        stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(watch_coalition(grid, twin("S1"), target_view, stop)),
-            asyncio.create_task(watch_coalition(grid, twin("B3"), colluder_view, stop)),
-            asyncio.create_task(watch_coalition(grid, "monitor", broker_view, stop)),
-        ]
-        await asyncio.sleep(0.5)
-        # The target writes on the coalition topic with its own account (its process has not
-        # started yet): the broker drops it.
-        async with coalition_client(grid, "S1", "forge-S1") as s1:
-            await s1.publish(topics.collusion(grid.run, "coalition"), FORGED, qos=1)
-        await asyncio.sleep(1.0)
-        before_the_run.update(colluder=list(colluder_view), monitor=list(broker_view))
-        grid.start_all()
-        await asyncio.to_thread(grid.wait, MO_ID, 600)
-        stop.set()
-        await asyncio.sleep(0.5)
-        for task in tasks:
-            task.cancel()
+        async with (
+            coalition_client(grid, twin("S1"), "watch-S1") as target,
+            coalition_client(grid, twin("B3"), "watch-B3") as colluder,
+            coalition_client(grid, "monitor", "watch-monitor") as monitor,
+        ):
+            views = ((target, target_view), (colluder, colluder_view), (monitor, broker_view))
+            for client, _ in views:
+                await client.subscribe(topic, qos=1)  # subscribed once the SUBACK is in
+            tasks = [asyncio.create_task(collect(client, into)) for client, into in views]
+            # The target writes on the coalition topic with its own account (its process has
+            # not started yet): the broker drops it.
+            async with coalition_client(grid, "S1", "forge-S1") as s1:
+                await s1.publish(topic, FORGED, qos=1)
+            await barrier(colluder, MARKERS[0])
+            before_the_run.update(colluder=list(colluder_view), monitor=list(broker_view))
+            grid.start_all()
+            for pid in [MO_ID, *participants(grid.scenario)]:  # every colluder has said it all
+                await asyncio.to_thread(grid.wait, pid, 600)
+            await barrier(colluder, MARKERS[1])
+            for task in tasks:
+                task.cancel()
 
     asyncio.run(observe())
+    for view in (target_view, colluder_view, broker_view):
+        view[:] = [payload for payload in view if payload not in MARKERS]
+    before_the_run = {k: [p for p in v if p not in MARKERS] for k, v in before_the_run.items()}
     # Write side of the ACL: neither a colluder nor the broker-wide monitor got S1's message.
     assert before_the_run == {"colluder": [], "monitor": []}
     assert FORGED not in colluder_view and FORGED not in broker_view
