@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.rounds import ROUNDS
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -46,7 +48,7 @@ def test_json_has_the_documented_schema(paper_json):
     ):
         assert key in printed, key
     assert printed["scenario"] == "paper" and printed["converged"] is True
-    assert printed["rounds"] == 195
+    assert printed["rounds"] == ROUNDS["paper"]
     assert abs(printed["welfare_gap"]) <= 1e-4
     assert printed["kkt"] == {"passed": True, "checked": printed["kkt"]["checked"], "failures": []}
     trade = printed["trades"][0]

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from privgrid.results import is_run_only, key_paths
+from tests.rounds import ROUNDS
 
 pytestmark = pytest.mark.timeout(400)
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +158,7 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: embedded" in proc.stderr
     results = json.loads(proc.stdout)
-    assert results["converged"] and results["rounds"] == 108
+    assert results["converged"] and results["rounds"] == ROUNDS["paper-unconstrained"]
     assert results["kkt"]["passed"]
     folders = list((tmp_path / "runs").iterdir())
     assert len(folders) == 1
@@ -291,7 +292,7 @@ def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout)
     reference = solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
-    assert results["rounds"] == reference["rounds"] == 195
+    assert results["rounds"] == reference["rounds"] == ROUNDS["paper"]
     for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
         assert abs(ours["power"] - theirs["power"]) <= 1e-9
         assert abs(ours["price"] - theirs["price"]) <= 1e-9
@@ -303,5 +304,5 @@ def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
     for agent in ["S1", "S4", "B2"]:
         lines = (logs / f"{agent}.log").read_text().splitlines()
         assert lines and all(f" {agent} r=" in line for line in lines)
-        assert any(" r=195 " in line for line in lines)
+        assert any(f" r={ROUNDS['paper']} " in line for line in lines)
     assert (logs / "agents-S1-S4.log").exists() and (logs / "agents-B1-B3.log").exists()

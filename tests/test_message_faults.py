@@ -37,9 +37,10 @@ from privgrid.solve import solve
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.faults import ENV_FAULTS, FaultConfigError, FaultInjector, FaultSpec
 from privgrid.wire.topics import BROADCAST
+from tests.rounds import PAPER_SHORT
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Fewer rounds than the paper defaults (95 instead of 195): every hop may be delayed.
+#: Fewer rounds than the paper defaults (PAPER_SHORT instead of 195): every hop may be delayed.
 SHORT_RUN = {"rho": 1.5, "epsilon_p": 1e-3, "epsilon_lambda": 1e-3}
 FAULTS = {"duplicate": 0.1, "delay": 0.1, "reorder": 0.1, "max_delay": 0.1, "seed": 7}
 
@@ -64,7 +65,7 @@ def test_duplicated_delayed_and_reordered_messages_do_not_change_the_result(bus_
 
     results = grid.results()
     reference = solve(build_setup(load_scenario(grid.scenario_file)))
-    assert results["converged"] and results["rounds"] == reference["rounds"]
+    assert results["converged"] and results["rounds"] == reference["rounds"] == PAPER_SHORT
     for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
         for key in ("power", "price", "charge"):
             assert abs(ours[key] - theirs[key]) <= 1e-6, (ours, theirs)
@@ -228,7 +229,7 @@ def undisturbed() -> tuple[dict[str, list[float]], int]:
     bus = Bus(scenario)
     bus.run()
     reference = solve(build_setup(scenario))
-    assert bus.mo.outcome.converged and bus.mo.outcome.rounds == reference["rounds"]
+    assert bus.mo.outcome.converged and bus.mo.outcome.rounds == reference["rounds"] == PAPER_SHORT
     assert reference["rounds"] > R + 3  # the tests below act around round R
     for trade in reference["trades"]:
         seller = bus.agents[trade["seller"]]
