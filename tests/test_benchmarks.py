@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
-SECTIONS = ("crypto", "paper", "scale", "rho", "day", "dashboard")
+SECTIONS = ("crypto", "paper", "scale", "rho", "steps", "day", "dashboard")
 
 
 @pytest.fixture
@@ -63,6 +63,12 @@ def test_crypto_benchmark(doc):
 def test_rho_benchmark(doc):
     out = run_script("rho", doc)
     assert "rounds ρ=1.5" in out and "paper" in out
+
+
+def test_steps_benchmark(doc):
+    out = run_script("steps", doc)
+    assert "rounds before" in out and "| paper | 7 | 12 | 195 | 72 |" in out
+    assert "paper ÷ 20" in out and "ε = 1e-6 (the property test's)" in out and "FAIL" not in out
 
 
 @pytest.mark.grid

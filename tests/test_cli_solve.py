@@ -65,7 +65,8 @@ def test_json_has_the_documented_schema(paper_json):
 def test_table_output_shows_trades_agents_lines_and_summary():
     proc = privgrid("solve", "configs/paper-unconstrained.toml")
     assert proc.returncode == 0, proc.stderr
-    for text in ("Trades", "Agents", "Line flows", "Summary", "welfare gap", "passed", "108"):
+    rounds = str(ROUNDS["paper-unconstrained"])
+    for text in ("Trades", "Agents", "Line flows", "Summary", "welfare gap", "passed", rounds):
         assert text in proc.stdout
     # IEEE 14 has 20 lines, none limited here: 5 shown, the caption counts the rest.
     assert "15 more lines, none of them limited (|flow| ≤ " in " ".join(proc.stdout.split())

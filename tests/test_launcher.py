@@ -107,11 +107,11 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, so
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: mosquitto" in proc.stderr
-    assert "Summary: paper (plain)" in proc.stdout and "195" in proc.stdout
+    assert "Summary: paper (plain)" in proc.stdout and str(ROUNDS["paper"]) in proc.stdout
     assert proc.stderr.rstrip("\n").splitlines()[-1] == f"run folder: {out}"  # no reason line
     assert "Traceback" not in proc.stderr
     results = json.loads((out / "results.json").read_text())
-    assert results["converged"] and results["rounds"] == 195
+    assert results["converged"] and results["rounds"] == ROUNDS["paper"]  # adaptive steps
     assert results["status"] == "converged" and results["error"] is None
     assert_same_market_as_solve(results, solve_json)
     assert_solve_schema(results, solve_json)
@@ -166,7 +166,8 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     assert re.fullmatch(r"\d{8}-\d{6}-paper-unconstrained", folder.name), folder.name
     assert f"run folder: runs/{folder.name}" in proc.stderr
     assert json.loads((folder / "results.json").read_text()) == results
-    assert_json_logs(folder, ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"], 108)
+    everyone = ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"]
+    assert_json_logs(folder, everyone, ROUNDS["paper-unconstrained"])
 
 
 def logged_at(log: str, text: str) -> float:

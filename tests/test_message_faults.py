@@ -40,7 +40,7 @@ from privgrid.wire.topics import BROADCAST
 from tests.rounds import PAPER_SHORT
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Fewer rounds than the paper defaults (PAPER_SHORT instead of 195): every hop may be delayed.
+#: Fewer rounds than the paper defaults (PAPER_SHORT, tests/rounds.py): every hop may be delayed.
 SHORT_RUN = {"rho": 1.5, "epsilon_p": 1e-3, "epsilon_lambda": 1e-3}
 FAULTS = {"duplicate": 0.1, "delay": 0.1, "reorder": 0.1, "max_delay": 0.1, "seed": 7}
 
@@ -328,20 +328,22 @@ def test_an_agent_drops_a_message_two_rounds_ahead_or_from_a_past_round(undistur
     assert bus.result() == undisturbed[0] and bus.mo.outcome.rounds == undisturbed[1]
 
 
-def test_the_lm_prices_the_next_round_before_its_broadcast_and_drops_other_rounds(
+def test_the_lm_collects_the_next_round_before_its_broadcast_and_prices_it_with_its_steps(
     undisturbed, caplog
 ):
     """Rule (privgrid/roles/line_manager/node.py ``handle``): the LM's round is its last priced
-    round + 1,
-    known without the MO's broadcast (which only carries removed pairs), so contributions of
-    that round are taken as they come; a contribution of the round it already priced is
-    ignored silently (a restarted agent redoing it); any other round is dropped with
-    ``dropped <kind> of round <r> from <sender> (expected round <e>)``.
+    round + 1, so contributions of that round are taken as they come, even before the MO's
+    broadcast of it; but the round is priced only once that broadcast is in too, because it
+    carries the round's step exponent (σ of the round, privgrid/market/steps.py). A
+    contribution of the round it already priced is ignored silently (a restarted agent
+    redoing it); any other round is dropped with ``dropped <kind> of round <r> from <sender>
+    (expected round <e>)``.
 
-    The LM's copy of the ``round R+1`` broadcast is held back until the LM has priced round
-    R+1. Meanwhile, after S1's real round-R+1 trades, the LM gets S1 trades of round R+3, R−1
-    and R — absurd values that would change the line prices if taken. The run ends bit for bit
-    as the undisturbed one.
+    The LM's copy of the ``round R+1`` broadcast is held back. Meanwhile, after S1's real
+    round-R+1 trades, the LM gets S1 trades of round R+3, R−1 and R — absurd values that
+    would change the line prices if taken. Every agent's round-R+1 trades arrive and the run
+    stalls with the LM unpriced; the broadcast then lets it price. The run ends bit for bit as
+    the undisturbed one.
     """
     bus = Bus(node_scenario())
     lm = bus.lm
@@ -365,13 +367,15 @@ def test_the_lm_prices_the_next_round_before_its_broadcast_and_drops_other_round
             for round_ in (R + 3, R - 1, R):
                 bus.deliver(fake(round_))
             return True
-        if held and lm.completed == R + 1:
-            bus.deliver(held.pop())  # the overtaken broadcast arrives after all
         return False
 
     with caplog.at_level(logging.INFO):
-        bus.run(intercept)
-    assert not held
+        bus.run(intercept)  # returns when everyone waits for the LM
+        assert len(held) == 1 and lm.completed == R
+        assert lm.leg.lm_ready(len(bus.agents))  # every contribution is in, unpriced
+        priced = bus.deliver(held.pop())
+        assert lm.completed == R + 1 and any(o.kind == "lm_residuals" for o in priced)
+        bus.run()
     assert dropped(caplog, LM_ID) == [
         f"dropped trades of round {r} from S1 (expected round {R + 1})" for r in (R + 3, R - 1)
     ]

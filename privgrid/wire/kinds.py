@@ -81,7 +81,20 @@ KEY = _kind(
 #: After a peer's restart: "everything I send you from now on is fresh". The restarted
 #: participant ignores the sender's directed messages until this arrives (they may be stale).
 RESYNC = _kind("resync", ANY, ANY, False, {"incarnation": s.NON_NEGATIVE})
-ROUND = _kind("round", {MO}, {EVERYONE}, False, {"dropped": s.optional(s.Spec(s.pair_list))})
+#: ``steps``: the round's step exponent e with adaptive steps (τ·2^e, α·2^-e, σ·2^-e;
+#: privgrid.market.steps, which never goes beyond ±16); absent with fixed steps (e = 0). The
+#: range only keeps 2^e a normal float.
+STEP_EXPONENT_LIMIT = 60
+ROUND = _kind(
+    "round",
+    {MO},
+    {EVERYONE},
+    False,
+    {
+        "dropped": s.optional(s.Spec(s.pair_list)),
+        "steps": s.optional(s.int_range(-STEP_EXPONENT_LIMIT, STEP_EXPONENT_LIMIT)),
+    },
+)
 STOP = _kind("stop", {MO}, {EVERYONE}, False, {"converged": s.BOOL, "reason": s.TEXT})
 GONE = _kind("gone", ANY, {EVERYONE}, False, {"incarnation": s.optional(s.NON_NEGATIVE)})
 #: The MO's last word: the run is over (block committed or not); participants may exit.

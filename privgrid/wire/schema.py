@@ -166,6 +166,18 @@ def text_list(exact: int | None = None, max_len: int = MAX_LIST) -> Spec:
     return Spec(check)
 
 
+def int_range(low: int, high: int) -> Spec:
+    """An integer in ``[low, high]``."""
+
+    def check(value: Any) -> str | None:
+        error = _int64(value)
+        if error is None and not low <= value <= high:
+            return f"must be in [{low}, {high}] (got {value})"
+        return error
+
+    return Spec(check)
+
+
 def blob(exact: int | None = None, max_len: int = 1 << 20) -> Spec:
     return Spec(_bytes(exact, max_len))
 

@@ -1,6 +1,7 @@
 """The prosumer's protocol logic: one round = local step, price exchange, charges, residuals.
 
-Round k, after the MO's ``round k``:
+Round k, after the MO's ``round k`` (which announces the round's step exponent e: τ·2^e and
+α·2^-e, :mod:`privgrid.market.steps`):
 1. the exact local step on (P, λ, c) of round k−1 → new trades, P̄, r_d (private θ kept);
 2. the price shares A, B → the price exchange with every partner (the privacy mode's);
 3. the new trades → the LM (through the mode's LM leg);
@@ -33,6 +34,7 @@ from privgrid.market.fixedpoint import encode, encode_scalar, quantise_scalar
 from privgrid.market.kkt import AgentView, Check, Tolerances, check_agent, excluding_pairs
 from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ranges
+from privgrid.market.steps import StepSizes
 from privgrid.market.stopping import agent_pair_residuals
 from privgrid.privacy import PrivacyMode, Violation
 from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_OK, Node
@@ -58,6 +60,7 @@ class RoundWork:
     round: int
     step: LocalStep
     own_shares: np.ndarray  # A_nm, fixed point: with λ_nm(k+1) it gives the partner's B_mn
+    steps: StepSizes  # τ, α (and σ) of this round, as the MO announced them
     charges: np.ndarray | None = None
     evidence: dict[str, list[bytes]] = field(default_factory=dict)  # partners' signed messages
 
@@ -75,7 +78,7 @@ class AgentNode(Node):
     ) -> None:
         super().__init__(me, log)
         self.colluder = colluder  # the collusion experiment's behaviour, or None: honest
-        self.pending: int | None = None  # a round waiting for the coalition's order
+        self.pending: tuple[int, int] | None = None  # (round, step exponent) awaiting an order
         self.dropped_pairs: list[list[str]] = []
         self.identity = identity  # signs the Proof-of-Solution vote
         self.awaiting_block = False
@@ -93,6 +96,7 @@ class AgentNode(Node):
         # Built before connecting: loading the network takes seconds of CPU, and a client that
         # is silent for 1.5 keepalives inside its event loop is dropped by the broker.
         self._setup = _shared_setup(scenario)
+        self.base_steps = StepSizes(self.market.tau, self.market.alpha, self._setup.sigma)
         self.leg = mode.lm_leg(self.market_setup, self._mask_keys)
         ranges = trade_ranges(scenario)
         self.partner_lo = np.array([ranges[m][0] for m in self.partners])
@@ -162,7 +166,8 @@ class AgentNode(Node):
     def handle(self, message: Message, now: float) -> list[Outgoing]:
         self.last_heard = now
         if message.kind == "round" and message.sender == MO_ID:
-            return self._begin(message.round, message.body.get("dropped", []))
+            body = message.body
+            return self._begin(message.round, body.get("dropped", []), body.get("steps", 0))
         if message.kind == "stop":
             return self._stop(message)
         if message.kind == "block" and message.sender == MO_ID:
@@ -331,12 +336,12 @@ class AgentNode(Node):
         except Rejected as exc:
             self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
             return []
-        if self.pending is not None and self.colluder.ready(self.pending):
-            pending, self.pending = self.pending, None
-            outgoing += self._begin(pending, self.dropped_pairs)
+        if self.pending is not None and self.colluder.ready(self.pending[0]):
+            (pending, exponent), self.pending = self.pending, None
+            outgoing += self._begin(pending, self.dropped_pairs, exponent)
         return outgoing
 
-    def _begin(self, round_: int, dropped: list[list[str]]) -> list[Outgoing]:
+    def _begin(self, round_: int, dropped: list[list[str]], exponent: int) -> list[Outgoing]:
         if round_ <= self.completed or (self.work is not None and self.work.round == round_):
             return []  # a repeat (the MO re-broadcasts its round after its restart)
         if round_ != self.completed + 1 or self.work is not None:
@@ -344,32 +349,25 @@ class AgentNode(Node):
             return []
         self.dropped_pairs = dropped
         if self.colluder is not None and not self.colluder.ready(round_):
-            self.pending = round_  # the coordinator's order for this round is not in yet
+            self.pending = (round_, exponent)  # the coordinator's order is not in yet
             return []
         self.log.round = round_
         self._drop_pairs(dropped)
         started = time.perf_counter()
+        steps = self.base_steps.scaled(exponent)
+        m = self.market
         step = local_step(
-            self.cost,
-            self.trades,
-            self.prices,
-            self.charges,
-            self.lo,
-            self.hi,
-            self.market.tau,
-            self.market.rho,
+            self.cost, self.trades, self.prices, self.charges, self.lo, self.hi, steps.tau, m.rho
         )
         self.theta = step.theta
-        own, peer = price_shares(
-            self.prices, step.extrapolated, self.market.alpha, self.market.beta, self.market.rho
-        )
+        own, peer = price_shares(self.prices, step.extrapolated, steps.alpha, m.beta, m.rho)
         own_fixed, peer_fixed = share_to_fixed(own), share_to_fixed(peer)
         if self.colluder is not None:
             step, own_fixed, peer_fixed = self.colluder.adjust(
-                round_, step, self.prices, self.trades, own_fixed, peer_fixed
+                round_, step, self.prices, self.trades, own_fixed, peer_fixed, steps.alpha
             )
         self.compute_seconds += time.perf_counter() - started
-        self.work = RoundWork(round_, step, own_fixed)
+        self.work = RoundWork(round_, step, own_fixed, steps)
         outgoing = self.exchange.begin(round_, own_fixed, peer_fixed)
         self.last_lm = self.leg.agent_message(round_, step.trades, step.extrapolated)
         outgoing.append(self.last_lm)
@@ -406,7 +404,8 @@ class AgentNode(Node):
         own, partner = self.exchange.prices(self.prices)
         m = self.market
         shares = partner_shares(encode(own), work.own_shares)
-        view = derive_partner(shares, self.partner_prices, self.derived, m.alpha, m.beta, m.rho)
+        alpha = work.steps.alpha
+        view = derive_partner(shares, self.partner_prices, self.derived, alpha, m.beta, m.rho)
         active = np.zeros(len(self.partners), dtype=bool)
         active[[i for i, _ in self.exchange.active()]] = True
         outgoing = self._pair_checks(work, own, partner, view.target, active)

@@ -2,7 +2,8 @@
 
 It starts round 1 once every participant has announced itself, collects each round's residuals
 (r_d, r_C from every agent; r_P, r_L from the LM), applies the stopping test of
-:mod:`privgrid.market.stopping`, and broadcasts the next round or ``stop``. A participant that
+:mod:`privgrid.market.stopping`, and broadcasts the next round — with its step exponent, from
+the step controller of :mod:`privgrid.market.steps` — or ``stop``. A participant that
 leaves (its signed last will), or a round that does not complete within the timeout, ends the
 run with an error naming who is missing. After ``stop`` it collects the final reports; what
 becomes of them (results, ledger) is the process layer's business (:attr:`outcome`).
@@ -10,6 +11,7 @@ becomes of them (results, ledger) is the process layer's business (:attr:`outcom
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import astuple, dataclass, field
@@ -19,6 +21,7 @@ from privgrid.ledger import Block, Decision, LedgerError, Vote
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import decode_scalar
 from privgrid.market.setup import TradeGraph
+from privgrid.market.steps import StepController
 from privgrid.market.stopping import Residuals, converged
 from privgrid.privacy import PrivacyMode
 from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_NOT_CONVERGED, EXIT_OK, Node
@@ -75,6 +78,7 @@ class OperatorNode(Node):
         self.scenario = scenario
         self.graph = TradeGraph.from_scenario(scenario)
         self.market = scenario.market
+        self.steps = StepController.for_market(scenario.market)  # announced in every round
         self.agents = list(self.graph.agent_ids)
         self.expected = {*self.agents, LM_ID}
         self.on_progress = on_progress
@@ -115,7 +119,9 @@ class OperatorNode(Node):
         self.log.round = self.round
         self.round_started = now
         self.agent_residuals, self.lm_residuals = {}, None
-        body = {"dropped": self.outcome.dropped} if self.outcome.dropped else {}
+        body: dict[str, Any] = {"dropped": self.outcome.dropped} if self.outcome.dropped else {}
+        if self.steps.adaptive:
+            body["steps"] = self.steps.exponent
         return self._broadcast("round", body)
 
     def _stop(
@@ -236,6 +242,20 @@ class OperatorNode(Node):
             return self._stop(now, ok=True, reason="converged")
         if self.round >= self.market.max_rounds:
             return self._stop(now, ok=False, reason=f"round limit {self.market.max_rounds} reached")
+        before = self.steps.exponent
+        after = self.steps.observe(self.round, residuals)
+        if after != before:
+            self.log.info(
+                "steps from round %d: exponent %d -> %d (tau = %g, alpha = %g; change %d of at "
+                "most %d)",
+                self.round + 1,
+                before,
+                after,
+                math.ldexp(self.market.tau, after),
+                math.ldexp(self.market.alpha, -after),
+                self.steps.changes,
+                self.steps.rule.max_changes,
+            )
         return self._next_round(now)
 
     # -- faults ------------------------------------------------------------------------------
@@ -412,6 +432,7 @@ class OperatorNode(Node):
             "block": None if o.block is None else o.block.to_bytes(),
             "votes": {voter: vote.to_bytes() for voter, vote in o.votes.items()},
             "last_broadcast": None if last is None else [last.kind, last.round, last.body],
+            "steps": self.steps.snapshot(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -429,6 +450,7 @@ class OperatorNode(Node):
         o.violations, o.dropped = list(state["violations"]), [list(p) for p in state["dropped"]]
         o.block = None if state["block"] is None else Block.from_bytes(state["block"])
         o.votes = {voter: Vote.from_bytes(raw) for voter, raw in state["votes"].items()}
+        self.steps.restore(state["steps"])
         last = state["last_broadcast"]
         if last is not None:
             self.last_broadcast = Outgoing(last[0], topics.BROADCAST, int(last[1]), last[2])
