@@ -126,7 +126,8 @@ def seeded_market(seed: int, market_keys: dict[str, Any] | None = None) -> dict[
 
 def usable(data: dict[str, Any]) -> bool:
     """A valid, feasible market whose optimal line prices stay ≤ :data:`MAX_LINE_PRICE`."""
-    from privgrid.market.central import InfeasibleMarketError, check_feasible, solve_central
+    from privgrid.market.central import InfeasibleMarketError, solve_central
+    from privgrid.market.feasibility import check_feasible
     from privgrid.market.setup import agent_costs, build_setup
     from privgrid.scenario import ScenarioError, parse_scenario
 
