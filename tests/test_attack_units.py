@@ -259,10 +259,9 @@ def test_the_curious_lms_reconstruction_follows_the_announced_steps():
     fixed, the same record gives wrong costs."""
     import tomllib
 
-    from privgrid.attack.lm_view import reconstruct
-
     from privgrid.market.setup import agent_costs
     from privgrid.scenario import parse_scenario
+    from tests.lm_view import reconstruct
 
     data = tomllib.loads((CONFIGS / "paper.toml").read_text())
     for agent in data["agents"]:

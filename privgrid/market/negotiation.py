@@ -56,6 +56,9 @@ class NegotiationState:
     theta: np.ndarray  # per agent, private to each agent
     flows: np.ndarray | None = None  # masked leg: the LM's F(P^k) on the limited lines
     derived: np.ndarray | None = None  # masked leg: at t, the owner's view of trade mirror[t]
+    #: The step exponent of the last round (public: the MO announced it to everyone); a warm
+    #: start begins there instead of at 0, so a later market need not adapt again.
+    exponent: int = 0
 
     @classmethod
     def initial(cls, setup: MarketSetup) -> NegotiationState:
@@ -126,7 +129,7 @@ def negotiate(
     if state.trades.shape != (g.n_trades,) or state.line_prices.up.shape != (len(setup.limited),):
         raise ValueError("the initial state does not fit this market (trades or lines differ)")
     trace: list[RoundRecord] = []
-    controller = controller or StepController.for_market(market)
+    controller = controller or StepController.for_market(market, exponent=state.exponent)
     base = StepSizes(market.tau, market.alpha, setup.sigma)
     started = time.perf_counter()
     for k in range(1, limit + 1):
@@ -186,7 +189,9 @@ def negotiate(
             dual=dual,
             consensus=float(np.max(np.abs(prices - prices[g.mirror]))),
         )
-        state = NegotiationState(new, prices, charges, line.prices, theta, flows, derived)
+        state = NegotiationState(
+            new, prices, charges, line.prices, theta, flows, derived, exponent
+        )
         if observe is not None:
             observe(k, state, bar)
         record = RoundRecord(k, residuals, welfare(setup, welfare_costs, new), exponent)

@@ -93,8 +93,15 @@ class StepController:
     history: list[tuple[int, int]] = field(default_factory=list)  # (first round, exponent)
 
     @classmethod
-    def for_market(cls, market: MarketSteps, rule: StepRule = DEFAULT_RULE) -> StepController:
-        return cls(market.tau, market.steps == ADAPTIVE, rule)
+    def for_market(
+        cls, market: MarketSteps, rule: StepRule = DEFAULT_RULE, exponent: int = 0
+    ) -> StepController:
+        """A fresh controller (every change still allowed) starting at ``exponent``: 0 for a
+        new market, the previous market's last exponent for a warm start. Fixed steps
+        ignore ``exponent``."""
+        adaptive = market.steps == ADAPTIVE
+        start = max(-rule.max_exponent, min(rule.max_exponent, exponent)) if adaptive else 0
+        return cls(market.tau, adaptive, rule, exponent=start)
 
     @property
     def settled(self) -> bool:
