@@ -208,8 +208,10 @@ def opens_as_plaintext(body: bytes) -> bool:
         return False
 
 
-@pytest.mark.slow  # a whole run, then every payload searched for thousands of values
-@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize(
+    "mode",
+    [m if m == "plain" else pytest.param(m, marks=pytest.mark.slow) for m in sorted(MODES)],
+)  # Paillier in one process is slow
 def test_the_broker_sees_no_plaintext_price_trade_line_flow_or_private_datum(bus_factory, mode):
     grid = bus_factory(privacy=MODES[mode])
     assert grid.run(timeout=500) == 0, grid.log(MO_ID)[-3000:]
