@@ -120,15 +120,15 @@ def test_lying_decryptor_is_caught_in_its_first_lying_round_and_the_run_aborts(b
     ) + grid.log("B3")
 
 
-def test_lying_decryptor_under_drop_pair_is_cut_out_and_the_rest_clears(grid_factory):
-    grid = grid_factory(
+@pytest.mark.slow  # a whole Paillier run in one process
+def test_lying_decryptor_under_drop_pair_is_cut_out_and_the_rest_clears(bus_factory):
+    grid = bus_factory(
         privacy={**TEST_KEYS, "on_violation": "drop_pair"},
         agents={
             "S1": {"behaviour": "lying-decryptor", "lie": 0.02, "lie_from_round": 4, "pmin": 0.0}
         },
     )
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-3000:]
     results = grid.results()
     # Caught in the first round it lies, by the proof check, and only S1 is named: a drop
     # for any other reason, or a detection one round late, must fail here.
