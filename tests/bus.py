@@ -247,6 +247,8 @@ class BusGrid:
         finally:
             for sink in self._files:
                 sink.close()
+            for pid, handler in self._logs.items():  # the lines stay readable: log()
+                self.contexts[pid].log.logger.removeHandler(handler)
         return self._finish()
 
     def after_round(self, round_: int, action: Callable[[], None]) -> None:
@@ -298,7 +300,8 @@ class BusGrid:
 
     def kill(self, pid: str) -> None:
         """As SIGKILL: ``pid`` stops at once, sends nothing more, and the broker publishes its
-        last will. Call it from a watcher (:attr:`Broker.watchers`) while the run goes on."""
+        last will. Call it while the run goes on: from :meth:`after_round` or a watcher
+        (:attr:`Broker.watchers`)."""
         self.killed_at[pid] = time.time()
         session = self.sessions[pid]
         session.dead = True
@@ -307,7 +310,8 @@ class BusGrid:
 
     def _finish(self) -> int:
         """The MO process's end of run (privgrid/roles/market_operator/process.py ``main``)."""
-        if self.codes[MO_ID] == KILLED:
+        if self.codes[MO_ID] == KILLED:  # a killed MO writes nothing
+            self.ledger.close()
             return KILLED
         mo, ctx = self.mo, self.contexts[MO_ID]
         code, outcome = self.codes[MO_ID], self.mo.outcome
