@@ -28,6 +28,7 @@ from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, EXIT_NOT_CONVERGED, EXIT_
 from privgrid.scenario import LM_ID, MO_ID, Scenario
 from privgrid.wire import topics
 from privgrid.wire.channel import Message, Outgoing
+from privgrid.wire.schema import fit_text
 
 RUNNING, FINISHING, VOTING, DONE = "running", "finishing", "voting", "done"
 #: After a failure, how long the MO waits at most for the final reports (and any further
@@ -151,7 +152,7 @@ class OperatorNode(Node):
         if error is not None:
             self.absent |= set(absent) | set(self.missing)
             self.missing = {}
-        body = {"converged": ok, "reason": error or reason}
+        body = {"converged": ok, "reason": fit_text(error or reason)}
         # One ``stop`` per run: a second, different one for the same round would read as an
         # equivocation of ours; the ``closed`` at the end tells everyone about the failure.
         outgoing = [CHECKPOINT] if stopped_before else self._broadcast("stop", body)
@@ -559,7 +560,8 @@ class OperatorNode(Node):
         decision = self.outcome.decision
         committed = decision is not None and decision.commit
         reason = self.outcome.error or self.outcome.reason
-        self.outbox += self._broadcast("closed", {"committed": committed, "reason": reason})
+        body = {"committed": committed, "reason": fit_text(reason)}
+        self.outbox += self._broadcast("closed", body)
         self.finish(self._exit_code())
 
     def _exit_code(self) -> int:
