@@ -249,3 +249,47 @@ def test_the_end_of_run_summary_reads_true_with_and_without_detections():
     caught = render_summary(summary_report(632, 20))
     assert "pair-check failures: 632 (first in round 20)" in caught
     assert "None" not in caught
+
+
+def test_the_curious_lms_reconstruction_follows_the_announced_steps():
+    """Theorem 2 (privgrid.attack.lm_view) with adaptive steps that change during the run: the
+    paper case with every cost ÷ 20, whose step exponent changes four times. The LM's record
+    keeps each round's exponent (the LM reads it from the MO's broadcast), and the fit still
+    recovers every identifiable agent's a and b exactly; read as if the steps had stayed
+    fixed, the same record gives wrong costs."""
+    import tomllib
+
+    from privgrid.market.setup import agent_costs
+    from privgrid.scenario import parse_scenario
+    from tests.lm_view import reconstruct
+
+    data = tomllib.loads((CONFIGS / "paper.toml").read_text())
+    for agent in data["agents"]:
+        agent["a"] /= 20
+        agent["b"] /= 20
+    data["privacy"] = {"mode": "plain", "lm_leg": "sealed"}
+    scenario = parse_scenario(data)
+    setup = build_setup(scenario)
+    g = setup.graph
+    received: list[dict] = []
+
+    def observe(k, s, bar):
+        for i, agent in enumerate(g.agent_ids):
+            entry = {"round": k, "from": agent, "kind": "trades"}
+            received.append({**entry, "received": [float(x) for x in s.trades[g.slots[i]]]})
+
+    result = negotiate(setup, played_costs(scenario), observe=observe)
+    exponent = {r.round: r.exponent for r in result.trace}
+    assert len(set(exponent.values())) >= 4
+    record = [{**e, "steps": exponent[e["round"]]} for e in received]
+    truth = agent_costs(scenario)
+    fits = reconstruct(setup, record)
+    identified = [a for a, fit in fits.items() if fit.a is not None]
+    assert len(identified) >= 4
+    for agent in identified:
+        assert fits[agent].a == pytest.approx(truth[agent].a, rel=1e-6), agent
+        assert fits[agent].b == pytest.approx(truth[agent].b, rel=1e-6), agent
+    blind = reconstruct(setup, [{**e, "steps": 0} for e in record])
+    assert any(
+        blind[a].a is None or blind[a].a != pytest.approx(truth[a].a, rel=1e-3) for a in identified
+    )

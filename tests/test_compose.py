@@ -464,13 +464,16 @@ def _wrapper(linger: float, grace: float, child: str) -> subprocess.Popen:
 
 def test_a_finished_participant_stays_up_until_stopped():
     wrapper = _wrapper(60, 0, "import sys; sys.exit(0)")
-    time.sleep(3)
+    assert wrapper.stderr is not None
+    said = ""  # the wrapper's note that its child ended is the event waited for
+    while "staying up" not in said and (line := wrapper.stderr.readline()):
+        said += line
+    assert "finished with status 0; staying up" in said
     assert wrapper.poll() is None, "it should linger after its process ended"
     started = time.monotonic()
     wrapper.send_signal(signal.SIGTERM)
-    _, err = wrapper.communicate(timeout=10)
+    wrapper.communicate(timeout=10)
     assert wrapper.returncode == 0 and time.monotonic() - started < 5
-    assert "finished with status 0; staying up" in err
 
 
 def test_linger_ends_by_itself_and_keeps_the_exit_status():

@@ -115,6 +115,7 @@ def plain_scenario(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.grid
 def test_broker_operators_and_agents_on_three_hosts_agree_with_solve_over_tls_only(
     lab: Lab, tmp_path: Path
 ):

@@ -65,7 +65,8 @@ def test_paper_scenario_loads_with_roles_pairs_and_defaults():
     assert scenario.pairs[:4] == [("S1", "B1"), ("S1", "B2"), ("S1", "B3"), ("S2", "B1")]
     assert len(scenario.pairs) == 12
     m = scenario.market
-    assert (m.alpha, m.beta, m.tau, m.rho, m.lambda0) == (0.2, 0.25, 1.0, 1.0, 0.0)
+    assert (m.alpha, m.beta, m.tau, m.rho, m.lambda0) == (0.225, 0.25, 2.0, 1.5, 0.0)
+    assert m.steps == "adaptive"
     assert (m.epsilon_p, m.epsilon_lambda, m.max_rounds) == (1e-4, 1e-4, 5000)
 
 
@@ -162,8 +163,8 @@ def test_unknown_case_is_rejected(tmp_path):
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [
-        ("alpha", 0.6, "tau * alpha = 0.6 must be < 0.5"),
-        ("tau", 2.5, "tau * alpha = 0.5 must be < 0.5"),
+        ("alpha", 0.3, "tau * alpha = 0.6 must be < 0.5"),  # with the default tau = 2
+        ("tau", 2.5, "tau * alpha = 0.5625 must be < 0.5"),  # with the default alpha = 0.225
         ("alpha", -0.1, "Input should be greater than 0"),
         ("beta", 1.0, "Input should be less than 1"),
         ("beta", 0.0, "Input should be greater than 0"),

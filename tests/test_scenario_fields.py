@@ -226,8 +226,9 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
     ("market.alpha", ("market", "alpha"), 0.0, "market.alpha", "greater than 0"),
     ("market.beta", ("market", "beta"), 1.0, "market.beta", "less than 1"),
     ("market.tau", ("market", "tau"), 0.0, "market.tau", "greater than 0"),
-    ("market.tau-alpha", ("market", "tau"), 3.0, "market.tau", "tau * alpha = 0.6 must be < 0.5"),
+    ("market.tau-alpha", ("market", "tau"), 3.0, "market.tau", "tau * alpha = 0.675 must be < 0.5"),
     ("market.rho", ("market", "rho"), 2.0, "market.rho", "less than 2"),
+    ("market.steps", ("market", "steps"), "auto", "market.steps", "'adaptive' or 'fixed'"),
     ("market.lambda0", ("market", "lambda0"), NAN, "market.lambda0", "finite"),
     ("market.epsilon_p", ("market", "epsilon_p"), 0.0, "market.epsilon_p", "greater than 0"),
     (

@@ -32,7 +32,10 @@ def _paper(tmp_path: Path, shift: float = 0.0, drop: tuple[str, str] | None = No
 
 
 @pytest.mark.parametrize("drop", [None, ("S1", "B1")])
-def test_a_warm_start_reaches_the_cold_optimum_in_fewer_rounds(tmp_path, drop):
+def test_a_warm_start_reaches_the_cold_optimum(tmp_path, drop):
+    """Also when the largest trade's pair leaves: the start is then far from the new optimum
+    (with adaptive steps that can take a few more rounds than a cold start: 85 vs 80 here;
+    the day's measured warm/cold ratio is in docs/performance.md)."""
     first = _paper(tmp_path)
     done = negotiate(first, agent_costs(first.scenario))
     assert done.converged
@@ -41,7 +44,8 @@ def test_a_warm_start_reaches_the_cold_optimum_in_fewer_rounds(tmp_path, drop):
     cold = negotiate(nxt, costs)
     warm = negotiate(nxt, costs, initial=carry_over(first, done.state, nxt))
     assert cold.converged and warm.converged
-    assert warm.rounds < cold.rounds
+    if drop is None:  # the same pairs, costs moved a little: 44 rounds instead of 73
+        assert warm.rounds <= 0.75 * cold.rounds
     central = solve_central(nxt, costs)
     g = nxt.graph
     for result in (cold, warm):
@@ -72,3 +76,17 @@ def test_an_initial_state_of_another_market_is_refused(tmp_path):
     other = _paper(tmp_path, drop=("S1", "B1"))
     with pytest.raises(ValueError, match="does not fit"):
         negotiate(setup, agent_costs(setup.scenario), initial=NegotiationState.initial(other))
+
+
+def test_a_warm_start_begins_at_the_last_announced_step_exponent(tmp_path):
+    """The exponent is public (every round message carries it) and the next market starts
+    there, with every change still allowed."""
+    import dataclasses
+
+    first = _paper(tmp_path)
+    done = negotiate(first, agent_costs(first.scenario))
+    moved = dataclasses.replace(done.state, exponent=3)
+    start = carry_over(first, moved, first)
+    assert start.exponent == 3
+    again = negotiate(first, agent_costs(first.scenario), initial=start, max_rounds=1)
+    assert again.trace[0].exponent == 3

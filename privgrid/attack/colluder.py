@@ -86,8 +86,12 @@ class Colluder:
         trades: np.ndarray,
         own_fixed: np.ndarray,
         peer_fixed: np.ndarray,
+        alpha: float,
     ) -> tuple[LocalStep, np.ndarray, np.ndarray]:
-        """Apply the round's lever to the pair with the target (every other pair stays honest)."""
+        """Apply the round's lever to the pair with the target (every other pair stays honest).
+
+        ``alpha`` is the round's innovation step as the MO announced it (adaptive steps).
+        """
         order = self.orders.get(round_)
         if order is None or order.price is None:
             return step, own_fixed, peer_fixed
@@ -95,18 +99,18 @@ class Colluder:
         self.steered += 1
         if self.attack.shares == "free":
             # Inject the price: B_ct = L − A_tc, A_tc predicted from the target's last P̄.
-            predicted_own = (1 - m.rho * m.beta) * prices[i] - m.rho * m.alpha * self.last_bar
+            predicted_own = (1 - m.rho * m.beta) * prices[i] - m.rho * alpha * self.last_bar
             peer_fixed = peer_fixed.copy()
             peer_fixed[i] = encode_scalar(order.price - predicted_own)
             return step, own_fixed, peer_fixed
-        q = (prices[i] - order.price) / (m.rho * m.alpha) - self.last_bar
+        q = (prices[i] - order.price) / (m.rho * alpha) - self.last_bar
         q = float(np.clip(q, *self.range))
         bar = step.extrapolated.copy()
         new = step.trades.copy()
         bar[i] = q
         new[i] = quantise_scalar(trades[i] + 0.5 * m.rho * (q - trades[i]))  # public recursion
         step = replace(step, trades=new, extrapolated=bar)
-        own, peer = price_shares(prices, bar, m.alpha, m.beta, m.rho)
+        own, peer = price_shares(prices, bar, alpha, m.beta, m.rho)
         return step, share_to_fixed(own), share_to_fixed(peer)
 
     # -- sharing with the coalition --------------------------------------------------------------

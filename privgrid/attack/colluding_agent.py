@@ -24,6 +24,7 @@ from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
 from privgrid.market.agent_step import AgentCost, LocalStep
 from privgrid.market.derive import PartnerView
+from privgrid.market.steps import StepSizes
 from privgrid.privacy import PrivacyMode
 from privgrid.roles.agent.node import AgentNode, RoundWork
 from privgrid.runtime import Action
@@ -46,7 +47,8 @@ class ColludingAgent(AgentNode):
     ) -> None:
         super().__init__(me, scenario, cost, mode, log, identity)
         self.colluder = colluder
-        self.pending: int | None = None  # a round waiting for the coordinator's order
+        #: (round, step exponent) of a round waiting for the coordinator's order.
+        self.pending: tuple[int, int] | None = None
 
     # -- the coalition's channel ----------------------------------------------------------------
     def bind(self, channel: Channel) -> None:
@@ -72,23 +74,25 @@ class ColludingAgent(AgentNode):
         except Rejected as exc:
             self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
             return []
-        if self.pending is not None and self.colluder.ready(self.pending):
-            pending, self.pending = self.pending, None
-            outgoing += self._play(pending)
+        if self.pending is not None and self.colluder.ready(self.pending[0]):
+            (pending, exponent), self.pending = self.pending, None
+            outgoing += self._play(pending, exponent)
         return outgoing
 
     # -- where the play deviates ----------------------------------------------------------------
-    def _play(self, round_: int) -> list[Action]:
+    def _play(self, round_: int, exponent: int) -> list[Action]:
         if not self.colluder.ready(round_):
-            self.pending = round_  # the coordinator's order for this round is not in yet
+            self.pending = (round_, exponent)  # the coordinator's order is not in yet
             return []
-        return super()._play(round_)
+        return super()._play(round_, exponent)
 
     def _shares(
-        self, round_: int, step: LocalStep
+        self, round_: int, step: LocalStep, steps: StepSizes
     ) -> tuple[LocalStep, np.ndarray, np.ndarray]:
-        step, own, peer = super()._shares(round_, step)
-        return self.colluder.adjust(round_, step, self.prices, self.trades, own, peer)
+        step, own, peer = super()._shares(round_, step, steps)
+        return self.colluder.adjust(
+            round_, step, self.prices, self.trades, own, peer, steps.alpha
+        )
 
     def _pair_checks(
         self,

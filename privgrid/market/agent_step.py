@@ -27,6 +27,12 @@ class AgentCost:
     def cost(self, total: float) -> float:
         return 0.5 * self.a * total * total + self.b * total
 
+    def best_total(self, theta: float) -> float:
+        """The total that marginal value ``theta`` supports: ``clip((θ − b)/a, pmin, pmax)``
+        (an agent's settled response to a price; the perturbation experiment's estimators
+        work from it)."""
+        return min(max((theta - self.b) / self.a, self.pmin), self.pmax)
+
 
 @dataclass(frozen=True)
 class LocalStep:

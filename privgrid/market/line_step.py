@@ -34,11 +34,25 @@ class LineStep:
     line_residual: float  # r_L (kW)
 
 
-def lm_step_size(G: np.ndarray, tau: float, alpha: float) -> float:
-    """``σ = 0.9 (1/τ − 2α) / (2 ‖G_L‖₂²)``: inside the convergence condition with margin."""
+#: The adaptive steps' line budget ``τσ‖G_L‖₂²`` (docs/market.md "Step sizes"): 0.9 of the
+#: bound ½, the same margin as the published formula.
+LINE_BUDGET = 0.45
+
+
+def lm_step_size(G: np.ndarray, tau: float, alpha: float, steps: str = "fixed") -> float:
+    """The LM step σ for the base steps ``τ, α`` (docs/market.md "Step sizes").
+
+    ``"fixed"``: ``σ = 0.9 (1/τ − 2α) / (2 ‖G_L‖₂²)``, algorithm.md §5.1 — inside the sum bound
+    ``τ(2α + 2σ‖G_L‖²) < 1`` with margin (the published parameters, reproduced bit for bit).
+    ``"adaptive"``: ``σ = LINE_BUDGET / (τ ‖G_L‖₂²)``, inside the exact condition
+    ``τ·max(2α, 2σ‖G_L‖²) < 1``: the price rows and the line rows of the constraint matrix act
+    on orthogonal parts of the trade vector, so the two budgets do not add up.
+    """
     norm = float(np.linalg.norm(G, 2)) if G.size else 0.0
     if norm == 0.0:
         return 0.0
+    if steps == "adaptive":
+        return LINE_BUDGET / (tau * norm * norm)
     return 0.9 * (1.0 / tau - 2.0 * alpha) / (2.0 * norm * norm)
 
 

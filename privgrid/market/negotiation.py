@@ -2,7 +2,9 @@
 
 This is the reference the multi-process run must reproduce bit for bit: agents step one at a
 time with exactly the arrays their processes would hold, price shares cross in fixed point,
-the LM and the MO run their steps on the quantised values they would receive.
+the LM and the MO run their steps on the quantised values they would receive, and the MO's
+step controller (:mod:`privgrid.market.steps`) takes the same decisions from the same
+residuals.
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ from privgrid.market.line_step import (
 )
 from privgrid.market.price import combine_fixed, price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup
+from privgrid.market.steps import StepController, StepSizes
 from privgrid.market.stopping import Residuals, converged
 
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """One row of the trace: residuals and welfare after round ``round``."""
+    """One row of the trace: residuals and welfare after round ``round``, and the step
+    exponent the round used (:mod:`privgrid.market.steps`)."""
 
     round: int
     residuals: Residuals
     welfare: float
+    exponent: int = 0
 
 
 @dataclass
@@ -51,6 +56,9 @@ class NegotiationState:
     theta: np.ndarray  # per agent, private to each agent
     flows: np.ndarray | None = None  # masked leg: the LM's F(P^k) on the limited lines
     derived: np.ndarray | None = None  # masked leg: at t, the owner's view of trade mirror[t]
+    #: The step exponent of the last round (public: the MO announced it to everyone); a warm
+    #: start begins there instead of at 0, so a later market need not adapt again.
+    exponent: int = 0
 
     @classmethod
     def initial(cls, setup: MarketSetup) -> NegotiationState:
@@ -91,6 +99,7 @@ def negotiate(
     observe: Callable[[int, NegotiationState, np.ndarray], None] | None = None,
     welfare_costs: Mapping[str, AgentCost] | None = None,
     initial: NegotiationState | None = None,
+    controller: StepController | None = None,
 ) -> NegotiationResult:
     """Run rounds until the MO's stopping test holds or the round limit is reached.
 
@@ -104,6 +113,11 @@ def negotiate(
     ``initial``: the state to start from instead of round 0 (a warm start: each party's own
     values from an earlier market, :func:`privgrid.market.warm.carry_over`); its arrays must
     have this market's shapes.
+
+    ``controller`` decides each round's step exponent from the previous round's residuals, as
+    the MO does (default: a fresh :class:`~privgrid.market.steps.StepController` for the
+    scenario's ``market.steps``); pass one to read its decisions afterwards. Each trace row
+    records the exponent its round used.
     """
     g = setup.graph
     market = setup.scenario.market
@@ -115,8 +129,12 @@ def negotiate(
     if state.trades.shape != (g.n_trades,) or state.line_prices.up.shape != (len(setup.limited),):
         raise ValueError("the initial state does not fit this market (trades or lines differ)")
     trace: list[RoundRecord] = []
+    controller = controller or StepController.for_market(market, exponent=state.exponent)
+    base = StepSizes(market.tau, market.alpha, setup.sigma)
     started = time.perf_counter()
     for k in range(1, limit + 1):
+        exponent = controller.exponent
+        steps = base.scaled(exponent)
         new = np.empty(g.n_trades)
         bar = np.empty(g.n_trades)
         theta = np.empty(g.n_agents)
@@ -130,13 +148,13 @@ def negotiate(
                 state.charges[s],
                 g.lo[s],
                 g.hi[s],
-                market.tau,
+                steps.tau,
                 market.rho,
             )
             new[s], bar[s], theta[i] = step.trades, step.extrapolated, step.theta
             dual = max(dual, step.residual)
         # Step 2: λ_nm = A_nm + B_mn, shares crossing in fixed point.
-        own, peer = price_shares(state.prices, bar, market.alpha, market.beta, market.rho)
+        own, peer = price_shares(state.prices, bar, steps.alpha, market.beta, market.rho)
         peer_fixed = share_to_fixed(peer)
         prices = combine_fixed(share_to_fixed(own), peer_fixed[g.mirror])
         # Step 3: the LM, on the trades it received or on masked flow contributions.
@@ -146,13 +164,13 @@ def negotiate(
             flows_bar = aggregate_flows(contributions)
             flows = relaxed_flows(state.flows, flows_bar, market.rho)
             line = line_update(
-                flows_bar, setup.fmax, setup.sigma, market.rho, state.line_prices, flows
+                flows_bar, setup.fmax, steps.sigma, market.rho, state.line_prices, flows
             )
             view = derive_partner(
                 decode(peer_fixed[g.mirror]),
                 state.prices[g.mirror],
                 state.derived,
-                market.alpha,
+                steps.alpha,
                 market.beta,
                 market.rho,
             )
@@ -160,7 +178,7 @@ def negotiate(
             reciprocity = quantise_scalar(float(np.max(np.abs(new + derived), initial=0.0)))
         else:
             line = lm_step(
-                G, setup.fmax, setup.sigma, market.rho, state.line_prices, state.trades, new
+                G, setup.fmax, steps.sigma, market.rho, state.line_prices, state.trades, new
             )
             reciprocity = reciprocity_residual(new, g.mirror)
         charges = charges_for(G, line.prices)
@@ -171,13 +189,16 @@ def negotiate(
             dual=dual,
             consensus=float(np.max(np.abs(prices - prices[g.mirror]))),
         )
-        state = NegotiationState(new, prices, charges, line.prices, theta, flows, derived)
+        state = NegotiationState(
+            new, prices, charges, line.prices, theta, flows, derived, exponent
+        )
         if observe is not None:
             observe(k, state, bar)
-        record = RoundRecord(k, residuals, welfare(setup, welfare_costs, new))
+        record = RoundRecord(k, residuals, welfare(setup, welfare_costs, new), exponent)
         trace.append(record)
         if on_round is not None:
             on_round(record)
         if converged(residuals, market.epsilon_p, market.epsilon_lambda):
             return NegotiationResult(True, k, state, trace, time.perf_counter() - started)
+        controller.observe(k, residuals)
     return NegotiationResult(False, limit, state, trace, time.perf_counter() - started)

@@ -92,7 +92,7 @@ class MarketSetup:
     ptdf: np.ndarray  # φ, all branches × trades (owner sells, partner receives)
     limited: np.ndarray  # branch indices with a limit, in network order
     fmax: np.ndarray  # their limits, kW
-    sigma: float  # LM step size (algorithm.md §5.1)
+    sigma: float  # LM step σ₀ at step exponent 0 (line_step.lm_step_size)
 
     @property
     def G(self) -> np.ndarray:
@@ -182,5 +182,5 @@ def build_setup(scenario: Scenario) -> MarketSetup:
     limited = np.array(sorted(network.branch_index(str(k)) for k in limits), dtype=np.int64)
     fmax = np.array([limits[network.branches[i].name] for i in limited], dtype=np.float64)
     market = scenario.market
-    sigma = lm_step_size(0.5 * ptdf[limited], market.tau, market.alpha)
+    sigma = lm_step_size(0.5 * ptdf[limited], market.tau, market.alpha, market.steps)
     return MarketSetup(scenario, graph, network, ptdf, limited, fmax, sigma)

@@ -9,6 +9,7 @@ nothing moves between parties, so a warm start leaks nothing new (docs/privacy.m
 - the LM keeps its line prices η (the limited lines are the same on one feeder), and the
   congestion charges of the new market follow from them, ``c = Gᵀ(η⁺ − η⁻)``, as the LM
   computes them each round;
+- the step exponent the MO announced last (public) is where the next market's steps begin;
 - the LM's tracked flows ``F(P)`` are re-aggregated from the agents' starting trades (on the
   wire: one masked aggregation at the start of the interval), so the relaxed-flow recursion
   starts exact even where pairs came or went.
@@ -64,4 +65,5 @@ def carry_over(
         start.theta,
         aggregate_flows([flow_contribution(setup.G[:, s], start.trades[s]) for s in g.slots]),
         derived,
+        state.exponent,
     )

@@ -169,13 +169,18 @@ MIN_EPSILON = 100 * RESOLUTION
 
 
 class MarketSection(_Strict):
-    """Negotiation parameters; defaults are algorithm.md §5.1."""
+    """Negotiation parameters. The step defaults are the fastest safe settings measured
+    (docs/market.md "Step sizes", docs/performance.md); algorithm.md §5.1's published ones
+    are ``steps = "fixed"``, ``tau = 1``, ``alpha = 0.2``, ``rho = 1``."""
 
     pairs: PairsSpec = "sellers-buyers"
-    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
+    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.225
     beta: Annotated[float, Field(gt=0, lt=1)] = 0.25
-    tau: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
-    rho: Annotated[float, Field(ge=1, lt=2)] = 1.0
+    tau: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
+    rho: Annotated[float, Field(ge=1, lt=2)] = 1.5
+    #: "adaptive": the MO rescales τ, α, σ during the run (docs/market.md "Step sizes");
+    #: "fixed": constant steps and σ by algorithm.md §5.1 (the published method).
+    steps: Literal["adaptive", "fixed"] = "adaptive"
     lambda0: Annotated[float, Field(allow_inf_nan=False)] = 0.0
     epsilon_p: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
     epsilon_lambda: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
@@ -195,8 +200,9 @@ class MarketSection(_Strict):
 
     @model_validator(mode="after")
     def _convergence_condition(self) -> MarketSection:
-        # Chambolle–Pock: τ(2α + 2σ‖G‖²) < 1. The LM picks σ so that its part is
-        # 0.9(1 − 2τα); what remains for the scenario is τα < ½.
+        # Chambolle–Pock: τ·max(2α, 2σ‖G‖²) < 1 (adaptive steps; the sum τ(2α + 2σ‖G‖²) < 1
+        # with fixed steps). The LM picks σ inside its part; what remains for the scenario is
+        # τα < ½, which the adaptive steps' rescaling τ·2^e, α·2^-e keeps (docs/market.md).
         if self.tau * self.alpha >= 0.5:
             raise FieldValueError(
                 "tau",

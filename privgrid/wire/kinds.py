@@ -153,11 +153,23 @@ class Resync(Body):
     incarnation: int = wire(s.NON_NEGATIVE)
 
 
+#: The range of a round's step exponent: privgrid.market.steps never goes beyond ±16; the
+#: limit only keeps 2^e a normal float.
+STEP_EXPONENT_LIMIT = 60
+
+
 @message(Kind.ROUND, {MO}, {EVERYONE}, sealed=False)
 class Round(Body):
-    """The MO's round clock: begin this round (without the pairs removed from the market)."""
+    """The MO's round clock: begin this round (without the pairs removed from the market).
+
+    ``steps``: the round's step exponent e with adaptive steps (τ·2^e, α·2^-e, σ·2^-e;
+    :mod:`privgrid.market.steps`); absent with fixed steps (e = 0).
+    """
 
     dropped: tuple[tuple[str, str], ...] | None = wire(s.Spec(s.pair_list), default=None)
+    steps: int | None = wire(
+        s.int_range(-STEP_EXPONENT_LIMIT, STEP_EXPONENT_LIMIT), default=None
+    )
 
 
 @message(Kind.STOP, {MO}, {EVERYONE}, sealed=False)

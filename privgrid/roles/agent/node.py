@@ -1,6 +1,7 @@
 """The prosumer's protocol logic: one round = local step, price exchange, charges, residuals.
 
-Round k, after the MO's ``round k``:
+Round k, after the MO's ``round k`` (which announces the round's step exponent e: τ·2^e and
+α·2^-e, :mod:`privgrid.market.steps`):
 1. the exact local step on (P, λ, c) of round k−1 → new trades, P̄, r_d (private θ kept);
 2. the price shares A, B → the price exchange with every partner (the privacy mode's);
 3. the new trades → the LM (through the mode's LM leg);
@@ -33,6 +34,7 @@ from privgrid.market.fixedpoint import encode, encode_scalar, fixed_tuple, quant
 from privgrid.market.kkt import AgentView, Check, Tolerances, check_agent, excluding_pairs
 from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ranges
+from privgrid.market.steps import StepSizes
 from privgrid.market.stopping import agent_pair_residuals
 from privgrid.privacy import PrivacyMode, Violation
 from privgrid.roles.voter import Voter
@@ -68,6 +70,7 @@ class RoundWork:
     round: int
     step: LocalStep
     own_shares: np.ndarray  # A_nm, fixed point: with λ_nm(k+1) it gives the partner's B_mn
+    steps: StepSizes  # τ, α (and σ) of this round, as the MO announced them
     charges: np.ndarray | None = None
     evidence: dict[str, list[bytes]] = field(default_factory=dict)  # partners' signed messages
 
@@ -98,6 +101,7 @@ class AgentNode(Voter):
         # Built before connecting: loading the network takes seconds of CPU, and a client that
         # is silent for 1.5 keepalives inside its event loop is dropped by the broker.
         self._setup = _shared_setup(scenario)
+        self.base_steps = StepSizes(self.market.tau, self.market.alpha, self._setup.sigma)
         self.leg = mode.lm_leg(self.market_setup, self._mask_keys)
         ranges = trade_ranges(scenario)
         self.partner_lo = np.array([ranges[m][0] for m in self.partners])
@@ -144,8 +148,8 @@ class AgentNode(Voter):
         self.last_heard = now
         from_mo = message.sender == MO_ID
         match message.body:
-            case Round(dropped=dropped) if from_mo:
-                return self._begin(message.round, dropped or ())
+            case Round(dropped=dropped, steps=exponent) if from_mo:
+                return self._begin(message.round, dropped or (), exponent or 0)
             case Stop() as stop:
                 return self._stop(message.round, stop)
             case BlockProposal(block=raw) if from_mo:
@@ -292,35 +296,33 @@ class AgentNode(Voter):
             "the MO removed my pair(s) with %s from the market", ", ".join(sorted(new))
         )
 
-    def _begin(self, round_: int, dropped: tuple[tuple[str, str], ...]) -> list[Action]:
+    def _begin(
+        self, round_: int, dropped: tuple[tuple[str, str], ...], exponent: int
+    ) -> list[Action]:
         if round_ <= self.completed or (self.work is not None and self.work.round == round_):
             return []  # a repeat (the MO re-broadcasts its round after its restart)
         if round_ != self.completed + 1 or self.work is not None:
             self.log.warning("ignored round %d (expected %d)", round_, self.completed + 1)
             return []
         self.dropped_pairs = dropped
-        return self._play(round_)
+        return self._play(round_, exponent)
 
-    def _play(self, round_: int) -> list[Action]:
-        """Round ``round_`` begins: the local step, then our side of every exchange and the
-        contribution for the LM; messages that came early are handled now."""
+    def _play(self, round_: int, exponent: int) -> list[Action]:
+        """Round ``round_`` begins with the step sizes the MO announced (exponent e: τ·2^e,
+        α·2^-e): the local step, then our side of every exchange and the contribution for the
+        LM; messages that came early are handled now."""
         self.log.round = round_
         self._drop_pairs(self.dropped_pairs)
         started = time.perf_counter()
+        steps = self.base_steps.scaled(exponent)
+        m = self.market
         step = local_step(
-            self.cost,
-            self.trades,
-            self.prices,
-            self.charges,
-            self.lo,
-            self.hi,
-            self.market.tau,
-            self.market.rho,
+            self.cost, self.trades, self.prices, self.charges, self.lo, self.hi, steps.tau, m.rho
         )
         self.theta = step.theta
-        step, own_fixed, peer_fixed = self._shares(round_, step)
+        step, own_fixed, peer_fixed = self._shares(round_, step, steps)
         self.compute_seconds += time.perf_counter() - started
-        self.work = RoundWork(round_, step, own_fixed)
+        self.work = RoundWork(round_, step, own_fixed, steps)
         outgoing: list[Action] = [*self.exchange.begin(round_, own_fixed, peer_fixed)]
         self.last_lm = self.leg.agent_message(round_, step.trades, step.extrapolated)
         outgoing.append(self.last_lm)
@@ -330,11 +332,11 @@ class AgentNode(Voter):
         return outgoing
 
     def _shares(
-        self, round_: int, step: LocalStep
+        self, round_: int, step: LocalStep, steps: StepSizes
     ) -> tuple[LocalStep, np.ndarray, np.ndarray]:
         """The step we play and our fixed-point price shares A (own) and B (peer) from it."""
         m = self.market
-        own, peer = price_shares(self.prices, step.extrapolated, m.alpha, m.beta, m.rho)
+        own, peer = price_shares(self.prices, step.extrapolated, steps.alpha, m.beta, m.rho)
         return step, share_to_fixed(own), share_to_fixed(peer)
 
     def _in_round(self, message: Message) -> list[Action]:
@@ -365,7 +367,8 @@ class AgentNode(Voter):
         own, partner = self.exchange.prices(self.prices)
         m = self.market
         shares = partner_shares(encode(own), work.own_shares)
-        view = derive_partner(shares, self.partner_prices, self.derived, m.alpha, m.beta, m.rho)
+        alpha = work.steps.alpha
+        view = derive_partner(shares, self.partner_prices, self.derived, alpha, m.beta, m.rho)
         active = np.zeros(len(self.partners), dtype=bool)
         active[[i for i, _ in self.exchange.active()]] = True
         outgoing = self._pair_checks(work, own, partner, view, active)

@@ -1,11 +1,12 @@
 """The Line Manager's protocol logic: flows in, line prices (and charges) out, each round.
 
 Round k: collect every agent's contribution through the LM leg (its trades, or with masked
-aggregation only its masked share of the line flows); run the LM step — projected dual ascent
-on the line limits (:mod:`privgrid.market.line_step`); send each agent what it needs for its
-charges (its charges, or the line prices) and the MO the residuals r_L (and r_P when the LM
-sees trades). After ``stop``: check its KKT part on the last state and send it,
-with the line prices, to the MO; after convergence, vote on the MO's block.
+aggregation only its masked share of the line flows) and the MO's ``round k`` broadcast (its
+step exponent e sets the round's σ·2^-e, :mod:`privgrid.market.steps`); run the LM step —
+projected dual ascent on the line limits (:mod:`privgrid.market.line_step`); send each agent
+what it needs for its charges (its charges, or the line prices) and the MO the residuals r_L
+(and r_P when the LM sees trades). After ``stop``: check its KKT part on the last state and
+send it, with the line prices, to the MO; after convergence, vote on the MO's block.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from privgrid.market.fixedpoint import encode_scalar, fixed_tuple
 from privgrid.market.kkt import Check, Tolerances, check_line_flows, check_lines, excluding_pairs
 from privgrid.market.line_step import LinePrices, line_update
 from privgrid.market.setup import MarketSetup
+from privgrid.market.steps import StepSizes
 from privgrid.privacy import PrivacyMode, Violation
 from privgrid.roles.voter import Voter
 from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, Action
@@ -55,6 +57,10 @@ class LineManagerNode(Voter):
         self.leg = mode.lm_leg(lambda: setup, self._mask_keys)
         self.graph = setup.graph
         self.market = setup.scenario.market
+        self.base_steps = StepSizes(self.market.tau, self.market.alpha, setup.sigma)
+        #: (round, step exponent) of the latest ``round`` broadcast: a round is priced with the
+        #: σ the MO announced for it, so the LM waits for that broadcast as well.
+        self.announced: tuple[int, int] | None = None
         self.line_prices = LinePrices.zero(len(setup.limited))
         self.flows = np.zeros(len(setup.limited))  # F(P^k) on the limited lines
         self.completed = 0
@@ -64,6 +70,7 @@ class LineManagerNode(Voter):
         self.last_step: list[Outgoing] = []  # the last round's charges or line prices
         #: Opt-in audit of what the LM received (the honest-but-curious experiment).
         self.record: Callable[[dict[str, object]], None] | None = None
+        self.audit: list[dict[str, object]] = []  # this round's entries, until it is priced
 
     def _mask_keys(self) -> dict[str, bytes]:  # the LM holds no masks
         return {}
@@ -93,12 +100,15 @@ class LineManagerNode(Voter):
                     self.log.error("the MO left the run; stopping")
                     self.finish(EXIT_FAILURE)
                 return []
-            case Round(dropped=dropped):
+            case Round(dropped=dropped, steps=exponent) if from_mo:
+                if message.round <= self.completed:
+                    return []  # a repeat (the MO re-broadcasts after a restart)
                 self.log.round = message.round
+                self.announced = (message.round, exponent or 0)
                 if (dropped or ()) != self.dropped:
                     self.dropped = dropped or ()
                     self.leg.lm_drop(self.setup, self.dropped)
-                return []
+                return self._ready()
         if message.kind != self.leg.agent_kind:
             self.log.warning("dropped unexpected %s from %s", message.kind, message.sender)
             return []
@@ -116,8 +126,8 @@ class LineManagerNode(Voter):
         slots = self.graph.slots[self.graph.index(message.sender)]
         try:
             self.leg.lm_receive(message, len(slots))
-            if self.record is not None:
-                self.record(
+            if self.record is not None:  # written when the round is priced, with its steps
+                self.audit.append(
                     {
                         "round": message.round,
                         "from": message.sender,
@@ -130,16 +140,29 @@ class LineManagerNode(Voter):
         except Rejected as exc:
             self.log.warning("dropped %s from %s: %s", message.kind, message.sender, exc.reason)
             return []
+        return self._ready()
+
+    def _ready(self) -> list[Action]:
+        """Price round ``completed + 1`` once every contribution and its broadcast are in."""
+        round_ = self.completed + 1
+        if self.announced is None or self.announced[0] != round_:
+            return []
         if not self.leg.lm_ready(self.graph.n_agents):
             return []
-        return self._step(message.round)
+        return self._step(round_, self.announced[1])
 
-    def _step(self, round_: int) -> list[Action]:
+    def _step(self, round_: int, exponent: int) -> list[Action]:
         started = time.perf_counter()
         setup = self.setup
+        sigma = self.base_steps.scaled(exponent).sigma
+        if self.record is not None:
+            for entry in self.audit:
+                if entry["round"] == round_:
+                    self.record({**entry, "steps": exponent})
+            self.audit = []
         flows_bar, flows_new, reciprocity = self.leg.lm_flows(setup, self.market.rho)
         line = line_update(
-            flows_bar, setup.fmax, setup.sigma, self.market.rho, self.line_prices, flows_new
+            flows_bar, setup.fmax, sigma, self.market.rho, self.line_prices, flows_new
         )
         self.line_prices, self.flows, self.completed = line.prices, flows_new, round_
         self.compute_seconds += time.perf_counter() - started
@@ -202,6 +225,7 @@ class LineManagerNode(Voter):
             "eta_down": [float(x) for x in self.line_prices.down],
             "flows": [float(x) for x in self.flows],
             "dropped": [list(p) for p in self.dropped],
+            "announced": None if self.announced is None else list(self.announced),
             "leg": self.leg.lm_snapshot(),
             "awaiting_block": self.awaiting_block,
             "voted": self.voted,
@@ -216,6 +240,8 @@ class LineManagerNode(Voter):
         )
         self.flows = np.array(state["flows"], dtype=float)
         self.dropped = tuple((str(a), str(b)) for a, b in state["dropped"])
+        announced = state.get("announced")
+        self.announced = None if announced is None else (int(announced[0]), int(announced[1]))
         if self.dropped:
             self.leg.lm_drop(self.setup, self.dropped)
         self.leg.lm_restore(state["leg"])

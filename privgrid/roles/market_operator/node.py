@@ -2,7 +2,8 @@
 
 It starts round 1 once every participant has announced itself, collects each round's residuals
 (r_d, r_C from every agent; r_P, r_L from the LM), applies the stopping test of
-:mod:`privgrid.market.stopping`, and broadcasts the next round or ``stop``. A participant that
+:mod:`privgrid.market.stopping`, and broadcasts the next round — with its step exponent, from
+the step controller of :mod:`privgrid.market.steps` — or ``stop``. A participant that
 leaves (its signed last will), or a round that does not complete within the timeout, ends the
 run with an error naming who is missing. After ``stop`` it collects the final reports; what
 becomes of them (results, ledger) is the process layer's business (:attr:`outcome`).
@@ -10,6 +11,7 @@ becomes of them (results, ledger) is the process layer's business (:attr:`outcom
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
@@ -20,6 +22,7 @@ from privgrid.ledger import Block, Decision, LedgerError, Vote
 from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import decode_scalar
 from privgrid.market.setup import TradeGraph
+from privgrid.market.steps import StepController
 from privgrid.market.stopping import Residuals, converged
 from privgrid.privacy import PrivacyMode
 from privgrid.runtime import (
@@ -48,6 +51,7 @@ from privgrid.wire.kinds import (
     Stop,
     ViolationReport,
 )
+from privgrid.wire.schema import fit_text
 
 if TYPE_CHECKING:
     from privgrid.roles.market_operator.proposal import Proposal
@@ -111,6 +115,7 @@ class OperatorNode(Node):
         self.scenario = scenario
         self.graph = TradeGraph.from_scenario(scenario)
         self.market = scenario.market
+        self.steps = StepController.for_market(scenario.market)  # announced in every round
         self.agents = list(self.graph.agent_ids)
         self.expected = {*self.agents, LM_ID}
         self.on_progress = on_progress
@@ -151,7 +156,8 @@ class OperatorNode(Node):
         self.log.round = self.round
         self.round_started = now
         self.agent_residuals, self.lm_residuals = {}, None
-        return self._broadcast(Round(tuple(self.outcome.dropped) or None))
+        steps = self.steps.exponent if self.steps.adaptive else None
+        return self._broadcast(Round(tuple(self.outcome.dropped) or None, steps))
 
     def _stop(
         self,
@@ -180,7 +186,7 @@ class OperatorNode(Node):
         if error is not None:
             self.absent |= set(absent) | set(self.missing)
             self.missing = {}
-        body = Stop(converged=ok, reason=error or reason)
+        body = Stop(converged=ok, reason=fit_text(error or reason))
         # One ``stop`` per run: a second, different one for the same round would read as an
         # equivocation of ours; the ``closed`` at the end tells everyone about the failure.
         outgoing: list[Action] = [CHECKPOINT] if stopped_before else self._broadcast(body)
@@ -269,6 +275,20 @@ class OperatorNode(Node):
             return self._stop(now, ok=True, reason="converged")
         if self.round >= self.market.max_rounds:
             return self._stop(now, ok=False, reason=f"round limit {self.market.max_rounds} reached")
+        before = self.steps.exponent
+        after = self.steps.observe(self.round, residuals)
+        if after != before:
+            self.log.info(
+                "steps from round %d: exponent %d -> %d (tau = %g, alpha = %g; change %d of at "
+                "most %d)",
+                self.round + 1,
+                before,
+                after,
+                math.ldexp(self.market.tau, after),
+                math.ldexp(self.market.alpha, -after),
+                self.steps.changes,
+                self.steps.rule.max_changes,
+            )
         return self._next_round(now)
 
     # -- faults ------------------------------------------------------------------------------
@@ -334,7 +354,7 @@ class OperatorNode(Node):
         self.outcome.error = reason
         self.phase = Phase.DONE
         self.finish(EXIT_FAILURE)
-        return [Outgoing(topics.BROADCAST, 0, Stop(converged=False, reason=reason))]
+        return [Outgoing(topics.BROADCAST, 0, Stop(converged=False, reason=fit_text(reason)))]
 
     def _departed(self, sender: str, now: float) -> list[Action]:
         if self.outcome.error is not None:  # the run failed already: one report fewer to await
@@ -448,6 +468,7 @@ class OperatorNode(Node):
             "block": None if o.block is None else o.block.to_bytes(),
             "votes": {voter: vote.to_bytes() for voter, vote in o.votes.items()},
             "last_broadcast": None if last is None else last.to_state(),
+            "steps": self.steps.snapshot(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -468,6 +489,7 @@ class OperatorNode(Node):
         o.dropped = [(str(a), str(b)) for a, b in state["dropped"]]
         o.block = None if state["block"] is None else Block.from_bytes(state["block"])
         o.votes = {voter: Vote.from_bytes(raw) for voter, raw in state["votes"].items()}
+        self.steps.restore(state["steps"])
         last = state["last_broadcast"]
         if last is not None:
             self.last_broadcast = Outgoing.from_state(last)
@@ -574,7 +596,7 @@ class OperatorNode(Node):
         decision = self.outcome.decision
         committed = decision is not None and decision.commit
         reason = self.outcome.error or self.outcome.reason
-        self.outbox += self._broadcast(Closed(committed=committed, reason=reason))
+        self.outbox += self._broadcast(Closed(committed=committed, reason=fit_text(reason)))
         self.finish(self._exit_code())
 
     def _exit_code(self) -> int:

@@ -209,6 +209,18 @@ def main(
     node = OperatorNode(ctx.scenario, mode, ctx.log, on_progress, proposal)
     on_progress.node = node
     code = run_node(ctx, node)
+    code, record = end_of_run(ctx, ledger, node, code, str(scenario_path.resolve()))
+    path = record.write(folder)
+    ctx.log.info("wrote %s (%s)", path, record.error or record.reason)
+    sys.exit(code)
+
+
+def end_of_run(
+    ctx: Context, ledger: Ledger, node: OperatorNode, code: int, scenario_file: str | None
+) -> tuple[int, ProtocolRecord]:
+    """After the node's run: name an abnormal end in the outcome, commit the block if the
+    votes allow it, and make the record; returns the exit status (a ledger that refused the
+    block turns success into a failure) and the record to write."""
     outcome = node.outcome
     interrupted = code == EXIT_INTERRUPTED
     if interrupted and outcome.error is None:
@@ -229,8 +241,6 @@ def main(
         ledger=ledger_info,
         mo_stats=node.stats(),
         now=time.perf_counter(),
-        scenario_file=str(scenario_path.resolve()),
+        scenario_file=scenario_file,
     )
-    path = record.write(folder)
-    ctx.log.info("wrote %s (%s)", path, outcome.error or outcome.reason)
-    sys.exit(code)
+    return code, record
