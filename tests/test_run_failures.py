@@ -199,7 +199,7 @@ def test_exit_3_an_agent_that_stops_answering_times_the_round_out_naming_it(
     tmp_path, no_process_left_behind
 ):
     """SIGSTOP: S3's process stays connected but silent, so no last will: the MO's round
-    timeout names it first, with whoever waits for it in that round and cannot report either
+    timeout names it, with whoever waits for it in that round and cannot report either
     (its buyers for their prices; everyone, when S3 stopped before its masked flow share
     reached the LM, which prices no line without every share); everyone else's final report
     still comes in; S3 is killed at the end."""
@@ -209,10 +209,12 @@ def test_exit_3_an_agent_that_stops_answering_times_the_round_out_naming_it(
     assert run.finish() == 3, run.stderr()[-3000:]
     assert "Traceback" not in run.stderr()
     results = run.results()
-    expected = r"round \d+ did not complete within 5 s; no residuals from (S3(, \w+)*)"
+    expected = r"round \d+ did not complete within 5 s; no residuals from (\w+(?:, \w+)*)"
     named = re.fullmatch(expected, results["error"])
     assert results["status"] == "failed" and named, results["error"]
-    assert set(named.group(1).split(", ")) <= {"S3", "S1", "S2", "S4", "B1", "B2", "B3", "LM"}
+    names = named.group(1).split(", ")  # in the scenario's order: S3 is not always first
+    assert "S3" in names, results["error"]
+    assert set(names) <= {"S3", "S1", "S2", "S4", "B1", "B2", "B3", "LM"}
     assert run.last_line() == f"privgrid: run failed: {results['error']} (exit 3)"
     assert set(results["participants"]) == {"S1", "S2", "S4", "B1", "B2", "B3", "LM", "MO"}
 
