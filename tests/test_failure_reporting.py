@@ -22,6 +22,7 @@ from privgrid.launcher import crashed, describe_exit, end_line, final_status
 from privgrid.logs import ParticipantLog
 from privgrid.market.setup import build_setup
 from privgrid.market.stopping import Residuals
+from privgrid.membership import PeerState
 from privgrid.plots import write_plots
 from privgrid.progress import (
     ProgressReporter,
@@ -363,8 +364,7 @@ def test_a_queued_message_dropped_after_a_restart_is_logged_at_info(tmp_path, ca
     assert fresh.channel.stats["rejected"] == 1
     caplog.clear()
     restarted = participant(tmp_path, identity)
-    restarted.incarnation = 1
-    restarted.peer_state = {"B1": (0, b"x" * 32, None)}
+    restarted.membership.resume(1, {"B1": PeerState(0, b"x" * 32, None)})
     restarted._unknown_peer(UnknownPeer("no key announcement from B1 yet", "B1"), "t/B1/share")
     assert [r.levelname for r in caplog.records] == ["INFO"]
     assert "queued for us before our restart" in caplog.records[0].getMessage()
