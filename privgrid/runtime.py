@@ -1,15 +1,19 @@
-"""The event loop every participant runs: MQTT session ↔ secure channel ↔ role node.
+"""The event loop every participant runs: MQTT session ↔ secure channel ↔ membership ↔ node.
 
-A role is a :class:`Node`: plain synchronous code that turns checked messages (and clock
-ticks) into messages to send. This module does everything around it, the same way for the
-agents, the LM and the MO:
+A role is a :class:`~privgrid.node.Node` (:mod:`privgrid.node`, re-exported here): plain
+synchronous code that turns checked messages (and clock ticks) into messages to send. Who is
+in the run, in which incarnation, and the restart rules are a state machine of their own,
+equally free of I/O (:mod:`privgrid.membership`). This module is the thin asyncio loop around
+both — it feeds them and publishes what they return — the same way for the agents, the LM and
+the MO:
 
 1. connect (persistent session, signed last will announcing our departure);
 2. subscribe to our inbox, the broadcasts and the key announcements;
 3. publish our retained, signed key announcement;
 4. once the announcements of every participant we talk to are in, start the node; anything
-   that arrived earlier waits in a buffer;
-5. hand each message to the node; drop bad ones with one log line naming sender and reason;
+   that arrived earlier waits in a buffer (both: :class:`~privgrid.membership.Membership`);
+5. hand each message to the membership, which passes it on to the node; drop bad ones with
+   one log line naming sender and reason;
 6. stop when the node has an exit code; clear our retained announcement on the way out.
 
 Restarts (docs/reliability.md): with a :class:`~privgrid.state.CheckpointStore` the runtime
@@ -19,7 +23,8 @@ from the checkpoint if there is one: same session keys, incarnation + 1, announc
 last completed round. A peer that sees a higher incarnation forgets the peer's duplicate
 state, answers ``resync`` and lets its node redo what the restarted peer lost; the restarted
 participant ignores a peer's direct messages until that peer's ``resync`` (anything earlier
-was sent before the peer knew of the restart).
+was sent before the peer knew of the restart). Those rules are :mod:`privgrid.membership`'s;
+this module loads and saves the checkpoint around them.
 """
 
 from __future__ import annotations
