@@ -2,8 +2,10 @@
 a participant's membership and restart rules as a state machine, apart from the event loop.
 
 Inputs: checked messages (from the channel) and the clock; outputs: what to send
-(:data:`~privgrid.node.Action`). The asyncio loop (:mod:`privgrid.runtime`) only feeds it and
-publishes what it returns; every rule here is tested directly (tests/test_membership.py).
+(:data:`~privgrid.node.Action`), plus the channel's per-peer state it keeps current (the
+agreement keys it learns, the duplicate-detection state it forgets). No asyncio, no MQTT: the
+asyncio loop (:mod:`privgrid.runtime`) only feeds it and publishes what it returns; every rule
+here is tested directly (tests/test_membership.py).
 
 - **Start.** The node starts once the key announcements of all its peers are accepted
   (:meth:`Node.peers`); what arrives before waits in a buffer and is handed over in order
@@ -13,7 +15,8 @@ publishes what it returns; every rule here is tested directly (tests/test_member
   teaches the channel the peer's agreement key. The same one again is nothing; a second,
   *different* key in the same incarnation is a violation, reported with both signed
   announcements; a peer that announces other keys than before our own restart, without
-  restarting itself, likewise.
+  restarting itself, likewise (with that announcement). Our own announcements and
+  broadcasts, echoed by the broker, are nothing.
 - **A peer's restart** (docs/reliability.md): a higher incarnation with the same agreement key
   is a rejoin from its checkpoint: its duplicate-detection state starts over, it gets a
   ``resync``, and the node redoes or re-sends what it lost (:meth:`Node.peer_restarted`; before
