@@ -6,7 +6,7 @@
 #   make test           install (including Debian's mosquitto), set up Docker without a
 #                       registry (make docker-images), then ruff + the type check + every test
 #                       (what CI runs)
-#   make typecheck      mypy privgrid, once pyproject.toml has a [tool.mypy] section
+#   make typecheck      mypy privgrid (pyproject.toml's [tool.mypy]; stubs/ has phe's and msgpack's)
 #   make docker-images  as root: Debian's docker.io, docker-compose and debootstrap, a running
 #                       dockerd, and the offline base and broker images (scripts/docker_offline.py)
 # PRIVGRID_SKIP_DOCKER=1 make test skips the Docker set-up and the Docker tests.

@@ -265,9 +265,9 @@ def setup_grid(
     tls_dir = None
     if tls:
         tls_dir = init_run_tls(scenario, keys_dir, broker_names=BROKER_TLS_NAMES).folder
-    for folder, dirs, files in os.walk(keys_dir):
+    for root, dirs, files in os.walk(keys_dir):
         for entry in [".", *dirs, *files]:
-            _chown(Path(folder) / entry, owner)
+            _chown(Path(root) / entry, owner)
 
     attack = getattr(scenario, "attack", None)  # the [attack] table (collusion experiment)
     colluders = list(attack.colluders) if attack is not None else []
@@ -339,9 +339,9 @@ def setup_grid(
     _ensure_dir(run_folder, owner, 0o755)
     # An earlier session may have run as another uid: the MO must be able to append to the
     # ledger and replace the results.
-    for folder, dirs, files in os.walk(run_folder):
+    for root, dirs, files in os.walk(run_folder):
         for entry in [*dirs, *files]:
-            _chown(Path(folder) / entry, owner)
+            _chown(Path(root) / entry, owner)
     return SetupResult(project, run, ids, colluders, run_folder, reused)
 
 

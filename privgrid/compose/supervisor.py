@@ -84,7 +84,7 @@ def run_role(
     up to ``linger`` seconds for a stop request (the others use this so that the MO, not
     them, ends an ``--abort-on-container-exit`` run).
     """
-    stop = {"at": None}
+    stop: dict[str, float | None] = {"at": None}
 
     def on_signal(signum: int, frame: object) -> None:
         if stop["at"] is None:

@@ -442,7 +442,9 @@ def _day_document(prepared: PreparedDay, rows: list[dict[str, Any]], wall: float
         "median_rounds_warm": _median(warm),
         "median_rounds_cold": _median(cold),
         "warm_over_cold": (
-            _median(warm) / _median(cold) if warm and cold and _median(cold) else None
+            statistics.median(warm) / statistics.median(cold)
+            if warm and cold and _median(cold)
+            else None
         ),
         "local_kwh": sum(r["local_kwh"] for r in rows),
         "import_kwh": sum(r["import_kwh"] for r in rows),

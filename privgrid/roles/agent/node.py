@@ -76,6 +76,8 @@ class RoundWork:
 
 
 class AgentNode(Voter):
+    mode: PrivacyMode  # an agent always has one (Node's may be None)
+
     def __init__(
         self,
         me: str,

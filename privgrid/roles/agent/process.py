@@ -60,7 +60,7 @@ def main(
     if len(set(agent_ids)) != len(agent_ids):
         raise click.BadParameter("an agent id is repeated", param_hint="--id")
     group = logs.setup_group(list(agent_ids), log_format, log_dir) if len(agent_ids) > 1 else {}
-    members = []
+    members: list[tuple[Context, AgentNode]] = []
     for agent_id in agent_ids:
         ctx = load_context(
             agent_id,

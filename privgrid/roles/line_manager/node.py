@@ -69,7 +69,7 @@ class LineManagerNode(Voter):
         # ``last_mo``, our last message to the MO).
         self.last_step: list[Outgoing] = []  # the last round's charges or line prices
         #: Opt-in audit of what the LM received (the honest-but-curious experiment).
-        self.record: Callable[[dict[str, object]], None] | None = None
+        self.record: Callable[[dict[str, object]], object] | None = None
         self.audit: list[dict[str, object]] = []  # this round's entries, until it is priced
 
     def _mask_keys(self) -> dict[str, bytes]:  # the LM holds no masks

@@ -424,11 +424,11 @@ class OperatorNode(Node):
         failed = self.outcome.error is not None
         limit = min(timeouts.finish, FAILED_FINISH_SECONDS) if failed else timeouts.finish
         if self.phase == Phase.FINISHING and now - self.stop_sent_at > limit:
-            missing = ", ".join(sorted(self._awaited()))
+            awaited = ", ".join(sorted(self._awaited()))
             if failed:  # the failure stays the reason; the missing reports are a footnote
-                self.log.warning("no final report from %s within %g s", missing, limit)
+                self.log.warning("no final report from %s within %g s", awaited, limit)
             else:
-                self.outcome.error = f"no final report from {missing}"
+                self.outcome.error = f"no final report from {awaited}"
                 self.log.error("%s within %g s", self.outcome.error, limit)
             self._done()
         return []
