@@ -23,6 +23,8 @@ the process and the marker to add. Two watches, both only while a fast test runs
    a forbidden process is refused before it starts, so nothing runs for long;
 2. a thread that looks at the test process's descendants twice a second (psutil), for what
    a child starts: a broker lives as long as its run, seconds at least, so it is seen.
+   Descendants already running when the fast test starts (a broker of a module-scoped grid
+   fixture, kept for the file's later grid tests) are not the fast test's doing.
 
 Not seen: a broker run inside the test process itself (no test does; the harness starts
 the embedded one as a process too).
@@ -171,7 +173,13 @@ def watching(item: pytest.Item) -> Iterator[None]:
     if item.get_closest_marker("fast") is None:
         yield
         return
+    # What already runs (a broker a module-scoped grid fixture started for earlier tests)
+    # was not started by this test: only processes that appear from now on count.
+    running: set[int] = set()
+    with contextlib.suppress(psutil.Error):
+        running = {child.pid for child in psutil.Process().children(recursive=True)}
     with _watch.lock:
+        _watch.seen_pids |= running
         _watch.nodeid, _watch.found = item.nodeid, []
     try:
         yield

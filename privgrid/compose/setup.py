@@ -312,11 +312,15 @@ def setup_grid(
         for name, mode in ((CA_CERT, 0o644), (f"{pid}.pem", 0o644), (f"{pid}.key", 0o600)):
             _write_file(own / name, (tls_dir / name).read_bytes(), owner, mode)
 
-    # The dashboard: the public roster and its own broker password, nothing else.
+    # The dashboard: the public roster and its own broker password, nothing else. With TLS
+    # there is no dashboard service (it has no client certificate yet) and no password at all.
     folder = project / DASHBOARD
-    _ensure_dir(folder, owner, 0o700)
-    _write_file(folder / ROSTER_FILE, roster, owner, 0o644)
-    _write_file(folder / PASSWORD_FILE, users.passwords[DASHBOARD].encode(), owner)
+    if tls_dir is None:
+        _ensure_dir(folder, owner, 0o700)
+        _write_file(folder / ROSTER_FILE, roster, owner, 0o644)
+        _write_file(folder / PASSWORD_FILE, users.passwords[DASHBOARD].encode(), owner)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
     broker_dir = project / "broker"
     _ensure_dir(broker_dir, broker_owner, 0o700)
