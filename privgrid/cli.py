@@ -311,6 +311,42 @@ def _run_day(options: object, as_json: bool) -> None:
     sys.exit(outcome.code)
 
 
+@main.command(name="report")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--scenario",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The run's scenario [default: RUN_DIR/scenario.toml, else the file the MO read].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+def report_command(run_dir: Path, scenario: Path | None, as_json: bool) -> None:
+    """Write a run's results from the MO's record: results.json, trace.csv, plots/.
+
+    Reads RUN_DIR/protocol.json, which the MO writes at its end (protocol data only), and the
+    scenario, whose private costs only this evaluator reads: the welfare, the centralised
+    optimum and a replay of the negotiation (the trace's welfare column). `privgrid run`
+    does this by itself once every process has exited; run it by hand after a Market
+    Operator started alone.
+
+    Exit status: 0 results written, 2 no record or no scenario, or invalid ones.
+    """
+    from privgrid.console import print_summary
+    from privgrid.protocol_record import RecordError
+    from privgrid.report import report_run
+
+    try:
+        results = report_run(
+            run_dir, scenario, lambda text: click.echo(f"privgrid: warning: {text}", err=True)
+        )
+    except (RecordError, ScenarioError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(dumps(results))
+    else:
+        print_summary(results)
+    click.echo(f"wrote {run_dir / 'results.json'} ({results['status']})", err=True)
+
+
 @main.group()
 def keys() -> None:
     """Identity keys, the pinned roster and TLS certificates."""

@@ -405,11 +405,11 @@ def plot_perturbation(levels: Sequence[Mapping[str, Any]], path: Path) -> None:
         if positive.size == 0:
             continue
         bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40)
-        for level, values, color in zip(levels, samples, ("tab:blue", "tab:red"), strict=False):
+        for level, sample, color in zip(levels, samples, ("tab:blue", "tab:red"), strict=False):
             label = f"(σ_b, r, w) = {_level_label(level['noise'])}"
-            shown = values[values > 0]  # a log axis
+            shown = sample[sample > 0]  # a log axis
             ax.hist(shown, bins=bins, histtype="step", lw=1.5, color=color, label=label)
-            ax.axvline(float(np.median(values)), color=color, ls="--", lw=1)  # as in the table
+            ax.axvline(float(np.median(sample)), color=color, ls="--", lw=1)  # as in the table
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("sessions")

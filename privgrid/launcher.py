@@ -9,10 +9,12 @@
    ``logs/<participant>.log``; show progress from the MO;
 5. with ``[timeouts] on_missing = "wait"``, restart a participant that crashed (killed by a
    signal, or an uncaught error) from its checkpoint, at most ``--restarts`` times each;
-6. on Ctrl-C stop every child cleanly (the MO writes what it has, status ``interrupted``);
-   at the end make sure ``results.json`` exists and says how the run ended — the launcher
-   writes it itself if the MO could not — and map every ending onto the documented exit
-   statuses (:func:`final_status`).
+6. on Ctrl-C stop every child cleanly (the MO records what it has, status ``interrupted``);
+7. once every process has exited, ``privgrid report`` the run (:mod:`privgrid.report`):
+   ``results.json``, plots and the welfare column from the MO's ``protocol.json`` — or, when
+   the MO could not write it, from the record of the failure — so that ``results.json``
+   always says how the run ended; map every ending onto the documented exit statuses
+   (:func:`final_status`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from privgrid.broker.local import LocalBroker, start_broker
 from privgrid.keys import init_keys, init_run_tls, participants
 from privgrid.process import ENV_BROKER_URLS, ENV_TLS_DIR
 from privgrid.progress import PROGRESS_LOG_SECONDS, progress_text
+from privgrid.protocol_record import ProtocolRecord, RecordError
 from privgrid.results import INTERRUPTED, NOT_CONVERGED
+from privgrid.runfolder import PROTOCOL_FILE, TRACE_FILE, clear_outputs, read_trace
 from privgrid.runtime import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
@@ -49,7 +53,7 @@ from privgrid.runtime import (
     EXIT_NOT_CONVERGED,
     EXIT_OK,
 )
-from privgrid.scenario import LM_ID, MO_ID, Scenario, parse_scenario
+from privgrid.scenario import LM_ID, MO_ID, Scenario, ScenarioError, parse_scenario
 from privgrid.solve import prepare
 
 #: Restarts per participant under ``on_missing = "wait"`` (``privgrid run --restarts``).
@@ -260,8 +264,6 @@ class Launcher:
         # A run folder used again (--out) is a new run: an earlier run's checkpoints (same run
         # id) would make every process resume that run, and its results must not stay.
         shutil.rmtree(self.folder / "state" / self.run_id, ignore_errors=True)
-        from privgrid.report import clear_outputs
-
         clear_outputs(self.folder)
         self.scenario = scenario
         return scenario, scenario_file
@@ -522,30 +524,33 @@ class Launcher:
             return f"participant MO {describe_exit(self.mo_status)} {self.when()}"
         return "the MO ended without results"
 
-    def write_fallback(self, scenario: Scenario, error: str) -> dict[str, Any]:
-        """results.json (and the convergence plot) of a run whose MO did not write them."""
+    def report(
+        self, scenario: Scenario, scenario_file: Path, broker_error: str | None
+    ) -> dict[str, Any]:
+        """``privgrid report`` of the run, once every process has exited: from the MO's
+        ``protocol.json``, or — when the MO could not write it — from the record of the
+        failure (:meth:`ProtocolRecord.failed`), through the same report code."""
         from privgrid import report
         from privgrid.market.setup import build_setup
 
-        mode = self.options.privacy or scenario.privacy.mode
-        trace = report.read_trace(self.folder / "trace.csv")
-        results = report.failure_results(
-            build_setup(scenario),
+        def warn(text: str) -> None:
+            self.console.print(f"[yellow]{text}[/yellow]")
+
+        error = broker_error
+        if error is None and (self.folder / PROTOCOL_FILE).exists():
+            try:
+                return report.report_run(self.folder, scenario_file, warn)
+            except (RecordError, ScenarioError) as exc:
+                error = f"the run could not be reported: {exc}"
+                warn(error)
+        record = ProtocolRecord.failed(
             run=self.run_id,
-            mode=mode,
-            error=error,
+            mode=self.options.privacy or scenario.privacy.mode,
+            error=error or self.fallback_error(),
             interrupted=self.interrupted,
-            trace=trace,
+            trace=read_trace(self.folder / TRACE_FILE),
         )
-        report.write_results(self.folder, results)
-        market = scenario.market
-        try:
-            report.write_plots(
-                self.folder / "plots", results, trace, market.epsilon_p, market.epsilon_lambda
-            )
-        except Exception as exc:  # plots are a convenience; the results are what matters
-            self.console.print(f"[yellow]could not draw the plots: {exc}[/yellow]")
-        return results
+        return report.write_report(self.folder, build_setup(scenario), record, warn)
 
     def last_error(self, participant: str) -> str | None:
         """The message of ``participant``'s last ERROR log line (text or JSON format)."""
@@ -634,32 +639,14 @@ def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any]]:
         launcher.stop_all(mo_grace=INTERRUPT_GRACE if launcher.interrupted else 5.0)
     if launcher.interrupted and launcher.children:
         launcher.mo_status = launcher.mo.process.returncode
-    results = read_results(launcher.folder / "results.json")
-    if results is None:
-        error = broker_error or launcher.fallback_error()
-        results = launcher.write_fallback(scenario, error)
+    results = launcher.report(scenario, scenario_file, broker_error)
     code = final_status(launcher.mo_status, results.get("status"), launcher.interrupted)
-    if scenario.attack is not None and results.get("trades"):
-        # Again, now that every process has exited (the coordinator's estimates are written).
-        from privgrid.attack.evaluate import write_attack_report
-        from privgrid.market.setup import build_setup
-
-        write_attack_report(launcher.folder, build_setup(scenario), results)
     if code not in (EXIT_OK, EXIT_INTERRUPTED):
         for line in launcher.error_lines():
             launcher.console.print(f"[red]{line}[/red]", highlight=False, soft_wrap=True)
     if dashboard is not None:  # last: it shows the results it reads now, then exits
         dashboard.stop()
     return code, launcher.folder, results
-
-
-def read_results(path: Path) -> dict[str, Any] | None:
-    """The results file, or None if there is none (or it is not a complete JSON object)."""
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return results if isinstance(results, dict) and "status" in results else None
 
 
 def end_line(code: int, results: dict[str, Any]) -> str | None:

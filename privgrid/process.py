@@ -23,7 +23,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,7 +310,7 @@ def run_node(ctx: Context, node: Node) -> int:
     return run_nodes([(ctx, node)])
 
 
-def run_nodes(members: list[tuple[Context, Node]]) -> int:
+def run_nodes(members: Sequence[tuple[Context, Node]]) -> int:
     """Run several participants in one event loop (``--agents-per-process``).
 
     Each keeps its own identity, keys, MQTT client and log; they share only the interpreter.

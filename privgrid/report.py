@@ -1,23 +1,26 @@
-"""The run folder: ``results.json``, ``trace.csv`` and plots, from what the MO collected.
+"""``privgrid report RUN_DIR``: the run folder's results, from the MO's record and the scenario.
 
-Two sources, kept apart:
-- **the protocol**: the agents' and the LM's final reports (cleared trades, prices, charges,
-  line prices, each party's own KKT checks, traffic counters) and the MO's residual trace;
+Runs after the MO's protocol work, in another process (``privgrid run`` calls it once every
+participant has exited; in Docker the MO's container runs it after the MO), so that the MO
+handles protocol data only. Two sources, kept apart:
+- **the protocol** (``protocol.json``, :mod:`privgrid.protocol_record`): the agents' and the
+  LM's final reports (cleared trades, prices, charges, line prices, each party's own KKT
+  checks, traffic counters), the MO's residual trace, violations and ledger verdict;
 - **the evaluator** (a simulation oracle, not a participant): it reads every agent's private
   cost from the scenario file to compute welfare and the centralised optimum, and replays the
   negotiation in one process to give ``trace.csv`` a welfare column and ``agents[].theta`` a
   value (as in ``privgrid solve``). The replay is used only if it reproduces the run's final
   trades bit for bit. Nothing it computes goes back to a participant.
+
+What it writes: ``results.json`` (the schema of :mod:`privgrid.results`), the final
+``trace.csv`` and ``plots/``, and in an attack scenario ``attack.json``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import tempfile
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,8 @@ from privgrid.market.kkt import Check, Tolerances, check_pairs
 from privgrid.market.line_step import LinePrices
 from privgrid.market.negotiation import negotiate, welfare
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
-from privgrid.market.stopping import Residuals
+from privgrid.plots import write_plots
+from privgrid.protocol_record import ProtocolRecord, RecordError
 from privgrid.results import (
     CONVERGED,
     FAILED,
@@ -37,20 +41,19 @@ from privgrid.results import (
     NOT_CONVERGED,
     Outcome,
     build_results,
-    dumps,
     optimal_block,
 )
-from privgrid.roles.market_operator.node import RunOutcome, TraceRow
+from privgrid.roles.market_operator.node import TraceRow
+from privgrid.runfolder import TRACE_FILE, write_results, write_trace
+from privgrid.scenario import load_scenario
 from privgrid.wire.kinds import AgentFinal
 
-#: Files of ours in a run folder, removed before a fresh run writes its own: a failed run
-#: must not leave the previous run's plots (or results) looking like its own.
-OUTPUTS = ("results.json", "trace.csv", "attack.json", "plots/convergence.png", "plots/trades.png")
-TRACE_COLUMNS = ["round", "r_P", "r_L", "r_d", "r_C", "elapsed_s", "welfare"]
+SCENARIO_FILE = "scenario.toml"  # what `privgrid run` leaves in the run folder
+_log = logging.getLogger("privgrid.report")
 
 
 def assemble(setup: MarketSetup, finals: Mapping[str, AgentFinal]) -> dict[str, np.ndarray]:
-    """The agents' final reports as trade vectors in canonical order."""
+    """The agents' final reports as trade vectors in canonical order (NaN where none)."""
     g = setup.graph
     out = {name: np.full(g.n_trades, np.nan) for name in ("P", "lam", "lam_peer", "c")}
     for agent, body in finals.items():
@@ -68,10 +71,14 @@ def merge_kkt(parts: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
     return {"passed": bool(checks) and not failures, "checked": len(checks), "failures": failures}
 
 
-def _participant_stats(outcome: RunOutcome) -> dict[str, dict[str, float]]:
-    stats = {agent: dict(body.stats) for agent, body in outcome.finals.items()}
-    if outcome.lm_final is not None:
-        stats["LM"] = dict(outcome.lm_final.stats)
+def _participant_stats(record: ProtocolRecord) -> dict[str, dict[str, float]]:
+    """Every participant's counters as its final report gave them (the MO's its own)."""
+    if not record.measured:
+        return {}  # they died with the MO
+    stats = {agent: dict(body.stats) for agent, body in record.finals.items()}
+    if record.lm_final is not None:
+        stats["LM"] = dict(record.lm_final.stats)
+    stats["MO"] = dict(record.mo_stats or {})
     return stats
 
 
@@ -79,49 +86,46 @@ def _totals(stats: Mapping[str, Mapping[str, float]], key: str) -> float:
     return float(sum(s.get(key, 0.0) for s in stats.values()))
 
 
-def status_of(outcome: RunOutcome, interrupted: bool = False) -> str:
-    """The results' ``status`` (:data:`privgrid.results.STATUSES`) of a run's outcome."""
-    if interrupted:
+def status_of(record: ProtocolRecord) -> str:
+    """The results' ``status`` (:data:`privgrid.results.STATUSES`) of a run's record."""
+    if record.interrupted:
         return INTERRUPTED
-    if outcome.error is not None:
+    if record.error is not None:
         return FAILED
-    return CONVERGED if outcome.converged else NOT_CONVERGED
+    return CONVERGED if record.converged else NOT_CONVERGED
 
 
 def build(
-    setup: MarketSetup,
-    outcome: RunOutcome,
-    *,
-    run: str,
-    mode: str,
-    mo_stats: Mapping[str, float],
-    evaluate: bool = True,
-    interrupted: bool = False,
+    setup: MarketSetup, record: ProtocolRecord, *, replay: bool = True
 ) -> tuple[dict[str, Any], list[float | None]]:
     """Results dict (schema of :mod:`privgrid.results`) and the welfare trace (or Nones).
 
     The evaluator (centralised QP, replay) runs only for a run that ended without an error:
-    a failed run's last state is reported as the participants left it, unjudged."""
-    status = status_of(outcome, interrupted)
-    evaluate = evaluate and status in (CONVERGED, NOT_CONVERGED)
+    a failed run's last state is reported as the participants left it, unjudged. What the MO
+    did not live to measure (a record of :meth:`ProtocolRecord.failed`) is ``null``.
+    ``replay=False`` skips the replay (a warm-started market of a day: a cold replay cannot
+    reproduce it)."""
+    started = time.perf_counter()
+    status = status_of(record)
+    evaluate = status in (CONVERGED, NOT_CONVERGED)
     g = setup.graph
-    v = assemble(setup, outcome.finals)
-    lm = outcome.lm_final
+    v = assemble(setup, record.finals)
+    lm = record.lm_final
     n_lines = len(setup.limited)
     eta = LinePrices(
         decode(np.array(lm.eta_up if lm else [0] * n_lines, dtype=np.int64)),
         decode(np.array(lm.eta_down if lm else [0] * n_lines, dtype=np.int64)),
     )
-    complete = len(outcome.finals) == g.n_agents and outcome.lm_final is not None
+    complete = len(record.finals) == g.n_agents and lm is not None
     trades = np.nan_to_num(v["P"])
     mo_checks: list[Check] = []
     t_kkt = time.perf_counter()
     if complete:
         tol = Tolerances.for_market(setup.scenario.market)
-        mo_checks = check_pairs(setup, trades, v["lam"], tol, outcome.dropped)
-    kkt_time = time.perf_counter() - t_kkt  # the MO's checks; each party times its own
+        mo_checks = check_pairs(setup, trades, v["lam"], tol, record.dropped)
+    kkt_time = time.perf_counter() - t_kkt  # the MO's part (A4, public data); each party's own
     kkt = merge_kkt(
-        [body.kkt for body in outcome.finals.values()]
+        [body.kkt for body in record.finals.values()]
         + [lm.kkt if lm else []]
         + [[c.as_dict() for c in mo_checks]]
     )
@@ -129,39 +133,36 @@ def build(
         kkt["passed"] = False
     costs = agent_costs(setup.scenario)
     run_welfare = welfare(setup, costs, trades) if complete else float("nan")
-    judged = without_pairs(setup, outcome.dropped)
     optimal_welfare = optimal_totals = optimal = theta = central_time = None
-    welfare_trace: list[float | None] = [None] * len(outcome.trace)
+    welfare_trace: list[float | None] = [None] * len(record.trace)
     if evaluate and complete:
         try:
-            central = solve_central(judged, costs)
+            central = solve_central(without_pairs(setup, record.dropped), costs)
             optimal_welfare, optimal_totals = central.welfare, central.totals
             optimal = optimal_block(central.theta, central.line_prices)
             central_time = central.solve_time
         except InfeasibleMarketError:
             pass
-        if not outcome.dropped:  # a replay reproduces only an undisturbed run
-            replay = negotiate(
+        if replay and not record.dropped:  # a replay reproduces only an undisturbed run
+            replayed = negotiate(
                 setup,
                 played_costs(setup.scenario),
-                max_rounds=max(outcome.rounds, 1),
+                max_rounds=max(record.rounds, 1),
                 welfare_costs=costs,
             )
-            if np.array_equal(replay.state.trades, trades):
-                welfare_trace = [r.welfare for r in replay.trace[: len(outcome.trace)]]
-                theta = replay.state.theta
-    stats = _participant_stats(outcome)
-    stats["MO"] = dict(mo_stats)
-    rounds = max(outcome.rounds, 1)
-    negotiation = max(outcome.stopped - outcome.started, 0.0)
+            if np.array_equal(replayed.state.trades, trades):
+                welfare_trace = [r.welfare for r in replayed.trace[: len(record.trace)]]
+                theta = replayed.state.theta
+    stats = _participant_stats(record)
+    rounds = max(record.rounds, 1)
     sent = _totals(stats, "sent")
     sent_bytes = _totals(stats, "sent_bytes")
-    last = outcome.trace[-1].residuals.as_dict() if outcome.trace else {}
+    last = record.trace[-1].residuals.as_dict() if record.trace else {}
     results = build_results(
         setup,
         Outcome(
-            outcome.converged,
-            outcome.rounds,
+            record.converged,
+            record.rounds,
             trades,
             np.nan_to_num(v["lam"]),
             np.nan_to_num(v["c"]),
@@ -173,26 +174,15 @@ def build(
         optimal_totals=optimal_totals,
         kkt=kkt,
         residuals=last,
-        timings={
-            "negotiation_s": negotiation,
-            "per_round_s": negotiation / rounds,
-            "finish_s": max(outcome.finished - outcome.stopped, 0.0),
-            "crypto_s": _totals(stats, "crypto_s"),
-            "compute_s": _totals(stats, "compute_s"),
-            "wait_s": _totals(stats, "wait_s"),
-            "central_s": central_time,
-            "kkt_s": kkt_time,
-            # Round 1 to now: negotiation, final reports, ledger vote and this evaluation.
-            "total_s": time.perf_counter() - outcome.started if outcome.started else 0.0,
-        },
-        mode=mode,
+        timings=_timings(record, stats, central_time, kkt_time, started),
+        mode=record.mode,
         optimal=optimal,
         status=status,
         extra={
-            "run": run,
-            "reason": outcome.reason,
-            "error": outcome.error,
-            "violations": outcome.violations,
+            "run": record.run,
+            "reason": record.reason,
+            "error": record.error,
+            "violations": record.violations,
             "messages": {
                 "sent": int(sent),
                 "bytes": int(sent_bytes),
@@ -207,12 +197,48 @@ def build(
                 "failed": int(_totals(stats, "proofs_failed")),
             },
             "crypto_phases": crypto_phases(stats),
-            "dropped_pairs": outcome.dropped,
+            "dropped_pairs": record.dropped,
             "evaluation": "welfare and optimum by the simulation's evaluator (reads private "
             "costs from the scenario); not known to any participant",
+            "ledger": record.ledger,
         },
     )
     return results, welfare_trace
+
+
+def _timings(
+    record: ProtocolRecord,
+    stats: Mapping[str, Mapping[str, float]],
+    central_s: float | None,
+    kkt_s: float,
+    started: float,
+) -> dict[str, float | None]:
+    clocks = record.clocks
+    if clocks is None:  # the MO died: only what the live trace shows is known
+        elapsed = record.trace[-1].elapsed if record.trace else None
+        negotiation = dict.fromkeys(("negotiation_s", "per_round_s"))
+        if record.trace and elapsed is not None:
+            negotiation = {
+                "negotiation_s": elapsed,
+                "per_round_s": elapsed / max(record.trace[-1].round, 1),
+            }
+        unknown = ("finish_s", "crypto_s", "compute_s", "wait_s", "central_s", "kkt_s", "total_s")
+        return {**negotiation, **dict.fromkeys(unknown)}
+    negotiation_s = clocks.negotiation_s
+    evaluation_s = time.perf_counter() - started
+    return {
+        "negotiation_s": negotiation_s,
+        "per_round_s": negotiation_s / max(record.rounds, 1),
+        "finish_s": clocks.finish_s,
+        "crypto_s": _totals(stats, "crypto_s"),
+        "compute_s": _totals(stats, "compute_s"),
+        "wait_s": _totals(stats, "wait_s"),
+        "central_s": central_s,
+        "kkt_s": kkt_s,
+        # Round 1 to the MO's record (negotiation, final reports, ledger vote), plus this
+        # evaluation.
+        "total_s": clocks.total_s + evaluation_s if clocks.total_s else 0.0,
+    }
 
 
 def crypto_phases(stats: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -236,208 +262,6 @@ def without_pairs(setup: MarketSetup, dropped: Sequence[Sequence[str]]) -> Marke
     return build_setup(setup.scenario.model_copy(update={"market": market}))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _trace_row(row: TraceRow, welfare_value: float | None) -> list[Any]:
-    r = row.residuals
-    return [
-        row.round,
-        r.reciprocity,
-        r.line,
-        r.dual,
-        r.consensus,
-        round(row.elapsed, 6),
-        "" if welfare_value is None else welfare_value,
-    ]
-
-
-def write_trace(
-    path: Path, trace: Sequence[TraceRow], welfare_trace: Sequence[float | None]
-) -> None:
-    """The end-of-run ``trace.csv``, with the evaluator's welfare column (replaces the live
-    file of :class:`TraceFile` in one rename)."""
-    rows = [TRACE_COLUMNS]
-    rows += [_trace_row(row, w) for row, w in zip(trace, welfare_trace, strict=True)]
-    buffer = io.StringIO(newline="")
-    csv.writer(buffer).writerows(rows)
-    write_atomic(path, buffer.getvalue())
-
-
-def read_trace(path: Path) -> list[TraceRow]:
-    """The rows of a ``trace.csv`` (live or final); an absent or unreadable file has none."""
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        return [
-            TraceRow(
-                int(r["round"]),
-                Residuals(float(r["r_P"]), float(r["r_L"]), float(r["r_d"]), float(r["r_C"])),
-                float(r["elapsed_s"]),
-            )
-            for r in rows
-        ]
-    except (OSError, KeyError, TypeError, ValueError):
-        return []
-
-
-class TraceFile:
-    """``trace.csv`` written while the run goes on: one row appended (and flushed) per round,
-    so another program can follow a live run. Rewritten whole at the first call, which also
-    covers the rounds a restarted MO restored from its checkpoint; the welfare column stays
-    empty until :func:`write_trace` at the end."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.written = 0  # last round in the file
-        self.started = False
-
-    def sync(self, trace: Sequence[TraceRow]) -> None:
-        """Append the rows of ``trace`` not in the file yet."""
-        if not self.started:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("w", newline="", encoding="utf-8") as handle:
-                csv.writer(handle).writerow(TRACE_COLUMNS)
-            self.started = True
-        new = [row for row in trace if row.round > self.written]
-        if not new:
-            return
-        with self.path.open("a", newline="", encoding="utf-8") as handle:
-            csv.writer(handle).writerows(_trace_row(row, None) for row in new)
-            handle.flush()
-        self.written = new[-1].round
-
-
-def clear_outputs(folder: Path) -> None:
-    """Remove the files a previous run left in ``folder`` (:data:`OUTPUTS`), nothing else."""
-    for name in OUTPUTS:
-        (folder / name).unlink(missing_ok=True)
-
-
-def status_title(results: Mapping[str, Any]) -> str:
-    """What a plot's title says about how the run ended ("" for a converged run)."""
-    status = results.get("status", CONVERGED)
-    if status == FAILED:
-        error = str(results.get("error") or "")
-        return "FAILED: " + (error if len(error) <= 70 else error[:69] + "…")
-    if status == INTERRUPTED:
-        return "INTERRUPTED"
-    if status == NOT_CONVERGED:
-        return "NOT CONVERGED"
-    return ""
-
-
-def has_cleared_trades(results: Mapping[str, Any]) -> bool:
-    """Whether any trade is non-zero (a failed run's last state may be all zeros)."""
-    return any(abs(t["power"] or 0.0) > 1e-9 for t in results["trades"])
-
-
-def write_plots(
-    folder: Path,
-    results: Mapping[str, Any],
-    trace: Sequence[TraceRow],
-    epsilon_p: float,
-    epsilon_lambda: float,
-) -> dict[str, str]:
-    """Draw ``convergence.png`` (if there is a trace) and ``trades.png`` (if any trade is not
-    zero) into ``folder``, after removing the ones a previous run left there. A run that did
-    not converge says so in each title. Returns file name → title of what was written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written: dict[str, str] = {}
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("convergence.png", "trades.png"):  # a previous run's plots never stay
-        (folder / name).unlink(missing_ok=True)
-    verdict = status_title(results)
-    suffix = f"\n{verdict}" if verdict else ""
-    if trace:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        rounds = [r.round for r in trace]
-        for name, label in (
-            ("reciprocity", "r_P (kW)"),
-            ("line", "r_L (kW)"),
-            ("dual", "r_d ($/kW)"),
-            ("consensus", "r_C ($/kW)"),
-        ):
-            values = [max(getattr(r.residuals, name), 1e-12) for r in trace]
-            ax.semilogy(rounds, values, label=label)
-        ax.axhline(epsilon_p, color="grey", linestyle="--", linewidth=0.8, label="ε_P")
-        if epsilon_lambda != epsilon_p:
-            ax.axhline(epsilon_lambda, color="grey", linestyle=":", linewidth=0.8, label="ε_λ")
-        ax.set_xlabel("round")
-        ax.set_ylabel("residual")
-        ax.set_title(
-            f"Convergence: {results['scenario']} ({results['mode']}){suffix}",
-            color="firebrick" if verdict else "black",
-        )
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(folder / "convergence.png", dpi=120)
-        written["convergence.png"] = ax.get_title()
-        plt.close(fig)
-    trades = sorted(results["trades"], key=lambda t: (t["seller"], t["buyer"]))
-    if has_cleared_trades(results):
-        height = max(3.0, 0.25 * len(trades))
-        fig, ax = plt.subplots(figsize=(7, min(height, 40)))
-        labels = [f"{t['seller']}→{t['buyer']}" for t in trades]
-        ax.barh(labels, [t["power"] for t in trades], color="tab:blue")
-        for y, t in enumerate(trades):
-            ax.annotate(
-                f"{t['price']:.3f} $/kW",
-                (t["power"], y),
-                xytext=(3, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7,
-            )
-        ax.set_xlim(0, 1.3 * max([t["power"] for t in trades] + [1e-9]))
-        ax.invert_yaxis()
-        ax.set_xlabel("power (kW), annotated with the price")
-        ax.set_title(
-            f"{'Cleared trades' if not verdict else 'Trades at the stop, not cleared'}: "
-            f"{results['scenario']}{suffix}",
-            color="firebrick" if verdict else "black",
-        )
-        fig.tight_layout()
-        fig.savefig(folder / "trades.png", dpi=120)
-        written["trades.png"] = ax.get_title()
-        plt.close(fig)
-    return written
-
-
-def write_run_folder(
-    folder: Path,
-    results: Mapping[str, Any],
-    trace: Sequence[TraceRow],
-    welfare_trace: Sequence[float | None],
-    setup: MarketSetup,
-) -> None:
-    market = setup.scenario.market
-    write_trace(folder / "trace.csv", trace, welfare_trace)
-    write_plots(folder / "plots", results, trace, market.epsilon_p, market.epsilon_lambda)
-    write_results(folder, results)
-
-
-def write_results(folder: Path, results: Mapping[str, Any]) -> None:
-    """``results.json`` as strict JSON (no NaN or Infinity: :func:`privgrid.results.dumps`)."""
-    write_atomic(folder / "results.json", dumps(results) + "\n")
-
-
 def failure_results(
     setup: MarketSetup,
     *,
@@ -447,24 +271,83 @@ def failure_results(
     interrupted: bool = False,
     trace: Sequence[TraceRow] = (),
 ) -> dict[str, Any]:
-    """The results of a run whose MO could not write them (it was killed, or exited on bad
-    input): every key of the schema, the rounds and residuals of the live ``trace.csv``, and
-    ``status``/``error`` saying what happened. Nothing else is known."""
-    outcome = RunOutcome(
-        rounds=trace[-1].round if trace else 0,
-        reason="interrupted" if interrupted else "participant failed",
-        error=error,
-        trace=list(trace),
+    """The results of a run whose MO could not write its record (it was killed, or exited on
+    bad input): every key of the schema, the rounds and residuals of the live ``trace.csv``,
+    and ``status``/``error`` saying what happened. Nothing else is known."""
+    record = ProtocolRecord.failed(
+        run=run, mode=mode, error=error, interrupted=interrupted, trace=trace
     )
-    results, _ = build(
-        setup, outcome, run=run, mode=mode, mo_stats={}, evaluate=False, interrupted=interrupted
-    )
-    results["ledger"] = None
-    results["participants"] = {}  # their counters died with the MO
-    timings = results["timings"]
-    for key in timings:  # not measured: the participants' counters died with the MO
-        timings[key] = None
-    if trace:
-        timings["negotiation_s"] = trace[-1].elapsed
-        timings["per_round_s"] = trace[-1].elapsed / max(trace[-1].round, 1)
+    return build(setup, record)[0]
+
+
+def write_report(
+    folder: Path,
+    setup: MarketSetup,
+    record: ProtocolRecord,
+    warn: Callable[[str], None] = _log.warning,
+) -> dict[str, Any]:
+    """``trace.csv`` (with the welfare column), ``plots/``, ``results.json`` and, in an attack
+    scenario, ``attack.json`` of ``record``; returns the results. A plot that cannot be drawn
+    is a ``warn``ing, not a failure: the results are what matters."""
+    results, welfare_trace = build(setup, record)
+    market = setup.scenario.market
+    write_trace(folder / TRACE_FILE, record.trace, welfare_trace)
+    try:
+        write_plots(
+            folder / "plots", results, record.trace, market.epsilon_p, market.epsilon_lambda
+        )
+    except Exception as exc:  # matplotlib fails in many ways; none may cost the results
+        warn(f"could not draw the plots: {exc}")
+    write_results(folder, results)
+    if setup.scenario.attack is not None and results.get("trades"):
+        from privgrid.attack.evaluate import write_attack_report
+
+        write_attack_report(folder, setup, results)  # the coalition's estimates vs the truth
     return results
+
+
+def scenario_of(folder: Path, record: ProtocolRecord, scenario: Path | None = None) -> Path:
+    """The scenario to evaluate with: ``scenario`` if given, else the run folder's own
+    (``privgrid run`` writes the effective one there), else the file the MO read.
+
+    Raises:
+        RecordError: none of them exists.
+    """
+    candidates = [scenario] if scenario is not None else [folder / SCENARIO_FILE]
+    if scenario is None and record.scenario_file is not None:
+        candidates.append(Path(record.scenario_file))
+    for path in candidates:
+        if path is not None and path.is_file():
+            return path
+    names = " or ".join(str(p) for p in candidates)
+    raise RecordError(f"no scenario to evaluate the run with: {names} (give --scenario)")
+
+
+def report_run(
+    folder: Path, scenario: Path | None = None, warn: Callable[[str], None] = _log.warning
+) -> dict[str, Any]:
+    """``privgrid report``: read ``folder/protocol.json`` and the scenario, write the results.
+
+    Raises:
+        RecordError: no record, or a malformed one, or no scenario, or one that is not the
+            run's (its agents or pairs do not fit the final reports).
+        ScenarioError: the scenario is invalid.
+    """
+    record = ProtocolRecord.read(folder)
+    path = scenario_of(folder, record, scenario)
+    setup = build_setup(load_scenario(path))
+    _check_fits(setup, record, path)
+    return write_report(folder, setup, record, warn)
+
+
+def _check_fits(setup: MarketSetup, record: ProtocolRecord, path: Path) -> None:
+    """The record's final reports are of this scenario's agents, with its trade counts."""
+    g = setup.graph
+    for agent, final in record.finals.items():
+        if agent not in g.agent_ids:
+            raise RecordError(f"{path}: the run's agent {agent} is not in this scenario")
+        if len(final.P) != len(g.slots[g.index(agent)]):
+            raise RecordError(
+                f"{path}: agent {agent} reported {len(final.P)} trades, the scenario gives it "
+                f"{len(g.slots[g.index(agent)])} partners: not the run's scenario"
+            )

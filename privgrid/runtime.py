@@ -1,15 +1,19 @@
-"""The event loop every participant runs: MQTT session ↔ secure channel ↔ role node.
+"""The event loop every participant runs: MQTT session ↔ secure channel ↔ membership ↔ node.
 
-A role is a :class:`Node`: plain synchronous code that turns checked messages (and clock
-ticks) into messages to send. This module does everything around it, the same way for the
-agents, the LM and the MO:
+A role is a :class:`~privgrid.node.Node` (:mod:`privgrid.node`, re-exported here): plain
+synchronous code that turns checked messages (and clock ticks) into messages to send. Who is
+in the run, in which incarnation, and the restart rules are a state machine of their own,
+equally free of I/O (:mod:`privgrid.membership`). This module is the thin asyncio loop around
+both — it feeds them and publishes what they return — the same way for the agents, the LM and
+the MO:
 
 1. connect (persistent session, signed last will announcing our departure);
 2. subscribe to our inbox, the broadcasts and the key announcements;
 3. publish our retained, signed key announcement;
 4. once the announcements of every participant we talk to are in, start the node; anything
-   that arrived earlier waits in a buffer;
-5. hand each message to the node; drop bad ones with one log line naming sender and reason;
+   that arrived earlier waits in a buffer (both: :class:`~privgrid.membership.Membership`);
+5. hand each message to the membership, which passes it on to the node; drop bad ones with
+   one log line naming sender and reason;
 6. stop when the node has an exit code; clear our retained announcement on the way out.
 
 Restarts (docs/reliability.md): with a :class:`~privgrid.state.CheckpointStore` the runtime
@@ -19,26 +23,35 @@ from the checkpoint if there is one: same session keys, incarnation + 1, announc
 last completed round. A peer that sees a higher incarnation forgets the peer's duplicate
 state, answers ``resync`` and lets its node redo what the restarted peer lost; the restarted
 participant ignores a peer's direct messages until that peer's ``resync`` (anything earlier
-was sent before the peer knew of the restart).
+was sent before the peer knew of the restart). Those rules are :mod:`privgrid.membership`'s;
+this module loads and saves the checkpoint around them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import time
-from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.crypto.sealing import AgreementKey
 from privgrid.crypto.workers import crypto_pool
-from privgrid.logs import ParticipantLog
-from privgrid.scenario import MO_ID
+from privgrid.membership import Admission, Membership
+from privgrid.node import (
+    CHECKPOINT,
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_CONVERGED,
+    EXIT_OK,
+    Action,
+    Checkpoint,
+    Node,
+)
 from privgrid.wire import topics
 from privgrid.wire.channel import (
     Channel,
@@ -50,185 +63,34 @@ from privgrid.wire.channel import (
     UnknownPeer,
 )
 from privgrid.wire.envelope import Rejected
-from privgrid.wire.kinds import (
-    Gone,
-    KeyAnnouncement,
-    Kind,
-    Resync,
-    Stop,
-    ViolationReport,
-)
 from privgrid.wire.session import BrokerRefusedError, BrokerUrl, MqttSession, client_id
 
 if TYPE_CHECKING:
-    from privgrid.privacy import PrivacyMode
     from privgrid.state import CheckpointStore
 
-#: Process exit codes, shared by every role and the launcher; 130: stopped by SIGINT/SIGTERM.
-EXIT_OK, EXIT_NOT_CONVERGED, EXIT_BAD_INPUT, EXIT_FAILURE = 0, 1, 2, 3
-EXIT_INTERRUPTED = 130
+#: The node's interface lives in :mod:`privgrid.node`; roles and tools import it from here too.
+__all__ = [
+    "CHECKPOINT",
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_CONVERGED",
+    "EXIT_OK",
+    "MAX_PREPARED",
+    "TICK_SECONDS",
+    "Action",
+    "Checkpoint",
+    "Node",
+    "Participant",
+    "Settings",
+]
 
 TICK_SECONDS = 0.2
 #: Most messages with crypto jobs started before the oldest is handled.
 MAX_PREPARED = 64
-
-
-
-class Checkpoint:
-    """Not a message: where in a node's outgoing list the runtime saves the checkpoint."""
-
-    def __repr__(self) -> str:
-        return "CHECKPOINT"
-
-
-#: Put in a node's outgoing list: save the checkpoint once everything before it is published.
-CHECKPOINT = Checkpoint()
-#: What a node returns: messages to send, in order, and where to checkpoint.
-Action = Outgoing | Checkpoint
-#: Kinds a restarted participant accepts from a peer before that peer's ``resync``.
-_BEFORE_RESYNC = frozenset({Kind.KEY, Kind.RESYNC, Kind.GONE})
 #: Figures of :meth:`Participant.stats` that describe the present process, not a running
 #: total: never added up across incarnations.
 _NOT_CUMULATIVE = frozenset({"pid", "pool_left", "restarts", "wait_s"})
-
-
-class Node(ABC):
-    """A role's protocol logic. No I/O: messages in, messages out."""
-
-    def __init__(self, me: str, log: ParticipantLog) -> None:
-        self.me = me
-        self.log = log
-        self.exit_code: int | None = None
-        self.compute_seconds = 0.0  # time in the market maths (set by the role)
-        #: Traffic and timing counters of this process, provided by the runtime.
-        self.stats: Callable[[], dict[str, float]] = dict
-        #: The secure channel (keys learnt from announcements), set by the runtime.
-        self.channel: Channel | None = None
-
-    @abstractmethod
-    def peers(self) -> set[str]:
-        """Participants whose key announcements must be in before :meth:`start`."""
-
-    #: The role's privacy mode (:class:`privgrid.privacy.PrivacyMode`), set by roles that
-    #: have one: announcements, peers' key checks, session keys and crypto time go through it.
-    mode: PrivacyMode | None = None
-
-    def announcement(self, base: KeyAnnouncement) -> KeyAnnouncement:
-        """Our key announcement: ``base`` (the agreement key) plus what the privacy mode adds
-        (its public key)."""
-        return base if self.mode is None else self.mode.announcement(base)
-
-    def accept_announcement(self, sender: str, body: KeyAnnouncement) -> None:
-        """Check a peer's announcement beyond the signature; raise ``Rejected`` to refuse it."""
-        if self.mode is not None:
-            self.mode.accept_announcement(sender, body)
-
-    @abstractmethod
-    def start(self, now: float) -> list[Action]:
-        """Every needed announcement is in: begin."""
-
-    @abstractmethod
-    def handle(self, message: Message, now: float) -> list[Action]:
-        """React to one checked message."""
-
-    def tick(self, now: float) -> list[Action]:
-        """Called a few times a second: timeouts live here."""
-        return []
-
-    #: Worker threads for :meth:`precompute` jobs (``privacy.crypto_threads``); 0: none.
-    crypto_threads = 0
-
-    def precompute(self, message: Message) -> Callable[[], None] | None:
-        """A job to run on a worker thread before :meth:`handle` gets ``message`` (its heavy,
-        side-effect-free crypto), or None. Only asked when ``crypto_threads`` > 0."""
-        return None
-
-    def crypto_seconds(self) -> float:
-        """Time spent in the privacy mode's cryptography (beyond signing and sealing)."""
-        return 0.0 if self.mode is None else self.mode.counters.total_seconds
-
-    def counters(self) -> dict[str, float]:
-        """The role's own figures for :meth:`Participant.stats` (proofs made, pool use …);
-        running totals, added up across restarts like the traffic counters."""
-        return {}
-
-    def bind(self, channel: Channel) -> None:
-        """The runtime hands the node its secure channel (keys learnt from announcements)."""
-        self.channel = channel
-
-    def extra_subscriptions(self, run: str) -> list[str]:
-        """Topic filters beyond inbox, broadcasts and keys (a colluder's coalition topic)."""
-        return []
-
-    def listens_to(self) -> set[str]:
-        """Participants whose announcements and broadcasts this node reads: its peers, plus
-        anyone it talks to without waiting for them (a colluder's coalition)."""
-        return self.peers()
-
-    def active_round(self) -> int:
-        """The round this participant is in (what its log lines show)."""
-        return self.log.round
-
-    def report_violation(
-        self, offender: str, reason: str, evidence: Sequence[bytes], round_: int
-    ) -> list[Action]:
-        """Log a protocol violation with the signed evidence and report it to the MO."""
-        encoded = ",".join(base64.b64encode(item).decode() for item in evidence)
-        self.log.error(
-            "protocol violation by %s: %s; signed evidence (%d messages, base64): %s",
-            offender,
-            reason,
-            len(evidence),
-            encoded,
-        )
-        body = ViolationReport(offender, reason, tuple(evidence))
-        return [Outgoing(MO_ID, round_, body)]
-
-    # -- restarts (docs/reliability.md) ---------------------------------------------------------
-    #: Set by :meth:`restore`: the node resumes from a checkpoint instead of starting afresh.
-    restored = False
-
-    def snapshot(self) -> dict[str, Any] | None:
-        """The node's state for the checkpoint (None: this node does not checkpoint)."""
-        return None
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`snapshot`'s content (called before the announcement)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot resume from a checkpoint")
-
-    def session_secrets(self) -> dict[str, bytes]:
-        """Session keys beyond the X25519 key (the Paillier primes), for the checkpoint."""
-        return {} if self.mode is None else self.mode.session_secrets()
-
-    def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
-        """Reuse the checkpointed session keys."""
-        if self.mode is not None:
-            self.mode.restore_session_secrets(secrets)
-
-    def resume_point(self) -> int:
-        """The last round this participant completed (announced after a restart)."""
-        return 0
-
-    def peer_restarted(
-        self, peer: str, completed: int, new_keys: bool, now: float
-    ) -> list[Action]:
-        """``peer`` rejoined from its checkpoint at round ``completed`` (with a new Paillier key
-        if ``new_keys``): redo or re-send what it lost. Called only once the node started."""
-        return []
-
-    def peer_resynced(self, peer: str) -> list[Action]:
-        """After our own restart, ``peer`` has seen it: re-send what it may have lost (what we
-        sent it, or broadcast, between our checkpoint and the crash)."""
-        return []
-
-    def give_up(self, reason: str) -> list[Action]:
-        """The run cannot start (a peer never announced itself): last words before exiting."""
-        self.finish(EXIT_FAILURE)
-        return []
-
-    def finish(self, code: int) -> None:
-        if self.exit_code is None:
-            self.exit_code = code
 
 
 @dataclass
@@ -255,20 +117,13 @@ class Participant:
         self.settings = settings
         self.log = node.log
         self.channel = Channel(node.me, settings.run, identity, roster, roles)
-        self.announcements: dict[str, tuple[tuple[bytes, bytes | None], bytes]] = {}
-        self.started = False
-        self.buffer: list[Message] = []
+        #: Who is in the run, in which incarnation, and the restart rules (pure logic).
+        self.membership = Membership(node, self.channel)
         self.began = time.perf_counter()
         self.store = store
         self.new_paillier_key = new_paillier_key
-        self.incarnation = 0  # +1 at each restart from the checkpoint
         #: Running totals of the earlier incarnations (from the checkpoint): added to ours.
         self.earlier: dict[str, float] = {}
-        #: Per peer: (incarnation, X25519 key, Paillier N) as last accepted; checkpointed.
-        self.peer_state: dict[str, tuple[int, bytes, bytes | None]] = {}
-        self.restarted_peers: dict[str, tuple[int, bool]] = {}  # seen before we started
-        self.awaiting_resync: set[str] = set()
-        self.resynced_early: list[str] = []  # peers that resynced before we started
         #: ``privacy.crypto_threads``: the process's worker threads, and the messages whose
         #: jobs run there, in arrival order, each handled once its job is done.
         self.workers = crypto_pool(node.crypto_threads) if node.crypto_threads else None
@@ -295,11 +150,11 @@ class Participant:
             totals[key] = earlier + value
         totals["wait_s"] = max(0.0, totals["wall_s"] - totals["crypto_s"] - totals["compute_s"])
         totals["pid"] = float(os.getpid())
-        totals["restarts"] = float(self.incarnation)
+        totals["restarts"] = float(self.membership.incarnation)
         return totals
 
     def _will(self) -> tuple[str, bytes]:
-        body = Gone(self.incarnation or None)
+        body = self.membership.last_will()
         topic, payload = self.channel.encode(Outgoing(topics.BROADCAST, 0, body))
         self.channel.stats["sent"] -= 1  # the broker sends it, if ever
         self.channel.stats["sent_bytes"] -= len(payload)
@@ -321,20 +176,17 @@ class Participant:
             if not self.new_paillier_key:
                 self.node.restore_session_secrets(secrets)
             self.node.restore(content["node"])
-            self.incarnation = int(content["incarnation"]) + 1
+            incarnation = int(content["incarnation"]) + 1
             self.earlier = {k: float(v) for k, v in content.get("stats", {}).items()}
-            self.peer_state = {
-                peer: (int(inc), bytes(x), None if n is None else bytes(n))
-                for peer, (inc, x, n) in content["peers"].items()
-            }
+            peers = Membership.peers_of(content)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"{self.store.path}: the checkpoint is incomplete ({exc})") from None
         self.node.restored = True
-        self.awaiting_resync = set(self.node.peers())
+        self.membership.resume(incarnation, peers)
         self.log.warning(
             "resuming from checkpoint %s: incarnation %d, last completed round %d%s",
             self.store.path,
-            self.incarnation,
+            incarnation,
             self.node.resume_point(),
             ", with a new Paillier key" if self.new_paillier_key else "",
         )
@@ -349,8 +201,7 @@ class Participant:
         totals = {k: v for k, v in self.stats().items() if k not in _NOT_CUMULATIVE}
         self.store.save(
             {
-                "incarnation": self.incarnation,
-                "peers": {p: list(v) for p, v in self.peer_state.items()},
+                **self.membership.checkpoint(),  # our incarnation and our peers'
                 "secrets": secrets,
                 "node": snapshot,
                 "stats": totals,  # running totals, continued by the next incarnation
@@ -428,9 +279,7 @@ class Participant:
 
     async def _loop(self, session: MqttSession) -> int:
         self.save_checkpoint()  # the session keys and incarnation, before anyone sees them
-        body = self.node.announcement(KeyAnnouncement(self.channel.x25519_public, time.time()))
-        if self.incarnation:
-            body = replace(body, incarnation=self.incarnation, completed=self.node.resume_point())
+        body = self.membership.announcement(time.time())
         await self._send(session, [Outgoing(topics.BROADCAST, 0, body, retain=True)])
         deadline = time.monotonic() + self.settings.start_timeout
         while self.node.exit_code is None:
@@ -443,10 +292,10 @@ class Participant:
                 topic = None
             now = time.monotonic()
             if topic is None:
-                if self.started:
+                if self.membership.started:
                     await self._send(session, self.node.tick(now))
                 elif now > deadline:
-                    missing = sorted(self.node.peers() - set(self.announcements))
+                    missing = self.membership.missing()
                     reason = (
                         f"no key announcement from {', '.join(missing)} within "
                         f"{self.settings.start_timeout:g} s"
@@ -465,7 +314,7 @@ class Participant:
                 self.log.info("ignored a duplicate from %s on %s", dup.sender, topic)
                 continue
             except Conflict as exc:
-                if self.started:
+                if self.membership.started:
                     await self._handle_prepared(session)  # reports keep arrival order
                     await self._send(
                         session,
@@ -482,13 +331,13 @@ class Participant:
                     "dropped message from %s on %s: %s", exc.sender or "?", topic, exc.reason
                 )
                 continue
-            if message.sender in self.awaiting_resync:
-                if isinstance(message.body, Resync):
-                    await self._handle_prepared(session)  # what came before it, first
-                    await self._send(session, self._resynced(message.sender, message.body))
-                    continue
-                if not self._before_resync(message):
-                    continue
+            admission = self.membership.admit(message)
+            if admission is Admission.DROP:
+                continue
+            if admission is Admission.RESYNC:
+                await self._handle_prepared(session)  # what came before it, first
+                await self._send(session, self.membership.resynced(message))
+                continue
             if self._prepare(message, now):
                 continue  # handled when its job is done, after those before it
             await self._handle_prepared(session)
@@ -501,7 +350,7 @@ class Participant:
         restart; it will send again after its ``resync``) — expected, logged at INFO; from a
         participant we do not know at all, a WARNING and a rejection like any other."""
         sender = exc.sender or "?"
-        if self.incarnation and sender in self.peer_state:
+        if self.membership.expected_unknown(sender):
             self.log.info(
                 "ignored a message from %s on %s: queued for us before our restart, and its "
                 "key announcement is not in yet (it sends again after its resync)",
@@ -513,7 +362,7 @@ class Participant:
         self.log.warning("dropped message from %s on %s: %s", sender, topic, exc.reason)
 
     async def _handle(self, session: MqttSession, message: Message, now: float) -> None:
-        await self._send(session, self._dispatch(message, now))
+        await self._send(session, self.membership.dispatch(message, now))
         # Duplicate detection needs only recent rounds; older replays meet the node's round
         # check instead (and are logged as stale).
         self.channel.forget_rounds_before(self.node.active_round() - 1)
@@ -526,7 +375,7 @@ class Participant:
         still handled one at a time and in arrival order (:meth:`_handle_prepared`); a message
         without a job first waits for those before it.
         """
-        if self.workers is None or not self.started or message.sender == self.node.me:
+        if self.workers is None or not self.membership.started or message.sender == self.node.me:
             return False
         job = self.node.precompute(message)
         if job is None:
@@ -546,143 +395,3 @@ class Participant:
                     "worker job for %s from %s failed: %r", message.kind, message.sender, exc
                 )
             await self._handle(session, message, now)
-
-    def _resynced(self, sender: str, body: Resync) -> list[Action]:
-        """A peer answered our restart: from now on its messages are current again."""
-        if body.incarnation != self.incarnation:
-            return []  # an answer to an earlier restart of ours
-        self.awaiting_resync.discard(sender)
-        # What it sent before (ignored above) must not count as seen: its resent messages
-        # carry the same round/kind with other bytes (fresh randomness).
-        self.channel.forget_sender(sender)
-        self.log.info("%s resynced with us", sender)
-        if not self.started:
-            self.resynced_early.append(sender)
-            return []
-        return self.node.peer_resynced(sender)
-
-    def _before_resync(self, message: Message) -> bool:
-        """After our restart: may this message from a peer that has not resynced pass?"""
-        if message.kind in _BEFORE_RESYNC or message.recipient == topics.BROADCAST:
-            return True  # announcements, departures and broadcasts are never stale
-        self.log.info(
-            "ignored %s of round %d from %s: sent before it saw our restart",
-            message.kind,
-            message.round,
-            message.sender,
-        )
-        return False
-
-    def _dispatch(self, message: Message, now: float) -> list[Action]:
-        if message.sender == self.node.me:
-            return []  # our own broadcast or announcement, echoed by the broker
-        body = message.body
-        match body:
-            case KeyAnnouncement():
-                return self._on_announcement(message, body, now)
-            case Resync():
-                return []  # a late one (we resumed earlier): nothing to do
-            case Gone(incarnation=incarnation):
-                known = self.peer_state.get(message.sender, (0,))[0]
-                if (incarnation or 0) < known:
-                    self.log.info("ignored the last will of an earlier run of %s", message.sender)
-                    return []
-        if not self.started:
-            if isinstance(body, Stop):
-                self.log.error("the run was stopped before it started: %s", body.reason)
-                self.node.finish(EXIT_FAILURE)
-                return []
-            self.buffer.append(message)
-            return []
-        return self.node.handle(message, now)
-
-    def _on_announcement(
-        self, message: Message, body: KeyAnnouncement, now: float
-    ) -> list[Action]:
-        sender = message.sender
-        material = (body.x25519, body.paillier_n)
-        incarnation = body.incarnation or 0
-        before = self.peer_state.get(sender)
-        if incarnation > (before[0] if before else 0):
-            return self._on_restart(message, body, now)
-        known = self.announcements.get(sender)
-        if known is None and before is not None and before[1:] != material:
-            reason = "announced other keys than before our restart, without restarting itself"
-            return self.node.report_violation(sender, reason, [message.raw], 0)
-        if known is not None:
-            if known[0] != material:
-                reason = (
-                    f"announced a second, different key in run {self.settings.run}; "
-                    "the first is kept"
-                )
-                return self.node.report_violation(sender, reason, [known[1], message.raw], 0)
-            return []
-        try:
-            self.node.accept_announcement(sender, body)
-        except Rejected as exc:
-            self.log.warning("rejected the key announcement of %s: %s", sender, exc.reason)
-            return []
-        self._learn(message, body, incarnation)
-        self.log.info("accepted the key announcement of %s", sender)
-        return self._maybe_start(now)
-
-    def _learn(self, message: Message, body: KeyAnnouncement, incarnation: int) -> None:
-        sender = message.sender
-        material = (body.x25519, body.paillier_n)
-        self.announcements[sender] = (material, message.raw)
-        self.peer_state[sender] = (incarnation, *material)
-        self.channel.learn_agreement_key(sender, body.x25519)
-
-    def _maybe_start(self, now: float) -> list[Action]:
-        if self.started or not self.node.peers() <= set(self.announcements):
-            return []
-        self.started = True
-        self.log.info("all %d peers announced; starting", len(self.node.peers()))
-        outgoing: list[Action] = self.node.start(now)
-        for peer, (completed, new_keys) in self.restarted_peers.items():
-            outgoing += self.node.peer_restarted(peer, completed, new_keys, now)
-        self.restarted_peers = {}
-        for peer in self.resynced_early:
-            outgoing += self.node.peer_resynced(peer)
-        self.resynced_early = []
-        buffered, self.buffer = self.buffer, []
-        for early in buffered:
-            outgoing += self.node.handle(early, now)
-        return outgoing
-
-    def _on_restart(
-        self, message: Message, body: KeyAnnouncement, now: float
-    ) -> list[Action]:
-        """A peer rejoined from its checkpoint (a higher incarnation than we knew)."""
-        sender = message.sender
-        incarnation, completed = body.incarnation or 0, body.completed or 0
-        before = self.peer_state.get(sender)
-        if before is not None and before[1] != body.x25519:
-            self.log.error(
-                "refused the rejoin of %s: it lost its checkpointed agreement key (a restart "
-                "must resume from its checkpoint)",
-                sender,
-            )
-            return []
-        new_keys = before is not None and before[2] != body.paillier_n
-        try:
-            self.node.accept_announcement(sender, body)
-        except Rejected as exc:
-            self.log.warning("rejected the rejoin of %s: %s", sender, exc.reason)
-            return []
-        self._learn(message, body, incarnation)
-        self.channel.forget_sender(sender)
-        self.log.warning(
-            "%s rejoined (incarnation %d, last completed round %d%s)",
-            sender,
-            incarnation,
-            completed,
-            ", new Paillier key" if new_keys else "",
-        )
-        outgoing: list[Action] = [Outgoing(sender, 0, Resync(incarnation))]
-        if self.started:
-            outgoing += self.node.peer_restarted(sender, completed, new_keys, now)
-        else:
-            self.restarted_peers[sender] = (completed, new_keys)
-            outgoing += self._maybe_start(now)
-        return outgoing

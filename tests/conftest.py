@@ -1,5 +1,5 @@
 """Shared fixtures: grids on a real Mosquitto (started here, on a free loopback port), and the
-strict-JSON check of every results file a test leaves behind."""
+strict-JSON check of every results file a test leaves behind; each test's tier (tests/tiers.py)."""
 
 import json
 from collections.abc import Iterator
@@ -8,12 +8,43 @@ from typing import Any
 
 import pytest
 
-from tests.grid_harness import Grid, make_grid
+from tests import tiers
+from tests.bus import BusGrid
+from tests.grid_harness import Grid, make_grid, write_scenario
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 #: Files privgrid writes for people and other programs: strict JSON, whoever wrote them.
-STRICT_JSON_FILES = ("results.json", "attack.json", "collusion.json")
+STRICT_JSON_FILES = ("results.json", "protocol.json", "attack.json", "collusion.json")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects: `fast` must be there by then
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test's tier follows from what it uses (tests/tiers.py); the rest is ``fast``."""
+    for item in items:
+        tiers.classify(item)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    tiers.start_guard()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with tiers.watching(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with tiers.watching(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    with tiers.watching(item):
+        return (yield)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -75,3 +106,21 @@ def grid_factory(tmp_path: Path) -> Iterator:
     yield make
     for grid in grids:
         grid.stop()
+
+
+@pytest.fixture
+def bus_factory(tmp_path: Path) -> Iterator:
+    """``bus_factory(scenario, faults=None, run=None, **section_overrides) -> BusGrid``:
+    the whole grid in this process on the in-process bus (tests/bus.py), every message
+    through the real channel; the same overrides as ``grid_factory``."""
+    count = 0
+
+    def make(scenario_path: str | Path = CONFIGS / "paper.toml", **kwargs) -> BusGrid:
+        nonlocal count
+        folder = tmp_path / f"bus{count}"
+        count += 1
+        options = {k: kwargs.pop(k) for k in ("faults", "run") if k in kwargs}
+        scenario_file, scenario = write_scenario(folder, Path(scenario_path), **kwargs)
+        return BusGrid(folder, scenario_file, scenario, **options)
+
+    yield make

@@ -217,8 +217,19 @@ class Grid:
     def log(self, pid: str) -> str:
         return (self.folder / "logs" / f"{pid}.log").read_text(errors="replace")
 
+    def report(self) -> dict[str, Any]:
+        """``privgrid report`` of the MO's record, as ``privgrid run`` does once the processes
+        have ended: results.json, the final trace.csv, plots (and attack.json)."""
+        from privgrid.report import report_run
+
+        return report_run(self.folder, self.scenario_file)
+
     def results(self) -> dict[str, Any]:
-        return json.loads((self.folder / "results.json").read_text())
+        """results.json, reported from the MO's record the first time it is asked for."""
+        path = self.folder / "results.json"
+        if not path.exists():
+            self.report()
+        return json.loads(path.read_text())
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -232,6 +243,27 @@ class Grid:
         self.broker.stop()
 
 
+def write_scenario(
+    folder: Path, scenario_path: Path, **overrides: dict[str, Any] | None
+) -> tuple[Path, Scenario]:
+    """``folder/scenario.toml``: the effective scenario with ``overrides`` merged per section
+    (``agents``: {agent id: {field: value}}; None drops a section, e.g. ``attack=None`` for
+    the honest market), and the scenario loaded back from it."""
+    data = effective_scenario(load_scenario(scenario_path), None)
+    for section, values in overrides.items():
+        if values is None:
+            data.pop(section, None)
+        elif section == "agents":
+            for agent in data["agents"]:
+                agent.update(values.get(agent["id"], {}))
+        else:
+            data.setdefault(section, {}).update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    scenario_file = folder / "scenario.toml"
+    scenario_file.write_text(tomli_w.dumps(data))
+    return scenario_file, load_scenario(scenario_file)
+
+
 def make_grid(
     folder: Path,
     scenario_path: Path,
@@ -241,24 +273,12 @@ def make_grid(
     broker: str = "mosquitto",
     **overrides: dict[str, Any],
 ) -> Grid:
-    """Run folder with the effective scenario (overrides merged per section), keys and broker.
+    """Run folder with the effective scenario (:func:`write_scenario`), keys and broker.
 
     ``broker``: ``mosquitto`` (the reference; ``intruder`` and ``twins`` need it) or
     ``embedded`` (amqtt, started as ``privgrid run`` starts it)."""
-    scenario = load_scenario(scenario_path)
-    data = effective_scenario(scenario, None)
-    for section, values in overrides.items():
-        if values is None:  # drop the section (e.g. attack=None: the honest market)
-            data.pop(section, None)
-        elif section == "agents":  # {agent id: {field: value}}
-            for agent in data["agents"]:
-                agent.update(values.get(agent["id"], {}))
-        else:
-            data.setdefault(section, {}).update(values)
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    scenario_file = folder / "scenario.toml"
-    scenario_file.write_text(tomli_w.dumps(data))
-    scenario = load_scenario(scenario_file)
+    scenario_file, scenario = write_scenario(folder, scenario_path, **overrides)
     init_keys(scenario, folder / "secrets")
     run = f"t{int(time.time() * 1000) % 10**9}-{scenario.name}"
     attack = scenario.attack

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 SECTIONS = ("crypto", "paper", "scale", "rho", "steps", "day", "dashboard")
 
 
@@ -71,11 +71,13 @@ def test_steps_benchmark(doc):
     assert "paper ÷ 20" in out and "ε = 1e-6 (the property test's)" in out and "FAIL" not in out
 
 
+@pytest.mark.grid
 def test_paper_benchmark(doc):
     out = run_script("paper", doc)
     assert "plain" in out and "secure, pools + batch" in out and "online ÷ plain" in out
 
 
+@pytest.mark.grid
 def test_scale_benchmark(doc):
     out = run_script("scale", doc)
     assert "secure 1024-bit (insecure test size)" in out and "CPU ms/pair-dir/round" in out
@@ -119,6 +121,7 @@ def run_plain(*args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.grid
 def test_dashboard_benchmark(doc):
     """Three variants (without, with, with a page), each a real run over Mosquitto."""
     out = run_script("dashboard", doc)
@@ -127,6 +130,7 @@ def test_dashboard_benchmark(doc):
     assert "| 5 |" in out  # the quick runs stop at their round limit, the same in each
 
 
+@pytest.mark.grid
 def test_wire_benchmark():
     out = run_plain("benchmarks/wire.py", "--scenario", "configs/paper-unconstrained.toml")
     assert "0 / True" in out and "publish→receive latency median ms" in out

@@ -6,6 +6,7 @@ import aiomqtt
 import pytest
 
 from privgrid.wire import topics
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,6 +20,11 @@ async def collect(c: aiomqtt.Client, into: list[bytes]) -> None:
         into.append(bytes(message.payload))
 
 
+#: Sent last, to B1's own inbox: once B1 and the monitor have it, the broker has dealt with
+#: everything published before it (one broker, in order), so nothing else is still coming.
+MARKER = b"last-message-for-B1"
+
+
 async def scenario_acl(grid) -> dict[str, list[bytes]]:
     run = grid.run
     seen: dict[str, list[bytes]] = {"B2": [], "B1": [], "monitor": []}
@@ -30,6 +36,7 @@ async def scenario_acl(grid) -> dict[str, list[bytes]]:
     ):
         await b2.subscribe(topics.inbox_filter(run, "B2"), qos=1)
         await b1.subscribe(topics.inbox_filter(run, "B2"), qos=1)  # eavesdropping attempt
+        await b1.subscribe(topics.inbox_filter(run, "B1"), qos=1)  # its own: for the marker
         await mon.subscribe(topics.run_filter(run), qos=1)
         tasks = [
             asyncio.create_task(collect(c, seen[name]))
@@ -40,10 +47,15 @@ async def scenario_acl(grid) -> dict[str, list[bytes]]:
         await b1.publish(topics.keys(run, "S1"), b"key-forged-by-B1", qos=1)
         await b1.publish(topics.broadcast(run, "MO", "round"), b"round-forged-by-B1", qos=1)
         await b1.publish(topics.direct(run, "B2", "B1", "share"), b"from-B1", qos=1)
-        await asyncio.sleep(1.0)
+        await s1.publish(topics.direct(run, "B1", "S1", "share"), MARKER, qos=1)
+        await wait_until_async(
+            lambda: MARKER in seen["B1"] and MARKER in seen["monitor"] and len(seen["B2"]) >= 2,
+            30,
+            "the last message reached B1 and the monitor, B2 its two",
+        )
         for task in tasks:
             task.cancel()
-    return seen
+    return {name: [p for p in payloads if p != MARKER] for name, payloads in seen.items()}
 
 
 def test_acl_keeps_inboxes_private_and_sender_slots_honest(grid_factory):

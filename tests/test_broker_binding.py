@@ -208,7 +208,7 @@ async def hammer(grid: Grid, attacker: str, victim: str) -> list[Attempt]:
         client = grid.client(attacker, client_id(grid.run, victim), clean_session=False)
         async with attack(client) as attempt:
             if attempt.refused is None:
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # holding the stolen session is the attack, no wait
         outcomes.append(attempt)
     return outcomes
 

@@ -33,6 +33,7 @@ from privgrid.solve import solve
 from privgrid.wire import topics
 from privgrid.wire.session import BrokerUrl, MqttSession, client_id
 from tests.grid_harness import Grid
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(300)
 STOP_AT_ROUND = 40
@@ -46,7 +47,7 @@ def restart_broker(grid: Grid, down: float) -> None:
     old.process.wait(10)
     folder = grid.folder / "broker"
     assert (folder / "data" / "mosquitto.db").exists(), "Mosquitto saved no persistent state"
-    time.sleep(down)
+    time.sleep(down)  # the broker's downtime is what the callers test, not a wait for an event
     binary = mosquitto_binary()
     assert binary is not None
     with old.log_path.open("ab") as log:
@@ -135,9 +136,9 @@ def test_a_session_started_while_the_broker_is_down_connects_when_it_returns(gri
     async def connect() -> MqttSession:
         session = _session(grid, "S1", [])
         starting = asyncio.ensure_future(session.start(30))
-        await asyncio.sleep(1.5)
+        # Until an attempt has failed (the session records its error), not a fixed pause.
+        await wait_until_async(lambda: session.last_error, 30, "a failed connection attempt")
         assert not starting.done() and session.connects == 0
-        assert session.last_error, "no connection attempt failed while the broker was down"
         await asyncio.to_thread(restart_broker, grid, 0.0)
         await starting
         await session.close()

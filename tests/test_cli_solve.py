@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.rounds import ROUNDS
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -46,7 +48,7 @@ def test_json_has_the_documented_schema(paper_json):
     ):
         assert key in printed, key
     assert printed["scenario"] == "paper" and printed["converged"] is True
-    assert printed["rounds"] == 72  # the defaults (adaptive steps); 195 with the published ones
+    assert printed["rounds"] == ROUNDS["paper"]
     assert abs(printed["welfare_gap"]) <= 1e-4
     assert printed["kkt"] == {"passed": True, "checked": printed["kkt"]["checked"], "failures": []}
     trade = printed["trades"][0]
@@ -63,7 +65,8 @@ def test_json_has_the_documented_schema(paper_json):
 def test_table_output_shows_trades_agents_lines_and_summary():
     proc = privgrid("solve", "configs/paper-unconstrained.toml")
     assert proc.returncode == 0, proc.stderr
-    for text in ("Trades", "Agents", "Line flows", "Summary", "welfare gap", "passed", "46"):
+    rounds = str(ROUNDS["paper-unconstrained"])
+    for text in ("Trades", "Agents", "Line flows", "Summary", "welfare gap", "passed", rounds):
         assert text in proc.stdout
     # IEEE 14 has 20 lines, none limited here: 5 shown, the caption counts the rest.
     assert "15 more lines, none of them limited (|flow| ≤ " in " ".join(proc.stdout.split())

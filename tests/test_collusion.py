@@ -1,7 +1,10 @@
-"""The collusion experiment on a real Mosquitto with real processes (protocol.md §7–§9).
+"""The collusion experiment (protocol.md §7–§9).
 
 These tests document leaks as much as protections: the first ones show what colluding
-neighbours and a curious LM learn; the later ones show which measures stop what.
+neighbours and a curious LM learn; the later ones show which measures stop what. The attacks
+and the LM's view run on the in-process bus (tests/bus.py: the product's runtime and nodes, the
+colluders' own coalition messages, every message through the real channel); who may read and
+write the coalition topic is the broker's ACL, tested on a real Mosquitto with real processes.
 """
 
 import asyncio
@@ -21,6 +24,7 @@ from privgrid.scenario import MO_ID
 from privgrid.wire import topics
 from tests.grid_harness import twin
 from tests.lm_view import read_record, reconstruct
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,25 +34,21 @@ TEST_KEYS = {"mode": "paillier", "key_bits": 1024, "insecure_test_keys": True}
 LM_KINDS = {"paillier": "trades_enc", "sealed": "trades"}  # what an agent sends the LM (I5 off)
 
 
-def finish(grid, timeout=600) -> int:
-    code = grid.wait(MO_ID, timeout=timeout)
-    for pid in participants(grid.scenario):
-        grid.wait(pid, timeout=60)
-    return code
-
-
 def attack_report(grid) -> dict:
     return json.loads((grid.folder / "attack.json").read_text())
 
 
-@pytest.mark.parametrize("privacy", [{"mode": "plain"}, TEST_KEYS], ids=["plain", "paillier"])
-def test_passive_colluders_recover_the_targets_a_and_b(grid_factory, privacy):
+@pytest.mark.parametrize(
+    "privacy",
+    [{"mode": "plain"}, pytest.param(TEST_KEYS, marks=pytest.mark.slow)],  # Paillier in-process
+    ids=["plain", "paillier"],
+)
+def test_passive_colluders_recover_the_targets_a_and_b(bus_factory, privacy):
     """The leak of Theorem 1: no deviation at all, and a, b come out exactly."""
-    grid = grid_factory(
+    grid = bus_factory(
         COLLUSION, privacy=privacy, attack={"strategy": "passive", "compare_honest": False}
     )
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     report = attack_report(grid)
     assert report["errors"]["passive_a"] < 1e-6
     assert report["errors"]["passive_b"] < 1e-6
@@ -65,10 +65,9 @@ def test_passive_colluders_recover_the_targets_a_and_b(grid_factory, privacy):
     assert honest.strip() and " [ADV] " not in honest
 
 
-def test_probing_with_compliant_trades_recovers_everything_and_releases(grid_factory):
-    grid = grid_factory(COLLUSION, privacy={"mode": "plain"})  # pair checks on, masked LM
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+def test_probing_with_compliant_trades_recovers_everything_and_releases(bus_factory):
+    grid = bus_factory(COLLUSION, privacy={"mode": "plain"})  # pair checks on, masked LM
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     report = attack_report(grid)
     errors = report["errors"]
     assert errors["pmax"] < 1e-6 and errors["pmin"] < 1e-6
@@ -91,14 +90,14 @@ def test_probing_with_compliant_trades_recovers_everything_and_releases(grid_fac
     assert outcome["extra_rounds"] > 0
 
 
-def test_a_coalition_smaller_than_pmax_only_learns_a_lower_bound(grid_factory):
-    grid = grid_factory(
+@pytest.mark.slow
+def test_a_coalition_smaller_than_pmax_only_learns_a_lower_bound(bus_factory):
+    grid = bus_factory(
         COLLUSION,
         privacy={"mode": "plain"},
         agents={b: {"pmin": -10.0} for b in ("B1", "B2", "B3")},
     )
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     report = attack_report(grid)
     pmax = report["estimates"]["pmax"]
     assert pmax == pytest.approx(30.0, abs=1e-4)  # all the coalition can take: 3 × 10 kW
@@ -106,10 +105,9 @@ def test_a_coalition_smaller_than_pmax_only_learns_a_lower_bound(grid_factory):
     assert report["errors"]["pmax"] == pytest.approx(0.25, abs=1e-5)
 
 
-def test_free_shares_are_caught_by_the_pair_checks_in_the_first_deviating_round(grid_factory):
-    grid = grid_factory(COLLUSION, privacy={"mode": "plain"}, attack={"shares": "free"})
-    grid.start_all()
-    assert finish(grid) == 3
+def test_free_shares_are_caught_by_the_pair_checks_in_the_first_deviating_round(bus_factory):
+    grid = bus_factory(COLLUSION, privacy={"mode": "plain"}, attack={"shares": "free"})
+    assert grid.run(timeout=600) == 3
     results = grid.results()
     start = grid.scenario.attack.start_round
     assert f"in round {start}: pair check" in results["error"]
@@ -118,19 +116,19 @@ def test_free_shares_are_caught_by_the_pair_checks_in_the_first_deviating_round(
     assert attack_report(grid)["detection"]["first_round"] == start
 
 
-def test_objective_perturbation_limits_what_colluders_learn(grid_factory):
+@pytest.mark.slow  # five attacked runs
+def test_objective_perturbation_limits_what_colluders_learn(bus_factory):
     """I6 at (σ_b, r, w) = (1, 0.1, 4): median error ≥ 3 % on a and b over 5 sessions."""
     errors_a, errors_b, welfare_loss = [], [], []
     for seed in range(5):
-        grid = grid_factory(
+        grid = bus_factory(
             COLLUSION,
             privacy={"mode": "plain"},
             scenario={"seed": 7 + seed},  # the experiment's sessions: the scenario seed + i
             attack={"strategy": "passive", "compare_honest": True},
             agents={"S1": {"privacy_noise": {"sigma_b": 1.0, "r": 0.1, "w": 4.0}}},
         )
-        grid.start_all()
-        assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+        assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
         report = attack_report(grid)
         errors_a.append(report["errors"]["passive_a"])
         errors_b.append(report["errors"]["passive_b"])
@@ -156,13 +154,9 @@ def coalition_client(grid, user: str, identifier: str) -> aiomqtt.Client:
     return grid.client(user, identifier)
 
 
-async def watch_coalition(grid, user: str, into: list[bytes], stop: asyncio.Event) -> None:
-    async with coalition_client(grid, user, f"watch-{user}") as c:
-        await c.subscribe(topics.collusion(grid.run, "coalition"), qos=1)
-        async for message in c.messages:
-            into.append(bytes(message.payload))
-            if stop.is_set():
-                return
+async def collect(client: aiomqtt.Client, into: list[bytes]) -> None:
+    async for message in client.messages:
+        into.append(bytes(message.payload))
 
 
 def _holds_a_blob(value: object) -> bool:
@@ -198,6 +192,8 @@ def test_readable_catches_any_plaintext_value_not_only_maps():
 
 
 FORGED = b"S1 writes on the coalition topic"
+#: B3's twin's own messages on the coalition topic, before and after the run (barriers).
+MARKERS = (b"B3-twin: before the run", b"B3-twin: after the run")
 
 
 def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_plaintext(
@@ -215,29 +211,44 @@ def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_pla
     colluder_view: list[bytes] = []
     broker_view: list[bytes] = []
     before_the_run: dict[str, list[bytes]] = {}
+    topic = topics.collusion(grid.run, "coalition")
+
+    async def barrier(colluder: aiomqtt.Client, marker: bytes) -> None:
+        """B3's twin publishes ``marker``; once it and the monitor have it back, the broker has
+        dealt with everything published before it (one broker, in order): a wait on an event
+        instead of a pause long enough for the slowest machine."""
+        await colluder.publish(topic, marker, qos=1)
+        await wait_until_async(
+            lambda: marker in colluder_view and marker in broker_view, 60, f"{marker!r} came back"
+        )
 
     async def observe() -> None:
-        stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(watch_coalition(grid, twin("S1"), target_view, stop)),
-            asyncio.create_task(watch_coalition(grid, twin("B3"), colluder_view, stop)),
-            asyncio.create_task(watch_coalition(grid, "monitor", broker_view, stop)),
-        ]
-        await asyncio.sleep(0.5)
-        # The target writes on the coalition topic with its own account (its process has not
-        # started yet): the broker drops it.
-        async with coalition_client(grid, "S1", "forge-S1") as s1:
-            await s1.publish(topics.collusion(grid.run, "coalition"), FORGED, qos=1)
-        await asyncio.sleep(1.0)
-        before_the_run.update(colluder=list(colluder_view), monitor=list(broker_view))
-        grid.start_all()
-        await asyncio.to_thread(grid.wait, MO_ID, 600)
-        stop.set()
-        await asyncio.sleep(0.5)
-        for task in tasks:
-            task.cancel()
+        async with (
+            coalition_client(grid, twin("S1"), "watch-S1") as target,
+            coalition_client(grid, twin("B3"), "watch-B3") as colluder,
+            coalition_client(grid, "monitor", "watch-monitor") as monitor,
+        ):
+            views = ((target, target_view), (colluder, colluder_view), (monitor, broker_view))
+            for client, _ in views:
+                await client.subscribe(topic, qos=1)  # subscribed once the SUBACK is in
+            tasks = [asyncio.create_task(collect(client, into)) for client, into in views]
+            # The target writes on the coalition topic with its own account (its process has
+            # not started yet): the broker drops it.
+            async with coalition_client(grid, "S1", "forge-S1") as s1:
+                await s1.publish(topic, FORGED, qos=1)
+            await barrier(colluder, MARKERS[0])
+            before_the_run.update(colluder=list(colluder_view), monitor=list(broker_view))
+            grid.start_all()
+            for pid in [MO_ID, *participants(grid.scenario)]:  # every colluder has said it all
+                await asyncio.to_thread(grid.wait, pid, 600)
+            await barrier(colluder, MARKERS[1])
+            for task in tasks:
+                task.cancel()
 
     asyncio.run(observe())
+    for view in (target_view, colluder_view, broker_view):
+        view[:] = [payload for payload in view if payload not in MARKERS]
+    before_the_run = {k: [p for p in v if p not in MARKERS] for k, v in before_the_run.items()}
     # Write side of the ACL: neither a colluder nor the broker-wide monitor got S1's message.
     assert before_the_run == {"colluder": [], "monitor": []}
     assert FORGED not in colluder_view and FORGED not in broker_view
@@ -255,20 +266,22 @@ def test_only_colluders_read_and_write_the_coalition_topic_and_it_carries_no_pla
 # --- the Line Manager's view -----------------------------------------------------------------
 @pytest.mark.parametrize(
     "privacy",
-    [{**TEST_KEYS, "lm_leg": "paillier"}, {"mode": "plain", "lm_leg": "sealed"}],
+    [
+        pytest.param({**TEST_KEYS, "lm_leg": "paillier"}, marks=pytest.mark.slow),
+        {"mode": "plain", "lm_leg": "sealed"},
+    ],
     ids=["paillier-leg", "sealed-leg"],
 )
-def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(grid_factory, privacy):
+def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(bus_factory, privacy):
     """Theorem 2: with I5 off the LM reconstructs every agent's cost from what it received —
     the published leg (``lm_leg = "paillier"``: packed trades under the LM's key, decrypted by
     it) as much as trades sealed to it. Every agent of this market is inside its bounds for a
     while; one pinned at a bound from the start would reveal only that bound
     (tests/lm_view.py)."""
-    grid = grid_factory(COLLUSION, privacy=privacy, attack=None)
+    grid = bus_factory(COLLUSION, privacy=privacy, attack=None)
     record = grid.folder / "lm-view.jsonl"
-    grid.extra_args["LM"] = ["--record", str(record)]
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    grid.record_lm(record)  # python -m line_manager --record
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     entries = read_record(record)
     # What arrived: Paillier ciphertexts the LM decrypted, or trades sealed to it.
     assert {e["kind"] for e in entries} == {LM_KINDS[privacy["lm_leg"]]}
@@ -281,12 +294,11 @@ def test_a_curious_lm_that_sees_trades_recovers_everyones_a_and_b(grid_factory, 
         assert fit.b == pytest.approx(truth[agent].b, rel=1e-6), agent
 
 
-def test_with_masked_aggregation_the_lm_holds_only_masked_flow_shares(grid_factory):
-    grid = grid_factory(PAPER, privacy={"mode": "plain", "lm_leg": "masked"})
+def test_with_masked_aggregation_the_lm_holds_only_masked_flow_shares(bus_factory):
+    grid = bus_factory(PAPER, privacy={"mode": "plain", "lm_leg": "masked"})
     record = grid.folder / "lm-view.jsonl"
-    grid.extra_args["LM"] = ["--record", str(record)]
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-2000:]
+    grid.record_lm(record)  # python -m line_manager --record
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-2000:]
     entries = read_record(record)
     setup = build_setup(grid.scenario)
     g = setup.graph

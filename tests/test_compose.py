@@ -22,7 +22,7 @@ from privgrid.broker.config import DASHBOARD, MONITOR, BrokerUsers
 from privgrid.cli import main
 from privgrid.compose import common, document
 from privgrid.compose.setup import Owner, SetupResult, setup_grid
-from privgrid.compose.supervisor import broker_url_with_password
+from privgrid.compose.supervisor import broker_url_with_password, report_argv
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.scenario import load_scenario
 
@@ -178,6 +178,15 @@ def test_role_commands(paper_doc):
     for service in services.values():
         if service.get("entrypoint", [None])[-1] == "exec":
             assert service["entrypoint"] == ["python", "-m", "privgrid.compose", "exec"]
+    # The MO's container reports the run from its record once the MO has ended.
+    assert services["mo"]["entrypoint"] == ["python", "-m", "privgrid.compose", "exec", "--report"]
+    assert report_argv(services["mo"]["command"]) == [
+        "report",
+        "runs/${PRIVGRID_RUN:-paper}",
+        "--scenario",
+        scenario,
+    ]
+    assert report_argv(services["lm"]["command"]) is None
 
 
 def test_no_secret_in_the_compose_file(tmp_path):
@@ -455,13 +464,16 @@ def _wrapper(linger: float, grace: float, child: str) -> subprocess.Popen:
 
 def test_a_finished_participant_stays_up_until_stopped():
     wrapper = _wrapper(60, 0, "import sys; sys.exit(0)")
-    time.sleep(3)
+    assert wrapper.stderr is not None
+    said = ""  # the wrapper's note that its child ended is the event waited for
+    while "staying up" not in said and (line := wrapper.stderr.readline()):
+        said += line
+    assert "finished with status 0; staying up" in said
     assert wrapper.poll() is None, "it should linger after its process ended"
     started = time.monotonic()
     wrapper.send_signal(signal.SIGTERM)
-    _, err = wrapper.communicate(timeout=10)
+    wrapper.communicate(timeout=10)
     assert wrapper.returncode == 0 and time.monotonic() - started < 5
-    assert "finished with status 0; staying up" in err
 
 
 def test_linger_ends_by_itself_and_keeps_the_exit_status():

@@ -85,6 +85,7 @@ def test_setup_with_tls_gives_certificates_instead_of_passwords_and_drops_old_pa
         if IS_ROOT:
             assert (own / f"{pid}.key").stat().st_uid == 10001
     assert not (project / "broker.json").exists()
+    assert not list(project.rglob("*.password"))  # the dashboard's of the plain setup too
     broker = project / "broker"
     assert sorted(p.name for p in broker.iterdir()) == sorted(
         [

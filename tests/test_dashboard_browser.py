@@ -38,6 +38,8 @@ WAIT_MS = 240_000  # a deadline for each condition, not a pause: loaded machines
 
 pytestmark = [
     pytest.mark.timeout(600),
+    pytest.mark.browser,
+    pytest.mark.grid,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="needs Debian's chromium (scripts/setup.sh --system-packages installs it)",

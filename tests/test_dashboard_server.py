@@ -104,13 +104,14 @@ def test_the_stream_sends_the_state_then_changes_then_the_final_state(tmp_path):
                 handle.write("2,0.5,0.5,0.5,0,0.2,\n")
             more = await next_event(events, "trace")
             assert [r[0] for r in more["rows"]] == [2.0]  # only the new row
+            # (before the stop: once the final state is out, the server closes its port)
+            snapshot = await (await http.get(listen.url + "state.json")).json()
+            assert snapshot["trace"][-1][0] == 2.0
             (folder / "results.json").write_text(json.dumps({"status": "converged", "lines": []}))
             dashboard.stop()  # as SIGTERM at the end of the run
             last = await read_events(events, "bye")
             final = [d for k, d in last if k == "state"][-1]
             assert final["stopping"] and final["results"]["status"] == "converged"
-            snapshot = await (await http.get(listen.url + "state.json")).json()
-            assert snapshot["trace"][-1][0] == 2.0
         await asyncio.wait_for(serving, 30)
 
     try:

@@ -87,6 +87,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return out, proc.stdout
 
 
+@pytest.mark.grid
 def test_the_command_writes_the_leakage_table_with_numbers(experiment):
     out, printed = experiment
     text = (out / "collusion.md").read_text()
@@ -120,6 +121,7 @@ def test_the_command_writes_the_leakage_table_with_numbers(experiment):
     assert "None" not in text
 
 
+@pytest.mark.grid
 def test_the_command_draws_the_plot(experiment):
     out, _ = experiment
     png = (out / "collusion.png").read_bytes()

@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from privgrid import report
+from privgrid import report, runfolder
 from privgrid.console import print_summary
 from privgrid.crypto.identity import Identity, Roster
 from privgrid.launcher import crashed, describe_exit, end_line, final_status
 from privgrid.logs import ParticipantLog
 from privgrid.market.setup import build_setup
 from privgrid.market.stopping import Residuals
+from privgrid.membership import PeerState
+from privgrid.plots import write_plots
 from privgrid.progress import (
     ProgressReporter,
     distance,
@@ -66,7 +68,7 @@ def failed_results(setup) -> dict:
 # -- item 2: results.json is strict JSON, with status and error -------------------------------
 def test_a_failed_runs_results_are_strict_json_with_status_error_and_null_unknowns(setup, tmp_path):
     results = failed_results(setup)
-    report.write_results(tmp_path, results)
+    runfolder.write_results(tmp_path, results)
     written = load_strict_json(tmp_path / "results.json")
     assert written["status"] == "failed" and written["error"] == ERROR
     assert written["converged"] is False and written["rounds"] == 22
@@ -106,7 +108,7 @@ def test_a_failed_runs_plots_say_so_and_no_all_zero_trades_plot_is_left(setup, t
     plots = tmp_path / "plots"
     plots.mkdir()
     (plots / "trades.png").write_bytes(b"a previous run's plot")
-    titles = report.write_plots(plots, failed_results(setup), trace_rows(22), 1e-4, 1e-4)
+    titles = write_plots(plots, failed_results(setup), trace_rows(22), 1e-4, 1e-4)
     assert list(titles) == ["convergence.png"]
     assert f"FAILED: {ERROR}" in titles["convergence.png"]
     assert not (plots / "trades.png").exists()  # stale, and this run has no trades to show
@@ -114,12 +116,12 @@ def test_a_failed_runs_plots_say_so_and_no_all_zero_trades_plot_is_left(setup, t
 
 def test_a_converged_runs_plots_have_plain_titles_and_a_not_converged_one_says_so(setup, tmp_path):
     results = solve(setup)
-    titles = report.write_plots(tmp_path, results, trace_rows(5), 1e-4, 1e-4)
+    titles = write_plots(tmp_path, results, trace_rows(5), 1e-4, 1e-4)
     assert titles == {
         "convergence.png": "Convergence: paper (in-process)",
         "trades.png": "Cleared trades: paper",
     }
-    titles = report.write_plots(
+    titles = write_plots(
         tmp_path, {**results, "status": "not_converged"}, trace_rows(5), 1e-4, 1e-4
     )
     assert all(title.endswith("NOT CONVERGED") for title in titles.values())
@@ -302,13 +304,13 @@ def test_the_mo_logs_progress_at_most_every_few_seconds():
 
 def test_the_live_trace_is_appended_round_by_round_and_read_back(tmp_path):
     path = tmp_path / "trace.csv"
-    live = report.TraceFile(path)
+    live = runfolder.TraceFile(path)
     rows = trace_rows(3)
     live.sync(rows[:2])
     assert len(path.read_text().splitlines()) == 3  # header + 2
     live.sync(rows)
-    assert [r.round for r in report.read_trace(path)] == [1, 2, 3]
-    assert report.read_trace(tmp_path / "absent.csv") == []
+    assert [r.round for r in runfolder.read_trace(path)] == [1, 2, 3]
+    assert runfolder.read_trace(tmp_path / "absent.csv") == []
 
 
 # -- item 9: counters across incarnations, expected drops at INFO ---------------------------------
@@ -362,8 +364,7 @@ def test_a_queued_message_dropped_after_a_restart_is_logged_at_info(tmp_path, ca
     assert fresh.channel.stats["rejected"] == 1
     caplog.clear()
     restarted = participant(tmp_path, identity)
-    restarted.incarnation = 1
-    restarted.peer_state = {"B1": (0, b"x" * 32, None)}
+    restarted.membership.resume(1, {"B1": PeerState(0, b"x" * 32, None)})
     restarted._unknown_peer(UnknownPeer("no key announcement from B1 yet", "B1"), "t/B1/share")
     assert [r.levelname for r in caplog.records] == ["INFO"]
     assert "queued for us before our restart" in caplog.records[0].getMessage()

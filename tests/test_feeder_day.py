@@ -24,6 +24,7 @@ from privgrid.feeder.feeder import step_of
 from privgrid.feeder.simbench import load_source
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # every test clears a day (or starts doing so) in a subprocess
 CONFIGS = ROOT / "configs"
 INTERVALS = 4
 PLOTS = ("prices.png", "energy.png", "loading.png", "rounds.png", "map.png")

@@ -228,7 +228,7 @@ VIOLATION_REPORT = re.compile(r"protocol violation by \S+|violation reported by 
 PUBLISHED_STEPS = {"steps": "fixed", "tau": 1.0, "alpha": 0.2}
 # The run must outlast the fuzz: ε = 1e-6 gives about 300 rounds on the paper case.
 LONG_RUN = {**PUBLISHED_STEPS, "rho": 1.0, "epsilon_p": 1e-6, "epsilon_lambda": 1e-6}
-#: The secure fuzz is over by round ~25; ρ = 1.5 and ε = 1e-3 end the run at round 95, not 195.
+#: The secure fuzz is over by round ~25; ρ = 1.5 and ε = 1e-3 end the run sooner (tests/rounds.py).
 SHORT_RUN = {**PUBLISHED_STEPS, "rho": 1.5, "epsilon_p": 1e-3, "epsilon_lambda": 1e-3}
 
 

@@ -1,4 +1,6 @@
-"""Batch verification and obfuscator pools over a real Mosquitto with real processes (#8).
+"""Batch verification and obfuscator pools in whole runs (#8), on the in-process bus
+(tests/bus.py: the product's runtime and nodes, every message through the real channel; slow:
+Paillier for everyone in one process).
 
 1024-bit keys (``insecure_test_keys``) keep these fast. The lie in the first test is below the
 convergence tolerance and the pair checks (I4) are off, so only the deferred proof check can
@@ -14,9 +16,9 @@ from privgrid.ledger import Ledger
 from privgrid.market.setup import build_setup
 from privgrid.scenario import MO_ID, load_scenario
 from privgrid.solve import solve
-from tests.test_grid_secure import TEST_KEYS, finish
+from tests.test_grid_secure import TEST_KEYS
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = {**TEST_KEYS, "verify": "batch"}
 
@@ -27,13 +29,12 @@ def reference():
     return solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
 
 
-def test_a_lying_decryptor_is_caught_by_batch_verification_before_the_block(grid_factory):
-    grid = grid_factory(
+def test_a_lying_decryptor_is_caught_by_batch_verification_before_the_block(bus_factory):
+    grid = bus_factory(
         privacy={**BATCH, "pair_checks": False},
         agents={"S1": {"behaviour": "lying-decryptor", "lie": 2e-5, "lie_from_round": 4}},
     )
-    grid.start_all()
-    assert finish(grid) == 3, grid.log(MO_ID)[-3000:]
+    assert grid.run(timeout=600) == 3, grid.log(MO_ID)[-3000:]
     results = grid.results()
     assert not results["converged"]
     assert "protocol violation by S1 in round 4" in results["error"]
@@ -50,10 +51,9 @@ def test_a_lying_decryptor_is_caught_by_batch_verification_before_the_block(grid
     assert Ledger.open(grid.folder / "ledger.sqlite").height == 0
 
 
-def test_honest_batch_run_with_pools_converges_to_the_every_round_result(grid_factory, reference):
-    grid = grid_factory(privacy={**BATCH, "pool_rounds": 4})
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
+def test_honest_batch_run_with_pools_converges_to_the_every_round_result(bus_factory, reference):
+    grid = bus_factory(privacy={**BATCH, "pool_rounds": 4})
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-3000:]
     results = grid.results()
     assert results["converged"] and results["rounds"] == reference["rounds"]
     for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
@@ -65,4 +65,4 @@ def test_honest_batch_run_with_pools_converges_to_the_every_round_result(grid_fa
     assert results["ledger"]["committed"]
     assert {"batch_verify_s", "offline_s"} <= set(results["crypto_phases"])
     for pid in participants(grid.scenario):
-        assert grid.processes[pid].returncode == 0
+        assert grid.codes[pid] == 0

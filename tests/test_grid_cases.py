@@ -37,6 +37,7 @@ def test_shipped_data_equals_a_fresh_pandapower_conversion(case):
     assert stored == expected
 
 
+@pytest.mark.slow
 def test_case_data_script_reports_the_files_up_to_date():
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_case_data.py"), "--check"],

@@ -26,7 +26,7 @@ import tomli_w
 
 from tests.conftest import load_strict_json
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.grid, pytest.mark.timeout(900)]  # `privgrid run` over Mosquitto
 ROOT = Path(__file__).resolve().parent.parent
 PRIVGRID = [sys.executable, "-m", "privgrid.cli"]
 INTERVALS = 3
@@ -144,7 +144,7 @@ def test_round_numbers_continue_from_interval_to_interval(days):
 
 def start_day(tmp_path: Path, wait: bool = False) -> tuple[subprocess.Popen, Path]:
     """``privgrid run`` of the module's day in the background, once its first interval has
-    been recorded (the MO writes intervals/0001/results.json when the interval ends)."""
+    been recorded (the MO writes intervals/0001/protocol.json when the interval ends)."""
     out = tmp_path / "wire"
     scenario = night(tmp_path, wait)
     proc = subprocess.Popen(
@@ -154,7 +154,7 @@ def start_day(tmp_path: Path, wait: bool = False) -> tuple[subprocess.Popen, Pat
         stderr=subprocess.PIPE,
         text=True,
     )
-    first = out / "intervals" / "0001" / "results.json"
+    first = out / "intervals" / "0001" / "protocol.json"
     deadline = time.monotonic() + 600
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -1,12 +1,14 @@
-"""Bad messages and failing participants during a real run (real Mosquitto, real processes).
+"""Bad messages and failing participants during a run, on the in-process bus (tests/bus.py):
+every participant the product's runtime and node, every message through the real channel.
 
-The broker is untrusted: the harness gives an ``intruder`` account write access to the whole
-run, and the processes must still drop everything that is not a correctly signed, sealed,
-in-protocol message — with one log line naming the claimed sender and the reason — and reach
-the same result as an undisturbed run.
+The broker is untrusted: an intruder may write anywhere in the run (here it publishes straight
+into the bus), and the participants must still drop everything that is not a correctly
+signed, sealed, in-protocol message — with one log line naming the claimed sender and the
+reason — and reach the same result as an undisturbed run. A participant that dies is killed
+as by SIGKILL: it stops, and the broker publishes its last will. (The same failures through
+``privgrid run``, real processes and SIGKILL: tests/test_run_failures.py.)
 """
 
-import asyncio
 import json
 import os
 import time
@@ -14,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 
 import msgpack
-import pytest
 
 from privgrid.crypto.identity import Identity
 from privgrid.keys import participants
@@ -25,31 +26,39 @@ from privgrid.solve import solve
 from privgrid.wire import topics
 from privgrid.wire.envelope import seal_envelope
 from privgrid.wire.session import WILL_HOLD
+from tests.rounds import ROUNDS
 
-pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def record_then_inject(grid, after_round: int) -> None:
-    """Record the first share S1 receives, wait for ``after_round``, then inject bad messages."""
-    run = grid.run
-    async with grid.intruder_client() as c:
-        await c.subscribe(topics.inbox_filter(run, "S1"), qos=1)
-        await c.subscribe(topics.broadcast(run, MO_ID, "round"), qos=1)
-        recorded: tuple[str, bytes] | None = None
-        async for message in c.messages:
-            topic = str(message.topic)
-            if recorded is None and topic.endswith("/B1/share"):
-                recorded = (topic, bytes(message.payload))
-            if (
-                topic.endswith("/round")
-                and msgpack.unpackb(message.payload)["round"] >= after_round
-            ):
-                break
-        assert recorded is not None
-        now = msgpack.unpackb(message.payload)["round"]
+class RecordThenInject:
+    """The intruder, watching every publish: record the first share S1 receives, wait for the
+    MO's broadcast of ``after_round``, then inject bad messages (once)."""
+
+    def __init__(self, grid, after_round: int) -> None:
+        self.grid = grid
+        self.after_round = after_round
+        self.recorded: tuple[str, bytes] | None = None
+        self.injected = False
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        run = self.grid.run_id
+        if self.recorded is None and topic == topics.direct(run, "S1", "B1", "share"):
+            self.recorded = (topic, payload)
+        if self.injected or topic != topics.broadcast(run, MO_ID, "round"):
+            return
+        now = msgpack.unpackb(payload)["round"]
+        if now < self.after_round:
+            return
+        assert self.recorded is not None
+        self.injected = True
+        for topic_, payload_ in self.injections(now):
+            self.grid.broker.publish(topic_, payload_)
+
+    def injections(self, now: int) -> list[tuple[str, bytes]]:
+        run = self.grid.run_id
         stranger = Identity.generate()
-        b1 = Identity.load(grid.folder / "secrets" / "B1.key")  # a stolen key, garbage inside
+        b1 = Identity.load(self.grid.folder / "secrets" / "B1.key")  # stolen, garbage inside
         forged = seal_envelope(
             stranger,
             kind="share",
@@ -80,22 +89,21 @@ async def record_then_inject(grid, after_round: int) -> None:
             recipient="S1",
             body=os.urandom(60),
         )
-        injections = [
+        return [
             (topics.direct(run, "S1", "B1", "share"), forged),
             (topics.direct(run, "S1", "X9", "share"), outsider),
-            recorded,  # a replay of round 1's share from B1
+            self.recorded,  # a replay of round 1's share from B1
             (topics.direct(run, "S1", "B1", "share"), b"\x93not-msgpack\xc1"),
             (topics.direct(run, "S1", "B1", "price"), garbage_body),
         ]
-        for topic, payload in injections:
-            await c.publish(topic, payload, qos=1)
 
 
-def test_forged_foreign_replayed_and_malformed_messages_are_dropped(grid_factory):
-    grid = grid_factory(intruder=True, privacy={"mode": "plain"})
-    grid.start_all()
-    asyncio.run(record_then_inject(grid, after_round=5))
-    assert grid.wait(MO_ID, timeout=240) == 0, grid.log(MO_ID)[-2000:]
+def test_forged_foreign_replayed_and_malformed_messages_are_dropped(bus_factory):
+    grid = bus_factory(privacy={"mode": "plain"})
+    intruder = RecordThenInject(grid, after_round=5)
+    grid.broker.watchers.append(intruder)
+    assert grid.run() == 0, grid.log(MO_ID)[-2000:]
+    assert intruder.injected
     log = grid.log("S1")
     assert "dropped message from B1 on privgrid/" in log and "bad signature" in log
     assert "dropped message from X9" in log and "sender is not in the roster" in log
@@ -104,21 +112,20 @@ def test_forged_foreign_replayed_and_malformed_messages_are_dropped(grid_factory
     assert "cannot open sealed price: authentication failed" in log
     reference = solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
     results = grid.results()
-    assert results["converged"] and results["rounds"] == reference["rounds"]
+    assert results["converged"] and results["rounds"] == reference["rounds"] == ROUNDS["paper"]
     for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
         assert ours["power"] == theirs["power"] and ours["price"] == theirs["price"]
 
 
-def test_missing_participant_at_start_fails_naming_it(grid_factory):
-    """B3 never starts: the MO gives up when ``timeouts.start`` (4 s) has run out on its own
-    clock (from its connection, within 3 s of slack), at most 10 s after the processes were
-    started (start-up on a loaded machine), naming B3; times from the MO's log stamps, since
-    writing the results after giving up is not part of the timeout."""
+def test_missing_participant_at_start_fails_naming_it(bus_factory):
+    """B3 never starts: the MO gives up when ``timeouts.start`` (4 s: a real wait, it is the
+    timeout under test) has run out on its own clock (from its connection, within 3 s of
+    slack), at most 10 s after everyone else started, naming B3; times from the MO's log
+    stamps, since writing the results after giving up is not part of the timeout."""
     timeout = 4.0
-    grid = grid_factory(privacy={"mode": "plain"}, timeouts={"start": timeout})
+    grid = bus_factory(privacy={"mode": "plain"}, timeouts={"start": timeout})
     started = time.time()
-    grid.start_all(skip=("B3",))
-    assert grid.wait(MO_ID, timeout=timeout + 30) == 3
+    assert grid.run(timeout=timeout + 30, skip=("B3",)) == 3
     log = grid.log(MO_ID)
     assert "no key announcement from B3 within 4 s" in log
     connected = logged_at(log, "connected to mqtt://")
@@ -126,22 +133,17 @@ def test_missing_participant_at_start_fails_naming_it(grid_factory):
     assert timeout <= gave_up - connected < timeout + 3, gave_up - connected
     assert gave_up - started < timeout + 10, gave_up - started
     for pid in participants(grid.scenario):
-        if pid != "B3":  # nobody hangs
-            assert grid.wait(pid, timeout=30) != 0, pid
+        if pid != "B3":  # nobody hangs (run() returned: everyone ended)
+            assert grid.codes[pid] != 0, pid
 
 
-def test_participant_dying_mid_run_stops_the_run_naming_it(grid_factory):
-    grid = grid_factory(privacy={"mode": "plain"})
-    grid.start_all()
-    grid.wait_for_round(10)
-    grid.kill("S2")
-    assert grid.wait(MO_ID, timeout=60) == 3
+def test_participant_dying_mid_run_stops_the_run_naming_it(bus_factory):
+    grid = bus_factory(privacy={"mode": "plain"})
+    grid.after_round(10, lambda: grid.kill("S2"))
+    assert grid.run(timeout=120) == 3  # returns once everyone has ended: nobody hangs
     assert "participant S2 left the run during round" in grid.log(MO_ID)
     results = grid.results()
     assert results["converged"] is False and "S2" in results["error"]
-    for pid in participants(grid.scenario):
-        if pid != "S2":
-            grid.wait(pid, timeout=30)
 
 
 def logged_at(log: str, text: str) -> float:
@@ -151,29 +153,25 @@ def logged_at(log: str, text: str) -> float:
 
 
 def test_a_participant_that_never_rejoins_under_on_missing_wait_stops_the_run_naming_it(
-    grid_factory,
+    bus_factory,
 ):
-    """``timeouts.on_missing = "wait"``, ``missing = 3``: S2 is killed mid-run (SIGKILL) and
-    never restarted. The MO pauses the round clock when S2's last will arrives (held
-    ``WILL_HOLD`` s by each session), waits ``missing`` s, then stops the run naming S2; nobody
-    hangs and no block is committed.
+    """``timeouts.on_missing = "wait"``, ``missing = 3``: S2 is killed mid-run and never
+    restarted. The MO pauses the round clock when S2's last will arrives (a real broker's
+    sessions hold it ``WILL_HOLD`` s; the bus delivers it at once), waits ``missing`` s (a real
+    wait: the timeout under test), then stops the run naming S2; nobody hangs and no block is
+    committed.
 
-    Times come from the MO's log stamps, not from its exit: writing the results after the stop
-    takes the MO from 1 to 13 s on this shared 2-core machine. The pause must last at least
+    Times come from the MO's log stamps, not from its exit. The pause must last at least
     ``missing`` (it did wait) and at most ``missing`` + 5 s (the clock is checked a few times a
     second; slack for load); the stop must come within ``WILL_HOLD + missing`` + 15 s of the
     kill."""
     missing = 3.0
-    grid = grid_factory(
+    grid = bus_factory(
         privacy={"mode": "plain"}, timeouts={"on_missing": "wait", "missing": missing}
     )
-    for pid in participants(grid.scenario):  # as a restartable deployment would run
-        grid.extra_args[pid] = ["--state", str(grid.folder / "state")]
-    grid.start_all()
-    grid.wait_for_round(10)
-    grid.kill("S2")
-    killed = time.time()
-    assert grid.wait(MO_ID, timeout=90) == 3, grid.log(MO_ID)[-2000:]
+    grid.after_round(10, lambda: grid.kill("S2"))
+    assert grid.run(timeout=90) == 3, grid.log(MO_ID)[-2000:]  # everyone ended: nobody hangs
+    killed = grid.killed_at["S2"]
 
     log = grid.log(MO_ID)
     error = "participant S2 left the run during round"
@@ -188,8 +186,5 @@ def test_a_participant_that_never_rejoins_under_on_missing_wait_stops_the_run_na
     assert error in results["error"] and rejoin in results["error"]
     assert results["ledger"]["committed"] is False
     assert Ledger.open(grid.folder / "ledger.sqlite").height == 0
-    for pid in participants(grid.scenario):  # nobody hangs waiting for S2
-        if pid not in ("S2", MO_ID):
-            grid.wait(pid, timeout=30)
     figures = {"kill to stop (s)": stopped - killed, "pause (s)": stopped - paused}
     print(json.dumps({k: round(v, 2) for k, v in figures.items()} | {"round": results["rounds"]}))

@@ -39,11 +39,13 @@ def plain_run(tmp_path_factory):
         code = grid.wait(MO_ID, timeout=240)
         for pid in participants(grid.scenario):
             grid.wait(pid, timeout=30)
+        grid.report()  # as `privgrid run` does once every process has exited
         yield grid, code
     finally:
         grid.stop()
 
 
+@pytest.mark.grid
 def test_plain_run_equals_the_in_process_negotiation(plain_run, reference):
     grid, code = plain_run
     assert code == 0, grid.log(MO_ID)[-2000:]
@@ -62,6 +64,7 @@ def test_plain_run_equals_the_in_process_negotiation(plain_run, reference):
     assert results["mode"] == "plain" and results["messages"]["rejected"] == 0
 
 
+@pytest.mark.grid
 def test_every_participant_is_its_own_process(plain_run):
     grid, _ = plain_run
     reported = {pid: int(s["pid"]) for pid, s in grid.results()["participants"].items()}
@@ -71,10 +74,12 @@ def test_every_participant_is_its_own_process(plain_run):
     assert os.getpid() not in reported.values()
 
 
+@pytest.mark.grid
 def test_the_broker_is_the_only_channel(plain_run):
     """No coordination through files: each process got only the scenario, its own key and the
     roster; nothing else was written into the run folder by the participants but the MO's
-    results and the logs (and the broker's own state)."""
+    record and ledger, the logs (and the broker's own state), and then the report of the
+    MO's record."""
     grid, _ = plain_run
     written = {p.relative_to(grid.folder).parts[0] for p in grid.folder.rglob("*") if p.is_file()}
     assert written == {
@@ -82,6 +87,7 @@ def test_the_broker_is_the_only_channel(plain_run):
         "secrets",
         "broker",
         "logs",
+        "protocol.json",
         "results.json",
         "trace.csv",
         "plots",
@@ -89,6 +95,7 @@ def test_the_broker_is_the_only_channel(plain_run):
     }
 
 
+@pytest.mark.grid
 def test_logs_have_participant_and_round_on_every_line(plain_run):
     grid, _ = plain_run
     pattern = re.compile(r"^\S+Z (\S+) r=(\d+) (INFO|WARNING|ERROR|DEBUG) ")
@@ -101,6 +108,7 @@ def test_logs_have_participant_and_round_on_every_line(plain_run):
         assert any(f"r={grid.results()['rounds']} " in line for line in lines)
 
 
+@pytest.mark.grid
 def test_run_folder_has_trace_and_plots(plain_run):
     grid, _ = plain_run
     results = grid.results()
@@ -116,6 +124,7 @@ def test_run_folder_has_trace_and_plots(plain_run):
     assert set(results["timings"]) >= {"negotiation_s", "per_round_s", "crypto_s", "wait_s"}
 
 
+@pytest.mark.grid
 def test_a_sparse_market_reads_only_its_partners_announcements(tmp_path):
     """With few partners, an agent subscribes to the announcements and broadcasts of its peers
     only (at 500 agents the wildcards cost 250,000 checked messages at start); the result is
@@ -175,9 +184,10 @@ def test_role_processes_reject_bad_input_clearly(tmp_path):
     assert proc.returncode == 2 and "must start with mqtt://" in proc.stderr
 
 
+@pytest.mark.grid
 def test_results_json_is_valid_json_with_the_solve_schema(plain_run, reference):
     grid, _ = plain_run
-    results = json.loads((grid.folder / "results.json").read_text())
+    results = json.loads((grid.folder / "results.json").read_text())  # strict: no NaN
     ours, theirs = set(key_paths(results)), set(key_paths(reference))  # nested, list items too
     assert "agents[].theta" in theirs and sorted(theirs - ours) == []
     assert sorted(p for p in ours - theirs if not is_run_only(p)) == []

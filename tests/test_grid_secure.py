@@ -1,4 +1,7 @@
-"""Secure mode on a real Mosquitto with real processes and real Paillier keys.
+"""Secure mode with real Paillier keys: on a real Mosquitto with real processes, and — where
+a participant's protocol logic is what is tested (a lying decryptor, a second key) — on the
+in-process bus (tests/bus.py: the product's runtime and nodes, every message through the real
+channel).
 
 1024-bit keys (``insecure_test_keys``) keep CI fast; one test runs the product's 2048 bits
 for a few rounds.
@@ -99,13 +102,12 @@ def test_product_key_size_2048_for_a_few_rounds(grid_factory):
     assert "insecure" not in grid.log("S1")
 
 
-def test_lying_decryptor_is_caught_in_its_first_lying_round_and_the_run_aborts(grid_factory):
-    grid = grid_factory(
+def test_lying_decryptor_is_caught_in_its_first_lying_round_and_the_run_aborts(bus_factory):
+    grid = bus_factory(
         privacy=TEST_KEYS,
         agents={"S1": {"behaviour": "lying-decryptor", "lie": 0.02, "lie_from_round": 4}},
     )
-    grid.start_all()
-    assert finish(grid) == 3
+    assert grid.run(timeout=400) == 3
     results = grid.results()
     assert "protocol violation by S1 in round 4" in results["error"]
     reports = results["violations"]
@@ -118,15 +120,15 @@ def test_lying_decryptor_is_caught_in_its_first_lying_round_and_the_run_aborts(g
     ) + grid.log("B3")
 
 
-def test_lying_decryptor_under_drop_pair_is_cut_out_and_the_rest_clears(grid_factory):
-    grid = grid_factory(
+@pytest.mark.slow  # a whole Paillier run in one process
+def test_lying_decryptor_under_drop_pair_is_cut_out_and_the_rest_clears(bus_factory):
+    grid = bus_factory(
         privacy={**TEST_KEYS, "on_violation": "drop_pair"},
         agents={
             "S1": {"behaviour": "lying-decryptor", "lie": 0.02, "lie_from_round": 4, "pmin": 0.0}
         },
     )
-    grid.start_all()
-    assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
+    assert grid.run(timeout=600) == 0, grid.log(MO_ID)[-3000:]
     results = grid.results()
     # Caught in the first round it lies, by the proof check, and only S1 is named: a drop
     # for any other reason, or a detection one round late, must fail here.
@@ -215,43 +217,36 @@ def test_bad_key_announcements_are_rejected_with_a_clear_log_line(grid_factory):
     assert "accepted the key announcement of B1" in log
 
 
-async def announce_a_second_key(grid) -> None:
+def announce_a_second_key(grid) -> None:
     """As B1 (with its stolen identity key), announce a second Paillier key mid-run.
 
     Everything about it is valid — signature, run, size, key proof — and the rest of B1's
     announcement is copied from the retained one, so the only fault is that it is a second,
     different key for the same (run, id) (protocol.md §2).
     """
-    run = grid.run
+    run = grid.run_id
     stolen = Identity.load(grid.folder / "secrets" / "B1.key")
     other = pl.generate_keypair(1024)
-    async with grid.intruder_client() as c:
-        await c.subscribe(topics.keys(run, "B1"), qos=1)
-        async for message in c.messages:  # the retained announcement comes first
-            first = msgpack.unpackb(bytes(message.payload))
-            break
-        body = msgpack.unpackb(first["body"])
-        assert body["paillier_n"] != pl.public_key_to_bytes(other.public_key)
-        body.update(
-            paillier_n=pl.public_key_to_bytes(other.public_key),
-            paillier_bits=other.bits,
-            key_proof=key_proof_to_bytes(other.n, make_key_proof(other, run, "B1")),
-        )
-        second = b1_announcement(stolen, run, body)
-        await c.publish(topics.keys(run, "B1"), second, qos=1)
+    first = msgpack.unpackb(grid.broker.retained[topics.keys(run, "B1")])
+    body = msgpack.unpackb(first["body"])
+    assert body["paillier_n"] != pl.public_key_to_bytes(other.public_key)
+    body.update(
+        paillier_n=pl.public_key_to_bytes(other.public_key),
+        paillier_bits=other.bits,
+        key_proof=key_proof_to_bytes(other.n, make_key_proof(other, run, "B1")),
+    )
+    grid.broker.publish(topics.keys(run, "B1"), b1_announcement(stolen, run, body))
 
 
-def test_a_second_different_key_for_the_same_run_and_id_is_a_violation(grid_factory, reference):
-    """B1 announces a second, valid Paillier key in round ≥ 3: everyone who reads it reports
-    B1 with both announcements as evidence, and under ``on_violation = "abort"`` (the
-    default) the run ends naming B1."""
-    grid = grid_factory(intruder=True, privacy=TEST_KEYS)
-    grid.start_all()
-    grid.wait_for_round(3, timeout=300)
-    asyncio.run(announce_a_second_key(grid))
-    assert finish(grid) == 3, grid.log(MO_ID)[-3000:]
+def test_a_second_different_key_for_the_same_run_and_id_is_a_violation(bus_factory, reference):
+    """B1 announces a second, valid Paillier key in round ≥ 3 (an intruder publishing into
+    the bus once round 3 is done): everyone who reads it reports B1 with both announcements
+    as evidence, and under ``on_violation = "abort"`` (the default) the run ends naming B1."""
+    grid = bus_factory(privacy=TEST_KEYS)
+    grid.after_round(3, lambda: announce_a_second_key(grid))
+    assert grid.run(timeout=400) == 3, grid.log(MO_ID)[-3000:]
     results = grid.results()
-    reason = f"announced a second, different key in run {grid.run}; the first is kept"
+    reason = f"announced a second, different key in run {grid.run_id}; the first is kept"
     assert not results["converged"]
     assert f"protocol violation by B1 in round 0: {reason}" in results["error"]
     reports = results["violations"]
@@ -314,6 +309,7 @@ def test_rejoins_without_the_checkpoint_or_with_a_bad_new_key_are_refused(grid_f
     assert "B1 rejoined" not in log
 
 
+@pytest.mark.grid
 def test_crypto_threads_with_agents_sharing_a_process_give_the_same_result(tmp_path, reference):
     """``crypto_threads = 2`` and all seven agents in one process (one shared pool of worker
     threads): the heavy steps run on the workers, and the run equals the in-process one."""

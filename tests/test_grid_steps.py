@@ -1,16 +1,17 @@
-"""Adaptive steps over a real Mosquitto: announced by the MO, used by everyone, bit for bit.
+"""Adaptive steps in a run: announced by the MO, used by everyone, bit for bit.
 
 The market is the paper case with every cost divided by 20 (prices ~0.1 $/kW, a real feeder's
 level, docs/market.md): the MO's step controller changes the exponent four times in this run,
-so the steps really move. A monitor account reads the MO's ``round`` broadcasts as the broker
+so the steps really move. On the in-process bus (tests/bus.py: the product's runtime and nodes,
+every message through the real channel) the MO's ``round`` broadcasts are read as the broker
 relays them; each must announce exactly the exponent the in-process negotiation used in that
-round, and the run must end with the in-process result, bit for bit. A restarted MO or LM
-resumes the controller (and its half-filled window) from its checkpoint.
+round, and the run must end with the in-process result, bit for bit. Over a real Mosquitto
+with real processes, a restarted MO or LM resumes the controller (and its half-filled window)
+from its checkpoint.
 """
 
 from __future__ import annotations
 
-import asyncio
 import tomllib
 from pathlib import Path
 
@@ -42,17 +43,15 @@ def in_process(grid):
     return result, controller
 
 
-async def watch_rounds(grid, announced: dict[int, int | None]) -> None:
-    """The ``steps`` of every ``round`` broadcast (None if absent), until the MO's ``closed``."""
-    async with grid.client("monitor", "monitor-steps") as client:
-        await client.subscribe(topics.broadcast_filter(grid.run, MO_ID), qos=1)
-        async for message in client.messages:
-            envelope = msgpack.unpackb(bytes(message.payload), strict_map_key=False)
-            if envelope["kind"] == "round":
-                body = msgpack.unpackb(envelope["body"])  # round bodies are not sealed
-                announced[envelope["round"]] = body.get("steps")
-            if envelope["kind"] == "closed":
-                return
+def announced_steps(grid) -> dict[int, int | None]:
+    """The ``steps`` of every ``round`` broadcast (None if absent), as the broker relayed them."""
+    announced: dict[int, int | None] = {}
+    for topic, payload in grid.broker.published:
+        if topic == topics.broadcast(grid.run_id, MO_ID, "round"):
+            envelope = msgpack.unpackb(payload, strict_map_key=False)
+            body = msgpack.unpackb(envelope["body"])  # round bodies are not sealed
+            announced[envelope["round"]] = body.get("steps")
+    return announced
 
 
 def finish(grid, timeout: float = 300) -> int:
@@ -76,19 +75,11 @@ def assert_bit_for_bit(results, result, setup) -> None:
 
 
 def test_the_mo_announces_each_rounds_steps_and_the_run_equals_the_in_process_one(
-    grid_factory,
+    bus_factory,
 ):
-    grid = grid_factory(privacy={"mode": "plain"}, agents=FEEDER_PRICED)
-    announced: dict[int, int | None] = {}
-
-    async def observe() -> None:
-        task = asyncio.create_task(watch_rounds(grid, announced))
-        await asyncio.sleep(0.5)  # subscribed before round 1
-        grid.start_all()
-        await asyncio.wait_for(task, 300)
-
-    asyncio.run(observe())
-    assert finish(grid) == 0, grid.log(MO_ID)[-3000:]
+    grid = bus_factory(privacy={"mode": "plain"}, agents=FEEDER_PRICED)
+    assert grid.run(timeout=300) == 0, grid.log(MO_ID)[-3000:]
+    announced = announced_steps(grid)
     result, controller = in_process(grid)
     used = {r.round: r.exponent for r in result.trace}
     assert announced == used  # every round, as the broker relayed it

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from privgrid.results import is_run_only, key_paths
+from tests.rounds import ROUNDS
 
 pytestmark = pytest.mark.timeout(400)
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ def assert_run_folder(folder: Path, results: dict[str, Any], participant_ids: li
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name
 
 
+@pytest.mark.grid
 def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, solve_json):
     assert shutil.which("mosquitto"), "Debian's mosquitto must be installed for this test"
     out = tmp_path / "run"
@@ -105,11 +107,11 @@ def test_privgrid_run_with_mosquitto_converges_and_prints_a_summary(tmp_path, so
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: mosquitto" in proc.stderr
-    assert "Summary: paper (plain)" in proc.stdout and "72" in proc.stdout
+    assert "Summary: paper (plain)" in proc.stdout and str(ROUNDS["paper"]) in proc.stdout
     assert proc.stderr.rstrip("\n").splitlines()[-1] == f"run folder: {out}"  # no reason line
     assert "Traceback" not in proc.stderr
     results = json.loads((out / "results.json").read_text())
-    assert results["converged"] and results["rounds"] == 72  # the defaults: adaptive steps
+    assert results["converged"] and results["rounds"] == ROUNDS["paper"]  # adaptive steps
     assert results["status"] == "converged" and results["error"] is None
     assert_same_market_as_solve(results, solve_json)
     assert_solve_schema(results, solve_json)
@@ -138,6 +140,7 @@ def assert_json_logs(folder: Path, participant_ids: list[str], rounds: int) -> N
         assert any(r["round"] == rounds for r in records), pid
 
 
+@pytest.mark.grid
 def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     """Also the run without ``--out`` (the folder is ``runs/<timestamp>-<scenario>/`` under the
     working directory, a fresh one here so nothing lands in the repository's runs/) and with
@@ -155,7 +158,7 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "broker: embedded" in proc.stderr
     results = json.loads(proc.stdout)
-    assert results["converged"] and results["rounds"] == 46
+    assert results["converged"] and results["rounds"] == ROUNDS["paper-unconstrained"]
     assert results["kkt"]["passed"]
     folders = list((tmp_path / "runs").iterdir())
     assert len(folders) == 1
@@ -163,7 +166,8 @@ def test_privgrid_run_without_mosquitto_uses_the_embedded_broker(tmp_path):
     assert re.fullmatch(r"\d{8}-\d{6}-paper-unconstrained", folder.name), folder.name
     assert f"run folder: runs/{folder.name}" in proc.stderr
     assert json.loads((folder / "results.json").read_text()) == results
-    assert_json_logs(folder, ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"], 46)
+    everyone = ["S1", "S2", "S3", "S4", "B1", "B2", "B3", "LM", "MO"]
+    assert_json_logs(folder, everyone, ROUNDS["paper-unconstrained"])
 
 
 def logged_at(log: str, text: str) -> float:
@@ -172,6 +176,7 @@ def logged_at(log: str, text: str) -> float:
     return datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
 
 
+@pytest.mark.grid
 def test_privgrid_run_names_a_participant_that_never_connects(tmp_path, monkeypatch, capsys):
     """The launcher's wait for every participant is the MO's roll call (``timeouts.start``):
     B3's process starts but never connects, so the run fails within the configured timeout
@@ -217,6 +222,7 @@ def test_privgrid_run_names_a_participant_that_never_connects(tmp_path, monkeypa
     assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
 
 
+@pytest.mark.grid
 def test_ctrl_c_stops_every_child(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -256,6 +262,7 @@ def test_invalid_scenario_fails_before_anything_starts(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.grid
 def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
     """--agents-per-process 4: the seven agents live in two OS processes, each agent with its
     own identity, broker account and log file, and the market clears exactly as with one
@@ -286,7 +293,7 @@ def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout)
     reference = solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
-    assert results["rounds"] == reference["rounds"] == 72
+    assert results["rounds"] == reference["rounds"] == ROUNDS["paper"]
     for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
         assert abs(ours["power"] - theirs["power"]) <= 1e-9
         assert abs(ours["price"] - theirs["price"]) <= 1e-9
@@ -298,5 +305,5 @@ def test_agents_per_process_hosts_several_agents_with_the_same_result(tmp_path):
     for agent in ["S1", "S4", "B2"]:
         lines = (logs / f"{agent}.log").read_text().splitlines()
         assert lines and all(f" {agent} r=" in line for line in lines)
-        assert any(" r=72 " in line for line in lines)
+        assert any(f" r={ROUNDS['paper']} " in line for line in lines)
     assert (logs / "agents-S1-S4.log").exists() and (logs / "agents-B1-B3.log").exists()

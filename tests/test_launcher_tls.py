@@ -33,6 +33,7 @@ def solve_json() -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.grid
 def test_privgrid_run_tls_reaches_the_plain_runs_result_with_certificates_as_logins(
     tmp_path: Path, solve_json: dict[str, Any]
 ):

@@ -25,6 +25,7 @@ from privgrid.ledger import Ledger, verify_ledger
 from tests.test_ledger_support import build_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # writers killed with SIGKILL, many times over
 KILLS = 50
 
 # The writer prints one letter per phase: B (append starts), C (SQLite starts executing
@@ -124,7 +125,8 @@ def test_kill_9_during_commits_never_breaks_the_chain(writer_setup):
             if i % 2:
                 _wait_for_commit(proc, rng.randint(1, 4))
             else:
-                time.sleep(rng.uniform(0.0, 0.05))  # an append takes a few ms
+                # A random moment to kill at is what is tested; an append takes a few ms.
+                time.sleep(rng.uniform(0.0, 0.05))
         finally:
             last = _kill(proc)[-1:]  # the phase the writer was in when it died
         landed["in append"] += last in (b"B", b"C") or (i % 2 == 1 and not last)
@@ -171,7 +173,7 @@ def test_copies_taken_mid_write_are_complete_prefixes(writer_setup, tmp_path):
     try:
         snapshots = []
         for i in range(12):
-            time.sleep(rng.uniform(0.005, 0.05))
+            time.sleep(rng.uniform(0.005, 0.05))  # a random moment to copy at: what is tested
             copy = tmp_path / f"copy{i}.sqlite"
             if i % 2:
                 _copy(path, copy)  # a plain copy while the writer runs

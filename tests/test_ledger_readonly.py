@@ -27,6 +27,7 @@ from privgrid.ledger.reading import read_ledger_file, sqlite_uri
 from tests.test_ledger_support import build_ledger, next_block
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # dozens of CLI subprocesses, as another user
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 STATES = ["closed", "live writer", "crashed writer", "copy without index"]
 root_only = pytest.mark.skipif(

@@ -235,7 +235,9 @@ def _flip_each(
     assert verify_ledger(path).ok
 
 
-@pytest.mark.parametrize("height", [0, 2, 3])
+@pytest.mark.parametrize(
+    "height", [0, *(pytest.param(h, marks=pytest.mark.slow) for h in (2, 3))]  # long blocks
+)
 def test_flipping_any_byte_of_a_stored_block_names_it(ledger_file, height):
     """Every other byte (odd offsets for odd heights, even for even): every field region."""
     with Ledger.open(ledger_file) as ledger:

@@ -19,6 +19,7 @@ from privgrid.market.kkt import check_solution
 from privgrid.market.negotiation import negotiate
 from privgrid.market.setup import agent_costs, build_setup
 from privgrid.scenario import load_scenario, parse_scenario
+from tests import rounds
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 AGENTS = ["S1", "S2", "S3", "S4", "B1", "B2", "B3"]
@@ -67,7 +68,7 @@ FILES = {"A": "paper-unconstrained.toml", "B": "paper.toml"}
 #: algorithm.md §5.1, as configs/paper.toml's header tells a reader to set them.
 PUBLISHED = {"steps": "fixed", "tau": 1.0, "alpha": 0.2, "rho": 1.0}
 #: The files as shipped: adaptive steps, τ = 2, α = 0.225, ρ = 1.5 (deterministic).
-DEFAULT_ROUNDS = {"A": 46, "B": 72}
+DEFAULT_ROUNDS = {"A": rounds.ROUNDS["paper-unconstrained"], "B": rounds.ROUNDS["paper"]}
 
 
 def published(name: str, **market: float):

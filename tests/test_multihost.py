@@ -115,6 +115,7 @@ def plain_scenario(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.grid
 def test_broker_operators_and_agents_on_three_hosts_agree_with_solve_over_tls_only(
     lab: Lab, tmp_path: Path
 ):
@@ -209,7 +210,9 @@ def test_broker_operators_and_agents_on_three_hosts_agree_with_solve_over_tls_on
     assert mo_status == 0, logs["MO"][-3000:]
     assert others == dict.fromkeys(roles, 0), {p: logs[p][-800:] for p, c in others.items() if c}
 
-    # The same market as the in-process reference, and a ledger that verifies.
+    # The evaluator, on the MO's host once the MO has ended (docs/deploy.md); then the same
+    # market as the in-process reference, and a ledger that verifies.
+    privgrid("report", "results", "--scenario", "scenario.toml", cwd=hosts["operators"])
     results = json.loads((hosts["operators"] / "results" / "results.json").read_text())
     assert results["converged"] and results["kkt"]["passed"]
     assert_same_market_as_solve(results, solve)

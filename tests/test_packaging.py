@@ -27,11 +27,13 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     return zipfile.ZipFile(built)
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_only_the_privgrid_package(wheel):
     tops = {name.split("/")[0] for name in wheel.namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"privgrid"}
 
 
+@pytest.mark.slow
 def test_the_wheel_is_typed_and_carries_its_data(wheel):
     names = set(wheel.namelist())
     assert "privgrid/py.typed" in names
@@ -42,6 +44,7 @@ def test_the_wheel_is_typed_and_carries_its_data(wheel):
     assert {f"{page}/vendor/uPlot.iife.min.js", f"{page}/vendor/uPlot.LICENSE"} <= names
 
 
+@pytest.mark.slow
 def test_test_and_conversion_packages_are_extras_not_dependencies(wheel):
     (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
     requires = [

@@ -192,6 +192,7 @@ def test_a_session_run_on_the_wire_gives_what_its_in_process_draw_says(grid_fact
     for pid in participants(grid.scenario):
         grid.wait(pid, timeout=60)
     assert code == 0, grid.log(MO_ID)[-2000:]
+    grid.report()  # as `privgrid run` does once every process has exited
     wire = json.loads((grid.folder / "attack.json").read_text())
     for q in ("a", "b", "pmax", "pmin"):
         if drawn.estimates[q] is None:

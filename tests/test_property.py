@@ -15,6 +15,7 @@ needed η = 60 $/kW and was still 0.009 kW over its limit after 20 000 rounds). 
 regime algorithm.md §9 reports ("slow linear convergence, not failure"); docs/market.md.
 """
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,7 @@ def markets(draw):
     return market(hypothesis_draws(draw), keys)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(markets())
 def test_random_feasible_markets_reach_the_central_optimum(data):

@@ -253,6 +253,7 @@ def test_adaptive_steps_reach_the_optimum_whatever_the_price_level(name, edit, r
     assert old.converged and result.rounds <= 0.6 * old.rounds
 
 
+@pytest.mark.slow
 def test_random_markets_need_far_fewer_rounds_and_reach_the_same_optimum():
     """The property test's generator and settings (ε = 1e-6), 30 seeded markets: against the
     published constant steps the median run needs ≤ 0.6 × the rounds and none needs more, and

@@ -279,6 +279,7 @@ def test_a_participant_refuses_a_broker_it_does_not_trust_or_that_has_another_na
         )
 
 
+@pytest.mark.broker
 def test_a_participant_refuses_a_broker_whose_certificate_names_another_host(tmp_path: Path):
     folder = tmp_path / "tls"
     tls.init_tls(folder, ["S1"], broker_names=["broker.lan"])

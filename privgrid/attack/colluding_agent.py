@@ -24,6 +24,7 @@ from privgrid.crypto.identity import Identity
 from privgrid.logs import ParticipantLog
 from privgrid.market.agent_step import AgentCost, LocalStep
 from privgrid.market.derive import PartnerView
+from privgrid.market.steps import StepSizes
 from privgrid.privacy import PrivacyMode
 from privgrid.roles.agent.node import AgentNode, RoundWork
 from privgrid.runtime import Action
@@ -46,7 +47,8 @@ class ColludingAgent(AgentNode):
     ) -> None:
         super().__init__(me, scenario, cost, mode, log, identity)
         self.colluder = colluder
-        self.pending: tuple[int, int] | None = None  # (round, step exponent) awaiting an order
+        #: (round, step exponent) of a round waiting for the coordinator's order.
+        self.pending: tuple[int, int] | None = None
 
     # -- the coalition's channel ----------------------------------------------------------------
     def bind(self, channel: Channel) -> None:
@@ -85,10 +87,12 @@ class ColludingAgent(AgentNode):
         return super()._play(round_, exponent)
 
     def _shares(
-        self, round_: int, step: LocalStep, alpha: float
+        self, round_: int, step: LocalStep, steps: StepSizes
     ) -> tuple[LocalStep, np.ndarray, np.ndarray]:
-        step, own, peer = super()._shares(round_, step, alpha)
-        return self.colluder.adjust(round_, step, self.prices, self.trades, own, peer, alpha)
+        step, own, peer = super()._shares(round_, step, steps)
+        return self.colluder.adjust(
+            round_, step, self.prices, self.trades, own, peer, steps.alpha
+        )
 
     def _pair_checks(
         self,

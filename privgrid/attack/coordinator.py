@@ -76,6 +76,13 @@ class Coordinator:
         recs = [r for r in self.records if r.round == round_]
         return sum(r.target for r in recs), float(np.mean([r.new_price for r in recs]))
 
+    @property
+    def _level(self) -> float:
+        """The price being steered (set from the round's price when the attack starts)."""
+        if self.price is None:
+            raise RuntimeError("the colluders have no price to steer before the attack starts")
+        return self.price
+
     def _set(self, phase: str, round_: int) -> None:
         self.phase, self.window, self.ramp_rounds = phase, [], 0
         self.start_output, self.moving = None, False
@@ -125,11 +132,11 @@ class Coordinator:
                 if not self.levels:
                     self._set(RELEASE if attack.release else PROBE, nxt)
                     if not attack.release:
-                        self.levels = [self.price]  # keep holding the last level
+                        self.levels = [self._level]  # keep holding the last level
         if self.phase == UP:
-            self.price += attack.ramp_step
+            self.price = self._level + attack.ramp_step
         elif self.phase == DOWN:
-            self.price -= attack.ramp_step
+            self.price = self._level - attack.ramp_step
         elif self.phase == PROBE and self.levels:
             self.price = self.levels[0]
         steering = self.phase in (UP, DOWN, PROBE)

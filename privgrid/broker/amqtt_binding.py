@@ -88,7 +88,7 @@ class BindingBroker(Broker):
         super().__init__(*args, **kwargs)
         self._admitted: set[tuple[str | None, str | None, str | None]] = set()
 
-    async def _initialize_client_session(  # type: ignore[override]
+    async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> Any:
         recorder = _Recorder(reader)
@@ -97,7 +97,7 @@ class BindingBroker(Broker):
         probe.client_id = connect.client_id
         probe.username = connect.username
         probe.password = connect.password
-        if not await super()._authenticate(probe, None):  # type: ignore[arg-type]
+        if not await super()._authenticate(probe, None):
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
             raise MQTTError(f"refused {connect.username!r} with client id {connect.client_id!r}")

@@ -21,9 +21,11 @@
     mounts the scenario folder read-only and *only its own* secrets folder; its broker URL is
     in ``PRIVGRID_BROKER_URL`` without the password, which ``python -m privgrid.compose exec``
     (:mod:`.supervisor`) reads from the mounted file (so no password shows in
-    ``docker inspect``). Only the MO mounts ``runs/<run>/``, where it writes results.json,
-    trace.csv, plots and the ledger — and, in an attack scenario, the colluders, whose
-    coordinator writes the coalition's estimates there (as with ``privgrid run``).
+    ``docker inspect``). Only the MO mounts ``runs/<run>/``, where it writes trace.csv,
+    protocol.json and the ledger, and then — the MO's process ended, in the same container
+    (``exec --report``) — ``privgrid report`` writes results.json, the final trace.csv and
+    the plots; in an attack scenario the colluders mount it too, their coordinator writing
+    the coalition's estimates there (as with ``privgrid run``).
 ``dashboard``
     The live dashboard (``privgrid dashboard``, docs/dashboard.md) on the project image, as
     the participants' user: its own read-only broker account (``dashboard``; its password
@@ -304,6 +306,13 @@ def role_command(pid: str, scenario_file: str, run_folder: str, colluder: bool) 
     return command
 
 
+def entrypoint(pid: str) -> list[str]:
+    """``python -m privgrid.compose exec``; for the MO with ``--report``: once the MO has
+    ended, its container writes the results from its record (``privgrid report``)."""
+    command = ["python", "-m", "privgrid.compose", "exec"]
+    return [*command, "--report"] if pid == MO_ID else command
+
+
 def role_of(pid: str) -> str:
     return {LM_ID: "lm", MO_ID: "mo"}.get(pid, "agent")
 
@@ -349,7 +358,7 @@ def _participant_service(
         "image": image,
         "init": True,
         "user": f"{_env('PRIVGRID_UID', DEFAULT_UID)}:{_env('PRIVGRID_GID', DEFAULT_UID)}",
-        "entrypoint": ["python", "-m", "privgrid.compose", "exec"],
+        "entrypoint": entrypoint(pid),
         "command": command,
         "environment": environment,
         "volumes": volumes,

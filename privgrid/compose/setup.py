@@ -265,9 +265,9 @@ def setup_grid(
     tls_dir = None
     if tls:
         tls_dir = init_run_tls(scenario, keys_dir, broker_names=BROKER_TLS_NAMES).folder
-    for folder, dirs, files in os.walk(keys_dir):
+    for root, dirs, files in os.walk(keys_dir):
         for entry in [".", *dirs, *files]:
-            _chown(Path(folder) / entry, owner)
+            _chown(Path(root) / entry, owner)
 
     attack = getattr(scenario, "attack", None)  # the [attack] table (collusion experiment)
     colluders = list(attack.colluders) if attack is not None else []
@@ -312,11 +312,15 @@ def setup_grid(
         for name, mode in ((CA_CERT, 0o644), (f"{pid}.pem", 0o644), (f"{pid}.key", 0o600)):
             _write_file(own / name, (tls_dir / name).read_bytes(), owner, mode)
 
-    # The dashboard: the public roster and its own broker password, nothing else.
+    # The dashboard: the public roster and its own broker password, nothing else. With TLS
+    # there is no dashboard service (it has no client certificate yet) and no password at all.
     folder = project / DASHBOARD
-    _ensure_dir(folder, owner, 0o700)
-    _write_file(folder / ROSTER_FILE, roster, owner, 0o644)
-    _write_file(folder / PASSWORD_FILE, users.passwords[DASHBOARD].encode(), owner)
+    if tls_dir is None:
+        _ensure_dir(folder, owner, 0o700)
+        _write_file(folder / ROSTER_FILE, roster, owner, 0o644)
+        _write_file(folder / PASSWORD_FILE, users.passwords[DASHBOARD].encode(), owner)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
     broker_dir = project / "broker"
     _ensure_dir(broker_dir, broker_owner, 0o700)
@@ -339,9 +343,9 @@ def setup_grid(
     _ensure_dir(run_folder, owner, 0o755)
     # An earlier session may have run as another uid: the MO must be able to append to the
     # ledger and replace the results.
-    for folder, dirs, files in os.walk(run_folder):
+    for root, dirs, files in os.walk(run_folder):
         for entry in [*dirs, *files]:
-            _chown(Path(folder) / entry, owner)
+            _chown(Path(root) / entry, owner)
     return SetupResult(project, run, ids, colluders, run_folder, reused)
 
 

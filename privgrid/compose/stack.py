@@ -61,6 +61,7 @@ from privgrid.compose.document import (
     _relative,
     broker_login,
     check_service_names,
+    entrypoint,
     participant_ids,
     role_command,
     role_of,
@@ -242,7 +243,7 @@ def _participant(
     service: dict[str, Any] = {
         "image": image,
         "user": f"{uid}:{gid}",
-        "entrypoint": ["python", "-m", "privgrid.compose", "exec"],
+        "entrypoint": entrypoint(pid),
         "command": role_command(pid, scenario_file, run_folder, colluder),
         "environment": environment,
         "configs": scenario_configs,

@@ -84,7 +84,7 @@ def run_role(
     up to ``linger`` seconds for a stop request (the others use this so that the MO, not
     them, ends an ``--abort-on-container-exit`` run).
     """
-    stop = {"at": None}
+    stop: dict[str, float | None] = {"at": None}
 
     def on_signal(signum: int, frame: object) -> None:
         if stop["at"] is None:
@@ -115,11 +115,38 @@ def run_role(
     return code
 
 
+def report_argv(argv: Sequence[str]) -> list[str] | None:
+    """``report RUN_DIR --scenario FILE`` for a role command with ``--out`` and
+    ``--scenario`` (the MO's), else None."""
+    options = dict(itertools.pairwise(argv))
+    if "--out" not in options or "--scenario" not in options:
+        return None
+    return ["report", options["--out"], "--scenario", options["--scenario"]]
+
+
+def run_report(argv: Sequence[str], env: Mapping[str, str], who: str) -> int:
+    """``privgrid report`` on the run folder of the role that just ended (the evaluator runs
+    apart from the MO's process, docs/wire.md); its failure is logged, not the run's."""
+    report = report_argv(argv)
+    if report is None:
+        say(who, "ERROR", "--report needs a role command with --out and --scenario")
+        return 2
+    status = subprocess.call([sys.executable, "-m", "privgrid.cli", *report], env=dict(env))
+    if status != 0:
+        say(who, "ERROR", f"privgrid report exited with status {status}")
+    return status
+
+
 @click.command(
     "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
+@click.option(
+    "--report",
+    is_flag=True,
+    help="After the role ends, run `privgrid report` on its run folder (the MO's --out).",
+)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, required=True)
-def exec_command(argv: tuple[str, ...]) -> None:
+def exec_command(report: bool, argv: tuple[str, ...]) -> None:
     """Run `privgrid ARGV` with the broker password read from its file; see run_role."""
     env = dict(os.environ)
     who = _participant_of(argv)
@@ -136,6 +163,8 @@ def exec_command(argv: tuple[str, ...]) -> None:
         stop_grace=_seconds(env, ENV_STOP_GRACE, DEFAULT_STOP_GRACE) if is_mo else 0.0,
         who=who,
     )
+    if report:
+        run_report(argv, env, who)
     sys.exit(code)
 
 

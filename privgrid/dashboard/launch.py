@@ -170,7 +170,9 @@ def start_dashboard(
             start_new_session=True,
         )
     first: list[bytes] = []
-    reader = threading.Thread(target=lambda: first.append(process.stdout.readline()), daemon=True)
+    stdout = process.stdout
+    assert stdout is not None  # stdout=subprocess.PIPE
+    reader = threading.Thread(target=lambda: first.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     line = first[0].decode(errors="replace").strip() if first else ""

@@ -23,7 +23,7 @@ def layout(network: Network) -> dict[int, Point]:
     """Kamada–Kawai positions of the buses (networkx; deterministic)."""
     import networkx as nx
 
-    graph = nx.Graph()
+    graph: nx.Graph[int] = nx.Graph()
     graph.add_nodes_from(network.buses)
     graph.add_edges_from((br.from_bus, br.to_bus) for br in network.branches)
     if graph.number_of_nodes() == 1:

@@ -294,8 +294,9 @@ class RunState:
             return
         points = []
         for r in self.trace[-FIT_ROWS:]:
-            values = dict(zip(("r_P", "r_L", "r_d", "r_C"), r[1:5], strict=True))
-            if all(v is not None for v in values.values()):
+            pairs = zip(("r_P", "r_L", "r_d", "r_C"), r[1:5], strict=True)
+            values = {key: v for key, v in pairs if v is not None}
+            if r[0] is not None and len(values) == 4:  # the round is never None (update)
                 points.append((int(r[0]), distance(values, self.epsilon_p, self.epsilon_lambda)))
         self.estimated_rounds = estimate_total_rounds(points, self.max_rounds or 5000)
 

@@ -94,7 +94,7 @@ class Watcher:
         keys: Mapping[str, Ed25519PublicKey] | None,
         now: Callable[[], float],
         changed: Callable[[], None],
-        log: logging.Logger,
+        log: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         self.url = url
         self.run = run

@@ -65,8 +65,8 @@ from privgrid.market.feasibility import check_feasible
 from privgrid.market.negotiation import NegotiationState, negotiate
 from privgrid.market.setup import MarketSetup, agent_costs, build_setup, played_costs
 from privgrid.market.warm import carry_over
-from privgrid.report import write_atomic
 from privgrid.results import CONVERGED, NOT_CONVERGED
+from privgrid.runfolder import write_atomic
 from privgrid.scenario import ScenarioError, parse_scenario
 from privgrid.solve import clear
 
@@ -515,7 +515,9 @@ def _day_document(prepared: PreparedDay, rows: list[dict[str, Any]], wall: float
         "median_rounds_warm": _median(warm),
         "median_rounds_cold": _median(cold),
         "warm_over_cold": (
-            _median(warm) / _median(cold) if warm and cold and _median(cold) else None
+            statistics.median(warm) / statistics.median(cold)
+            if warm and cold and _median(cold)
+            else None
         ),
         "local_kwh": sum(r["local_kwh"] for r in rows),
         "import_kwh": sum(r["import_kwh"] for r in rows),

@@ -10,9 +10,10 @@
    scenario (:class:`DayLauncher`: the launcher of a single run, with the day's participants;
    crashed participants are restarted from their checkpoints under ``on_missing = "wait"``);
 4. the MO clears the intervals one after another (one market session each, one ledger block
-   each) and writes each interval's ``results.json`` as it is committed;
-5. once every process has exited, the evaluator completes the intervals with the optimum and
-   the AC check and writes day.json, day.csv and the plots (:func:`~.wire.evaluate_day`).
+   each) and writes each interval's ``protocol.json`` (protocol data only) as it is committed;
+5. once every process has exited, the evaluator makes each interval's ``results.json`` from
+   its record (welfare, the optimum: ``privgrid report``'s code), adds the AC check and writes
+   day.json, day.csv and the plots (:func:`~.wire.evaluate_day`).
 """
 
 from __future__ import annotations

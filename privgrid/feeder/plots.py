@@ -34,7 +34,8 @@ def write_day_plots(
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = document["per_interval"]
-    times = _times(document)
+    # Any: matplotlib plots datetimes (its date converter), but its stubs take numbers only.
+    times: Any = _times(document)
     grid = document["parameters"]["grid_supply"]
     written = []
 

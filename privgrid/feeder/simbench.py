@@ -234,9 +234,9 @@ def convert(net: Any, code: str) -> Feeder:
 
     bus_rows = []
     for b in kept:
-        x, y = _coordinates(net.bus.at[b, "geo"] if "geo" in net.bus.columns else None)
+        bx, by = _coordinates(net.bus.at[b, "geo"] if "geo" in net.bus.columns else None)
         bus_rows.append(
-            Bus(number[b], str(net.bus.at[b, "name"]), float(net.bus.at[b, "vn_kv"]), x, y, b)
+            Bus(number[b], str(net.bus.at[b, "name"]), float(net.bus.at[b, "vn_kv"]), bx, by, b)
         )
     branches = tuple(
         Branch(number[find(f)], number[find(t)], x, r, rating, kind, name, idx)

@@ -4,18 +4,19 @@
 (:func:`~privgrid.feeder.day.prepare_folder`: ``grid.m``, every interval's scenario, checked
 before anything starts), adds the identity keys and ``plan.json`` (:func:`write_plan`), and
 starts one long-lived process per participant (:mod:`privgrid.launcher`). The MO writes each
-interval's ``results.json`` as soon as the interval is committed, with what the protocol knows;
-afterwards the evaluator — the simulation's oracle, which reads the private costs, SimBench and
-pandapower, none of which a participant may — completes each interval with the centralised
-optimum and the AC check, and writes day.json, day.csv and the plots with the same code as the
-in-process day (:func:`evaluate_day`).
+interval's ``protocol.json`` as soon as the interval is committed — protocol data only, as the
+MO of a single run; once every process has exited, the evaluator — the simulation's oracle,
+which reads the private costs, SimBench and pandapower, none of which a participant may —
+makes each interval's ``results.json`` from it with ``privgrid report``'s code (welfare, the
+centralised optimum), adds the AC check and writes day.json, day.csv and the plots with the same
+code as the in-process day (:func:`evaluate_day`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,11 @@ from privgrid.feeder.day import (
     write_day,
 )
 from privgrid.keys import init_participant_keys
-from privgrid.market.central import InfeasibleMarketError, solve_central
-from privgrid.market.setup import agent_costs
-from privgrid.report import write_atomic
-from privgrid.results import (
-    CONVERGED,
-    FAILED,
-    INTERRUPTED,
-    NOT_CONVERGED,
-    dumps,
-    optimal_block,
-)
+from privgrid.protocol_record import ProtocolRecord, RecordError
+from privgrid.report import build
+from privgrid.results import CONVERGED, FAILED, INTERRUPTED, NOT_CONVERGED
 from privgrid.roles.dayplan import DayPlan
+from privgrid.runfolder import PROTOCOL_FILE, TRACE_FILE, write_atomic, write_results, write_trace
 from privgrid.runtime import EXIT_INTERRUPTED, EXIT_NOT_CONVERGED, EXIT_OK
 from privgrid.scenario import LM_ID, MO_ID
 
@@ -72,36 +66,23 @@ def write_plan(
     return plan
 
 
-def with_optimum(interval: Interval, results: Mapping[str, Any]) -> dict[str, Any]:
-    """``results`` of a run (what the protocol knows) completed by the evaluator: the
-    centralised optimum, the welfare gap and each agent's optimal total."""
-    setup = interval.setup
-    done = dict(results)
-    if not results.get("trades") or results.get("social_welfare") is None:
-        return done
-    try:
-        central = solve_central(setup, agent_costs(setup.scenario))
-    except InfeasibleMarketError:
-        return done
-    welfare = float(results["social_welfare"])
-    done["optimal_social_welfare"] = central.welfare
-    done["welfare_gap"] = (central.welfare - welfare) / max(abs(central.welfare), 1e-12)
-    done["optimal"] = optimal_block(central.theta, central.line_prices)
-    agents = [dict(a) for a in results["agents"]]
-    for row, total in zip(agents, central.totals, strict=True):
-        row["optimal_total"] = float(total)
-    done["agents"] = agents
-    done.setdefault("timings", {})["central_s"] = central.solve_time
-    return done
+def interval_results(interval: Interval, cold: bool) -> dict[str, Any] | None:
+    """The evaluator's results of one interval from the record its MO wrote
+    (``protocol.json``), as ``privgrid report`` makes a single run's: written to the
+    interval's ``results.json`` and ``trace.csv`` and returned; None if there is no record
+    (the interval was never finished). ``cold``: the interval began from zero, so a cold
+    replay may reproduce it and give the trace its welfare column.
 
-
-def read_results(path: Path) -> dict[str, Any] | None:
-    """An interval's results.json, or None (absent, or not a whole JSON object yet)."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    Raises:
+        RecordError: the record is malformed.
+    """
+    if not (interval.folder / PROTOCOL_FILE).is_file():
         return None
-    return value if isinstance(value, dict) and "status" in value else None
+    record = ProtocolRecord.read(interval.folder)
+    results, welfare_trace = build(interval.setup, record, replay=cold)
+    write_trace(interval.folder / TRACE_FILE, record.trace, welfare_trace)
+    write_results(interval.folder, results)
+    return results
 
 
 def evaluate_day(
@@ -113,22 +94,24 @@ def evaluate_day(
     plots: bool = True,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
-    """The evaluator's pass over a wire day's run folder: each interval's results.json gets
-    the optimum, then day.json, day.csv and plots as the in-process day writes them. Only the
-    intervals the run recorded whole count (a failed day has fewer: its last interval's
-    results.json stays as the MO wrote it); None if there are none."""
+    """The evaluator's pass over a wire day's run folder, after every process has exited:
+    each interval's ``results.json`` from its MO's record (welfare, the optimum — the private
+    costs are read here, never by a participant), then day.json, day.csv and plots as the
+    in-process day writes them. Only the intervals the run recorded whole count (a failed day
+    has fewer: its failed interval's results.json says how it ended, unjudged); None if there
+    are none."""
     ac = ACCheck(prepared.source.net_path, prepared.feeder)
     warm = prepared.day.day.warm_start
     rows = []
     for interval in intervals:
-        path = interval.folder / "results.json"
-        results = read_results(path)
+        started = time.perf_counter()
+        first = interval.inputs.index == 1
+        try:
+            results = interval_results(interval, cold=first or not warm)
+        except RecordError:
+            break
         if results is None or results.get("social_welfare") is None:
             break  # not recorded, or not every party's final report in: nothing to judge
-        started = time.perf_counter()
-        results = with_optimum(interval, results)
-        write_atomic(path, dumps(results) + "\n")
-        first = interval.inputs.index == 1
         cold = None
         if first or not warm:
             cold = results["rounds"]

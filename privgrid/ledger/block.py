@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from privgrid.ledger import schema
 from privgrid.ledger.encoding import HASH_BYTES, decode, encode, sha256
 from privgrid.ledger.errors import BlockError, EncodingError
 
 FORMAT_VERSION = 1
-GENESIS = "genesis"
-MARKET = "market"
+GENESIS: Final = "genesis"
+MARKET: Final = "market"
 Kind = Literal["genesis", "market"]
 ZERO_HASH = bytes(HASH_BYTES)
 HEADER_KEYS = frozenset({"v", "height", "prev_hash", "kind", "run", "timestamp", "body"})

@@ -186,7 +186,8 @@ def required_voters(genesis: Block) -> tuple[str, ...]:
 
 
 def quorum_of(genesis: Block) -> Quorum:
-    return _expect_genesis(genesis).body["quorum"]
+    quorum: Quorum = _expect_genesis(genesis).body["quorum"]  # checked by the genesis rules
+    return quorum
 
 
 def same_registration(a: Block, b: Block) -> bool:

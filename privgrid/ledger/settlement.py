@@ -82,7 +82,8 @@ def imbalance_fixed(settlement: Mapping[str, Any]) -> int:
     agents = settlement["agents"]
     paid = sum(a["pays"] for a in agents)
     received = sum(a["receives"] for a in agents)
-    return paid - received - settlement["congestion_rent"]
+    imbalance: int = paid - received - settlement["congestion_rent"]
+    return imbalance
 
 
 def imbalance(settlement: Mapping[str, Any]) -> float:

@@ -41,10 +41,15 @@ _FAILURE_KEYS = frozenset({"condition", "subject", "value", "tolerance"})
 class CheckLike(Protocol):
     """Anything shaped like :class:`privgrid.market.kkt.Check`."""
 
-    condition: str
-    subject: str
-    value: float
-    tolerance: float
+    # Read-only members: a frozen Check (or any other record) fits.
+    @property
+    def condition(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def tolerance(self) -> float: ...
 
 
 def _real_text(value: Any) -> str:

@@ -46,7 +46,8 @@ class LocalStep:
 
 def extrapolate(old: np.ndarray, new: np.ndarray, rho: float) -> np.ndarray:
     """``P̄ = P^k + (2/ρ)(P^{k+1} − P^k)``, shared by agents and the LM so both get the same P̄."""
-    return old + (2.0 / rho) * (new - old)
+    extrapolated: np.ndarray = old + (2.0 / rho) * (new - old)
+    return extrapolated
 
 
 def solve_theta(

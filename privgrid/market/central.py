@@ -11,12 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from privgrid.market.agent_step import AgentCost
 from privgrid.market.line_step import LinePrices
 from privgrid.market.setup import MarketSetup
+
+if TYPE_CHECKING:  # cvxpy is imported where it is used: it is slow to import
+    import cvxpy as cp
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,9 @@ class InfeasibleMarketError(ValueError):
     """No point satisfies every agent's bounds, the sign bounds and the line limits."""
 
 
-def _problem(setup: MarketSetup, costs: Mapping[str, AgentCost], *, lines: bool, objective: bool):  # noqa: ANN202
+def _problem(
+    setup: MarketSetup, costs: Mapping[str, AgentCost], *, lines: bool, objective: bool
+) -> tuple[cp.Problem, cp.Variable, dict[str, cp.Constraint], tuple[np.ndarray, np.ndarray]]:
     import cvxpy as cp
 
     g = setup.graph
@@ -69,7 +75,7 @@ def _problem(setup: MarketSetup, costs: Mapping[str, AgentCost], *, lines: bool,
     return cp.Problem(cp.Minimize(goal), list(cons.values())), P, cons, (a, b)
 
 
-def _solve(problem) -> str:  # noqa: ANN001
+def _solve(problem: cp.Problem) -> str:
     import cvxpy as cp
 
     # Clarabel's default 1e-8 gap can stall one step short on larger cases ("AlmostSolved");

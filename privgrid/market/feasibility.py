@@ -107,9 +107,10 @@ def _solve(lp: _Lp, *, soft_agents: bool, lines: str) -> tuple[float, np.ndarray
     cost = np.r_[np.zeros(n_pairs), np.ones(n_agent_slack + n_line_slack)]
     bounds = lp.bounds + [(0.0, None)] * (n_agent_slack + n_line_slack)
     result = linprog(cost, A_ub=np.vstack(rows), b_ub=np.concatenate(rhs), bounds=bounds)
-    if result.status != 0:
+    fun, x = result.fun, result.x  # both set when status is 0
+    if result.status != 0 or fun is None or x is None:
         return None
-    return float(result.fun), np.asarray(result.x[n_pairs:])
+    return float(fun), np.asarray(x[n_pairs:])
 
 
 def _limits_text(setup: MarketSetup) -> str:
@@ -122,7 +123,8 @@ def _line_field(setup: MarketSetup, branch: int) -> str:
     """The line's key as the scenario file spells it (either orientation is allowed)."""
     network = setup.network
     for key in setup.scenario.network.line_limits:
-        if network.branch_index(network.resolve_branch(key)) == branch:
+        resolved = network.resolve_branch(key)  # never None: the scenario check resolved it
+        if resolved is not None and network.branch_index(resolved) == branch:
             return f"network.line_limits.{key!r}"
     return f"network.line_limits.{setup.line_names[branch]!r}"
 

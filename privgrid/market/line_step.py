@@ -7,6 +7,7 @@ private step σ. Line prices and charges are quantised: they cross to the agents
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +133,7 @@ def flow_contribution(G_columns: np.ndarray, extrapolated: np.ndarray) -> np.nda
     return encode((G_columns * extrapolated[None, :]).sum(axis=1))
 
 
-def aggregate_flows(contributions: list[np.ndarray] | list[list[int]]) -> np.ndarray:
+def aggregate_flows(contributions: Sequence[np.ndarray | Sequence[int]]) -> np.ndarray:
     """``F̄ = Σ_n y_n mod 2^64``, decoded as signed fixed point. The pairwise masks in the
     ``y_n`` cancel in the sum, so masked and unmasked contributions give the same bits."""
     from privgrid.market.fixedpoint import decode
@@ -150,4 +151,5 @@ def aggregate_flows(contributions: list[np.ndarray] | list[list[int]]) -> np.nda
 def relaxed_flows(old: np.ndarray, extrapolated: np.ndarray, rho: float) -> np.ndarray:
     """``F(P^{k+1}) = F(P^k) + (ρ/2)(F̄ − F(P^k))``: the flows of the new trades, which the LM
     tracks itself (it is linear in the trades) instead of receiving a second masked vector."""
-    return old + 0.5 * rho * (extrapolated - old)
+    flows: np.ndarray = old + 0.5 * rho * (extrapolated - old)
+    return flows

@@ -160,6 +160,8 @@ def negotiate(
         # Step 3: the LM, on the trades it received or on masked flow contributions.
         flows, derived = state.flows, state.derived
         if masked:
+            if state.flows is None or state.derived is None:
+                raise ValueError("the masked LM leg needs the state's flows and derived trades")
             contributions = [flow_contribution(G[:, s], bar[s]) for s in g.slots]
             flows_bar = aggregate_flows(contributions)
             flows = relaxed_flows(state.flows, flows_bar, market.rho)

@@ -101,9 +101,9 @@ def nearest_pairs(
         for seller in ranked(buyer, supply)[:k]:
             add(buyer[0], seller)
     paired = {x for pair in chosen for x in pair}
-    for seller in supply:
-        if seller[2] == Role.SELLER and seller[0] not in paired and demand:
-            add(seller[0], ranked(seller, demand)[0])
+    for member in supply:
+        if member[2] == Role.SELLER and member[0] not in paired and demand:
+            add(member[0], ranked(member, demand)[0])
     return sorted(chosen, key=lambda p: (order[p[0]], order[p[1]]))
 
 

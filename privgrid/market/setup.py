@@ -97,7 +97,8 @@ class MarketSetup:
     @property
     def G(self) -> np.ndarray:
         """``g_l,nm = ½ φ_l,nm`` for the limited lines: ``F_L = G P``."""
-        return 0.5 * self.ptdf[self.limited]
+        G: np.ndarray = 0.5 * self.ptdf[self.limited]
+        return G
 
     @property
     def line_names(self) -> list[str]:
@@ -105,7 +106,8 @@ class MarketSetup:
 
     def flows(self, trades: np.ndarray) -> np.ndarray:
         """Flows on every branch, ``F = ½ φ P`` (exact DC flows when trades are reciprocal)."""
-        return 0.5 * self.ptdf @ trades
+        flows: np.ndarray = 0.5 * self.ptdf @ trades
+        return flows
 
 
 def agent_costs(scenario: Scenario) -> dict[str, AgentCost]:

@@ -71,8 +71,11 @@ DEFAULT_RULE = StepRule()
 class MarketSteps(Protocol):
     """What the controller needs of ``[market]``."""
 
-    tau: float
-    steps: str
+    # Read-only members: the scenario's frozen section (steps a Literal) fits.
+    @property
+    def tau(self) -> float: ...
+    @property
+    def steps(self) -> str: ...
 
 
 @dataclass

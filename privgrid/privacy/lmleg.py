@@ -29,6 +29,10 @@ from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.kinds import Charges, Kind, Trades
 
+#: What one agent sends the LM in a round: its decoded trades (direct legs) or its masked flow
+#: shares as they arrived (masked leg).
+Contribution = np.ndarray | Sequence[int]
+
 
 class LmLeg(ABC):
     agent_kind: Kind  # what an agent sends the LM each round
@@ -45,7 +49,7 @@ class LmLeg(ABC):
 
     # -- LM side ---------------------------------------------------------------------------------
     def __init__(self) -> None:
-        self._received: dict[str, object] = {}
+        self._received: dict[str, Contribution] = {}
 
     def lm_receive(self, message: Message, count: int) -> None:
         """Keep one agent's contribution for the round (``Rejected`` if malformed)."""
@@ -58,7 +62,7 @@ class LmLeg(ABC):
         return [v.item() if hasattr(v, "item") else v for v in self._last]
 
     @abstractmethod
-    def _read(self, message: Message, count: int) -> object: ...
+    def _read(self, message: Message, count: int) -> Contribution: ...
 
     def lm_ready(self, agents: int) -> bool:
         return len(self._received) >= agents
@@ -183,7 +187,7 @@ class SealedLeg(DirectLeg):
     def agent_charges(self, message: Message, count: int) -> np.ndarray:
         return _checked(message.expect(Charges).x, count, message, "charges")
 
-    def _read(self, message: Message, count: int) -> object:
+    def _read(self, message: Message, count: int) -> Contribution:
         return _checked(message.expect(Trades).x, count, message, "trades")
 
     def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing:

@@ -37,7 +37,7 @@ from privgrid.market.line_step import (
     relaxed_flows,
 )
 from privgrid.market.setup import MarketSetup
-from privgrid.privacy.lmleg import LmLeg
+from privgrid.privacy.lmleg import Contribution, LmLeg
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
 from privgrid.wire.kinds import FlowsMasked, Kind, LinePriceUpdate
@@ -97,7 +97,7 @@ class MaskedLeg(LmLeg):
         return charges_for(columns, prices)
 
     # -- LM side ---------------------------------------------------------------------------------
-    def _read(self, message: Message, count: int) -> object:
+    def _read(self, message: Message, count: int) -> Contribution:
         values = message.expect(FlowsMasked).y
         if len(values) != len(self._setup().limited):
             raise Rejected(f"masked flows for {len(values)} lines", message.sender)

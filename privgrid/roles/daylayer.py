@@ -52,6 +52,8 @@ _NOT_PER_INTERVAL = frozenset({"pid", "pool_left", "restarts"})
 class DayLayer(Node):
     """The day's sequence of interval nodes behind one participant (module docstring)."""
 
+    mode: PrivacyMode  # one for the day, handed to every interval node (Node's may be None)
+
     def __init__(
         self,
         me: str,
@@ -83,7 +85,7 @@ class DayLayer(Node):
             self.silence += timeouts.missing
 
     # -- what the runtime asks of a node -----------------------------------------------------
-    @property  # type: ignore[override]
+    @property
     def compute_seconds(self) -> float:
         inner = 0.0 if self.inner is None else self.inner.compute_seconds
         return self._done_compute + inner

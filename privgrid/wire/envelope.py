@@ -125,8 +125,9 @@ def open_envelope(raw: bytes, keys: Mapping[str, Ed25519PublicKey]) -> Envelope:
             raise Rejected(f"field {name!r} is not {expected.__name__}", claimed)
     if data["v"] != VERSION:
         raise Rejected(f"unsupported envelope version {data['v']}", claimed)
-    if not 0 <= data["round"] <= MAX_ROUND:
-        raise Rejected(f"round {data['round']} out of range", claimed)
+    round_ = data["round"]
+    if not isinstance(round_, int) or not 0 <= round_ <= MAX_ROUND:  # an int: checked above
+        raise Rejected(f"round {round_} out of range", claimed)
     env = Envelope(**data)  # type: ignore[arg-type]
     key = keys.get(env.sender)
     if key is None:

@@ -33,6 +33,7 @@ import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 ENV_FAULTS = "PRIVGRID_FAULTS"
 _PROBABILITIES = ("duplicate", "delay", "reorder")
@@ -101,7 +102,11 @@ class FaultInjector:
     """Duplicates, delays and reorders one participant's outgoing messages (see module doc)."""
 
     def __init__(
-        self, spec: FaultSpec, identifier: str, send: Sender, log: logging.LoggerAdapter
+        self,
+        spec: FaultSpec,
+        identifier: str,
+        send: Sender,
+        log: logging.LoggerAdapter[Any] | logging.Logger,
     ) -> None:
         self.spec = spec
         self.rng = random.Random(f"{spec.seed}/{identifier}")

@@ -154,8 +154,8 @@ class Resync(Body):
     incarnation: int = wire(s.NON_NEGATIVE)
 
 
-#: The step exponent's wire range: privgrid.market.steps never goes beyond ±16; the range only
-#: keeps 2^e a normal float.
+#: The range of a round's step exponent: privgrid.market.steps never goes beyond ±16; the
+#: limit only keeps 2^e a normal float.
 STEP_EXPONENT_LIMIT = 60
 
 

@@ -58,6 +58,16 @@ def _float(value: Any) -> str | None:
     return None if ok else "must be a number"
 
 
+#: The longest free text a message may carry (a reason, a violation's description).
+TEXT_LIMIT = 1000
+
+
+def fit_text(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text`` cut to what a TEXT field accepts, ending in "…" when cut: a sender's long
+    reason (every participant's rejection of a block, say) must still be a valid message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _text(max_len: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if not isinstance(value, str):
@@ -145,7 +155,7 @@ INT64 = Spec(_int64)
 NON_NEGATIVE = Spec(_non_negative_int64)
 BOOL = Spec(_bool)
 NUMBER = Spec(_float)
-TEXT = Spec(_text(1000))
+TEXT = Spec(_text(TEXT_LIMIT))
 ID = Spec(_text(32))
 MAP_LIST = Spec(_list(_map, 10_000))
 NUMBER_MAP = Spec(_number_map)

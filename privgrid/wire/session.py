@@ -35,6 +35,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -170,7 +171,7 @@ class MqttSession:
         url: BrokerUrl,
         identifier: str,
         subscriptions: Sequence[str],
-        log: logging.LoggerAdapter | logging.Logger,
+        log: logging.LoggerAdapter[Any] | logging.Logger,
         will: tuple[str, bytes] | None = None,
         max_backoff: float = 5.0,
         faults: FaultSpec | None = None,

@@ -19,7 +19,7 @@ from privgrid.crypto.errors import CryptoError
 from privgrid.crypto.packing import decrypt_packed, encrypt_packed
 from privgrid.market.fixedpoint import decode, encode
 from privgrid.privacy.exchange import CryptoCounters, Violation
-from privgrid.privacy.lmleg import DirectLeg
+from privgrid.privacy.lmleg import Contribution, DirectLeg
 from privgrid.privacy.paillier.keys import PaillierKeys
 from privgrid.scenario import LM_ID
 from privgrid.wire.channel import Message, Outgoing
@@ -65,7 +65,7 @@ class PaillierLeg(DirectLeg):
     def agent_charges(self, message: Message, count: int) -> np.ndarray:
         return self._decrypt(message, message.expect(ChargesEnc).c, count)
 
-    def _read(self, message: Message, count: int) -> object:
+    def _read(self, message: Message, count: int) -> Contribution:
         return self._decrypt(message, message.expect(TradesEnc).c, count)
 
     def charges_out(self, round_: int, agent: str, charges: np.ndarray) -> Outgoing:

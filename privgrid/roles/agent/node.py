@@ -93,6 +93,8 @@ class RoundWork:
 
 
 class AgentNode(Voter):
+    mode: PrivacyMode  # an agent always has one (Node's may be None)
+
     def __init__(
         self,
         me: str,
@@ -391,9 +393,9 @@ class AgentNode(Voter):
         return outgoing
 
     def _play(self, round_: int, exponent: int) -> list[Action]:
-        """Round ``round_`` begins with the step exponent the MO announced: the local step,
-        then our side of every exchange and the contribution for the LM; messages that came
-        early are handled now."""
+        """Round ``round_`` begins with the step sizes the MO announced (exponent e: τ·2^e,
+        α·2^-e): the local step, then our side of every exchange and the contribution for the
+        LM; messages that came early are handled now."""
         self.log.round = round_
         self._drop_pairs(self.dropped_pairs)
         started = time.perf_counter()
@@ -403,7 +405,7 @@ class AgentNode(Voter):
             self.cost, self.trades, self.prices, self.charges, self.lo, self.hi, steps.tau, m.rho
         )
         self.theta = step.theta
-        step, own_fixed, peer_fixed = self._shares(round_, step, steps.alpha)
+        step, own_fixed, peer_fixed = self._shares(round_, step, steps)
         self.compute_seconds += time.perf_counter() - started
         self.work = RoundWork(round_, step, own_fixed, steps)
         outgoing: list[Action] = [*self.exchange.begin(round_, own_fixed, peer_fixed)]
@@ -415,12 +417,12 @@ class AgentNode(Voter):
         return outgoing
 
     def _shares(
-        self, round_: int, step: LocalStep, alpha: float
+        self, round_: int, step: LocalStep, steps: StepSizes
     ) -> tuple[LocalStep, np.ndarray, np.ndarray]:
         """The step we play and our fixed-point price shares A (own) and B (peer) from it
-        (``alpha``: the round's innovation step as the MO announced it)."""
+        (``steps``: the round's step sizes as the MO announced them)."""
         m = self.market
-        own, peer = price_shares(self.prices, step.extrapolated, alpha, m.beta, m.rho)
+        own, peer = price_shares(self.prices, step.extrapolated, steps.alpha, m.beta, m.rho)
         return step, share_to_fixed(own), share_to_fixed(peer)
 
     def _in_round(self, message: Message) -> list[Action]:

@@ -65,7 +65,7 @@ def main(
     if len(set(agent_ids)) != len(agent_ids):
         raise click.BadParameter("an agent id is repeated", param_hint="--id")
     group = logs.setup_group(list(agent_ids), log_format, log_dir) if len(agent_ids) > 1 else {}
-    members = []
+    members: list[tuple[Context, Node]] = []
     for agent_id in agent_ids:
         ctx = load_context(
             agent_id,
@@ -92,11 +92,12 @@ def make_agent(ctx: Context, report: Path | None) -> Node:
     (``[attack] colluders``) or a lying decryptor (``behaviour = "lying-decryptor"``). A day's
     agent (a plan) is a :class:`DayAgent` with one mode for the day."""
     agent_id, scenario, run = ctx.me, ctx.scenario, ctx.settings.run
+    mode: PrivacyMode
     if ctx.plan is not None:
         mode = make_mode(scenario, agent_id, run, ctx.log)
         return DayAgent(agent_id, ctx.plan, scenario, mode, ctx.log, ctx.identity)
     if scenario.agent(agent_id).behaviour == "lying-decryptor":
-        mode: PrivacyMode = LyingDecryptorMode(scenario, agent_id, run, ctx.log)
+        mode = LyingDecryptorMode(scenario, agent_id, run, ctx.log)
     else:
         mode = make_mode(scenario, agent_id, run, ctx.log)
     cost = played_cost(scenario, agent_id)  # its own private data only (I6: perturbed)

@@ -91,7 +91,7 @@ class LineManagerNode(Voter):
         # ``last_mo``, our last message to the MO).
         self.last_step: list[Outgoing] = []  # the last round's charges or line prices
         #: Opt-in audit of what the LM received (the honest-but-curious experiment).
-        self.record: Callable[[dict[str, object]], None] | None = None
+        self.record: Callable[[dict[str, object]], object] | None = None
         self.audit: list[dict[str, object]] = []  # this round's entries, until it is priced
         self.warm = held is not None
         if held is not None:
@@ -163,7 +163,7 @@ class LineManagerNode(Voter):
                     self.log.error("the MO left the run; stopping")
                     self.finish(EXIT_FAILURE)
                 return []
-            case Round(dropped=dropped, steps=exponent):
+            case Round(dropped=dropped, steps=exponent) if from_mo:
                 if message.round <= self.completed:
                     return []  # a repeat (the MO re-broadcasts after a restart)
                 self.log.round = message.round

@@ -1,25 +1,28 @@
-"""The MO process around a day (docs/feeder.md): the day's ledger and each interval's files.
+"""The MO process around a day (docs/feeder.md): the day's ledger and each interval's record.
 
 The node (:class:`~.day.DayOperator`) runs the protocol; this is its I/O, called between
 intervals: one ledger for the day (genesis from the plan's registration, once), one block per
-interval appended as soon as its votes are in, and the interval's ``results.json`` written
-right after — what the protocol knows (the participants' final reports, the residual trace,
-the ledger's verdict); the evaluator completes it with the optimum after the run
-(:mod:`privgrid.feeder.wire`). Each interval also gets its live ``trace.csv``, and with
-``--progress`` one JSON line per round on stdout carries the interval's index.
+interval appended as soon as its votes are in, and the interval's ``protocol.json`` written
+right after — protocol data only, as a single run's MO writes it (the participants' final
+reports, the residual trace, the ledger's verdict; :mod:`privgrid.protocol_record`). The MO
+reads no private cost: the evaluator makes each interval's ``results.json`` from its record
+after the run (:func:`privgrid.feeder.wire.evaluate_day`). Each interval also gets its live
+``trace.csv``, and with ``--progress`` one JSON line per round on stdout carries the
+interval's index.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from privgrid import report
 from privgrid.ledger import Ledger, genesis_block
 from privgrid.ledger.genesis import registered_participants
 from privgrid.market.setup import MarketSetup, build_setup
 from privgrid.process import Context
+from privgrid.protocol_record import ProtocolRecord
 from privgrid.roles.dayplan import DayPlan
 from privgrid.roles.market_operator.day import IntervalDone
 from privgrid.roles.market_operator.node import TraceRow
@@ -81,33 +84,32 @@ class DayRecorder:
         return Progress(self.ctx, self.interval_folder(index), self.progress, extra, market)
 
     def on_done(self, done: IntervalDone, interrupted: bool = False) -> None:
-        """Commit the interval's block (if its votes allow) and write its results.json."""
+        """Commit the interval's block (if its votes allow) and write its ``protocol.json``:
+        protocol data only, as a single run's MO (:mod:`privgrid.protocol_record`); the
+        evaluator makes the interval's results from it after the run (:mod:`.feeder.wire`)."""
         from privgrid.roles.market_operator.process import commit
 
         node = done.node
         outcome = node.outcome
         info = commit(self.ctx, self.ledger, outcome)
         self.ledger_info = info
-        setup = self._setup(done.index, done.scenario)
-        results, welfare_trace = report.build(
-            setup,
+        record = ProtocolRecord.of_outcome(
             outcome,
             run=self.ctx.settings.run,
             mode=done.scenario.privacy.mode,
-            mo_stats=node.stats(),
-            evaluate=False,
             interrupted=interrupted,
+            ledger=info,
+            mo_stats=node.stats(),
+            now=time.perf_counter(),
+            scenario_file=str(self.plan.scenario_path(done.index)),
         )
-        results["ledger"] = info
-        folder = self.interval_folder(done.index)
-        report.write_trace(folder / "trace.csv", outcome.trace, welfare_trace)
-        report.write_results(folder, results)
+        path = record.write(self.interval_folder(done.index))
         self.ctx.log.info(
             "interval %d: %s after %d rounds; wrote %s",
             done.index,
-            results["status"],
+            record.error or record.reason,
             outcome.rounds,
-            folder / "results.json",
+            path,
         )
 
 

@@ -57,6 +57,7 @@ from privgrid.wire.kinds import (
     Stop,
     ViolationReport,
 )
+from privgrid.wire.schema import fit_text
 
 if TYPE_CHECKING:
     from privgrid.roles.market_operator.proposal import Proposal
@@ -206,7 +207,7 @@ class OperatorNode(Node):
         if error is not None:
             self.absent |= set(absent) | set(self.missing)
             self.missing = {}
-        body = Stop(converged=ok, reason=error or reason)
+        body = Stop(converged=ok, reason=fit_text(error or reason))
         # One ``stop`` per run: a second, different one for the same round would read as an
         # equivocation of ours; the ``closed`` at the end tells everyone about the failure.
         outgoing: list[Action] = [CHECKPOINT] if stopped_before else self._broadcast(body)
@@ -374,7 +375,7 @@ class OperatorNode(Node):
         self.outcome.error = reason
         self.phase = Phase.DONE
         self.finish(EXIT_FAILURE)
-        return [Outgoing(topics.BROADCAST, 0, Stop(converged=False, reason=reason))]
+        return [Outgoing(topics.BROADCAST, 0, Stop(converged=False, reason=fit_text(reason)))]
 
     def _departed(self, sender: str, now: float) -> list[Action]:
         if self.outcome.error is not None:  # the run failed already: one report fewer to await
@@ -444,11 +445,11 @@ class OperatorNode(Node):
         failed = self.outcome.error is not None
         limit = min(timeouts.finish, FAILED_FINISH_SECONDS) if failed else timeouts.finish
         if self.phase == Phase.FINISHING and now - self.stop_sent_at > limit:
-            missing = ", ".join(sorted(self._awaited()))
+            awaited = ", ".join(sorted(self._awaited()))
             if failed:  # the failure stays the reason; the missing reports are a footnote
-                self.log.warning("no final report from %s within %g s", missing, limit)
+                self.log.warning("no final report from %s within %g s", awaited, limit)
             else:
-                self.outcome.error = f"no final report from {missing}"
+                self.outcome.error = f"no final report from {awaited}"
                 self.log.error("%s within %g s", self.outcome.error, limit)
             self._done()
         return []
@@ -617,7 +618,7 @@ class OperatorNode(Node):
         committed = decision is not None and decision.commit
         reason = self.outcome.error or self.outcome.reason
         if self.last:
-            self.outbox += self._broadcast(Closed(committed=committed, reason=reason))
+            self.outbox += self._broadcast(Closed(committed=committed, reason=fit_text(reason)))
         self.finish(self._exit_code())
 
     def _exit_code(self) -> int:

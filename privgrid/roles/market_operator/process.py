@@ -1,15 +1,19 @@
-"""The Market Operator process: run the round clock, commit the block, write the run folder."""
+"""The Market Operator process: run the round clock, commit the block, record the protocol.
+
+It writes protocol data only: ``trace.csv`` round by round and, at its end, ``protocol.json``
+(:mod:`privgrid.protocol_record`). The results — welfare, the optimum, the plots — are made
+from that record afterwards by ``privgrid report`` (:mod:`privgrid.report`), which reads the
+private costs the MO never sees."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from privgrid import report
-from privgrid.attack.evaluate import write_attack_report
 from privgrid.attack.tampering import TamperingProposal
 from privgrid.ledger import Ledger, LedgerError, genesis_block
 from privgrid.ledger.genesis import participants_from_scenario
@@ -17,9 +21,11 @@ from privgrid.market.setup import MarketSetup, build_setup
 from privgrid.privacy import make_mode
 from privgrid.process import Context, load_context, role_options, run_node
 from privgrid.progress import MAX_WINDOW, ProgressReporter, progress_text
+from privgrid.protocol_record import ProtocolRecord
 from privgrid.results import dumps
 from privgrid.roles.market_operator.node import OperatorNode, RunOutcome, TraceRow
 from privgrid.roles.market_operator.proposal import Proposal
+from privgrid.runfolder import TRACE_FILE, TraceFile, clear_outputs
 from privgrid.runtime import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
@@ -51,7 +57,7 @@ class Progress:
         self.log = ctx.log
         self.max_rounds = market.max_rounds
         self.reporter = ProgressReporter(market.epsilon_p, market.epsilon_lambda, market.max_rounds)
-        self.trace_file = report.TraceFile(folder / "trace.csv")
+        self.trace_file = TraceFile(folder / TRACE_FILE)
         self.json_lines = json_lines
         self.node: OperatorNode | None = None  # set once the node exists
 
@@ -147,7 +153,8 @@ def make_proposal(ctx: Context, setup: MarketSetup, ledger: Ledger) -> Proposal:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder for results.json, trace.csv and plots [default: runs/<run>].",
+    help="Run folder for trace.csv and protocol.json (what `privgrid report` makes "
+    "results.json and plots from) [default: runs/<run>].",
 )
 @click.option(
     "--ledger",
@@ -184,7 +191,8 @@ def main(
     participant's signed Proof-of-Solution vote and appends the block to the ledger only if
     all accept. Exit status: 0 converged and committed, 1 not converged, 2 bad input,
     3 a participant failed or the block was rejected, 130 stopped by SIGINT/SIGTERM. Every
-    status but 2 leaves results.json (with ``status`` and ``error``) in the run folder.
+    status but 2 leaves protocol.json (with ``error``) in the run folder, from which
+    `privgrid report RUN_DIR` makes results.json, trace.csv's welfare column and the plots.
     """
     ctx = load_context(
         MO_ID,
@@ -213,12 +221,24 @@ def main(
     proposal = make_proposal(ctx, setup, ledger)
     store = ctx.checkpoint_store()
     if store is None or not store.path.exists():  # a fresh run, not a restart
-        report.clear_outputs(folder)
+        clear_outputs(folder)
     on_progress = Progress(ctx, folder, progress)
     mode = make_mode(ctx.scenario, MO_ID, ctx.settings.run, ctx.log)
     node = OperatorNode(ctx.scenario, mode, ctx.log, on_progress, proposal)
     on_progress.node = node
     code = run_node(ctx, node)
+    code, record = end_of_run(ctx, ledger, node, code, str(scenario_path.resolve()))
+    path = record.write(folder)
+    ctx.log.info("wrote %s (%s)", path, record.error or record.reason)
+    sys.exit(code)
+
+
+def end_of_run(
+    ctx: Context, ledger: Ledger, node: OperatorNode, code: int, scenario_file: str | None
+) -> tuple[int, ProtocolRecord]:
+    """After the node's run: name an abnormal end in the outcome, commit the block if the
+    votes allow it, and make the record; returns the exit status (a ledger that refused the
+    block turns success into a failure) and the record to write."""
     outcome = node.outcome
     interrupted = code == EXIT_INTERRUPTED
     if interrupted and outcome.error is None:
@@ -231,17 +251,14 @@ def main(
     ledger_info = commit(ctx, ledger, outcome)
     if outcome.error is not None and code in (EXIT_OK, EXIT_NOT_CONVERGED):
         code = EXIT_FAILURE  # e.g. the ledger refused the block
-    results, welfare_trace = report.build(
-        setup,
+    record = ProtocolRecord.of_outcome(
         outcome,
         run=ctx.settings.run,
         mode=ctx.scenario.privacy.mode,
-        mo_stats=node.stats(),
         interrupted=interrupted,
+        ledger=ledger_info,
+        mo_stats=node.stats(),
+        now=time.perf_counter(),
+        scenario_file=scenario_file,
     )
-    results["ledger"] = ledger_info
-    report.write_run_folder(folder, results, outcome.trace, welfare_trace, setup)
-    ctx.log.info("wrote %s (%s)", folder / "results.json", results["status"])
-    if ctx.scenario.attack is not None:  # the simulation's evaluator, not the MO's business
-        write_attack_report(folder, setup, results)
-    sys.exit(code)
+    return code, record
