@@ -104,12 +104,12 @@ def evaluate_day(
     warm = prepared.day.day.warm_start
     rows = []
     for interval in intervals:
-        started = time.perf_counter()
         first = interval.inputs.index == 1
-        try:
+        try:  # its total_s: the MO's clock to its record, plus this evaluation
             results = interval_results(interval, cold=first or not warm)
         except RecordError:
             break
+        started = time.perf_counter()  # the rest of this interval's evaluation (AC check)
         if results is None or results.get("social_welfare") is None:
             break  # not recorded, or not every party's final report in: nothing to judge
         cold = None
