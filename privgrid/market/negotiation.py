@@ -31,7 +31,7 @@ from privgrid.market.line_step import (
 from privgrid.market.price import combine_fixed, price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup
 from privgrid.market.steps import StepController, StepSizes
-from privgrid.market.stopping import Residuals, converged
+from privgrid.market.stopping import AgentReport, Residuals, converged, round_residuals
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def negotiate(
         new = np.empty(g.n_trades)
         bar = np.empty(g.n_trades)
         theta = np.empty(g.n_agents)
-        dual = 0.0
+        duals = np.empty(g.n_agents)
         for i, agent in enumerate(g.agent_ids):  # Step 1: each agent alone
             s = g.slots[i]
             step = local_step(
@@ -152,13 +152,15 @@ def negotiate(
                 market.rho,
             )
             new[s], bar[s], theta[i] = step.trades, step.extrapolated, step.theta
-            dual = max(dual, step.residual)
+            duals[i] = step.residual
         # Step 2: λ_nm = A_nm + B_mn, shares crossing in fixed point.
         own, peer = price_shares(state.prices, bar, steps.alpha, market.beta, market.rho)
         peer_fixed = share_to_fixed(peer)
         prices = combine_fixed(share_to_fixed(own), peer_fixed[g.mirror])
         # Step 3: the LM, on the trades it received or on masked flow contributions.
         flows, derived = state.flows, state.derived
+        mismatch: np.ndarray | None = None  # masked leg: the agents report r_P, not the LM
+        reciprocity: float | None = None
         if masked:
             if state.flows is None or state.derived is None:
                 raise ValueError("the masked LM leg needs the state's flows and derived trades")
@@ -177,20 +179,26 @@ def negotiate(
                 market.rho,
             )
             derived = view.trades
-            reciprocity = quantise_scalar(float(np.max(np.abs(new + derived), initial=0.0)))
+            mismatch = np.abs(new + derived)  # each agent's view of its own pairs
         else:
             line = lm_step(
                 G, setup.fmax, steps.sigma, market.rho, state.line_prices, state.trades, new
             )
             reciprocity = reciprocity_residual(new, g.mirror)
         charges = charges_for(G, line.prices)
-        # Step 4: the MO.
-        residuals = Residuals(
-            reciprocity=reciprocity,
-            line=line.line_residual,
-            dual=dual,
-            consensus=float(np.max(np.abs(prices - prices[g.mirror]))),
-        )
+        # Step 4: the MO, from what each agent and the LM would report.
+        gaps = np.abs(prices - prices[g.mirror])
+        reports = [
+            AgentReport(
+                float(duals[i]),
+                float(np.max(gaps[s], initial=0.0)),
+                None
+                if mismatch is None
+                else quantise_scalar(float(np.max(mismatch[s], initial=0.0))),
+            )
+            for i, s in enumerate(g.slots)
+        ]
+        residuals = round_residuals(reports, line.line_residual, reciprocity)
         state = NegotiationState(
             new, prices, charges, line.prices, theta, flows, derived, exponent
         )

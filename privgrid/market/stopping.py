@@ -6,6 +6,8 @@ alone proves nothing about reciprocity, and a small ``r_P`` alone says nothing a
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,41 @@ class Residuals:
             "r_d": self.dual,
             "r_C": self.consensus,
         }
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    """What one agent reports after a round, all of it from its own pairs: its dual residual
+    ``r_d,n``, the price gap ``max |λ_nm − λ_mn|`` and — only with the masked LM leg, where
+    the LM never sees a trade — the trade mismatch ``max |P_nm + P_mn|`` (else None)."""
+
+    dual: float
+    consensus: float
+    reciprocity: float | None = None
+
+
+def round_residuals(
+    agents: Collection[AgentReport], line: float, reciprocity: float | None
+) -> Residuals:
+    """The round's residuals from every agent's report and the LM's ``r_L`` and ``r_P``.
+
+    The one aggregation of the MO and of the in-process negotiation, so that both stop on the
+    same numbers. ``reciprocity`` None (masked LM leg): ``r_P`` is the largest the agents
+    report, and infinite if any agent reported none — the run must not stop without it.
+    """
+    if reciprocity is None:
+        reported = [a.reciprocity for a in agents]
+        reciprocity = (
+            math.inf
+            if not reported or any(r is None for r in reported)
+            else max(r for r in reported if r is not None)
+        )
+    return Residuals(
+        reciprocity=reciprocity,
+        line=line,
+        dual=max(a.dual for a in agents),
+        consensus=max(a.consensus for a in agents),
+    )
 
 
 def converged(res: Residuals, epsilon_p: float, epsilon_lambda: float) -> bool:

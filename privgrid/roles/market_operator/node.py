@@ -29,7 +29,7 @@ from privgrid.logs import ParticipantLog
 from privgrid.market.fixedpoint import decode_scalar
 from privgrid.market.setup import TradeGraph
 from privgrid.market.steps import StepController
-from privgrid.market.stopping import Residuals, converged
+from privgrid.market.stopping import AgentReport, Residuals, converged, round_residuals
 from privgrid.privacy import PrivacyMode
 from privgrid.runtime import (
     CHECKPOINT,
@@ -139,7 +139,7 @@ class OperatorNode(Node):
         self.round = opening  # the day's round numbers (``self.rounds``: this market's count)
         self.round_started = 0.0
         self.stop_sent_at = 0.0
-        self.agent_residuals: dict[str, tuple[float, float, float | None]] = {}
+        self.agent_residuals: dict[str, AgentReport] = {}
         self.lm_residuals: tuple[float | None, float] | None = None
         self.outcome = RunOutcome()
         # Faults and restarts (docs/reliability.md).
@@ -258,7 +258,7 @@ class OperatorNode(Node):
             return []
         match message.body:
             case AgentResiduals(r_d=r_d, r_C=r_c, r_P=r_p):
-                self.agent_residuals[sender] = (
+                self.agent_residuals[sender] = AgentReport(
                     decode_scalar(r_d),
                     decode_scalar(r_c),
                     None if r_p is None else decode_scalar(r_p),
@@ -275,19 +275,11 @@ class OperatorNode(Node):
 
     def _round_complete(self, now: float) -> list[Action]:
         assert self.lm_residuals is not None
-        reciprocity = self.lm_residuals[0]
-        if reciprocity is None:  # masked aggregation: the agents report it from their views
-            reported = [r[2] for r in self.agent_residuals.values()]
-            reciprocity = max((r for r in reported if r is not None), default=float("inf"))
-            if None in reported:
-                self.log.warning("an agent did not report its reciprocity residual")
-                reciprocity = float("inf")
-        residuals = Residuals(
-            reciprocity=reciprocity,
-            line=self.lm_residuals[1],
-            dual=max(r[0] for r in self.agent_residuals.values()),
-            consensus=max(r[1] for r in self.agent_residuals.values()),
-        )
+        reciprocity, line = self.lm_residuals
+        reports = self.agent_residuals.values()
+        if reciprocity is None and any(r.reciprocity is None for r in reports):
+            self.log.warning("an agent did not report its reciprocity residual")
+        residuals = round_residuals(reports, line, reciprocity)
         row = TraceRow(self.rounds, residuals, time.perf_counter() - self.outcome.started)
         self.outcome.trace.append(row)
         if self.on_progress is not None:
