@@ -569,6 +569,59 @@ class Launcher:
         return None
 
 
+def dashboard_plan(options: LaunchOptions) -> Any:
+    """``--dashboard``'s checked plan (None without it), before anything starts.
+
+    Raises:
+        DashboardError: with ``--tls`` (the dashboard has no client certificate yet), or a
+            listen address or broker it cannot use.
+    """
+    if options.dashboard is None:
+        return None
+    from privgrid.dashboard.launch import DashboardPlan
+    from privgrid.dashboard.watch import DashboardError
+
+    if options.tls:
+        raise DashboardError(
+            "--dashboard does not read a TLS broker yet (it has no client certificate); "
+            "run without --tls, or watch the run folder alone with "
+            "`privgrid dashboard RUN_DIR` (no broker view)"
+        )
+    return DashboardPlan.check(options.dashboard, options.broker, options.dashboard_broker)
+
+
+def supervise(
+    launcher: Launcher, scenario: Scenario, scenario_file: Path, plan: Any
+) -> tuple[str | None, Any]:
+    """Start the broker (and the dashboard of ``plan``), then every child; wait for the run;
+    on Ctrl-C, or whatever ends it, stop every process. One body for a single run and a day.
+
+    Returns:
+        Why the broker or the dashboard did not start (None if they did), and the running
+        dashboard (None without one): the caller stops it last, after the results exist.
+    """
+    broker_error: str | None = None
+    dashboard = None
+    try:
+        try:
+            urls = launcher.broker_urls(scenario)
+            dashboard = _start_dashboard(launcher, plan) if plan is not None else None
+        except RuntimeError as exc:  # the broker's, or the dashboard's (DashboardError)
+            what = "the dashboard" if type(exc).__name__ == "DashboardError" else "the broker"
+            broker_error = f"{what} did not start: {exc}"
+        else:
+            launcher.start_children(scenario, scenario_file, urls)
+            launcher.wait()
+    except KeyboardInterrupt:
+        launcher.interrupted = launcher.mo_status is None
+        launcher.console.print("[yellow]interrupted: stopping every process[/yellow]")
+    finally:
+        launcher.stop_all(mo_grace=INTERRUPT_GRACE if launcher.interrupted else 5.0)
+    if launcher.interrupted and launcher.children:
+        launcher.mo_status = launcher.mo.process.returncode
+    return broker_error, dashboard
+
+
 def _start_dashboard(launcher: Launcher, plan: Any) -> Any:
     """``--dashboard``: the dashboard as a child process of its own, with the run folder, the
     public roster and only its own broker account (:mod:`privgrid.dashboard.launch`)."""
@@ -605,40 +658,10 @@ def launch(options: LaunchOptions) -> tuple[int, Path, dict[str, Any]]:
     :class:`~privgrid.scenario.ScenarioError` (no run folder is made), and so does a
     ``--dashboard`` that cannot be served (:class:`~privgrid.dashboard.watch.DashboardError`).
     """
-    plan = None
-    if options.dashboard is not None:
-        from privgrid.dashboard.launch import DashboardPlan
-
-        if options.tls:
-            from privgrid.dashboard.watch import DashboardError
-
-            raise DashboardError(
-                "--dashboard does not read a TLS broker yet (it has no client certificate); "
-                "run without --tls, or watch the run folder alone with "
-                "`privgrid dashboard RUN_DIR` (no broker view)"
-            )
-        plan = DashboardPlan.check(options.dashboard, options.broker, options.dashboard_broker)
+    plan = dashboard_plan(options)
     launcher = Launcher(options)
     scenario, scenario_file = launcher.prepare()
-    broker_error: str | None = None
-    dashboard = None
-    try:
-        try:
-            urls = launcher.broker_urls(scenario)
-            dashboard = _start_dashboard(launcher, plan) if plan is not None else None
-        except RuntimeError as exc:  # the broker's, or the dashboard's (DashboardError)
-            what = "the dashboard" if type(exc).__name__ == "DashboardError" else "the broker"
-            broker_error = f"{what} did not start: {exc}"
-        else:
-            launcher.start_children(scenario, scenario_file, urls)
-            launcher.wait()
-    except KeyboardInterrupt:
-        launcher.interrupted = launcher.mo_status is None
-        launcher.console.print("[yellow]interrupted: stopping every process[/yellow]")
-    finally:
-        launcher.stop_all(mo_grace=INTERRUPT_GRACE if launcher.interrupted else 5.0)
-    if launcher.interrupted and launcher.children:
-        launcher.mo_status = launcher.mo.process.returncode
+    broker_error, dashboard = supervise(launcher, scenario, scenario_file, plan)
     results = launcher.report(scenario, scenario_file, broker_error)
     code = final_status(launcher.mo_status, results.get("status"), launcher.interrupted)
     if code not in (EXIT_OK, EXIT_INTERRUPTED):

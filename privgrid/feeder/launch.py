@@ -28,12 +28,7 @@ from typing import Any
 from privgrid.feeder.day import Interval, PreparedDay, prepare_day, prepare_folder
 from privgrid.feeder.report import day_exit_status
 from privgrid.feeder.wire import evaluate_day, record_status, write_plan
-from privgrid.launcher import (
-    INTERRUPT_GRACE,
-    Launcher,
-    LaunchOptions,
-    _start_dashboard,
-)
+from privgrid.launcher import Launcher, LaunchOptions, dashboard_plan, supervise
 from privgrid.roles.dayplan import DayPlan
 from privgrid.runtime import (
     EXIT_BAD_INPUT,
@@ -104,36 +99,11 @@ def launch_day(options: LaunchOptions) -> DayOutcome:
         ScenarioError: invalid input, found before anything starts (nothing is written).
         DashboardError: ``--dashboard`` cannot be served.
     """
-    dashboard_plan = None
-    if options.dashboard is not None:
-        from privgrid.dashboard.launch import DashboardPlan
-
-        dashboard_plan = DashboardPlan.check(
-            options.dashboard, options.broker, options.dashboard_broker
-        )
+    plan = dashboard_plan(options)
     launcher = DayLauncher(options)
     scenario, plan_file = launcher.prepare()
     started = time.perf_counter()
-    broker_error: str | None = None
-    dashboard = None
-    try:
-        try:
-            urls = launcher.broker_urls(scenario)
-            if dashboard_plan is not None:
-                dashboard = _start_dashboard(launcher, dashboard_plan)
-        except RuntimeError as exc:  # the broker's, or the dashboard's (DashboardError)
-            what = "the dashboard" if type(exc).__name__ == "DashboardError" else "the broker"
-            broker_error = f"{what} did not start: {exc}"
-        else:
-            launcher.start_children(scenario, plan_file, urls)
-            launcher.wait()
-    except KeyboardInterrupt:
-        launcher.interrupted = launcher.mo_status is None
-        launcher.console.print("[yellow]interrupted: stopping every process[/yellow]")
-    finally:
-        launcher.stop_all(mo_grace=INTERRUPT_GRACE if launcher.interrupted else 5.0)
-    if launcher.interrupted and launcher.children:
-        launcher.mo_status = launcher.mo.process.returncode
+    broker_error, dashboard = supervise(launcher, scenario, plan_file, plan)
     wall = time.perf_counter() - started
     assert launcher.prepared is not None
     document = evaluate_day(launcher.prepared, launcher.folder, launcher.intervals, wall)
