@@ -10,7 +10,6 @@ into every interval's scenario; ``market.pairs`` is not allowed (pairs come from
 
 from __future__ import annotations
 
-import tomllib
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +29,7 @@ from privgrid.scenario import (
     TimeoutsSection,
 )
 from privgrid.scenario.errors import pydantic_errors
+from privgrid.scenario.validation import read_toml
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -176,22 +176,6 @@ def parse_day(data: dict[str, Any], file: str | Path = "<memory>") -> DayScenari
         return DayScenario.model_validate({**data, "source": Path(file)})
     except ValidationError as exc:
         raise ScenarioError(pydantic_errors(exc, data, file)) from None
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """A scenario file's TOML, or :class:`ScenarioError` naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError.single(path, "<file>", f"cannot read: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError.single(path, "<syntax>", f"invalid TOML: {exc}") from None
-    if "source" in data:
-        raise ScenarioError.single(path, "source", "unknown key")
-    return data
 
 
 def load_day(path: str | Path) -> DayScenario:

@@ -195,8 +195,8 @@ def parse_scenario(data: dict[str, Any], file: str | Path = "<memory>") -> Scena
     return scenario
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file; raise :class:`ScenarioError` naming file and field."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A scenario file's TOML, or :class:`ScenarioError` naming the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -208,6 +208,13 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError.single(path, "<syntax>", f"invalid TOML: {exc}") from None
     if "source" in data:
         raise ScenarioError.single(path, "source", "unknown key")
+    return data
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; raise :class:`ScenarioError` naming file and field."""
+    path = Path(path)
+    data = read_toml(path)
     if "day" in data:  # privgrid/feeder/schema.py reads these
         raise ScenarioError.single(
             path,
