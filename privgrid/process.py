@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,9 @@ ENV_TLS_DIR = "PRIVGRID_TLS_DIR"
 #: JSON map participant id → broker URL, for a process hosting several participants (each
 #: connects with its own broker account). Overrides --broker / PRIVGRID_BROKER_URL.
 ENV_BROKER_URLS = "PRIVGRID_BROKER_URLS"
+#: A folder: each process writes a cProfile of its event loop there as ``<ids>.prof``
+#: (``benchmarks/wire.py --profile`` reads them; costs CPU, so never on in a normal run).
+ENV_PROFILE = "PRIVGRID_PROFILE"
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,80}$"
 
 
@@ -344,7 +348,17 @@ def run_nodes(members: Sequence[tuple[Context, Node]]) -> int:
             return EXIT_INTERRUPTED
         return max(codes)
 
-    return asyncio.run(main())
+    profile_dir = os.environ.get(ENV_PROFILE)
+    if not profile_dir:
+        return asyncio.run(main())
+    import cProfile
+
+    profiler = cProfile.Profile(time.process_time)  # CPU, not wall: 10 processes share 2 cores
+    try:
+        return profiler.runcall(asyncio.run, main())
+    finally:
+        name = "+".join(ctx.me for ctx, _ in members)
+        profiler.dump_stats(Path(profile_dir) / f"{name}.prof")
 
 
 def _cancel(task: asyncio.Task[Any] | None) -> None:

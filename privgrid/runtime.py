@@ -241,6 +241,7 @@ class Participant:
         try:
             return await self._loop(session)
         finally:
+            await session.flush()  # the last messages (a stop, a final report) go out first
             if self.node.exit_code is not None:
                 await session.publish(topics.keys(run, me), b"", retain=True)
             await session.close()
@@ -260,22 +261,17 @@ class Participant:
         ]
 
     async def _send(self, session: MqttSession, outgoing: Sequence[Action]) -> None:
-        """Publish the node's messages in order, pipelined: a batch is in flight at once (one
-        round trip for all, not one each); a checkpoint waits for everything before it."""
-        batch: list[tuple[str, bytes, bool]] = []
+        """Hand the node's messages to the session in order, without waiting for the broker's
+        acknowledgements (:meth:`MqttSession.post`); a checkpoint waits until everything before
+        it is acknowledged, so a restart never misses a message it believes sent."""
         for out in outgoing:
             if isinstance(out, Checkpoint):  # all before it is published; nothing after it yet
-                await self._publish_all(session, batch)
-                batch = []
-                self.save_checkpoint()
+                if self.store is not None:
+                    await session.flush()
+                    self.save_checkpoint()
                 continue
-            batch.append((*self.channel.encode(out), out.retain))
-        await self._publish_all(session, batch)
-
-    @staticmethod
-    async def _publish_all(session: MqttSession, batch: list[tuple[str, bytes, bool]]) -> None:
-        # The tasks start in order, so the messages leave in order.
-        await asyncio.gather(*(session.publish(t, p, retain=r) for t, p, r in batch))
+            topic, payload = self.channel.encode(out)
+            session.post(topic, payload, retain=out.retain)
 
     async def _loop(self, session: MqttSession) -> int:
         self.save_checkpoint()  # the session keys and incarnation, before anyone sees them
@@ -286,10 +282,14 @@ class Participant:
             if self.prepared and (session.inbox.empty() or len(self.prepared) >= MAX_PREPARED):
                 await self._handle_prepared(session)
                 continue
-            try:
-                topic, payload = await asyncio.wait_for(session.inbox.get(), TICK_SECONDS)
-            except TimeoutError:
-                topic = None
+            topic: str | None = None
+            if not session.inbox.empty():  # the usual case in a round: no timer, no task
+                topic, payload = session.inbox.get_nowait()
+            else:
+                try:
+                    topic, payload = await asyncio.wait_for(session.inbox.get(), TICK_SECONDS)
+                except TimeoutError:
+                    pass
             now = time.monotonic()
             if topic is None:
                 if self.membership.started:

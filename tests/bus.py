@@ -121,6 +121,7 @@ class BusSession:
         self.dead = False  # killed: nothing in, nothing out
         self._wanted: dict[str, bool] = {}
         self.faults = FaultInjector(faults, identifier, self._publish, log) if faults else None
+        self._faulty: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -143,6 +144,18 @@ class BusSession:
             await self.faults.publish(topic, payload)
         else:
             await self._publish(topic, payload, retain=retain)
+
+    def post(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        if self.faults is not None and not retain:
+            task = asyncio.ensure_future(self.faults.publish(topic, payload))
+            self._faulty.add(task)
+            task.add_done_callback(self._faulty.discard)
+        elif not self.dead:
+            self.broker.publish(topic, payload, retain)
+
+    async def flush(self) -> None:
+        while self._faulty:
+            await asyncio.wait(set(self._faulty))
 
     async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         if not self.dead:

@@ -204,7 +204,7 @@ def test_any_body_of_any_kind_signed_and_sealed_correctly_is_checked_or_rejected
 
 
 @SETTINGS
-@given(plaintext=st.binary(max_size=600), kind=st.sampled_from(["share", "price", "trades"]))
+@given(plaintext=st.binary(max_size=600), kind=st.sampled_from(["share", "price_proof", "trades"]))
 def test_any_plaintext_inside_a_valid_seal_is_checked_or_rejected(
     channels, identities, plaintext, kind
 ):

@@ -78,11 +78,11 @@ class RecordThenInject:
             body=b"\x00" * 40,
         )
         # Validly signed (stolen key) but unopenable. For a round B1 has not reached yet: had
-        # B1's own price of that round come first, this would be a conflicting second price
+        # B1's own share of that round come first, this would be a conflicting second share
         # signed by B1 — a violation that rightly stops the run, and a race with B1 to lose.
         garbage_body = seal_envelope(
             b1,
-            kind="price",
+            kind="share",
             run=run,
             round=now + 50,
             sender="B1",
@@ -94,7 +94,7 @@ class RecordThenInject:
             (topics.direct(run, "S1", "X9", "share"), outsider),
             self.recorded,  # a replay of round 1's share from B1
             (topics.direct(run, "S1", "B1", "share"), b"\x93not-msgpack\xc1"),
-            (topics.direct(run, "S1", "B1", "price"), garbage_body),
+            (topics.direct(run, "S1", "B1", "share"), garbage_body),
         ]
 
 
@@ -109,7 +109,7 @@ def test_forged_foreign_replayed_and_malformed_messages_are_dropped(bus_factory)
     assert "dropped message from X9" in log and "sender is not in the roster" in log
     assert "dropped share from B1: round 1 is not the current round" in log
     assert "dropped message from B1 on privgrid/" in log and "not a msgpack envelope" in log
-    assert "cannot open sealed price: authentication failed" in log
+    assert "cannot open sealed share: authentication failed" in log
     reference = solve(build_setup(load_scenario(ROOT / "configs" / "paper.toml")))
     results = grid.results()
     assert results["converged"] and results["rounds"] == reference["rounds"] == ROUNDS["paper"]

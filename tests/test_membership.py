@@ -102,13 +102,13 @@ def start(member: Membership) -> None:
 def test_the_node_starts_once_every_peer_announced_and_gets_what_came_before_in_order(member):
     node = member.node
     assert member.dispatch(msg("MO", Round(), 1, topics.BROADCAST), 0.0) == []
-    assert member.dispatch(msg("B1", Share(5), 1), 0.0) == []
+    assert member.dispatch(msg("B1", Share(5, 0), 1), 0.0) == []
     assert member.dispatch(key("B1"), 0.0) == [] and not member.started
     assert member.missing() == ["MO"]
     member.dispatch(key("MO"), 0.0)
     assert member.started and member.missing() == []
     assert node.calls == [("start",), ("handle", "round", "MO", 1), ("handle", "share", "B1", 1)]
-    member.dispatch(msg("B1", Share(6), 2), 0.0)
+    member.dispatch(msg("B1", Share(6, 0), 2), 0.0)
     assert node.calls[-1] == ("handle", "share", "B1", 2)
 
 
@@ -185,14 +185,14 @@ def test_a_rejoined_peers_resent_message_is_not_taken_for_a_conflicting_replay(i
     peer.learn_agreement_key("S1", mine.x25519_public)
     member.dispatch(key("B1", peer.x25519_public), 0.0)
     member.dispatch(key("MO"), 0.0)
-    first = mine.decode(*peer.encode(Outgoing("S1", 5, Share(7))))
+    first = mine.decode(*peer.encode(Outgoing("S1", 5, Share(7, 0))))
     member.dispatch(first, 0.0)
-    resent = peer.encode(Outgoing("S1", 5, Share(7)))
+    resent = peer.encode(Outgoing("S1", 5, Share(7, 0)))
     with pytest.raises(Conflict):
         mine.decode(*resent)
     rejoin = key("B1", peer.x25519_public, incarnation=1, completed=4)
     assert member.dispatch(rejoin, 0.0)[0] == Outgoing("B1", 0, Resync(1))
-    assert mine.decode(*resent).body == Share(7)
+    assert mine.decode(*resent).body == Share(7, 0)
 
 
 def test_the_last_will_of_an_earlier_incarnation_is_ignored_the_current_one_passes(member):
@@ -207,7 +207,7 @@ def test_the_last_will_of_an_earlier_incarnation_is_ignored_the_current_one_pass
 def test_after_our_restart_a_peers_direct_messages_wait_for_its_resync(member):
     member.resume(1, {"B1": PeerState(0, X["B1"], None), "MO": PeerState(0, X["MO"], None)})
     start(member)
-    assert member.admit(msg("B1", Share(5), 42)) is Admission.DROP  # sent before it knew
+    assert member.admit(msg("B1", Share(5, 0), 42)) is Admission.DROP  # sent before it knew
     assert member.admit(msg("MO", Round(), 42, topics.BROADCAST)) is Admission.PASS
     assert member.admit(key("B1")) is Admission.PASS
     assert member.admit(msg("B1", Gone(), recipient=topics.BROADCAST)) is Admission.PASS
@@ -216,7 +216,7 @@ def test_after_our_restart_a_peers_direct_messages_wait_for_its_resync(member):
     assert "B1" in member.awaiting_resync
     member.resynced(msg("B1", Resync(1)))
     assert member.node.calls[-1] == ("resynced", "B1")
-    assert member.admit(msg("B1", Share(5), 42)) is Admission.PASS
+    assert member.admit(msg("B1", Share(5, 0), 42)) is Admission.PASS
 
 
 def test_a_resync_before_our_start_is_answered_once_we_start(member):

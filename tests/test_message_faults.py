@@ -256,9 +256,10 @@ def test_an_agent_holds_a_next_round_message_until_that_round_begins(undisturbed
 
     Here B1's copy of the ``round R+1`` broadcast is held back until everyone else is stuck
     waiting for B1. By then each partner's round-R+1 share has reached B1: all wait in its
-    buffer, none is applied to round R. When the broadcast comes, B1 answers every one of
-    them with its round-R+1 price, and the run ends bit for bit as the undisturbed one (were
-    the shares dropped instead, the run would stall; applied to round R, prices would differ).
+    buffer, none is applied to round R. When the broadcast comes, B1 sends its own round-R+1
+    shares and applies every held one to round R+1 (both prices of every pair are in), and the
+    run ends bit for bit as the undisturbed one (were the shares dropped instead, the run
+    would stall; applied to round R, prices would differ).
     """
     bus = Bus(node_scenario())
     held: list[Message] = []
@@ -279,8 +280,9 @@ def test_an_agent_holds_a_next_round_message_until_that_round_begins(undisturbed
 
         answers = bus.deliver(held[0])
         assert b1.early == [] and b1.work is not None and b1.work.round == R + 1
-        prices = sorted((o.recipient, o.round) for o in answers if o.kind == "price")
-        assert prices == sorted((p, R + 1) for p in b1.partners)
+        shares = sorted((o.recipient, o.round) for o in answers if o.kind == "share")
+        assert shares == sorted((p, R + 1) for p in b1.partners)
+        assert b1.exchange.complete  # every held share applied, to round R+1
         bus.run()
     assert dropped(caplog, "B1") == []
     assert bus.result() == undisturbed[0] and bus.mo.outcome.rounds == undisturbed[1]
@@ -302,7 +304,7 @@ def test_an_agent_drops_a_message_two_rounds_ahead_or_from_a_past_round(undistur
     injected: list[tuple[int, int]] = []  # (round of the fake share, B1's round then)
 
     def fake(round_: int) -> Message:
-        return Message(round_, "S1", "B1", Share(10**15), f"fake {round_}".encode())
+        return Message(round_, "S1", "B1", Share(10**15, 0), f"fake {round_}".encode())
 
     def inject(message: Message) -> bool:
         if message.recipient != "B1" or injected:

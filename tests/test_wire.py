@@ -35,21 +35,21 @@ def send(chans, sender, out):
 
 
 def test_sealed_message_round_trip(channels):
-    topic, payload = send(channels, "S1", Outgoing("B1", 3, Share(-12345)))
+    topic, payload = send(channels, "S1", Outgoing("B1", 3, Share(-12345, 0)))
     assert topic == "privgrid/r1/to/B1/S1/share"
     message = channels["B1"].decode(topic, payload)
     assert (message.kind, message.round, message.sender, message.body.to_body()) == (
         "share",
         3,
         "S1",
-        {"x": -12345},
+        {"x": -12345, "own": 0},
     )
-    assert message.body == Share(-12345)
+    assert message.body == Share(-12345, 0)
     assert msgpack.packb(-12345) not in payload  # the value does not travel in clear
 
 
 def test_sealed_body_cannot_be_opened_by_a_third_party(channels):
-    topic, payload = send(channels, "S1", Outgoing("B1", 3, Share(7)))
+    topic, payload = send(channels, "S1", Outgoing("B1", 3, Share(7, 0)))
     with pytest.raises(Rejected, match="addressed to B1"):
         channels["B2"].decode(topic, payload)
     moved = topic.replace("/to/B1/", "/to/B2/")
@@ -74,11 +74,11 @@ def test_a_message_sent_again_is_the_same_bytes_and_reads_as_a_duplicate(channel
 
 
 def test_duplicate_is_recognised_and_conflicting_replay_rejected(channels):
-    topic, payload = send(channels, "S1", Outgoing("B1", 4, Share(1)))
+    topic, payload = send(channels, "S1", Outgoing("B1", 4, Share(1, 0)))
     channels["B1"].decode(topic, payload)
     with pytest.raises(Duplicate):
         channels["B1"].decode(topic, payload)
-    topic2, other = send(channels, "S1", Outgoing("B1", 4, Share(2)))
+    topic2, other = send(channels, "S1", Outgoing("B1", 4, Share(2, 0)))
     with pytest.raises(Rejected, match="replayed or conflicting share for round 4"):
         channels["B1"].decode(topic2, other)
 
@@ -187,10 +187,10 @@ def test_roles_and_recipients_are_enforced(channels, identities):
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ({"x": 1.5}, "share.x must be an integer"),
-        ({"x": True}, "share.x must be an integer"),
-        ({"x": 1, "y": 2}, "unknown \\['y'\\]"),
-        ({}, "missing \\['x'\\]"),
+        ({"x": 1.5, "own": 0}, "share.x must be an integer"),
+        ({"x": True, "own": 0}, "share.x must be an integer"),
+        ({"x": 1, "own": 0, "y": 2}, "unknown \\['y'\\]"),
+        ({"own": 0}, "missing \\['x'\\]"),
     ],
 )
 def test_body_schema_is_strict(channels, identities, body, reason):
@@ -206,7 +206,7 @@ def test_body_schema_is_strict(channels, identities, body, reason):
 
 
 def test_tampered_sealed_body_fails_authentication(channels, identities):
-    topic, payload = send(channels, "S1", Outgoing("B1", 7, Share(1)))
+    topic, payload = send(channels, "S1", Outgoing("B1", 7, Share(1, 0)))
     env = msgpack.unpackb(payload)
     body = bytearray(env["body"])
     body[-1] ^= 1
@@ -277,7 +277,7 @@ def test_a_sealed_message_from_a_peer_without_an_announcement_is_an_unknown_peer
     s1 = Channel("S1", RUN, identities["S1"], roster, ROLES)
     b1 = Channel("B1", RUN, identities["B1"], roster, ROLES)
     s1.learn_agreement_key("B1", b1.x25519_public)
-    topic, payload = s1.encode(Outgoing("B1", 3, Share(1)))
+    topic, payload = s1.encode(Outgoing("B1", 3, Share(1, 0)))
     with pytest.raises(UnknownPeer, match="no key announcement from S1 yet"):
         b1.decode(topic, payload)
     assert b1.stats["rejected"] == 0

@@ -1,10 +1,17 @@
-"""Plain mode: each agent sends its share ``B_nm`` sealed to its partner, who adds it.
+"""Plain mode: one sealed ``share`` per direction and round, carrying both of the sender's
+shares of the pair.
 
-Per direction n→m and round: m sends ``share`` {B_mn}; n computes ``λ_nm = A_nm + B_mn``
-(integer sum of fixed-point values) and sends ``price`` {λ_nm} back, so both sides know both
-prices of the pair (needed for the price-consensus residual and the pair checks). Everything
-is sealed per pair, so the broker sees neither shares nor prices — but the partner learns as
-much as in the two-party computation (protocol.md §7.1).
+m sends n ``share`` {x: B_mn, own: A_mn}; n computes its own new price ``λ_nm = A_nm + B_mn``
+and the partner's ``λ_mn = A_mn + B_nm`` (integer sums of fixed-point values), and m does the
+same with n's message — so both sides know both prices of the pair (needed for the
+price-consensus residual and the pair checks) after one hop. Everything is sealed per pair,
+so the broker sees neither shares nor prices; the partner learns what the two-party
+computation reveals too: its partner's new price, and with its own B_nm that gives A_mn
+(protocol.md §7.1).
+
+Why one message and not a share and a price sent back: the price back carried nothing the
+recipient could not add up itself, and cost a message and a broker hop per direction and
+round — a third of a plain round's messages (docs/performance.md, the wire profile).
 """
 
 from __future__ import annotations
@@ -14,33 +21,32 @@ import numpy as np
 from privgrid.privacy.exchange import PriceExchange
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
-from privgrid.wire.kinds import Kind, Price, Share
+from privgrid.wire.kinds import Kind, Share
 from privgrid.wire.schema import INT64_MAX, INT64_MIN
 
 
 class PlainExchange(PriceExchange):
-    kinds = frozenset({Kind.SHARE, Kind.PRICE})
+    kinds = frozenset({Kind.SHARE})
 
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
         self._reset(round_)
         self._own_share = [int(x) for x in own]
         self._peer_share = [int(x) for x in peer]
-        return [Outgoing(m, round_, Share(int(peer[i]))) for i, m in self.active()]
+        return [self._share(i, m) for i, m in self.active()]
+
+    def _share(self, i: int, m: str) -> Outgoing:
+        return Outgoing(m, self.round, Share(self._peer_share[i], self._own_share[i]))
 
     def handle(self, message: Message) -> list[Outgoing]:
         i = self.partner_index(message)
-        match message.body:
-            case Share(x=share):
-                price = self._own_share[i] + share
-                if not INT64_MIN <= price <= INT64_MAX:
-                    raise Rejected("share makes the price overflow", message.sender)
-                self._set_own(i, price)
-                return [Outgoing(message.sender, self.round, Price(price))]
-            case Price(x=price):
-                self._set_peer(i, price)
-                return []
-        raise Rejected(f"unexpected {message.kind}", message.sender)
+        share = message.expect(Share)
+        own = self._own_share[i] + share.x  # λ_nm = A_nm + B_mn
+        peer = share.own + self._peer_share[i]  # λ_mn = A_mn + B_nm
+        if not (INT64_MIN <= own <= INT64_MAX and INT64_MIN <= peer <= INT64_MAX):
+            raise Rejected("share makes a price overflow", message.sender)
+        self._set_own(i, own)
+        self._set_peer(i, peer)
+        return []
 
     def _restart_direction(self, i: int) -> list[Outgoing]:
-        m = self.partners[i]
-        return [Outgoing(m, self.round, Share(self._peer_share[i]))]
+        return [self._share(i, self.partners[i])]

@@ -154,6 +154,7 @@ class Channel:
         self.coalition: str | None = None  # set for colluders (the attack experiment)
         self._peer_x25519: dict[str, bytes] = {}
         self._pair_keys: dict[str, bytes] = {}
+        self._mask_keys: dict[str, bytes] = {}
         #: (round, kind, sender, recipient[, digest of a repeatable kind]) → accepted payload
         self._seen: dict[tuple[Any, ...], bytes] = {}
         self._pruned = 0
@@ -169,13 +170,21 @@ class Channel:
         """Record a peer's X25519 key from its accepted announcement."""
         self._peer_x25519[participant] = public
         self._pair_keys.pop(participant, None)
+        self._mask_keys.pop(participant, None)
 
     def mask_key(self, peer: str) -> bytes:
-        """``k_mask`` with ``peer`` for the LM's masked aggregation (protocol.md §6.2)."""
-        public = self._peer_x25519.get(peer)
-        if public is None:
-            raise UnknownPeer(f"no key announcement from {peer} yet", peer)
-        return mask_key(self.agreement, self.me, peer, public, self.run)
+        """``k_mask`` with ``peer`` for the LM's masked aggregation (protocol.md §6.2).
+
+        Kept until the peer announces a new agreement key: every agent needs one per other
+        agent every round, and an X25519 exchange with HKDF each time was most of a plain
+        round's crypto on a 40-agent grid (docs/performance.md, the wire profile)."""
+        key = self._mask_keys.get(peer)
+        if key is None:
+            public = self._peer_x25519.get(peer)
+            if public is None:
+                raise UnknownPeer(f"no key announcement from {peer} yet", peer)
+            key = self._mask_keys[peer] = mask_key(self.agreement, self.me, peer, public, self.run)
+        return key
 
     def _pair_key(self, peer: str) -> bytes:
         key = self._pair_keys.get(peer)

@@ -35,7 +35,6 @@ class Kind(StrEnum):
     CLOSED = "closed"
     VIOLATION = "violation"
     SHARE = "share"
-    PRICE = "price"
     TRADES = "trades"
     CHARGES = "charges"
     RESIDUALS = "residuals"
@@ -224,16 +223,13 @@ class ViolationReport(Body):
 # --- plain-mode price exchange (sealed per pair) -------------------------------------------
 @message(Kind.SHARE, {AGENT}, {AGENT}, sealed=True)
 class Share(Body):
-    """B_mn, the sender's share of the recipient's new price (fixed point)."""
+    """Plain mode's one message per direction and round: ``x`` = B_mn, the sender's share of
+    the recipient's new price, and ``own`` = A_mn, the sender's share of its own new price
+    (fixed point). The recipient adds each to its own half: it learns the sender's new price
+    A_mn + B_nm, which the two-party computation reveals to it as well (docs/privacy.md)."""
 
     x: int = wire(s.INT64)
-
-
-@message(Kind.PRICE, {AGENT}, {AGENT}, sealed=True)
-class Price(Body):
-    """λ_nm, the sender's own new price of the pair (fixed point)."""
-
-    x: int = wire(s.INT64)
+    own: int = wire(s.INT64)
 
 
 # --- the LM leg and the MO's residuals ----------------------------------------------------

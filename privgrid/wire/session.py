@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +38,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from privgrid.crypto.tls import TlsFiles, client_context, explain_handshake_error
 from privgrid.wire import topics
@@ -163,6 +163,62 @@ class _TlsAlerts(logging.Handler):
             self.loop.call_soon_threadsafe(self.session._tls_failure, text)
 
 
+@dataclass(frozen=True)
+class Posted:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class Outbox:
+    """QoS 1 messages handed to paho and not yet acknowledged, in the order posted.
+
+    ``send`` gives a message to the connected paho client (or keeps it while there is none);
+    ``acknowledged`` drops it when its PUBACK comes; ``resend`` gives everything still held
+    to the next connection, oldest first. No I/O of its own, so it is tested directly.
+    """
+
+    def __init__(self) -> None:
+        self.unacked: dict[int, Posted] = {}  # paho message id → message, in send order
+        self.waiting: list[Posted] = []  # posted while disconnected
+        self.empty = asyncio.Event()
+        self.empty.set()
+        self._client: object | None = None  # the paho client the message ids belong to
+
+    def __len__(self) -> int:
+        return len(self.unacked) + len(self.waiting)
+
+    def send(self, client: mqtt.Client | None, message: Posted) -> None:
+        self.empty.clear()
+        if client is None or client is not self._client:
+            self.waiting.append(message)
+            return
+        info = client.publish(message.topic, message.payload, qos=1, retain=message.retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:  # the connection is going: the next one sends it
+            self.waiting.append(message)
+            return
+        if not info.is_published():  # a PUBACK cannot come before publish() returns here,
+            self.unacked[info.mid] = message  # but be safe
+        elif not self:
+            self.empty.set()
+
+    def acknowledged(self, client: object, mid: int) -> None:
+        if client is self._client and self.unacked.pop(mid, None) is not None and not self:
+            self.empty.set()
+
+    def resend(self, client: mqtt.Client) -> None:
+        """A new connection: everything unacknowledged or waiting goes out on it, in order."""
+        held = [*self.unacked.values(), *self.waiting]
+        self.unacked, self.waiting, self._client = {}, [], client
+        for message in held:
+            self.send(client, message)
+        if not self:
+            self.empty.set()
+
+    def disconnected(self) -> None:
+        self._client = None
+
+
 class MqttSession:
     """Connect, subscribe, receive into a queue, publish with retry; reconnect forever."""
 
@@ -197,6 +253,12 @@ class MqttSession:
         self._refused = asyncio.Event()
         self._refusals_logged: set[str] = set()
         self._held_departures: set[asyncio.Task[None]] = set()
+        #: Messages posted and not yet acknowledged (:meth:`post`).
+        self._outbox = Outbox()
+        #: The connected client's paho client (aiomqtt's ``_client``), for :meth:`post`.
+        self._paho: mqtt.Client | None = None
+        #: Messages on their way through the fault injector (faults on only).
+        self._faulty: set[asyncio.Task[None]] = set()
         if url.is_tls and url.tls is None:
             raise BrokerUrlError(f"{url} is a TLS URL, but no certificates were given")
         #: paho logs a TLS alert from the broker, and only logs it: a logger of our own
@@ -207,7 +269,7 @@ class MqttSession:
             self._paho_log.addHandler(self._tls_alerts)
         spec = faults if faults is not None else FaultSpec.from_env()
         self.faults = (
-            FaultInjector(spec, identifier, self._publish, log) if spec is not None else None
+            FaultInjector(spec, identifier, self._injected, log) if spec is not None else None
         )
         if self.faults is not None:
             log.warning("injecting message faults (%s): a chaos test, not a real run", spec)
@@ -258,51 +320,44 @@ class MqttSession:
                 await self._task
         self._paho_log.removeHandler(self._tls_alerts)
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish at QoS 1, retrying until it succeeds (at-least-once delivery); through the
-        fault injector when faults are on (retained messages never are)."""
-        if self.faults is not None and not retain:
-            await self.faults.publish(topic, payload)
-        else:
-            await self._publish(topic, payload, retain=retain)
+    def post(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Hand a message to the broker at QoS 1 without waiting for its PUBACK.
 
-    async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Only the supervisor decides whether the connection is gone: a publish refused at
-        once on a connection that is still up is retried after a short backoff, never left
-        waiting for a reconnect that will not come; a publish still waiting for its PUBACK when
-        the connection drops is retried on the next connection straight away. There is no
-        PUBACK timeout (see the module's docstring).
+        Why: a participant that awaited every PUBACK before reading its next message added a
+        broker round trip — on a loaded machine, a wait for the broker's turn on a core — to
+        each message it answered, several times a round; and aiomqtt's awaitable publish costs
+        three tasks and an event per message (docs/performance.md, the wire profile). Here a
+        message goes to paho at once (messages leave in the order posted) and waits in the
+        outbox until acknowledged; if the connection drops first, it is sent again, in order,
+        on the next one (at least once; receivers drop duplicates). :meth:`flush` waits until
+        the outbox is empty — before a checkpoint and before closing. With faults on, the
+        message goes through the fault injector instead.
         """
-        backoff = 0.05
-        while True:
-            await self._connected.wait()
-            client, lost = self._client, self._lost
-            if client is None or lost.is_set():
-                await asyncio.sleep(backoff)
-                continue
-            sending = asyncio.ensure_future(
-                client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
-            )
-            watching = asyncio.ensure_future(lost.wait())
-            try:
-                await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watching.cancel()
-                if not sending.done():
-                    sending.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await sending
-            if sending.cancelled():
-                self.log.info("connection lost while publishing to %s; will resend", topic)
-                continue
-            exc = sending.exception()
-            if exc is None:
-                return
-            if not isinstance(exc, aiomqtt.MqttError):
-                raise exc
-            self.log.warning("publish to %s failed (%s); retrying", topic, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.max_backoff)
+        if self.faults is not None and not retain:
+            task = asyncio.ensure_future(self.faults.publish(topic, payload))
+            self._faulty.add(task)
+            task.add_done_callback(self._faulty.discard)
+            return
+        self._send_now(topic, payload, retain)
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """:meth:`post`, then wait until everything posted so far is acknowledged."""
+        self.post(topic, payload, retain=retain)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every message posted so far is acknowledged by the broker."""
+        while self._faulty:
+            await asyncio.wait(set(self._faulty))
+        await self._outbox.empty.wait()
+
+    async def _injected(self, topic: str, payload: bytes) -> None:
+        """The fault injector's way out: straight to the outbox."""
+        self._send_now(topic, payload, False)
+
+    def _send_now(self, topic: str, payload: bytes, retain: bool) -> None:
+        paho = self._paho if self._connected.is_set() else None
+        self._outbox.send(paho, Posted(topic, payload, retain))
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
         while True:
@@ -327,6 +382,40 @@ class MqttSession:
         task = asyncio.ensure_future(release())
         self._held_departures.add(task)
         task.add_done_callback(self._held_departures.discard)
+
+    def _received(self, topic: str, payload: bytes, connection: int, since: float) -> None:
+        if _is_departure(topic):
+            self._hold_departure(topic, payload, connection, since)
+        else:
+            self.inbox.put_nowait((topic, payload))
+
+    def _take_over(self, client: aiomqtt.Client, connection: int, since: float) -> None:
+        """Receive and publish through the connected client's paho client directly.
+
+        Why: aiomqtt's awaitable ``publish`` and its message iterator cost several tasks and
+        futures per message — about half a participant's CPU in a plain round (the wire
+        profile in docs/performance.md). aiomqtt still connects, subscribes, pings and reports
+        the connection's end; paho's ``on_message`` puts messages straight into our inbox,
+        and its ``on_publish`` (after aiomqtt's own, which ignores ids it does not know) tells
+        the outbox what the broker acknowledged. ``_client`` is aiomqtt's paho client
+        (aiomqtt 2.x, pinned in pyproject.toml).
+        """
+        paho: mqtt.Client = client._client
+        aiomqtt_on_publish = paho.on_publish
+        outbox = self._outbox
+
+        def on_message(_: mqtt.Client, __: Any, message: mqtt.MQTTMessage) -> None:
+            self._received(message.topic, bytes(message.payload), connection, since)
+
+        def on_publish(paho_client: mqtt.Client, *args: Any) -> None:
+            if aiomqtt_on_publish is not None:
+                aiomqtt_on_publish(paho_client, *args)
+            outbox.acknowledged(paho_client, args[1])  # (userdata, mid, reason, properties)
+
+        paho.on_message = on_message
+        paho.on_publish = on_publish
+        self._paho = paho
+        outbox.resend(paho)
 
     def _new_client(self, will: aiomqtt.Will | None) -> aiomqtt.Client:
         """A fresh client: over TLS with our certificate as the login (no username or password
@@ -379,18 +468,17 @@ class MqttSession:
                     self.connects += 1
                     if self.connects > 1:
                         self.log.info("reconnected to %s (connection %d)", self.url, self.connects)
-                    self._connected.set()
                     backoff = 0.1
                     connection, since = self.connects, asyncio.get_running_loop().time()
+                    self._take_over(client, connection, since)
+                    self._connected.set()
+                    # From now on messages reach the inbox from paho's callback (_take_over);
+                    # aiomqtt's queue has only those that came before it (a persistent
+                    # session's backlog, right after the CONNACK), then waits for the end.
                     async for message in client.messages:
                         payload = message.payload
-                        if not isinstance(payload, bytes | bytearray):
-                            continue
-                        topic = str(message.topic)
-                        if _is_departure(topic):
-                            self._hold_departure(topic, bytes(payload), connection, since)
-                        else:
-                            await self.inbox.put((topic, bytes(payload)))
+                        if isinstance(payload, bytes | bytearray):
+                            self._received(str(message.topic), bytes(payload), connection, since)
             except aiomqtt.MqttError as exc:
                 refused = self.url.is_tls and self._tls_failure(str(exc))
                 if not refused and not self._refused.is_set():  # keep the clearer reason
@@ -399,6 +487,7 @@ class MqttSession:
                 if self._connected.is_set():
                     self.log.warning("lost the broker (%s); reconnecting", exc)
                 self._connected.clear()
-                self._client = None
+                self._client = self._paho = None
+                self._outbox.disconnected()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
