@@ -30,6 +30,7 @@ this module loads and saves the checkpoint around them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import deque
@@ -286,10 +287,12 @@ class Participant:
             if not session.inbox.empty():  # the usual case in a round: no timer, no task
                 topic, payload = session.inbox.get_nowait()
             else:
-                try:
-                    topic, payload = await asyncio.wait_for(session.inbox.get(), TICK_SECONDS)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the message
+                # when a message and a cancellation (SIGTERM) come in the same loop iteration,
+                # and the process then runs on until it is killed.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(TICK_SECONDS):
+                        topic, payload = await session.inbox.get()
             now = time.monotonic()
             if topic is None:
                 if self.membership.started:

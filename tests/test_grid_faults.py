@@ -180,7 +180,9 @@ def test_a_participant_that_never_rejoins_under_on_missing_wait_stops_the_run_na
     stopped = logged_at(log, rejoin)
     assert "the round clock is paused for up to 3 s" in log and error in log
     assert missing <= stopped - paused < missing + 5, (paused, stopped)
-    assert killed < paused and stopped - killed < WILL_HOLD + missing + 15, (killed, stopped)
+    # Log stamps are cut to the millisecond: the pause may carry the kill's millisecond.
+    assert killed < paused + 0.001, (killed, paused)
+    assert stopped - killed < WILL_HOLD + missing + 15, (killed, stopped)
     results = grid.results()
     assert results["converged"] is False
     assert error in results["error"] and rejoin in results["error"]

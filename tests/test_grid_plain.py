@@ -120,7 +120,9 @@ def test_run_folder_has_trace_and_plots(plain_run):
     assert abs(float(rows[-1]["welfare"]) - results["social_welfare"]) < 1e-12
     for name in ("convergence.png", "trades.png"):
         assert (grid.folder / "plots" / name).stat().st_size > 10_000
-    assert results["messages"]["per_round"] > 50
+    # A plain round of paper.toml: the MO's round, 12 pairs × 2 shares, 7 × (trades, charges,
+    # residuals), the LM's residuals = 47; the end (finals, block, votes) adds a little.
+    assert 47 <= results["messages"]["per_round"] < 50
     assert set(results["timings"]) >= {"negotiation_s", "per_round_s", "crypto_s", "wait_s"}
 
 

@@ -356,8 +356,7 @@ class MqttSession:
         self._send_now(topic, payload, False)
 
     def _send_now(self, topic: str, payload: bytes, retain: bool) -> None:
-        paho = self._paho if self._connected.is_set() else None
-        self._outbox.send(paho, Posted(topic, payload, retain))
+        self._outbox.send(self._paho, Posted(topic, payload, retain))
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
         while True:
@@ -397,8 +396,10 @@ class MqttSession:
         profile in docs/performance.md). aiomqtt still connects, subscribes, pings and reports
         the connection's end; paho's ``on_message`` puts messages straight into our inbox,
         and its ``on_publish`` (after aiomqtt's own, which ignores ids it does not know) tells
-        the outbox what the broker acknowledged. ``_client`` is aiomqtt's paho client
-        (aiomqtt 2.x, pinned in pyproject.toml).
+        the outbox what the broker acknowledged. Done as soon as the connection is up, before
+        subscribing, so that everything after it arrives in order behind what came before.
+        ``_client`` (the paho client) and ``_queue`` are aiomqtt 2.x's (pinned in
+        pyproject.toml).
         """
         paho: mqtt.Client = client._client
         aiomqtt_on_publish = paho.on_publish
@@ -412,6 +413,13 @@ class MqttSession:
                 aiomqtt_on_publish(paho_client, *args)
             outbox.acknowledged(paho_client, args[1])  # (userdata, mid, reason, properties)
 
+        # What paho received before now (a persistent session's backlog may come with the
+        # CONNACK) went to aiomqtt's queue: it goes first, so nothing is reordered.
+        early = client._queue
+        while not early.empty():
+            message = early.get_nowait()
+            if isinstance(message.payload, bytes | bytearray):
+                self._received(str(message.topic), bytes(message.payload), connection, since)
         paho.on_message = on_message
         paho.on_publish = on_publish
         self._paho = paho
@@ -460,25 +468,22 @@ class MqttSession:
                 # answering 500 agents) has hundreds in flight by design.
                 client.pending_calls_threshold = MAX_IN_FLIGHT
                 async with client:
+                    self.connects += 1
+                    connection, since = self.connects, asyncio.get_running_loop().time()
+                    self._take_over(client, connection, since)
                     if self.subscriptions:  # paho refuses an empty list
                         await client.subscribe([(topic, 1) for topic in self.subscriptions])
                     self._lost = asyncio.Event()
                     self._refused.clear()
                     self._client = client
-                    self.connects += 1
                     if self.connects > 1:
                         self.log.info("reconnected to %s (connection %d)", self.url, self.connects)
-                    backoff = 0.1
-                    connection, since = self.connects, asyncio.get_running_loop().time()
-                    self._take_over(client, connection, since)
                     self._connected.set()
-                    # From now on messages reach the inbox from paho's callback (_take_over);
-                    # aiomqtt's queue has only those that came before it (a persistent
-                    # session's backlog, right after the CONNACK), then waits for the end.
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, bytes | bytearray):
-                            self._received(str(message.topic), bytes(payload), connection, since)
+                    backoff = 0.1
+                    # Messages reach the inbox from paho's callback (_take_over), never
+                    # aiomqtt's queue: this only waits for the connection to end.
+                    async for _ in client.messages:
+                        pass
             except aiomqtt.MqttError as exc:
                 refused = self.url.is_tls and self._tls_failure(str(exc))
                 if not refused and not self._refused.is_set():  # keep the clearer reason
