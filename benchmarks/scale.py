@@ -157,16 +157,20 @@ class Sampler(threading.Thread):
         return ROUND_ONE in text, STOPPED in text
 
     def _kind(self, pid: int) -> tuple[str, int] | None:
-        """A known process's kind without reading /proc again."""
+        """A known process's kind without reading /proc again — except one seen as the
+        launcher that is not the root: caught between fork and exec, it still had the
+        parent's command line, and would hide a participant's CPU under the launcher's."""
         proc = self.procs.get(pid)
-        return (proc.role, proc.agents) if proc is not None else _classify(pid)
+        if proc is not None and (proc.role != "launcher" or pid == self.root):
+            return proc.role, proc.agents
+        return _classify(pid)
 
     def sample(self) -> None:
         for pid, kind in _descendants(self.root, self._kind):
             if kind is None:
                 continue
             proc = self.procs.get(pid)
-            if proc is None:
+            if proc is None or proc.role != kind[0]:
                 proc = self.procs[pid] = Proc(pid, *kind)
             read = _read(pid)
             if read is None:

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
-SECTIONS = ("crypto", "paper", "scale", "rho", "steps", "day", "dashboard")
+SECTIONS = ("crypto", "paper", "scale", "rho", "steps", "day", "dashboard", "wire")
 
 
 @pytest.fixture
@@ -131,10 +131,24 @@ def test_dashboard_benchmark(doc):
 
 
 @pytest.mark.grid
-def test_wire_benchmark():
-    out = run_plain("benchmarks/wire.py", "--scenario", "configs/paper-unconstrained.toml")
-    assert "0 / True" in out and "publish→receive latency median ms" in out
-    assert "network ms per round" in out and "waiting for peers" in out
+def test_wire_benchmark(doc):
+    """A tiny plain grid over Mosquitto and over the embedded broker, and a profiled run."""
+    env = {**os.environ, "PRIVGRID_PERF_DOC": str(doc)}
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/wire.py", "--quick", "--profile", "--write-docs"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "mosquitto" in out and "embedded" in out and "wire ÷ in process" in out
+    assert "paho-mqtt" in out and "signatures (Ed25519)" in out  # the profile's components
+    text = doc.read_text()
+    assert "Over the wire vs in process" in text.split("<!-- wire:begin -->")[1]
+    assert "old crypto table" in text and text.count("kept") == len(SECTIONS)
 
 
 def test_market_benchmark():
