@@ -16,9 +16,9 @@ from privgrid.crypto.sealing import (
     MASK_MODULUS,
     AgreementKey,
     associated_data,
-    mask,
     mask_key,
-    net_mask,
+    masks,
+    net_masks,
     pair_key,
     seal,
     unseal,
@@ -137,33 +137,39 @@ def test_associated_data_encoding():
     )
 
 
-def test_mask_is_truncated_hmac(keys):
+def test_masks_are_a_shake_stream_seeded_by_hmac_over_run_round_and_lines(keys):
     k = mask_key(keys["S1"], "S1", "B1", keys["B1"].public_bytes(), RUN)
     assert k == mask_key(keys["B1"], "B1", "S1", keys["S1"].public_bytes(), RUN)
-    expected = hmac.new(k, lp(RUN.encode()) + lp(b"7") + lp(b"3"), hashlib.sha256).digest()
-    assert mask(k, RUN, 7, 3) == int.from_bytes(expected[:8], "big")
-    assert 0 <= mask(k, RUN, 7, 3) < MASK_MODULUS
-    assert (
-        len({mask(k, RUN, 7, 3), mask(k, RUN, 8, 3), mask(k, RUN, 7, 4), mask(k, "r", 7, 3)}) == 4
-    )
+    lines = ["1-2", "2-3", "7-9"]
+    framed = lp(RUN.encode()) + lp(b"7") + b"".join(lp(line.encode()) for line in lines)
+    seed = hmac.new(k, framed, hashlib.sha256).digest()
+    stream = hashlib.shake_256(seed).digest(24)
+    got = masks(k, RUN, 7, lines)
+    assert got == [int.from_bytes(stream[i : i + 8], "big") for i in (0, 8, 16)]
+    assert all(0 <= m < MASK_MODULUS for m in got) and len(set(got)) == 3
+    # another round, run or line list gives unrelated masks
+    others = [masks(k, RUN, 8, lines), masks(k, "r", 7, lines), masks(k, RUN, 7, lines[:2])]
+    assert all(not set(got) & set(o) for o in others)
 
 
-def test_net_masks_cancel_over_all_agents(keys):
+def test_net_masks_cancel_over_all_agents_on_every_line(keys):
     names = sorted(keys)
     mask_keys = {
         n: {m: mask_key(keys[n], n, m, keys[m].public_bytes(), RUN) for m in names if m != n}
         for n in names
     }
-    flows = {"B1": 1000, "B2": -250, "S1": 77, "S2": 2**40}
-    for line in ("L1", 2):
-        ys = {n: (flows[n] + net_mask(n, mask_keys[n], RUN, 9, line)) % MASK_MODULUS for n in names}
-        assert all(ys[n] != flows[n] % MASK_MODULUS for n in names)  # each y_n is masked
-        assert sum(ys.values()) % MASK_MODULUS == sum(flows.values()) % MASK_MODULUS
-    # without one agent's contribution the masks no longer cancel
-    partial = sum(net_mask(n, mask_keys[n], RUN, 9, "L1") for n in names[:-1]) % MASK_MODULUS
-    assert partial != 0
+    lines = ["L1", "2"]
+    flows = {"B1": [1000, 5], "B2": [-250, 0], "S1": [77, -3], "S2": [2**40, 1]}
+    nets = {n: net_masks(n, mask_keys[n], RUN, 9, lines) for n in names}
+    for i in range(len(lines)):
+        ys = {n: (flows[n][i] + nets[n][i]) % MASK_MODULUS for n in names}
+        assert all(ys[n] != flows[n][i] % MASK_MODULUS for n in names)  # each y_n is masked
+        total = sum(f[i] for f in flows.values()) % MASK_MODULUS
+        assert sum(ys.values()) % MASK_MODULUS == total
+        # without one agent's contribution the masks no longer cancel
+        assert sum(nets[n][i] for n in names[:-1]) % MASK_MODULUS != 0
     with pytest.raises(SealError, match="itself"):
-        net_mask("S1", {"S1": bytes(32)}, RUN, 9, "L1")
+        net_masks("S1", {"S1": bytes(32)}, RUN, 9, lines)
 
 
 def test_every_ordered_pair_derives_the_same_mask_key(keys):

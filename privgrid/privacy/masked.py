@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from privgrid.crypto.sealing import net_mask
+from privgrid.crypto.sealing import net_masks
 from privgrid.market.fixedpoint import decode, encode
 from privgrid.market.line_step import (
     MASK_MODULUS,
@@ -75,11 +75,10 @@ class MaskedLeg(LmLeg):
 
         setup = self._setup()
         contribution = flow_contribution(self._agent_columns(), extrapolated)
-        keys = self._mask_keys()
+        lines = [setup.line_names[branch] for branch in setup.limited]
+        nets = net_masks(self.me, self._mask_keys(), self.run, round_, lines)
         masked = [
-            (int(value) + net_mask(self.me, keys, self.run, round_, setup.line_names[branch]))
-            % MASK_MODULUS
-            for value, branch in zip(contribution, setup.limited, strict=True)
+            (int(value) + net) % MASK_MODULUS for value, net in zip(contribution, nets, strict=True)
         ]
         return Outgoing(LM_ID, round_, FlowsMasked(tuple(masked)))
 
