@@ -29,10 +29,11 @@ def doc(tmp_path: Path) -> Path:
     return path
 
 
-def run_script(name: str, doc: Path) -> str:
+def run_script(name: str, doc: Path, *options: str) -> str:
+    """``benchmarks/<name>.py --quick --write-docs [options]``: its stdout and its section."""
     env = {**os.environ, "PRIVGRID_PERF_DOC": str(doc)}
     proc = subprocess.run(
-        [sys.executable, f"benchmarks/{name}.py", "--quick", "--write-docs"],
+        [sys.executable, f"benchmarks/{name}.py", "--quick", "--write-docs", *options],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -92,16 +93,7 @@ def test_day_benchmark(doc):
 def test_day_benchmark_over_the_wire(doc):
     """``--wire``: the same two intervals through ``privgrid run`` (plain, Mosquitto), a row
     that compares them with the in-process day."""
-    env = {**os.environ, "PRIVGRID_PERF_DOC": str(doc)}
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/day.py", "--quick", "--wire", "--write-docs"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=580,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    run_script("day", doc, "--wire")
     section = doc.read_text().split("<!-- day:begin -->")[1].split("<!-- day:end -->")[0]
     assert "day (feeder), over the wire" in section and "max |ΔP|" in section
     row = next(
@@ -133,22 +125,10 @@ def test_dashboard_benchmark(doc):
 @pytest.mark.grid
 def test_wire_benchmark(doc):
     """A tiny plain grid over Mosquitto and over the embedded broker, and a profiled run."""
-    env = {**os.environ, "PRIVGRID_PERF_DOC": str(doc)}
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/wire.py", "--quick", "--profile", "--write-docs"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=580,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    out = proc.stdout
+    out = run_script("wire", doc, "--profile")
     assert "mosquitto" in out and "embedded" in out and "wire ÷ in process" in out
     assert "paho-mqtt" in out and "signatures (Ed25519)" in out  # the profile's components
-    text = doc.read_text()
-    assert "Over the wire vs in process" in text.split("<!-- wire:begin -->")[1]
-    assert "old crypto table" in text and text.count("kept") == len(SECTIONS)
+    assert "Over the wire vs in process" in out
 
 
 def test_market_benchmark():
