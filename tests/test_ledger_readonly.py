@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,22 @@ root_only = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("unshare"),
     reason="needs root, setpriv and unshare to switch user and mount read-only",
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def code_reachable_by_nobody() -> Iterator[None]:
+    """nobody runs ``python -m privgrid.cli`` from this checkout: every folder above it must
+    let others pass (a clone in a private ``mktemp -d`` folder does not). Adds the search bit
+    where it is missing for the module's duration and takes it away again."""
+    changed = []
+    for parent in REPO.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+            changed.append((parent, mode))
+    yield
+    for parent, mode in changed:
+        parent.chmod(mode)
 
 
 @pytest.fixture
