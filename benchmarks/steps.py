@@ -11,7 +11,8 @@ multi-process run, which reproduces it bit for bit) twice:
   not set itself;
 - **after**: the file as shipped, with today's defaults.
 
-The scenarios: every file in configs/ (its honest market: an ``[attack]`` is left out), the
+The scenarios: every file in configs/ (its honest market: an ``[attack]`` is left out; a day
+scenario's intervals are measured by benchmarks/day.py, cold and warm), the
 paper case with every cost divided by 20 (prices ~0.1 $/kW, the price level of a real feeder,
 docs/market.md) and N random markets of the property test's generator
 (``tests/random_markets.py``, seeds 0, 1, 2, …), at the default ε = 1e-4 and at the property
@@ -239,6 +240,12 @@ def doc_section(
     )
 
 
+def is_day(path: Path) -> bool:
+    """A day scenario (``[day]``): 96 markets, measured by benchmarks/day.py instead."""
+    with path.open("rb") as f:
+        return "day" in tomllib.load(f)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="*", help="names in configs/ (default: all)")
@@ -246,7 +253,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="paper and 3 random markets (smoke)")
     parser.add_argument("--write-docs", action="store_true", help="rewrite the docs section")
     args = parser.parse_args()
-    names = args.configs or sorted(p.stem for p in CONFIGS.glob("*.toml"))
+    names = args.configs or sorted(p.stem for p in CONFIGS.glob("*.toml") if not is_day(p))
     count = args.random
     if args.quick:
         names, count = args.configs or ["paper"], QUICK_RANDOM

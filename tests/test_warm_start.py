@@ -129,3 +129,61 @@ def done_without(setup):
     import dataclasses
 
     return dataclasses.replace(negotiate(setup, agent_costs(setup.scenario)).state, exponent=2)
+
+
+def test_a_pair_that_traded_in_both_earlier_markets_begins_at_the_predicted_values(tmp_path):
+    """privgrid/market/warm.py ``predicted``: last + PREDICT·(last − before), per value, for
+    pairs in both earlier markets; a pair only in the last one is carried as it was."""
+    from privgrid.market.warm import PREDICT
+
+    first = _paper(tmp_path, drop=("S1", "B1"))
+    second, third = _paper(tmp_path, shift=0.05), _paper(tmp_path, shift=0.1)
+    a = negotiate(first, agent_costs(first.scenario)).state
+    b = negotiate(second, agent_costs(second.scenario), initial=carry_over(first, a, second))
+    start = carry_over(second, b.state, third, (first, a))
+    s2b3 = (third.graph.trade("S2", "B3"), second.graph.trade("S2", "B3"))
+    was = first.graph.trade("S2", "B3")
+    for name in ("trades", "prices", "derived"):
+        last, before = getattr(b.state, name)[s2b3[1]], getattr(a, name)[was]
+        assert last != before  # the market moved, so the prediction is not the last value
+        assert getattr(start, name)[s2b3[0]] == last + PREDICT * (last - before)
+    s1b1 = (third.graph.trade("S1", "B1"), second.graph.trade("S1", "B1"))
+    assert start.trades[s1b1[0]] == b.state.trades[s1b1[1]]  # new in `second`: carried
+    assert start.prices[s1b1[0]] == b.state.prices[s1b1[1]]
+
+
+def test_an_agent_process_predicts_the_same_bits_as_the_in_process_day(tmp_path):
+    """The wire day's agents (roles/agent/node.py ``predicted_held``, from the values each
+    held at the end of the last two markets) start where ``carry_over`` starts."""
+    from privgrid.roles.agent.node import Held, predicted_held
+
+    first, second, third = (_paper(tmp_path, shift=s) for s in (0.0, 0.05, 0.1))
+    a = negotiate(first, agent_costs(first.scenario)).state
+    b = negotiate(second, agent_costs(second.scenario), initial=carry_over(first, a, second))
+    start = carry_over(second, b.state, third, (first, a))
+
+    def held(setup, state, me):
+        g = setup.graph
+        return {
+            m: Held(
+                float(state.trades[t]),
+                float(state.prices[t]),
+                float(state.prices[g.mirror[t]]),
+                float(state.derived[t]),
+            )
+            for m in g.partners_of(g.index(me))
+            for t in [g.trade(me, m)]
+        }
+
+    g = third.graph
+    for me in g.agent_ids:
+        predicted = predicted_held(held(second, b.state, me), held(first, a, me))
+        for m, h in predicted.items():
+            t = g.trade(me, m)
+            assert (h.trade, h.price, h.derived) == (
+                start.trades[t],
+                start.prices[t],
+                start.derived[t],
+            )
+            assert h.partner_price == start.prices[g.mirror[t]]
+            assert Held.from_state(h.to_state()) == h  # as the checkpoint keeps it

@@ -269,12 +269,12 @@ def run_day(
     ledger = DayLedger(out, day.name, registrations(prepared, intervals), day.ledger.quorum)
     ac = ACCheck(prepared.source.net_path, prepared.feeder)
     rows: list[dict[str, Any]] = []
-    previous: tuple[MarketSetup, NegotiationState] | None = None
+    cleared: list[tuple[MarketSetup, NegotiationState]] = []  # the last two intervals'
     started = time.perf_counter()
     try:
         for interval in intervals:
-            row, state = _clear_interval(prepared, interval, previous, ledger, ac)
-            previous = (interval.setup, state)
+            row, state = _clear_interval(prepared, interval, cleared[-2:], ledger, ac)
+            cleared = [*cleared[-1:], (interval.setup, state)]
             rows.append(row)
             if progress is not None:
                 progress(row)
@@ -306,16 +306,19 @@ def write_day(
 def _clear_interval(
     prepared: PreparedDay,
     interval: Interval,
-    previous: tuple[MarketSetup, NegotiationState] | None,
+    cleared: list[tuple[MarketSetup, NegotiationState]],
     ledger: DayLedger,
     ac: ACCheck,
 ) -> tuple[dict[str, Any], NegotiationState]:
+    """``cleared``: the previous interval's setup and final state, after the one before it's
+    (none for the first interval, one for the second)."""
     day = prepared.day
     setup = interval.setup
     t0 = time.perf_counter()
     initial = None
-    if day.day.warm_start and previous is not None:
-        initial = carry_over(previous[0], previous[1], setup)
+    if day.day.warm_start and cleared:
+        before = cleared[-2] if len(cleared) == 2 else None
+        initial = carry_over(*cleared[-1], setup, before)
     results, state = clear(setup, initial=initial)
     cold_rounds: int | None = results["rounds"] if initial is None else None
     if initial is not None and day.day.measure_cold:

@@ -4,9 +4,12 @@ Each interval the agent takes part in gets an ordinary :class:`~.node.AgentNode`
 the interval's scenario (its cost and bounds of that interval; its partners among those who
 take part). A warm-started interval begins from what the agent held at the end of the previous
 one (:meth:`AgentNode.carry_out`): per partner it still trades with, its trade, both prices and
-its view of the partner's trade; a partner it did not trade with in the previous interval
-starts at round 0. An interval it sits out (nothing to trade) gets an :class:`AbsentAgent`,
-which only votes on the interval's block: every registered participant votes on every block.
+its view of the partner's trade — predicted a little further along their last change where the
+pair also traded in the interval before (:func:`~.node.predicted_held`, the same values as the
+in-process day's :func:`~privgrid.market.warm.carry_over`); a partner it did not trade with in
+the previous interval starts at round 0. An interval it sits out (nothing to trade) gets an
+:class:`AbsentAgent`, which only votes on the interval's block: every registered participant
+votes on every block.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from privgrid.logs import ParticipantLog
 from privgrid.market.kkt import Check
 from privgrid.market.setup import build_setup, played_cost
 from privgrid.privacy import PrivacyMode
-from privgrid.roles.agent.node import AgentNode, Held
+from privgrid.roles.agent.node import AgentNode, Held, predicted_held
 from privgrid.roles.daylayer import DayLayer
 from privgrid.roles.dayplan import DayPlan
 from privgrid.roles.voter import Voter
@@ -95,6 +98,10 @@ class DayAgent(DayLayer):
         super().__init__(me, log, plan, mode, first.timeouts)
         self.identity = identity
         self._peers = {*plan.partners(me), LM_ID, MO_ID}
+        #: What the agent's last market ended with (interval ``ended_index``), per partner:
+        #: with the next one's, it predicts a warm start (:func:`predicted_held`).
+        self.ended: dict[str, Held] = {}
+        self.ended_index = 0
         if first.privacy.lm_leg == "masked":
             self._peers |= set(plan.agent_ids) - {me}  # mask keys with every agent
 
@@ -120,7 +127,10 @@ class DayAgent(DayLayer):
         held: dict[str, Held] | None = None
         if body.warm:
             kept = isinstance(previous, AgentNode) and self.index == index - 1
-            held = previous.carry_out() if isinstance(previous, AgentNode) and kept else {}
+            last = previous.carry_out() if isinstance(previous, AgentNode) and kept else {}
+            before = self.ended if self.ended_index == index - 2 else {}
+            held = predicted_held(last, before)
+            self.ended, self.ended_index = last, index - 1
         inner = self._node(index, opening, scenario, held)
         self.switch(index, opening, inner)
         self.log.info(
@@ -171,3 +181,14 @@ class DayAgent(DayLayer):
 
     def rebuild(self, index: int, opening: int, state: Mapping[str, Any]) -> Node:
         return self._node(index, opening, self.plan.load(index), None)
+
+    def day_snapshot(self) -> dict[str, Any]:
+        return {
+            "ended": {m: h.to_state() for m, h in self.ended.items()},
+            "ended_index": self.ended_index,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        super().restore(state)
+        self.ended = {m: Held.from_state(v) for m, v in state["ended"].items()}
+        self.ended_index = int(state["ended_index"])

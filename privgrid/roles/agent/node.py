@@ -42,6 +42,7 @@ from privgrid.market.price import price_shares, share_to_fixed
 from privgrid.market.setup import MarketSetup, TradeGraph, build_setup, trade_ranges
 from privgrid.market.steps import StepSizes
 from privgrid.market.stopping import agent_pair_residuals
+from privgrid.market.warm import predicted
 from privgrid.privacy import PrivacyMode, Violation
 from privgrid.roles.voter import Voter
 from privgrid.runtime import CHECKPOINT, EXIT_FAILURE, Action
@@ -78,6 +79,27 @@ class Held:
     price: float  # λ_nm, its own price
     partner_price: float  # λ_mn, the partner's price as the exchange gave it
     derived: float  # its view of the partner's trade (masked LM leg)
+
+    def to_state(self) -> list[float]:
+        return [self.trade, self.price, self.partner_price, self.derived]
+
+    @classmethod
+    def from_state(cls, state: Sequence[float]) -> Held:
+        return cls(*(float(v) for v in state))
+
+
+def predicted_held(last: Mapping[str, Held], before: Mapping[str, Held]) -> dict[str, Held]:
+    """A warm start's values per partner (:mod:`privgrid.market.warm`): ``last`` — what the
+    previous market ended with — where the pair is new in it, else each value
+    :func:`~privgrid.market.warm.predicted` from ``before`` (the market before that) too."""
+    out = dict(last)
+    for m, held in last.items():
+        earlier = before.get(m)
+        if earlier is not None:
+            out[m] = Held(
+                *(predicted(a, b) for a, b in zip(held.to_state(), earlier.to_state(), strict=True))
+            )
+    return out
 
 
 @dataclass
