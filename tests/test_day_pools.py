@@ -2,18 +2,32 @@
 every interval's exchange (issue #17, docs/feeder.md).
 
 The pure part (which pools, how full) is tested directly; the pools with real 1024-bit keys
-and the real exchanges, messages passed by hand (no broker).
+and the real exchanges, messages passed by hand (no broker); the scheduling with every
+participant of a short secure day wired by hand (tests/day_bus.py: the product's day layers,
+real channels and keys, no broker — a secure day over Mosquitto takes several seconds per
+round on the shared development machine, too slow for a test).
 """
 
 from __future__ import annotations
 
-import pytest
+import logging
+import tomllib
+from pathlib import Path
 
+import pytest
+import tomli_w
+
+from privgrid.feeder.day import Interval, PreparedDay, prepare_day, prepare_folder, run_day
+from privgrid.feeder.wire import interval_results, write_plan
 from privgrid.privacy.paillier import PaillierExchange, PaillierKeys
 from privgrid.privacy.paillier.pools import KeyPools, next_interval_targets, pool_targets
-from privgrid.wire.kinds import KeyAnnouncement
+from privgrid.wire.channel import Message
+from privgrid.wire.kinds import IntervalStart, KeyAnnouncement
+from tests.conftest import load_strict_json
+from tests.day_bus import DayBus
 from tests.test_pair_protocol import run_pair
 
+ROOT = Path(__file__).resolve().parent.parent
 RUN = "day-pools-test"
 
 
@@ -102,3 +116,91 @@ def test_a_pool_under_a_replaced_key_is_never_drawn_from(keys):
         assert pools.totals() == (3, 0)  # what the replaced pool made still counts
     finally:
         s1k.peers["B1"] = before
+
+
+# --- a secure day's participants, between two intervals ------------------------------------------
+def _secure_night(tmp_path: Path) -> tuple[PreparedDay, list[Interval], Path]:
+    """Two night intervals of day-rural1 in Paillier mode (1024-bit test keys), each held to
+    ``ROUNDS`` rounds (not converged: the rounds, not convergence, are what is tested) with
+    pools as deep as that, so an interval can run on its pools alone."""
+    data = tomllib.loads((ROOT / "configs" / "day-rural1.toml").read_text())
+    data["day"].update(start="2016-06-21T02:00", intervals=2)
+    data["market"]["max_rounds"] = ROUNDS
+    data["privacy"] = {
+        "mode": "paillier",
+        "key_bits": 1024,
+        "insecure_test_keys": True,
+        "pool_rounds": ROUNDS,
+    }
+    scenario = tmp_path / "day.toml"
+    scenario.write_text(tomli_w.dumps(data))
+    prepared = prepare_day(scenario)
+    folder = tmp_path / "run"
+    intervals = prepare_folder(prepared, folder)
+    write_plan(prepared, folder, intervals)
+    return prepared, intervals, folder
+
+
+ROUNDS = 3
+
+
+def test_between_intervals_agents_fill_the_next_intervals_pools_and_it_draws_only_on_them(
+    tmp_path, caplog
+):
+    """The day's participants wired by hand (tests/day_bus.py): interval 1 runs; the MO's
+    ``interval`` broadcast of interval 2 is held back from the agents while they get idle
+    ticks, as a process gets while it waits for the next interval. Those ticks fill the pools
+    of every agent's interval-2 pairs; interval 2 then makes no pool entry at all — neither
+    at its start nor on the spot — and the day clears what the in-process day clears."""
+    prepared, intervals, folder = _secure_night(tmp_path)
+    bus = DayBus(folder)
+    held: list[tuple[str, Message]] = []
+
+    def hold_interval_2(message: Message) -> bool:
+        body = message.body
+        if isinstance(body, IntervalStart) and body.index == 2 and bus.recipient in bus.agents:
+            held.append((bus.recipient, message))
+            return True
+        return False
+
+    bus.run(intercept=hold_interval_2)
+    assert len(held) == len(bus.agents)  # interval 1 is over at everyone; 2 is announced
+    second = bus.plan.load(2)
+    trading = [a for a in bus.agents.values() if a.me in second.agent_ids]
+    assert trading
+    for agent in trading:
+        targets = next_interval_targets(agent.me, second.pairs, ROUNDS, ROUNDS)
+        inner = agent.inner
+        assert inner is not None and (inner.exit_code is not None or not agent.in_interval())
+        while True:  # idle ticks until there is nothing left to do ahead
+            before = agent.ahead
+            assert agent.tick(1.0) == [] and agent.exit_code is None
+            if agent.ahead == before:
+                break
+        pools = agent.mode.pools
+        assert agent.ahead > 0
+        assert {o: len(pools.pool(o)) >= n for o, n in targets.items()} == dict.fromkeys(
+            targets, True
+        ), agent.me
+    with caplog.at_level(logging.INFO):
+        for recipient, message in held:
+            bus.post(recipient, bus.nodes[recipient].handle(message, 1.0))
+        bus.run()
+    assert bus.mo.exit_code is not None and bus.mo.error is None
+    assert "pool entries made ahead" in caplog.text
+    for agent in trading:
+        stats = agent.inner.counters()  # interval 2's exchange: its start and its rounds
+        assert (stats["pool_made"], stats["pool_misses"]) == (0, 0), agent.me
+
+    solve = tmp_path / "solve"
+    run_day(prepared, solve, plots=False)
+    for interval in intervals:
+        index = interval.inputs.index
+        ours = interval_results(interval, cold=index == 1)
+        theirs = load_strict_json(solve / "intervals" / f"{index:04d}" / "results.json")
+        assert ours is not None and ours["rounds"] == theirs["rounds"] == ROUNDS
+        assert len(ours["trades"]) == len(theirs["trades"]) > 0
+        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
+            assert (a["seller"], a["buyer"]) == (b["seller"], b["buyer"])
+            for key in ("power", "price"):
+                assert a[key] == pytest.approx(b[key], abs=1e-9), (index, key, a, b)
