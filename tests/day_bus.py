@@ -31,6 +31,7 @@ from privgrid.runtime import Checkpoint, Node, Settings
 from privgrid.scenario import LM_ID, MO_ID
 from privgrid.wire import topics
 from privgrid.wire.channel import Channel, Duplicate, Message
+from privgrid.wire.kinds import KeyAnnouncement
 from privgrid.wire.session import BrokerUrl
 
 RUN = "day-bus"
@@ -87,11 +88,18 @@ class DayBus:
         self.nodes: dict[str, Node] = {**self.agents, LM_ID: self.lm, MO_ID: self.mo}
         for pid, node in self.nodes.items():
             node.bind(self.channels[pid])
+        # The key announcements' privacy-mode part (Paillier keys), as the membership would.
+        for pid, node in self.nodes.items():
+            body = node.announcement(KeyAnnouncement(self.channels[pid].x25519_public, 0.0))
+            for other, peer in self.nodes.items():
+                if other != pid:
+                    peer.accept_announcement(pid, body)
         self.random = random.Random(seed) if seed is not None else None
         self.streams: dict[tuple[str, str, str], deque[tuple[str, bytes]]] = {}
         self.order: deque[tuple[str, str, str]] = deque()  # FIFO over all streams
         self.snapshots: dict[str, bytes] = {}
         self.delivered = 0
+        self.recipient = ""  # of the message being delivered (a broadcast has many)
         for pid, node in self.nodes.items():  # the MO last: its start announces interval 1
             self.post(pid, node.start(0.0))
 
@@ -138,6 +146,7 @@ class DayBus:
                 message = self.channels[recipient].decode(topic, payload)
             except Duplicate:
                 continue
+            self.recipient = recipient
             if intercept is not None and intercept(message):
                 continue
             self.delivered += 1

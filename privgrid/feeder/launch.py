@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 from privgrid.feeder.day import Interval, PreparedDay, prepare_day, prepare_folder
 from privgrid.feeder.report import day_exit_status
-from privgrid.feeder.wire import evaluate_day, record_status, write_plan
+from privgrid.feeder.wire import DayEvaluation, evaluate_day, record_status, write_plan
 from privgrid.launcher import Launcher, LaunchOptions, dashboard_plan, supervise
 from privgrid.roles.dayplan import DayPlan
 from privgrid.runtime import (
@@ -106,9 +107,9 @@ def launch_day(options: LaunchOptions) -> DayOutcome:
     broker_error, dashboard = supervise(launcher, scenario, plan_file, plan)
     wall = time.perf_counter() - started
     assert launcher.prepared is not None
-    document = evaluate_day(launcher.prepared, launcher.folder, launcher.intervals, wall)
-    code, reason = _ending(launcher, document, broker_error)
-    document = record_status(launcher.folder, document, code, reason)
+    evaluation = evaluate_day(launcher.prepared, launcher.folder, launcher.intervals, wall)
+    code, reason = _ending(launcher, evaluation, broker_error)
+    document = record_status(launcher.folder, evaluation.document, code, reason)
     if code not in (EXIT_OK, EXIT_INTERRUPTED):
         for line in launcher.error_lines():
             launcher.console.print(f"[red]{line}[/red]", highlight=False, soft_wrap=True)
@@ -120,7 +121,7 @@ def launch_day(options: LaunchOptions) -> DayOutcome:
 
 
 def _ending(
-    launcher: DayLauncher, document: dict[str, Any] | None, broker_error: str | None
+    launcher: DayLauncher, evaluation: DayEvaluation, broker_error: str | None
 ) -> tuple[int, str | None]:
     """The day's exit status and one-line reason (None for success)."""
     status = launcher.mo_status
@@ -130,11 +131,22 @@ def _ending(
         return EXIT_FAILURE, broker_error
     if status == EXIT_BAD_INPUT:
         return EXIT_BAD_INPUT, launcher.fallback_error()
-    error = launcher.last_error(MO_ID) if status not in (EXIT_OK, EXIT_NOT_CONVERGED) else None
-    if document is None:
-        return EXIT_FAILURE, error or launcher.fallback_error()
     if status not in (EXIT_OK, EXIT_NOT_CONVERGED):
-        return EXIT_FAILURE, error or launcher.fallback_error()
+        return EXIT_FAILURE, launcher.last_error(MO_ID) or launcher.fallback_error()
+    return evaluated_ending(evaluation, launcher.fallback_error)
+
+
+def evaluated_ending(
+    evaluation: DayEvaluation, fallback: Callable[[], str]
+) -> tuple[int, str | None]:
+    """The exit status and one-line reason of a day whose MO ended the day itself: 3 if an
+    interval's record could not be evaluated (the reason names its file, field and why) or
+    none was (``fallback()``), else from day.json's summary (0, or 1 with the count)."""
+    if evaluation.error is not None:
+        return EXIT_FAILURE, evaluation.error
+    document = evaluation.document
+    if document is None:
+        return EXIT_FAILURE, fallback()
     code = day_exit_status(document)
     if code == EXIT_OK:
         return EXIT_OK, None

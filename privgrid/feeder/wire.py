@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,17 @@ def interval_results(interval: Interval, cold: bool) -> dict[str, Any] | None:
     return results
 
 
+@dataclass(frozen=True)
+class DayEvaluation:
+    """What the evaluator made of a wire day's run folder."""
+
+    #: day.json's content as written (None: no interval was recorded whole, nothing written).
+    document: dict[str, Any] | None
+    #: Why the evaluation stopped short of the recorded intervals: an interval whose
+    #: ``protocol.json`` cannot be read (its file, field and reason); None if it did not.
+    error: str | None = None
+
+
 def evaluate_day(
     prepared: PreparedDay,
     out: Path,
@@ -93,21 +105,25 @@ def evaluate_day(
     *,
     plots: bool = True,
     progress: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any] | None:
+) -> DayEvaluation:
     """The evaluator's pass over a wire day's run folder, after every process has exited:
     each interval's ``results.json`` from its MO's record (welfare, the optimum — the private
     costs are read here, never by a participant), then day.json, day.csv and plots as the
     in-process day writes them. Only the intervals the run recorded whole count (a failed day
-    has fewer: its failed interval's results.json says how it ended, unjudged); None if there
-    are none."""
+    has fewer: its failed interval's results.json says how it ended, unjudged). A record that
+    cannot be read ends the evaluation there, as a failed interval ends the day: the
+    intervals before it are written, and :attr:`DayEvaluation.error` says which file, which
+    field and why (the malformed record is left as it is, with no results.json)."""
     ac = ACCheck(prepared.source.net_path, prepared.feeder)
     warm = prepared.day.day.warm_start
     rows = []
+    error = None
     for interval in intervals:
         first = interval.inputs.index == 1
         try:  # its total_s: the MO's clock to its record, plus this evaluation
             results = interval_results(interval, cold=first or not warm)
-        except RecordError:
+        except RecordError as exc:
+            error = f"interval {interval.inputs.index} could not be evaluated: {exc}"
             break
         started = time.perf_counter()  # the rest of this interval's evaluation (AC check)
         if results is None or results.get("social_welfare") is None:
@@ -136,8 +152,8 @@ def evaluate_day(
         if progress is not None:
             progress(row)
     if not rows:
-        return None
-    return write_day(prepared, out, rows, wall, plots=plots)
+        return DayEvaluation(None, error)
+    return DayEvaluation(write_day(prepared, out, rows, wall, plots=plots), error)
 
 
 #: day.json's ``status`` of a wire day by its exit status (as a single run's results.json).

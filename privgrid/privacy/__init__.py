@@ -62,6 +62,16 @@ class PrivacyMode:
         """Reuse checkpointed session keys after a restart; True if a key was replaced."""
         return False
 
+    def precomputes(self) -> bool:
+        """Whether :meth:`fill_ahead` has anything to do (plain mode: never)."""
+        return False
+
+    def fill_ahead(self, me: str, scenario: Scenario, budget_s: float) -> int:
+        """Spare time before ``me``'s market of ``scenario`` (a day's next interval): do what
+        its price exchange will need, for at most about ``budget_s``; return the work items
+        done (0: nothing left to do). Plain mode precomputes nothing."""
+        return 0
+
     def exchange(self, partners: Sequence[str]) -> PriceExchange:
         from privgrid.privacy.plain import PlainExchange
 
@@ -95,6 +105,7 @@ class PaillierMode(PrivacyMode):
     def __init__(self, scenario: Scenario, me: str, run: str, log: ParticipantLog) -> None:
         super().__init__(scenario, me, run, log)
         from privgrid.privacy.paillier import PaillierKeys
+        from privgrid.privacy.paillier.pools import KeyPools
 
         privacy = scenario.privacy
         if privacy.key_bits < 2048:
@@ -103,6 +114,9 @@ class PaillierMode(PrivacyMode):
                 privacy.key_bits,
             )
         self.keys = PaillierKeys(me, run, privacy.key_bits, privacy.key_bits)
+        #: Obfuscator pools of our keys: one store for every exchange of the session, so a
+        #: day's intervals share entries (and the time between them fills them ahead).
+        self.pools = KeyPools(self.keys)
 
     @property
     def crypto_threads(self) -> int:
@@ -127,6 +141,22 @@ class PaillierMode(PrivacyMode):
         self.keys.keypair = keypair_from_primes(p, q)
         return True
 
+    def precomputes(self) -> bool:
+        return self.scenario.privacy.pool_rounds > 0
+
+    def fill_ahead(self, me: str, scenario: Scenario, budget_s: float) -> int:
+        """Fill the obfuscator pools of ``scenario``'s pairs of ``me`` (phase ``ahead``):
+        the entries made."""
+        from privgrid.privacy.paillier.pools import next_interval_targets
+
+        targets = next_interval_targets(
+            me, scenario.pairs, scenario.privacy.pool_rounds, scenario.market.max_rounds
+        )
+        made, seconds = self.pools.fill_toward(targets, budget_s)
+        if made:
+            self.counters.add_time("ahead", seconds)
+        return made
+
     def exchange(self, partners: Sequence[str]) -> PriceExchange:
         from privgrid.privacy.paillier import PaillierExchange
 
@@ -142,6 +172,7 @@ class PaillierMode(PrivacyMode):
             verify=privacy.verify,
             max_rounds=self.scenario.market.max_rounds,
             counters=self.counters,  # the offline pool fill in the constructor is counted too
+            store=self.pools,
         )
 
     def _paillier_leg(self) -> LmLeg:

@@ -38,7 +38,7 @@ from privgrid.crypto.zkp import DecryptionProof, ProofContext, check_decryption
 from privgrid.privacy.exchange import CryptoCounters, PriceExchange, Violation
 from privgrid.privacy.paillier.batch import BatchVerifier, DeferredProof
 from privgrid.privacy.paillier.keys import PaillierKeys
-from privgrid.privacy.paillier.pools import ExchangePools
+from privgrid.privacy.paillier.pools import ExchangePools, KeyPools
 from privgrid.privacy.paillier.workers import WorkerResults
 from privgrid.wire.channel import Message, Outgoing
 from privgrid.wire.envelope import Rejected
@@ -59,6 +59,7 @@ class ExchangeOptions(TypedDict, total=False):
     verify: str
     max_rounds: int | None
     counters: CryptoCounters | None
+    store: KeyPools | None
 
 
 def _in_fixed_range(value: int) -> int:
@@ -76,7 +77,8 @@ class PaillierExchange(PriceExchange):
     Precomputation (``pool_rounds`` > 0): :class:`~.pools.ExchangePools`. The own pool is
     filled in the constructor, which runs before the process connects and announces its key
     (phase ``offline``); partner pools when round 1 begins (``offline_start``); both are
-    topped up in :meth:`idle` (``topup``).
+    topped up in :meth:`idle` (``topup``). Each fill makes only what the pools lack: with the
+    day's ``store`` they may hold entries already (left over, or made between intervals).
 
     Concurrency (``privacy.crypto_threads``): :meth:`precompute` hands out the two heavy
     steps, decrypt + prove (``share_peer``) and a proof's check (``price_proof``), as jobs
@@ -102,6 +104,7 @@ class PaillierExchange(PriceExchange):
         verify: str = "every_round",
         max_rounds: int | None = None,
         counters: CryptoCounters | None = None,
+        store: KeyPools | None = None,
     ) -> None:
         super().__init__(me, partners)
         if verify not in VERIFY_MODES:
@@ -113,7 +116,7 @@ class PaillierExchange(PriceExchange):
         self.keys = keys
         self.verify = verify
         self.counters.counts.update(proofs_made=0, proofs_verified=0, proofs_failed=0)
-        self.pools = ExchangePools(keys, self.partners, pool_rounds, max_rounds)
+        self.pools = ExchangePools(keys, self.partners, pool_rounds, max_rounds, store)
         self.batches = BatchVerifier(self.counters)
         self.prepared = WorkerResults(self.counters)
         self._started = False
@@ -244,6 +247,7 @@ class PaillierExchange(PriceExchange):
         self.prepared.clear()  # results for last round's messages are of no more use
         if not self._started:
             self._started = True
+            self.pools.opening = round_ - 1  # a day's interval opens after the last one's
             if self.pools.rounds:  # the end of the offline phase: top the pools up first
                 filled = self.pools.fill_at_start(self.round, self._active())
                 self.counters.add_time("offline_start", filled)

@@ -17,12 +17,17 @@ an error, the entry is then made on the spot (``pool_misses``).
 - during the session idle time tops the pools up, one entry per call (``topup``). The depth
   never exceeds the rounds that can still run (``market.max_rounds``), so
   ``pool_rounds ≥ max_rounds`` precomputes the whole session and never tops up.
+
+The pools themselves (:class:`KeyPools`) belong to the participant's keys, not to one
+exchange: in a day over the wire (docs/feeder.md) the keys are the day's, so entries left at
+the end of an interval serve the next one, and the idle time between intervals fills the pools
+of the next interval's pairs ahead (:func:`pool_targets`, ``crypto_ahead``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from privgrid.crypto import paillier as pl
 from privgrid.privacy.paillier.keys import PaillierKeys
@@ -32,43 +37,161 @@ from privgrid.privacy.paillier.keys import PaillierKeys
 START_FILL_BUDGET_S = 2.0
 
 
+def pool_targets(me: str, partners: Sequence[str], depth: int) -> dict[str, int]:
+    """Entries each pool should hold for ``depth`` rounds of a market where ``me`` trades
+    with ``partners``, by key owner: ``me`` (the own pool) 2 per partner per round (c_A and
+    the proof commitment), each partner 1 per round (c_B). Pure: no pool is touched."""
+    return {me: 2 * len(partners) * depth, **{m: depth for m in partners}}
+
+
+def next_interval_targets(
+    me: str, pairs: Sequence[tuple[str, str]], pool_rounds: int, max_rounds: int
+) -> dict[str, int]:
+    """The pools to fill ahead of an interval, and how full, by key owner (as
+    :func:`pool_targets`): its pairs ``pairs``, ``privacy.pool_rounds`` and
+    ``market.max_rounds`` as its scenario says. Empty if ``me`` trades with no one in it or
+    pools are off. Pure."""
+    partners = [m for pair in pairs if me in pair for m in pair if m != me]
+    depth = min(pool_rounds, max_rounds)
+    return pool_targets(me, partners, depth) if partners and depth > 0 else {}
+
+
+class KeyPools:
+    """The own pool and one pool per partner's key: the entries of one participant's keys.
+
+    An entry is valid as long as its key is, so the pools outlive an exchange: a day's
+    intervals share them (one key pair per participant for the day). A pool whose key is no
+    longer the one in use (ours restored from a checkpoint, a partner's renewed by a restart)
+    is replaced on access, so a stale entry is never handed out.
+    """
+
+    def __init__(self, keys: PaillierKeys) -> None:
+        self.keys = keys
+        self._own = pl.ObfuscatorPool(keys.keypair)
+        self.partners: dict[str, pl.ObfuscatorPool] = {}
+        self._retired = (0, 0)  # (made, misses) of the pools replaced so far
+
+    @property
+    def own(self) -> pl.ObfuscatorPool:
+        """The pool of our key pair (afresh if the key pair was replaced)."""
+        if self._own.public_key.n != self.keys.keypair.public_key.n:
+            self.rekey()
+        return self._own
+
+    def partner(self, partner: str) -> pl.ObfuscatorPool:
+        """The pool of ``partner``'s key (made when first needed; the key must be accepted)."""
+        key = self.keys.public(partner)
+        pool = self.partners.get(partner)
+        if pool is None or pool.public_key.n != key.n:
+            self.forget(partner)
+            pool = self.partners[partner] = pl.ObfuscatorPool(key)
+        return pool
+
+    def ready(self, owner: str) -> bool:
+        """Whether the pool of ``owner``'s key can be filled (ours, or an accepted key)."""
+        return owner == self.keys.me or owner in self.keys.peers
+
+    def pool(self, owner: str) -> pl.ObfuscatorPool:
+        return self.own if owner == self.keys.me else self.partner(owner)
+
+    def fill_toward(self, targets: Mapping[str, int], budget_s: float) -> tuple[int, float]:
+        """Fill toward ``targets`` (entries by key owner, :func:`pool_targets`), one entry at
+        a time for the pool furthest below its target, for at most about ``budget_s``.
+
+        Returns:
+            The entries made and the seconds spent (0, 0.0 when every pool is full).
+        """
+        wanted = {o: n for o, n in targets.items() if n > 0 and self.ready(o)}
+        made, spent = 0, 0.0
+        deadline = time.perf_counter() + budget_s
+        while time.perf_counter() < deadline:
+            lacking = {o: n - len(self.pool(o)) for o, n in wanted.items()}
+            owner = max(lacking, key=lambda o: lacking[o] / wanted[o], default=None)
+            if owner is None or lacking[owner] <= 0:
+                break
+            spent += self.pool(owner).fill(1)
+            made += 1
+        return made, spent
+
+    def forget(self, partner: str) -> None:
+        """``partner`` restarted (its key may be new): its pool is void."""
+        self._retire(self.partners.pop(partner, None))
+
+    def rekey(self) -> None:
+        """Our key pair was replaced: the own pool's entries are void; start it afresh."""
+        self._retire(self._own)
+        self._own = pl.ObfuscatorPool(self.keys.keypair)
+
+    def _retire(self, pool: pl.ObfuscatorPool | None) -> None:
+        if pool is not None:
+            made, misses = self._retired
+            self._retired = (made + pool.made, misses + pool.misses)
+
+    def totals(self) -> tuple[int, int]:
+        """Entries made ahead and made on the spot (misses) so far, replaced pools included."""
+        pools = [self._own, *self.partners.values()]
+        made, misses = self._retired
+        return made + sum(p.made for p in pools), misses + sum(p.misses for p in pools)
+
+    def left(self) -> int:
+        """Entries held now."""
+        return len(self._own) + sum(len(p) for p in self.partners.values())
+
+
 class ExchangePools:
-    """The own pool and one pool per partner's key, with the depth each should hold."""
+    """The depth each pool of one exchange should hold, over the participant's
+    :class:`KeyPools` (its own, or the day's given as ``store``)."""
 
     def __init__(
-        self, keys: PaillierKeys, partners: Sequence[str], rounds: int, max_rounds: int | None
+        self,
+        keys: PaillierKeys,
+        partners: Sequence[str],
+        rounds: int,
+        max_rounds: int | None,
+        store: KeyPools | None = None,
     ) -> None:
         self.keys = keys
         self.partner_ids = list(partners)
         #: ``privacy.pool_rounds``: rounds' worth of entries to hold; 0: no pools.
         self.rounds = rounds
         self.max_rounds = max_rounds
-        self.own = pl.ObfuscatorPool(keys.keypair)
-        self.partners: dict[str, pl.ObfuscatorPool] = {}
+        self.store = store if store is not None else KeyPools(keys)
+        #: The round before this market's first (a day's interval does not open at round 0),
+        #: learnt when the first round begins.
+        self.opening = 0
+        #: The pools' counters when this exchange began: its figures are the difference.
+        self._made0, self._misses0 = self.store.totals()
+
+    @property
+    def own(self) -> pl.ObfuscatorPool:
+        return self.store.own
+
+    @property
+    def partners(self) -> dict[str, pl.ObfuscatorPool]:
+        return self.store.partners
 
     def depth(self, round_: int) -> int:
         """Rounds of entries to hold: ``pool_rounds``, but never more than can still run."""
         if self.max_rounds is None:
             return self.rounds
-        return max(0, min(self.rounds, self.max_rounds - round_ + 1))
+        done = max(0, round_ - self.opening)
+        return max(0, min(self.rounds, self.max_rounds - done + 1))
 
     def partner(self, partner: str) -> pl.ObfuscatorPool:
-        """The pool of ``partner``'s key (made when first needed; the key must be accepted)."""
-        pool = self.partners.get(partner)
-        if pool is None:
-            pool = self.partners[partner] = pl.ObfuscatorPool(self.keys.public(partner))
-        return pool
+        """The pool of ``partner``'s key (the key must be accepted)."""
+        return self.store.partner(partner)
 
     def set_targets(self, round_: int, active: Sequence[str]) -> list[pl.ObfuscatorPool]:
         """Set every pool's target depth; return the pools that can be filled now."""
         depth = self.depth(round_) if self.rounds else 0
-        self.own.target = 2 * len(active) * depth
+        targets = pool_targets(self.keys.me, active, depth)
+        self.own.target = targets[self.keys.me]
         pools = [self.own]
         for m in self.partner_ids:
             if m not in self.partners and m not in self.keys.peers:
                 continue  # its key is not in yet
             pool = self.partner(m)
-            pool.target = depth if m in active else 0
+            pool.target = targets.get(m, 0)
             pools.append(pool)
         return pools
 
@@ -118,18 +241,19 @@ class ExchangePools:
 
     def forget(self, partner: str) -> None:
         """``partner`` restarted (its key may be new): its pool is void."""
-        self.partners.pop(partner, None)
+        self.store.forget(partner)
 
     def rekey(self, round_: int, active: Sequence[str]) -> None:
         """Our key pair was replaced: the own pool's entries are void; start it afresh."""
-        self.own = pl.ObfuscatorPool(self.keys.keypair)
+        self.store.rekey()
         if self.rounds:
             self.set_targets(round_, active)
 
     def stats(self) -> dict[str, float]:
-        pools = [self.own, *self.partners.values()]
+        """Entries made ahead and on the spot since this exchange began; entries held."""
+        made, misses = self.store.totals()
         return {
-            "pool_made": float(sum(p.made for p in pools)),
-            "pool_misses": float(sum(p.misses for p in pools)),
-            "pool_left": float(sum(len(p) for p in pools)),
+            "pool_made": float(made - self._made0),
+            "pool_misses": float(misses - self._misses0),
+            "pool_left": float(self.store.left()),
         }

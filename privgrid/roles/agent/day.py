@@ -10,10 +10,16 @@ in-process day's :func:`~privgrid.market.warm.carry_over`); a partner it did not
 the previous interval starts at round 0. An interval it sits out (nothing to trade) gets an
 :class:`AbsentAgent`, which only votes on the interval's block: every registered participant
 votes on every block.
+
+Between intervals — once its part of one is done (its vote cast), through an interval it sits
+out, and before the first — the agent's idle ticks precompute for the next interval's market
+(:meth:`PrivacyMode.fill_ahead`: the Paillier pools of its pairs in that interval), a bounded
+slice per tick as the in-interval top-up, so a message that arrives meanwhile waits no longer.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +30,7 @@ from privgrid.logs import ParticipantLog
 from privgrid.market.kkt import Check
 from privgrid.market.setup import build_setup, played_cost
 from privgrid.privacy import PrivacyMode
+from privgrid.privacy.exchange import IDLE_BUDGET_S
 from privgrid.roles.agent.node import AgentNode, Held, predicted_held
 from privgrid.roles.daylayer import DayLayer
 from privgrid.roles.dayplan import DayPlan
@@ -104,6 +111,10 @@ class DayAgent(DayLayer):
         self.ended_index = 0
         if first.privacy.lm_leg == "masked":
             self._peers |= set(plan.agent_ids) - {me}  # mask keys with every agent
+        #: The next interval's scenario for :meth:`between_intervals` (None: unreadable, or
+        #: nothing to precompute for it), loaded on the first idle tick after one begins.
+        self._next: tuple[int, Scenario | None] | None = None
+        self.ahead = 0  # work done ahead of the next interval (pool entries)
 
     def peers(self) -> set[str]:
         return set(self._peers)
@@ -133,12 +144,14 @@ class DayAgent(DayLayer):
             self.ended, self.ended_index = last, index - 1
         inner = self._node(index, opening, scenario, held)
         self.switch(index, opening, inner)
+        ahead, self.ahead = self.ahead, 0
         self.log.info(
-            "interval %d begins after round %d (%s%s)",
+            "interval %d begins after round %d (%s%s%s)",
             index,
             opening,
             "taking part" if isinstance(inner, AgentNode) else "sitting it out",
             ", warm" if held is not None else "",
+            f", {ahead} pool entries made ahead" if ahead else "",
         )
         return [*inner.start(now), CHECKPOINT, *self.replay(now)]
 
@@ -149,6 +162,9 @@ class DayAgent(DayLayer):
                 "<file>",
                 "differs from the scenario the MO announced (SHA-256)",
             )
+        ahead = self._next
+        if ahead is not None and ahead[0] == index and ahead[1] is not None:
+            return ahead[1]  # read between intervals (checked against the plan then)
         return self.plan.load(index)
 
     def _node(
@@ -178,6 +194,25 @@ class DayAgent(DayLayer):
     def in_interval(self) -> bool:
         inner = self.inner
         return isinstance(inner, AgentNode) and not inner.voted
+
+    def between_intervals(self, now: float) -> list[Action]:
+        """Idle time before the next interval: precompute for its market (module docstring)."""
+        scenario = self._next_scenario()
+        if scenario is not None:
+            self.ahead += self.mode.fill_ahead(self.me, scenario, IDLE_BUDGET_S)
+        return []
+
+    def _next_scenario(self) -> Scenario | None:
+        """The next interval's scenario if there is one and something to precompute for it
+        (read once; an unreadable file is left for :meth:`begin_interval` to report)."""
+        upcoming = self.index + 1
+        if self._next is None or self._next[0] != upcoming:
+            scenario = None
+            if self.mode.precomputes() and upcoming <= len(self.plan.intervals):
+                with contextlib.suppress(ScenarioError):
+                    scenario = self.plan.load(upcoming)
+            self._next = (upcoming, scenario)
+        return self._next[1]
 
     def rebuild(self, index: int, opening: int, state: Mapping[str, Any]) -> Node:
         return self._node(index, opening, self.plan.load(index), None)
