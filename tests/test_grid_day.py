@@ -52,14 +52,21 @@ def night(folder: Path, wait: bool = False) -> Path:
 
 
 @pytest.fixture(scope="module")
-def days(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+def solved(tmp_path_factory) -> Path:
+    """The in-process day's run folder (``privgrid solve``): the reference."""
+    tmp = tmp_path_factory.mktemp("solveday")
+    proc = privgrid("solve", str(night(tmp)), "--out", str(tmp / "solve"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp / "solve"
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory, solved) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """The wire day's run folder, the in-process day's, and ``privgrid run``'s process."""
     tmp = tmp_path_factory.mktemp("wireday")
     scenario = night(tmp)
-    solved = privgrid("solve", str(scenario), "--out", str(tmp / "solve"))
-    assert solved.returncode == 0, solved.stderr[-2000:]
     run = privgrid("run", str(scenario), "--out", str(tmp / "wire"), "--agents-per-process", "10")
-    return tmp / "wire", tmp / "solve", run
+    return tmp / "wire", solved, run
 
 
 def results(folder: Path, index: int) -> dict[str, Any]:
@@ -195,11 +202,11 @@ def test_ctrl_c_ends_the_day_with_exit_130_and_status_interrupted(tmp_path):
     assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
 
 
-def test_a_line_manager_killed_mid_day_rejoins_the_current_interval_unchanged(days, tmp_path):
+def test_a_line_manager_killed_mid_day_rejoins_the_current_interval_unchanged(solved, tmp_path):
     """``on_missing = "wait"``: the LM, killed with SIGKILL as interval 2 begins, is restarted
     by ``privgrid run`` from its checkpoint and rejoins interval 2; the day ends as the
     in-process day, interval by interval."""
-    _, solve, _ = days
+    solve = solved
     proc, out = start_day(tmp_path, wait=True)
     lm = next(
         c
@@ -214,6 +221,28 @@ def test_a_line_manager_killed_mid_day_rejoins_the_current_interval_unchanged(da
     for i in range(1, INTERVALS + 1):
         ours, theirs = results(out, i), results(solve, i)
         assert ours["rounds"] == theirs["rounds"]
+        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
+            assert a["power"] == pytest.approx(b["power"], abs=1e-9)
+        assert ours["ledger"]["committed"]
+
+
+def test_ten_agents_killed_together_mid_day_rejoin_the_current_interval_unchanged(solved, tmp_path):
+    """Issue 17: ``on_missing = "wait"``, SIGKILL to the process of H11 … RETAIL (ten agents,
+    partners of each other among them) as interval 2 begins; ``privgrid run`` restarts the
+    ten together from their checkpoints. They once stalled interval 2 (a partner resumed a
+    round behind another, which had moved on: round timeout, exit 3); now the day ends as
+    the in-process day, interval by interval."""
+    proc, out = start_day(tmp_path, wait=True)
+    group = next(c for c in psutil.Process(proc.pid).children() if "H11" in c.cmdline())
+    group.kill()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "was killed by SIGKILL" in err and "restarting it from its checkpoint" in err
+    assert "Traceback" not in err
+    assert load_strict_json(out / "day.json")["status"] == "converged"
+    for i in range(1, INTERVALS + 1):
+        ours, theirs = results(out, i), results(solved, i)
+        assert ours["rounds"] == theirs["rounds"], i
         for a, b in zip(ours["trades"], theirs["trades"], strict=True):
             assert a["power"] == pytest.approx(b["power"], abs=1e-9)
         assert ours["ledger"]["committed"]
