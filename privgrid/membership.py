@@ -23,9 +23,12 @@ here is tested directly (tests/test_membership.py).
   our own start, once we start). A rejoin with another agreement key is refused (it did not
   resume from its checkpoint). The last will of an earlier incarnation is ignored.
 - **Our own restart.** After resuming from our checkpoint we ignore a peer's direct messages
-  until its ``resync`` for our incarnation (they were sent before it knew of the restart);
-  announcements, departures and broadcasts always pass. Its ``resync`` lets the node re-send
-  what the peer may have lost (:meth:`Node.peer_resynced`; before our start, once we start).
+  until its ``resync`` for our incarnation (they were sent before it knew of the restart —
+  by a peer that restarted with us, also from its new incarnation: it re-sends those when it
+  sees our rejoin, :meth:`Node.peer_restarted`, so no stale message is ever used and none is
+  missing); announcements, departures and broadcasts always pass. Its ``resync`` lets the node
+  re-send what the peer may have lost (:meth:`Node.peer_resynced`; before our start, once we
+  start).
 """
 
 from __future__ import annotations

@@ -52,14 +52,21 @@ def night(folder: Path, wait: bool = False) -> Path:
 
 
 @pytest.fixture(scope="module")
-def days(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+def solved(tmp_path_factory) -> Path:
+    """The in-process day's run folder (``privgrid solve``): the reference."""
+    tmp = tmp_path_factory.mktemp("solveday")
+    proc = privgrid("solve", str(night(tmp)), "--out", str(tmp / "solve"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp / "solve"
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory, solved) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """The wire day's run folder, the in-process day's, and ``privgrid run``'s process."""
     tmp = tmp_path_factory.mktemp("wireday")
     scenario = night(tmp)
-    solved = privgrid("solve", str(scenario), "--out", str(tmp / "solve"))
-    assert solved.returncode == 0, solved.stderr[-2000:]
     run = privgrid("run", str(scenario), "--out", str(tmp / "wire"), "--agents-per-process", "10")
-    return tmp / "wire", tmp / "solve", run
+    return tmp / "wire", solved, run
 
 
 def results(folder: Path, index: int) -> dict[str, Any]:
@@ -195,11 +202,11 @@ def test_ctrl_c_ends_the_day_with_exit_130_and_status_interrupted(tmp_path):
     assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
 
 
-def test_a_line_manager_killed_mid_day_rejoins_the_current_interval_unchanged(days, tmp_path):
+def test_a_line_manager_killed_mid_day_rejoins_the_current_interval_unchanged(solved, tmp_path):
     """``on_missing = "wait"``: the LM, killed with SIGKILL as interval 2 begins, is restarted
     by ``privgrid run`` from its checkpoint and rejoins interval 2; the day ends as the
     in-process day, interval by interval."""
-    _, solve, _ = days
+    solve = solved
     proc, out = start_day(tmp_path, wait=True)
     lm = next(
         c
@@ -214,6 +221,84 @@ def test_a_line_manager_killed_mid_day_rejoins_the_current_interval_unchanged(da
     for i in range(1, INTERVALS + 1):
         ours, theirs = results(out, i), results(solve, i)
         assert ours["rounds"] == theirs["rounds"]
+        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
+            assert a["power"] == pytest.approx(b["power"], abs=1e-9)
+        assert ours["ledger"]["committed"]
+
+
+def _first_commit_after_now(
+    proc: subprocess.Popen, out: Path, agents: list[str], timeout: float = 300
+) -> None:
+    """Until one of ``agents`` rewrites its checkpoint (it completed a round): a process
+    commits its agents one after the other, so right then some are a round ahead of their
+    partners."""
+    deadline = time.monotonic() + timeout
+
+    def stamps() -> list[int]:
+        return [f.stat().st_mtime_ns for a in agents for f in out.glob(f"state/*/{a}.state")]
+
+    before = stamps()
+    while len(before) < len(agents):  # the checkpoints are written at the start
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoints"
+        time.sleep(0.05)
+        before = stamps()
+    while stamps() == before:
+        assert proc.poll() is None and time.monotonic() < deadline, "no agent completed a round"
+        time.sleep(0.0005)
+
+
+def _wait_for_rows(proc: subprocess.Popen, trace: Path, rows: int) -> None:
+    """Until the live ``trace.csv`` of an interval has ``rows`` rounds."""
+    deadline = time.monotonic() + 300
+    while not trace.exists() or len(trace.read_text().splitlines()) <= rows:
+        assert proc.poll() is None and time.monotonic() < deadline, f"no round {rows} in {trace}"
+        time.sleep(0.05)
+
+
+def _resumed_rounds(out: Path, agents: list[str], incarnation: int) -> dict[str, int]:
+    """Each agent's last completed round as its ``incarnation``-th restart resumed from it."""
+    line = re.compile(rf"incarnation {incarnation}, last completed round (\d+)")
+    deadline = time.monotonic() + 120
+    while True:
+        logs = {a: (out / "logs" / f"{a}.log").read_text(errors="replace") for a in agents}
+        found = {a: line.search(text) for a, text in logs.items()}
+        if all(found.values()):
+            return {a: int(m.group(1)) for a, m in found.items() if m}
+        assert time.monotonic() < deadline, f"not every agent resumed: {found}"
+        time.sleep(0.05)
+
+
+def test_ten_agents_killed_together_mid_day_rejoin_the_current_interval_unchanged(solved, tmp_path):
+    """Issue 17: ``on_missing = "wait"``, SIGKILL to the process of H11 … RETAIL (ten agents,
+    partners of each other among them) in interval 2, past its first rounds, the moment one
+    of them completes a round — again (``--restarts`` allows three) until the ten resumed
+    from checkpoints a round apart; ``privgrid run`` restarts them together. That stalled
+    interval 2 (the one behind waited for a partner that had moved on: round timeout, exit
+    3); now the day ends as the in-process day, interval by interval."""
+    proc, out = start_day(tmp_path, wait=True)
+    group = next(c for c in psutil.Process(proc.pid).children() if "H11" in c.cmdline())
+    cmdline = group.cmdline()
+    agents = [cmdline[k + 1] for k, arg in enumerate(cmdline) if arg == "--id"]
+    assert len(agents) == 10, cmdline
+    apart: dict[str, int] = {}
+    for incarnation, rows in ((1, 3), (2, 12), (3, 21)):
+        _wait_for_rows(proc, out / "intervals" / "0002" / "trace.csv", rows)
+        _first_commit_after_now(proc, out, agents)
+        group = next(c for c in psutil.Process(proc.pid).children() if "H11" in c.cmdline())
+        group.kill()
+        rounds = _resumed_rounds(out, agents, incarnation)
+        if len(set(rounds.values())) > 1:
+            apart = rounds
+            break
+    _, err = proc.communicate(timeout=600)
+    assert apart, "the ten agents never resumed a round apart"
+    assert proc.returncode == 0, err[-3000:]
+    assert "was killed by SIGKILL" in err and "restarting it from its checkpoint" in err
+    assert "Traceback" not in err
+    assert load_strict_json(out / "day.json")["status"] == "converged"
+    for i in range(1, INTERVALS + 1):
+        ours, theirs = results(out, i), results(solved, i)
+        assert ours["rounds"] == theirs["rounds"], i
         for a, b in zip(ours["trades"], theirs["trades"], strict=True):
             assert a["power"] == pytest.approx(b["power"], abs=1e-9)
         assert ours["ledger"]["committed"]

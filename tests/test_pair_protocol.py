@@ -5,6 +5,7 @@ Messages are passed by hand (no broker), so each step and each check can be obse
 
 from dataclasses import replace
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -188,3 +189,59 @@ def test_fixed_point_shares_stay_exact_through_paillier(keys):
     assert np.array_equal(
         decode(np.array([s1k.keypair.decrypt_int(c) for c in cts])), decode(encode(values))
     )
+
+
+# -- both partners restarted, one a round behind the other (docs/reliability.md) --------------
+@pytest.mark.parametrize("mode", ["plain", "paillier"])
+def test_partners_restarted_a_round_apart_redo_that_round_with_the_same_prices(keys, mode):
+    """S1 completed round 1 and checkpointed it; B1 crashed before completing it; both
+    restart. S1 rebuilds the round from its checkpoint (msgpack, as the state file keeps
+    it) and starts the pair over for B1; B1 redoes the round from its own checkpoint and,
+    once it sees S1's rejoin, sends its opening share again (S1 ignored the first: it came
+    before B1's resync). Both end with the prices of the undisturbed round, and S1's check
+    that the redo gives its checkpointed prices passes."""
+
+    def pair() -> tuple:
+        if mode == "plain":
+            return PlainExchange("S1", ["B1"]), PlainExchange("B1", ["S1"])
+        return PaillierExchange("S1", ["B1"], keys[0]), PaillierExchange("B1", ["S1"], keys[1])
+
+    s1, b1 = pair()
+    own, peer = run_pair(s1, b1, seed=5)
+    expected = s1.prices(np.zeros(1)), b1.prices(np.zeros(1))
+    saved = msgpack.unpackb(msgpack.packb(s1.snapshot()), raw=False)
+    s1, b1 = pair()  # both restarted: S1 from round 1's checkpoint, B1 from round 0's
+    s1.restore(saved)
+    assert s1.prices(np.zeros(1)) == expected[0]
+    ignored = b1.begin(1, own[1:], peer[1:])  # reached S1 before B1's resync: dropped
+    assert ignored and s1.round == 1
+    queue = [(o, "S1") for o in s1.restart_partner(0)]  # S1 saw B1's rejoin
+    queue += [(o, "B1") for o in b1.resend_opening(0)]  # B1 saw S1's rejoin
+    assert [o.body for o, sender in queue if sender == "B1"] == [o.body for o in ignored]
+    while queue:
+        out, sender = queue.pop(0)
+        receiver = b1 if out.recipient == "B1" else s1
+        queue += [(o, receiver.me) for o in receiver.handle(deliver(out, sender))]
+    assert b1.complete and b1.prices(np.zeros(1)) == expected[1]
+    assert s1.redo_done(0) and s1.prices(np.zeros(1)) == expected[0]
+    assert b1.resend_opening(0) == []  # its price is in: nothing more to send
+
+
+def test_a_restored_round_refuses_a_redo_with_other_prices():
+    """The redo after both restarts is checked like any other: another price is reported."""
+    s1, b1 = PlainExchange("S1", ["B1"]), PlainExchange("B1", ["S1"])
+    own, peer = run_pair(s1, b1, seed=6)
+    saved = s1.snapshot()
+    s1 = PlainExchange("S1", ["B1"])
+    s1.restore(saved)
+    s1.restart_partner(0)
+    (share,) = PlainExchange("B1", ["S1"]).begin(1, own[1:] + 1, peer[1:])
+    with pytest.raises(Violation, match="after its restart, B1 computed its price"):
+        s1.handle(deliver(share, "B1"))
+
+
+def test_an_exchange_checkpoint_of_other_partners_is_refused():
+    s1 = PlainExchange("S1", ["B1", "B2"])
+    s1.begin(3, np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64))
+    with pytest.raises(ValueError, match="another set of partners"):
+        PlainExchange("S1", ["B1"]).restore(s1.snapshot())

@@ -276,6 +276,69 @@ def test_a_participant_killed_under_wait_is_restarted_by_privgrid_run_and_the_re
         assert not re.search(r" WARNING .*no key announcement", log)
 
 
+
+def _first_commit_after_now(state: Path, agents: list[str], timeout: float = 120) -> None:
+    """Until one of ``agents`` rewrites its checkpoint (it completed a round): an agent's
+    process commits its agents one after the other, so right then some of them are a round
+    ahead of their partners."""
+    files = [state / f"{a}.state" for a in agents]
+    before = [f.stat().st_mtime_ns for f in files]
+    deadline = time.monotonic() + timeout
+    while [f.stat().st_mtime_ns for f in files] == before:
+        assert time.monotonic() < deadline, "no agent completed a round"
+        time.sleep(0.0005)
+
+
+def _resumed_rounds(run: Run, agents: list[str], incarnation: int) -> dict[str, int]:
+    """Each agent's last completed round as its ``incarnation``-th restart resumed from it."""
+    line = re.compile(rf"incarnation {incarnation}, last completed round (\d+)")
+    deadline = time.monotonic() + 120
+    while True:
+        found = {a: line.search(run.log(a)) for a in agents}
+        if all(found.values()):
+            return {a: int(m.group(1)) for a, m in found.items() if m}
+        assert time.monotonic() < deadline, f"not every agent resumed: {found}"
+        time.sleep(0.05)
+
+
+@pytest.mark.grid
+def test_partners_killed_together_resume_a_round_apart_and_the_result_is_unchanged(
+    tmp_path, reference, no_process_left_behind
+):
+    """Issue 17: all seven agents in one process (``--agents-per-process 7``), killed with
+    SIGKILL the moment one of them completes a round, so that partners resume from
+    checkpoints a round apart (S1 completed round r, its buyer B3 only r − 1). Before the
+    fix the one behind waited forever for partners that had moved on (round timeout, exit 3).
+    Killed again (up to three times, as ``--restarts`` allows) until that happened once;
+    then the run must end as ``privgrid solve`` does."""
+    agents = load_scenario(PAPER).agent_ids
+    run = Run.start(
+        tmp_path, scenario(tmp_path, timeouts={"on_missing": "wait"}), "--agents-per-process", "7"
+    )
+    state = run.folder / "state" / "run"
+    apart: dict[str, int] = {}
+    for incarnation, at_round in enumerate((10, 25, 40), start=1):
+        run.wait_for_round(at_round)
+        _first_commit_after_now(state, agents)
+        run.kill(agents[0])  # the process of every agent
+        rounds = _resumed_rounds(run, agents, incarnation)
+        if len(set(rounds.values())) > 1:
+            apart = rounds
+            break
+    assert apart, "the agents never resumed a round apart"
+    assert run.finish() == 0, run.stderr()[-3000:]
+    assert "Traceback" not in run.stderr()
+    results = run.results()
+    assert results["status"] == "converged" and results["rounds"] == reference["rounds"]
+    for ours, theirs in zip(results["trades"], reference["trades"], strict=True):
+        assert (ours["seller"], ours["buyer"]) == (theirs["seller"], theirs["buyer"])
+        for key in ("power", "price", "charge"):
+            assert abs(ours[key] - theirs[key]) <= 1e-6, (key, ours, theirs)
+    assert results["kkt"]["passed"] and results["ledger"]["committed"]
+    behind = min(apart.values())
+    assert any(f"redoing round {behind + 1}" in run.log(a) for a in agents), apart
+
+
 # -- item 2: every violation is kept ----------------------------------------------------------
 def test_every_violation_reported_in_a_run_is_kept_not_only_the_first(bus_factory):
     """Three colluding buyers send free shares: S1's pair checks catch all three in the same

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -126,6 +127,52 @@ class PriceExchange(ABC):
 
     def _restart_direction(self, i: int) -> list[Outgoing]:
         """Mode hook of :meth:`restart_partner`: forget the partner's part, resend ours."""
+        raise NotImplementedError
+
+    def resend_opening(self, i: int) -> list[Outgoing]:
+        """Partner ``i`` rejoined having completed the round we are in, while our own price
+        with it is not in yet: both of us restarted, and it ignored what we sent it before we
+        saw its restart (it waits for our ``resync``). Send our opening message of the round
+        to it again — the same share, nothing forgotten — so that it can answer. Returns
+        nothing when we have our price already (it had all it needed from us)."""
+        if self._own[i] is not None:
+            return []
+        return self._opening(i)
+
+    def _opening(self, i: int) -> list[Outgoing]:
+        """Mode hook of :meth:`resend_opening`: our opening message of the round to ``i``."""
+        raise NotImplementedError
+
+    # -- our own restart: the last completed round, kept in the checkpoint --------------------
+    def snapshot(self) -> dict[str, object]:
+        """What we need to redo the round just completed with a partner that restarted one
+        round behind us, after our own restart (msgpack-able): the round, both results of
+        every pair (fixed point), and the mode's shares (:meth:`_round_state`). Without it a
+        restarted partner that had not completed that round waits for us forever: we moved
+        on, and the round's shares were only in memory."""
+        return {
+            "round": self.round,
+            "own": list(self._own),
+            "peer": list(self._peer),
+            **self._round_state(),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """The exchange of :meth:`snapshot`'s round, completed: ready to serve a restarted
+        partner's redo of it (:meth:`restart_partner`), whose prices must come out equal."""
+        self._reset(int(state["round"]))
+        self._own = [None if v is None else int(v) for v in state["own"]]
+        self._peer = [None if v is None else int(v) for v in state["peer"]]
+        if len(self._own) != len(self.partners) or len(self._peer) != len(self.partners):
+            raise ValueError("the exchange's checkpoint is of another set of partners")
+        self._restore_round_state(state)
+
+    def _round_state(self) -> dict[str, object]:
+        """Mode hook of :meth:`snapshot`: the round's own shares, as plain integers."""
+        raise NotImplementedError
+
+    def _restore_round_state(self, state: Mapping[str, Any]) -> None:
+        """Mode hook of :meth:`restore`."""
         raise NotImplementedError
 
     def redo_done(self, i: int) -> bool:

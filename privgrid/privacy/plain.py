@@ -16,6 +16,9 @@ round — a third of a plain round's messages (docs/performance.md, the wire pro
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
 from privgrid.privacy.exchange import PriceExchange
@@ -27,6 +30,11 @@ from privgrid.wire.schema import INT64_MAX, INT64_MIN
 
 class PlainExchange(PriceExchange):
     kinds = frozenset({Kind.SHARE})
+
+    def __init__(self, me: str, partners: Sequence[str]) -> None:
+        super().__init__(me, partners)
+        self._own_share: list[int] = []  # A_nm and B_nm of the round, per partner
+        self._peer_share: list[int] = []
 
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
         self._reset(round_)
@@ -50,3 +58,15 @@ class PlainExchange(PriceExchange):
 
     def _restart_direction(self, i: int) -> list[Outgoing]:
         return [self._share(i, self.partners[i])]
+
+    def _opening(self, i: int) -> list[Outgoing]:
+        return [self._share(i, self.partners[i])]
+
+    def _round_state(self) -> dict[str, object]:
+        return {"own_share": list(self._own_share), "peer_share": list(self._peer_share)}
+
+    def _restore_round_state(self, state: Mapping[str, Any]) -> None:
+        self._own_share = [int(x) for x in state["own_share"]]
+        self._peer_share = [int(x) for x in state["peer_share"]]
+        if {len(self._own_share), len(self._peer_share)} != {len(self.partners)}:
+            raise ValueError("the exchange's checkpoint is of another set of partners")

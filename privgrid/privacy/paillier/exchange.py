@@ -24,8 +24,8 @@ This module is the protocol only. What makes it fast lives beside it: precompute
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -120,6 +120,13 @@ class PaillierExchange(PriceExchange):
         self.batches = BatchVerifier(self.counters)
         self.prepared = WorkerResults(self.counters)
         self._started = False
+        #: Of the round in progress (or last completed): A_nm and B_nm of our directions (the
+        #: checkpoint keeps them: :meth:`snapshot`), our c_A, and the partners' (c_A, c_B, raw
+        #: share_own) for their directions.
+        self._own_share: list[int | None] | None = None
+        self._peer_share: list[int] = []
+        self._c_own: dict[int, int] = {}
+        self._c_theirs: dict[int, tuple[int, int, bytes]] = {}
         if pool_rounds:
             self.counters.add_time("offline", self.pools.fill_offline(self.round, self._active()))
 
@@ -236,10 +243,35 @@ class PaillierExchange(PriceExchange):
         self._c_theirs.pop(i, None)
         self.batches.close_and_forget(m)  # proofs under its previous key: settled under it
         self.pools.forget(m)
+        return self._opening(i)
+
+    def _opening(self, i: int) -> list[Outgoing]:
+        """Our c_A to partner ``i``: byte for byte as sent, or — after our own restart, when
+        the round was restored from the checkpoint (:meth:`restore`) — our share encrypted
+        afresh under our present key (the partner redoing the round holds no earlier c_A)."""
+        m = self.partners[i]
+        key = self.keys.keypair.public_key
         if i not in self._c_own:
-            return []
-        c_a = pl.ciphertext_to_bytes(self.keys.keypair.public_key, self._c_own[i])
+            own = None if self._own_share is None else self._own_share[i]
+            if own is None:
+                return []  # the round never began here
+            started = time.perf_counter()
+            self._c_own[i] = self.keys.keypair.encrypt_int(own, self.pools.own.take_rn())
+            self._timed("encrypt", started)
+        c_a = pl.ciphertext_to_bytes(key, self._c_own[i])
         return [Outgoing(m, self.round, ShareOwn((self.me, m), c_a))]
+
+    def _round_state(self) -> dict[str, object]:
+        own = self._own_share or [None] * len(self.partners)
+        return {"own_share": list(own), "peer_share": list(self._peer_share)}
+
+    def _restore_round_state(self, state: Mapping[str, Any]) -> None:
+        self._own_share = [None if x is None else int(x) for x in state["own_share"]]
+        self._peer_share = [int(x) for x in state["peer_share"]]
+        if {len(self._own_share), len(self._peer_share)} != {len(self.partners)}:
+            raise ValueError("the exchange's checkpoint is of another set of partners")
+        self._c_own, self._c_theirs = {}, {}
+        self.prepared.clear()
 
     # -- the protocol ---------------------------------------------------------------------------
     def begin(self, round_: int, own: np.ndarray, peer: np.ndarray) -> list[Outgoing]:
@@ -252,8 +284,8 @@ class PaillierExchange(PriceExchange):
                 filled = self.pools.fill_at_start(self.round, self._active())
                 self.counters.add_time("offline_start", filled)
         self._peer_share = [int(x) for x in peer]
-        self._c_own: dict[int, int] = {}  # c_A of our directions
-        self._c_theirs: dict[int, tuple[int, int, bytes]] = {}  # (c_A, c_B, raw share_own)
+        self._own_share = [int(x) for x in own]
+        self._c_own, self._c_theirs = {}, {}
         started = time.perf_counter()
         me, key = self.me, self.keys.keypair.public_key
         out = []

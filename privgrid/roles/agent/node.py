@@ -175,6 +175,8 @@ class AgentNode(Voter):
         self.early: list[Message] = []  # messages of round completed + 1, before its broadcast
         # Restarts (docs/reliability.md): what a restarted LM may have lost (the MO: last_mo).
         self.last_lm: Outgoing | None = None  # our LM contribution of the last round begun
+        #: After our own restart: the round our checkpoint had completed (we resumed there).
+        self.resumed_from: int | None = None
 
     def _carry_in(self, held: Mapping[str, Held]) -> None:
         for i, m in enumerate(self.partners):
@@ -298,8 +300,15 @@ class AgentNode(Voter):
             awaiting_block=self.awaiting_block,
             voted=self.voted,
             last_mo=None if last_mo is None else last_mo.to_state(),
+            # The round just completed, for a partner that restarts one round behind us
+            # (peer_restarted): both of us restarted, it had not completed it yet.
+            exchange=self.exchange.snapshot() if self._exchange_completed() else None,
         )
         return state
+
+    def _exchange_completed(self) -> bool:
+        """The exchange holds the round we completed last (not one in progress, not none)."""
+        return self.work is None and 0 < self.exchange.round == self.completed
 
     def restore(self, state: Mapping[str, Any]) -> None:
         for name in self._ARRAYS:
@@ -314,6 +323,10 @@ class AgentNode(Voter):
         self.voted = bool(state["voted"])
         last = state["last_mo"]
         self.last_mo = None if last is None else Outgoing.from_state(last)
+        exchange = state.get("exchange")  # absent from a checkpoint of an earlier version
+        if exchange is not None:
+            self.exchange.restore(exchange)
+        self.resumed_from = self.completed
         self.log.round = self.completed
 
     def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> None:
@@ -337,6 +350,14 @@ class AgentNode(Voter):
         if i is None or peer in self.exchange.dropped:
             return []
         self.early = [m for m in self.early if m.sender != peer]  # sent before its crash
+        if self.work is not None and self.exchange.round <= completed:
+            # It completed the round we are in. If we restarted into this round too, it
+            # ignored our opening share (sent before we saw its restart) and needs it to redo
+            # the round with us (it kept that round in its checkpoint); otherwise it got
+            # everything of ours before its checkpoint.
+            if self.resumed_from is None or self.work.round != self.resumed_from + 1:
+                return []
+            return [*self.exchange.resend_opening(i)]
         if self.exchange.round != completed + 1:
             return []  # we have not begun the round it redoes: it will come in order
         self.log.info("redoing round %d with %s after its restart", completed + 1, peer)
