@@ -302,3 +302,75 @@ def test_ten_agents_killed_together_mid_day_rejoin_the_current_interval_unchange
         for a, b in zip(ours["trades"], theirs["trades"], strict=True):
             assert a["power"] == pytest.approx(b["power"], abs=1e-9)
         assert ours["ledger"]["committed"]
+
+
+def _the_mo(proc: subprocess.Popen) -> psutil.Process:
+    return next(
+        c
+        for c in psutil.Process(proc.pid).children()
+        if "privgrid.roles.market_operator" in c.cmdline()
+    )
+
+
+def _wait_for_file(proc: subprocess.Popen, path: Path, timeout: float = 300) -> None:
+    """Until ``path`` exists, polled often: the MO's next checkpoint follows it closely."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.001)
+
+
+def _assert_the_day_of_privgrid_solve(out: Path, solved: Path) -> None:
+    """Every interval recorded and evaluated as the in-process day's, one block each."""
+    day = load_strict_json(out / "day.json")
+    assert day["status"] == "converged" and day["error"] is None
+    assert day["summary"]["intervals"] == day["summary"]["blocks"] == INTERVALS
+    for i in range(1, INTERVALS + 1):
+        folder = out / "intervals" / f"{i:04d}"
+        assert (folder / "protocol.json").is_file() and (folder / "results.json").is_file(), i
+        ours, theirs = results(out, i), results(solved, i)
+        assert ours["status"] == "converged", i
+        assert ours["rounds"] == theirs["rounds"], i
+        assert len(ours["trades"]) == len(theirs["trades"]), i
+        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
+            assert (a["seller"], a["buyer"]) == (b["seller"], b["buyer"])
+            assert a["power"] == pytest.approx(b["power"], abs=1e-9), (i, a, b)
+            assert a["price"] == pytest.approx(b["price"], abs=1e-9), (i, a, b)
+        assert ours["social_welfare"] == pytest.approx(theirs["social_welfare"], rel=1e-9)
+        assert ours["ledger"]["committed"] and ours["ledger"]["height"] == i
+    verify = privgrid("ledger", "verify", str(out / "ledger.sqlite"), timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"ledger OK: {INTERVALS + 1} blocks (heights 0-{INTERVALS})" in verify.stdout
+
+
+def test_the_mo_killed_mid_interval_restarts_into_it_and_the_day_is_unchanged(solved, tmp_path):
+    """Issue 17: ``on_missing = "wait"``, SIGKILL to the MO once interval 2 has run 5 rounds;
+    ``privgrid run`` restarts it from its checkpoint, it resumes interval 2 at the round it
+    had reached, and every interval — interval 2 included — is recorded (protocol.json,
+    results.json, its block) and equals the in-process day."""
+    proc, out = start_day(tmp_path, wait=True)
+    _wait_for_rows(proc, out / "intervals" / "0002" / "trace.csv", 5)
+    _the_mo(proc).kill()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "MO was killed by SIGKILL" in err and "restarting it from its checkpoint" in err
+    assert "Traceback" not in err
+    log = (out / "logs" / "MO.log").read_text()
+    assert re.search(r"resuming in phase running at round \d+", log), log[-3000:]
+    _assert_the_day_of_privgrid_solve(out, solved)
+
+
+def test_the_mo_killed_as_it_records_an_interval_restarts_into_the_next_unchanged(
+    solved, tmp_path
+):
+    """SIGKILL to the MO the moment interval 2's protocol.json appears: its block is
+    committed, and the checkpoint that announces interval 3 is not written yet (the MO
+    crashed between two intervals). Restarted, it records interval 2 once, commits no block
+    twice, and the day is the in-process day's."""
+    proc, out = start_day(tmp_path, wait=True)
+    _wait_for_file(proc, out / "intervals" / "0002" / "protocol.json")
+    _the_mo(proc).kill()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "MO was killed by SIGKILL" in err and "Traceback" not in err
+    _assert_the_day_of_privgrid_solve(out, solved)
