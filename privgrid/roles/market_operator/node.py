@@ -493,7 +493,7 @@ class OperatorNode(Node):
         self.round = int(state["round"])
         self.phase = Phase(state["phase"])
         o.started = time.perf_counter() - float(state["elapsed"])
-        # Absent from an older checkpoint: the record's negotiation and finish are then 0.
+        # Absent from an older checkpoint: unknown (0), as before this was kept.
         stopped, finished = state.get("stopped"), state.get("finished")
         o.stopped = 0.0 if stopped is None else o.started + float(stopped)
         o.finished = 0.0 if finished is None else o.started + float(finished)
