@@ -69,6 +69,8 @@ class DayBus:
             Settings(RUN, BrokerUrl("localhost", 1883)),
             log(MO_ID),
         )
+        self.ctx = ctx
+        self.roster, self.roles = roster, roles
         self.ledger = open_day_ledger(ctx, self.plan, folder / "ledger.sqlite")
         self.recorder = DayRecorder(ctx, self.plan, self.ledger, folder, progress=False)
         self.agents = {
@@ -76,15 +78,8 @@ class DayBus:
             for a in self.plan.agent_ids
         }
         self.lm = DayLineManager(self.plan, first, mode(LM_ID), log(LM_ID), self.identities[LM_ID])
-        self.mo = DayOperator(
-            self.plan,
-            first,
-            mode(MO_ID),
-            log(MO_ID),
-            proposal_for=self.recorder.proposal_for,
-            on_done=self.recorder.on_done,
-            progress_for=self.recorder.progress_for,
-        )
+        self.first, self.mode = first, mode
+        self.mo = self._operator()
         self.nodes: dict[str, Node] = {**self.agents, LM_ID: self.lm, MO_ID: self.mo}
         for pid, node in self.nodes.items():
             node.bind(self.channels[pid])
@@ -102,6 +97,48 @@ class DayBus:
         self.recipient = ""  # of the message being delivered (a broadcast has many)
         for pid, node in self.nodes.items():  # the MO last: its start announces interval 1
             self.post(pid, node.start(0.0))
+
+    def _operator(self) -> DayOperator:
+        return DayOperator(
+            self.plan,
+            self.first,
+            self.mode(MO_ID),
+            self.ctx.log,
+            proposal_for=self.recorder.proposal_for,
+            on_done=self.recorder.on_done,
+            progress_for=self.recorder.progress_for,
+        )
+
+    def restart_mo(self, now: float = 1.0) -> DayOperator:
+        """The MO crashed (SIGKILL) and is restarted from its last checkpoint, as the runtime
+        restarts it: a new process (recorder, ledger connection, channel with the same keys)
+        whose node is restored from the checkpoint; what was on its way to the dead MO is
+        lost (the runtime ignores messages queued before its restart); every peer forgets its
+        duplicate keys and is told of the restart (``peer_restarted``)."""
+        state = msgpack.unpackb(self.snapshots[MO_ID], raw=False)
+        self.ledger = open_day_ledger(self.ctx, self.plan, self.folder / "ledger.sqlite")
+        self.recorder = DayRecorder(self.ctx, self.plan, self.ledger, self.folder, False)
+        mo = self._operator()
+        mo.restore(state)
+        mo.restored = True
+        agreement = self.channels[MO_ID].agreement  # the checkpoint's key
+        channel = Channel(MO_ID, RUN, self.identities[MO_ID], self.roster, self.roles, agreement)
+        for pid, other in self.channels.items():
+            channel.learn_agreement_key(pid, other.x25519_public)
+        self.channels[MO_ID] = channel
+        mo.bind(channel)
+        self.mo = self.nodes[MO_ID] = mo
+        for key, queue in self.streams.items():
+            if key[1] == MO_ID:
+                queue.clear()
+        self.order = deque(k for k in self.order if k[1] != MO_ID)
+        self.post(MO_ID, mo.start(now))
+        completed = mo.resume_point()
+        for pid, node in self.nodes.items():
+            if pid != MO_ID:
+                self.channels[pid].forget_sender(MO_ID)
+                self.post(pid, node.peer_restarted(MO_ID, completed, False, now))
+        return mo
 
     def post(self, sender: str, actions: list[Any]) -> None:
         for action in actions:

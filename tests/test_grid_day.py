@@ -11,6 +11,7 @@ take part), plain mode, ten agents per OS process.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import signal
 import subprocess
@@ -302,3 +303,108 @@ def test_ten_agents_killed_together_mid_day_rejoin_the_current_interval_unchange
         for a, b in zip(ours["trades"], theirs["trades"], strict=True):
             assert a["power"] == pytest.approx(b["power"], abs=1e-9)
         assert ours["ledger"]["committed"]
+
+
+def _the_mo(proc: subprocess.Popen) -> psutil.Process:
+    return next(
+        c
+        for c in psutil.Process(proc.pid).children()
+        if "privgrid.roles.market_operator" in c.cmdline()
+    )
+
+
+def _kill_on_log_line(proc: subprocess.Popen, log: Path, text: str, victim: int) -> None:
+    """SIGKILL ``victim`` the moment ``log`` has a line with ``text``: the log's new bytes
+    are read as they come (polled a fraction of a millisecond apart), so that the kill lands
+    within the few milliseconds the MO then spends on the interval's commit, its record and
+    the next interval's first checkpoint."""
+    deadline = time.monotonic() + 300
+    seen = b""
+    with log.open("rb") as f:
+        while text.encode() not in seen:
+            assert proc.poll() is None and time.monotonic() < deadline, f"no {text!r} in {log}"
+            chunk = f.read()
+            if chunk:
+                seen = seen[-len(text) :] + chunk
+            else:
+                time.sleep(0.0002)
+    os.kill(victim, signal.SIGKILL)
+
+
+def _assert_the_day_of_privgrid_solve(out: Path, solved: Path) -> None:
+    """Every interval recorded and evaluated as the in-process day's, one block each."""
+    day = load_strict_json(out / "day.json")
+    assert day["status"] == "converged" and day["error"] is None
+    assert day["summary"]["intervals"] == day["summary"]["blocks"] == INTERVALS
+    for i in range(1, INTERVALS + 1):
+        folder = out / "intervals" / f"{i:04d}"
+        assert (folder / "protocol.json").is_file() and (folder / "results.json").is_file(), i
+        ours, theirs = results(out, i), results(solved, i)
+        assert ours["status"] == "converged", i
+        assert ours["rounds"] == theirs["rounds"], i
+        assert len(ours["trades"]) == len(theirs["trades"]), i
+        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
+            assert (a["seller"], a["buyer"]) == (b["seller"], b["buyer"])
+            assert a["power"] == pytest.approx(b["power"], abs=1e-9), (i, a, b)
+            assert a["price"] == pytest.approx(b["price"], abs=1e-9), (i, a, b)
+        assert ours["social_welfare"] == pytest.approx(theirs["social_welfare"], rel=1e-9)
+        assert ours["ledger"]["committed"] and ours["ledger"]["height"] == i
+        timings = ours["timings"]  # the MO's clocks, whether or not it restarted
+        assert 0.0 < timings["negotiation_s"] <= timings["total_s"], (i, timings)
+        assert 0.0 <= timings["finish_s"] <= timings["total_s"], (i, timings)
+    verify = privgrid("ledger", "verify", str(out / "ledger.sqlite"), timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"ledger OK: {INTERVALS + 1} blocks (heights 0-{INTERVALS})" in verify.stdout
+
+
+def test_the_mo_killed_mid_interval_restarts_into_it_and_the_day_is_unchanged(solved, tmp_path):
+    """Issue 17: ``on_missing = "wait"``, SIGKILL to the MO once interval 2 has run 5 rounds;
+    ``privgrid run`` restarts it from its checkpoint, it resumes interval 2 at the round it
+    had reached, and every interval — interval 2 included — is recorded (protocol.json,
+    results.json, its block) and equals the in-process day."""
+    proc, out = start_day(tmp_path, wait=True)
+    _wait_for_rows(proc, out / "intervals" / "0002" / "trace.csv", 5)
+    _the_mo(proc).kill()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "MO was killed by SIGKILL" in err and "restarting it from its checkpoint" in err
+    assert "Traceback" not in err
+    log = (out / "logs" / "MO.log").read_text()
+    assert re.search(r"resuming in phase running at round \d+", log), log[-3000:]
+    _assert_the_day_of_privgrid_solve(out, solved)
+
+
+def _resumed_phase(proc: subprocess.Popen, log: Path, incarnation: int) -> str:
+    """The phase the MO's ``incarnation``-th restart resumed in (its log says)."""
+    deadline = time.monotonic() + 120
+    while True:
+        phases = re.findall(r"resuming in phase (\w+) at round", log.read_text(errors="replace"))
+        if len(phases) >= incarnation:
+            return phases[incarnation - 1]
+        assert proc.poll() is None and time.monotonic() < deadline, "the MO did not resume"
+        time.sleep(0.05)
+
+
+def test_the_mo_killed_as_it_commits_an_interval_restarts_and_the_day_is_unchanged(
+    solved, tmp_path
+):
+    """SIGKILL to the MO the moment it logs that an interval's block is accepted by every
+    vote: it then commits the block, writes the interval's protocol.json and begins the next
+    interval, and its last checkpoint is still the one before the last vote (a crash between
+    two intervals). Restarted, it finishes the interval from that checkpoint — the votes come
+    again — records it, commits no block twice, and the day is the in-process day's. The
+    kill must land within those few milliseconds: tried as interval 2 is committed and, if it
+    came too late (the restart resumed in interval 3), again as interval 3 is."""
+    proc, out = start_day(tmp_path, wait=True)  # interval 1 is recorded: blocks 2 and 3 left
+    log = out / "logs" / "MO.log"
+    phases = []
+    for incarnation, block in enumerate((2, 3), start=1):
+        _kill_on_log_line(proc, log, f"block {block} accepted", _the_mo(proc).pid)
+        phases.append(_resumed_phase(proc, log, incarnation))
+        if phases[-1] == "voting":
+            break
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "MO was killed by SIGKILL" in err and "Traceback" not in err
+    assert phases[-1] == "voting", f"the kill never landed before the commit: {phases}"
+    _assert_the_day_of_privgrid_solve(out, solved)

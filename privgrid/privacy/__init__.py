@@ -58,6 +58,15 @@ class PrivacyMode:
         """This session's private keys beyond the X25519 key, for the sealed checkpoint."""
         return {}
 
+    def stats(self) -> dict[str, float]:
+        """The participant's figures that live in the mode, not in one market's exchange: its
+        crypto time per phase and proof counts (:attr:`counters`, shared by every exchange the
+        participant runs — a day's intervals'), running totals since the process began. A
+        day's participant reads them here once instead of adding up every interval's
+        exchange, each of which reports the shared totals
+        (:meth:`privgrid.roles.daylayer.DayLayer.counters`)."""
+        return self.counters.as_stats()
+
     def restore_session_secrets(self, secrets: Mapping[str, bytes]) -> bool:
         """Reuse checkpointed session keys after a restart; True if a key was replaced."""
         return False
@@ -121,6 +130,12 @@ class PaillierMode(PrivacyMode):
     @property
     def crypto_threads(self) -> int:
         return self.scenario.privacy.crypto_threads
+
+    def stats(self) -> dict[str, float]:
+        """Also the pool entries made ahead and on the spot (misses) over the session's store,
+        which every exchange of the session shares (pool_left is an exchange's own figure)."""
+        made, misses = self.pools.totals()
+        return {**super().stats(), "pool_made": float(made), "pool_misses": float(misses)}
 
     def announcement(self, base: KeyAnnouncement) -> KeyAnnouncement:
         return self.keys.announcement(base)

@@ -74,10 +74,18 @@ class DayLayer(Node):
         self.opening = 0  # its opening round
         self.stopped_at: int | None = None  # the round of its ``stop``, once seen
         self.later: list[Message] = []  # messages of an interval that has not begun
-        #: The participant's stats when the interval began: the interval node reports the
-        #: difference (its final report's counters are the interval's, not the day's).
+        #: The participant's stats where the interval's figures begin: the interval node
+        #: reports the difference (its final report's counters are the interval's, not the
+        #: day's). The first interval's begin where the process began (as a single run's);
+        #: each next one's where the last interval's report left off (:attr:`reported`), so
+        #: the work between two intervals — pools filled ahead, the next exchange's pool fill
+        #: — counts in the interval it serves, and nothing in none.
         self.baseline: dict[str, float] = {}
-        self._done_counters: dict[str, float] = {}
+        #: The stats of the last interval report (:meth:`interval_stats`); None: none yet.
+        self.reported: dict[str, float] | None = None
+        self._done_counters: dict[str, float] = {}  # the interval nodes' own, done ones
+        #: The mode's figures (:meth:`PrivacyMode.stats`) that our interval nodes report.
+        self._shared_keys: set[str] = set()
         self._done_compute = 0.0
         self.last_heard = 0.0
         self.silence = timeouts.round + timeouts.finish
@@ -95,10 +103,20 @@ class DayLayer(Node):
         self._done_compute = value
 
     def counters(self) -> dict[str, float]:
+        """The participant's figures over the day: those of the privacy mode (crypto time per
+        phase, proofs, pool entries: running totals of the session, which every interval's
+        exchange shares and reports as they stand) read once from the mode; each interval
+        node's own figures added up. Adding up what every interval's exchange reported of
+        the mode's totals counted interval 1's crypto time once per interval that followed."""
+        shared = self.mode.stats()
         totals = dict(self._done_counters)
         if self.inner is not None:
             for key, value in self.inner.counters().items():
-                totals[key] = value if key in _NOT_SUMMED else totals.get(key, 0.0) + value
+                if key in shared:
+                    self._shared_keys.add(key)
+                else:
+                    totals[key] = value if key in _NOT_SUMMED else totals.get(key, 0.0) + value
+        totals.update({key: shared[key] for key in self._shared_keys})
         return totals
 
     def bind(self, channel: Channel) -> None:
@@ -205,14 +223,17 @@ class DayLayer(Node):
         old = self.inner
         if old is not None:
             self._done_compute += old.compute_seconds
+            shared = self.mode.stats()
             for key, value in old.counters().items():
-                if key not in _NOT_SUMMED:
+                if key in shared:
+                    self._shared_keys.add(key)
+                elif key not in _NOT_SUMMED:
                     self._done_counters[key] = self._done_counters.get(key, 0.0) + value
         self.inner, self.index, self.opening, self.stopped_at = inner, index, opening, None
         inner.stats = self.interval_stats
         if self.channel is not None:
             inner.bind(self.channel)
-        self.baseline = {k: v for k, v in self.stats().items() if k not in _NOT_PER_INTERVAL}
+        self.baseline = dict(self.reported or {})
 
     def replay(self, now: float) -> list[Action]:
         """The messages kept for later, now that an interval began: those of this interval
@@ -227,6 +248,7 @@ class DayLayer(Node):
     def interval_stats(self) -> dict[str, float]:
         """The participant's figures over the present interval (for its final report)."""
         totals = self.stats()
+        self.reported = {k: v for k, v in totals.items() if k not in _NOT_PER_INTERVAL}
         figures = {
             key: value if key in _NOT_PER_INTERVAL else value - self.baseline.get(key, 0.0)
             for key, value in totals.items()
@@ -262,6 +284,7 @@ class DayLayer(Node):
             "opening": self.opening,
             "stopped_at": self.stopped_at,
             "baseline": dict(self.baseline),
+            "reported": self.reported,
             "inner": inner,
             **self.day_snapshot(),
         }
@@ -280,6 +303,8 @@ class DayLayer(Node):
             stopped = state["stopped_at"]
             self.stopped_at = None if stopped is None else int(stopped)
             self.baseline = {k: float(v) for k, v in state["baseline"].items()}
+        reported = state.get("reported")  # absent from an older checkpoint
+        self.reported = None if reported is None else {k: float(v) for k, v in reported.items()}
 
     @abstractmethod
     def rebuild(self, index: int, opening: int, state: Mapping[str, Any]) -> Node:

@@ -115,7 +115,8 @@ class PaillierExchange(PriceExchange):
             self.counters = counters
         self.keys = keys
         self.verify = verify
-        self.counters.counts.update(proofs_made=0, proofs_verified=0, proofs_failed=0)
+        for name in ("proofs_made", "proofs_verified", "proofs_failed"):  # running totals when
+            self.counters.counts.setdefault(name, 0)  # shared: a day's exchanges add them up
         self.pools = ExchangePools(keys, self.partners, pool_rounds, max_rounds, store)
         self.batches = BatchVerifier(self.counters)
         self.prepared = WorkerResults(self.counters)

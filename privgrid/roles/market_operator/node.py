@@ -469,6 +469,10 @@ class OperatorNode(Node):
             "round": self.round,
             "phase": str(self.phase),
             "elapsed": time.perf_counter() - o.started if o.started else 0.0,
+            # The stop and the end as offsets from round 1 (the clocks are this process's):
+            # a restarted MO's record measures the negotiation and the finish as they were.
+            "stopped": o.stopped - o.started if o.stopped else None,
+            "finished": o.finished - o.started if o.finished else None,
             "converged": o.converged,
             "rounds": o.rounds,
             "reason": o.reason,
@@ -489,6 +493,10 @@ class OperatorNode(Node):
         self.round = int(state["round"])
         self.phase = Phase(state["phase"])
         o.started = time.perf_counter() - float(state["elapsed"])
+        # Absent from an older checkpoint: unknown (0), as before this was kept.
+        stopped, finished = state.get("stopped"), state.get("finished")
+        o.stopped = 0.0 if stopped is None else o.started + float(stopped)
+        o.finished = 0.0 if finished is None else o.started + float(finished)
         o.converged, o.rounds = bool(state["converged"]), int(state["rounds"])
         o.reason, o.error = str(state["reason"]), state["error"]
         o.trace = [
