@@ -65,11 +65,17 @@ def test_local_step_is_the_exact_proximal_minimiser(problem):
     supported = min(max((theta - cost.b) / cost.a, cost.pmin), cost.pmax)
     assert ours.sum() == pytest.approx(supported, abs=1e-9 * (1 + abs(theta)))
     # No worse than a real QP solver's answer (interior-point solvers stop slightly inside
-    # the bounds in degenerate cases, so compare objective values, then points loosely).
+    # the bounds in degenerate cases, so compare objective values first).
     reference = proximal_qp(cost, v, lo, hi, tau)
     best = objective(cost, v, tau, reference)
-    assert objective(cost, v, tau, ours) <= best + 1e-8 * max(1.0, abs(best))
-    np.testing.assert_allclose(ours, reference, atol=1e-3)
+    slack = 1e-8 * max(1.0, abs(best))
+    ours_value = objective(cost, v, tau, ours)
+    assert ours_value <= best + slack
+    # And the same point: the objective is (1/τ)-strongly convex, so a point whose value is
+    # within δ of the optimum is within √(2τδ) of the minimiser — the solver's own inaccuracy
+    # (seen: 1e-3 off on an objective of 326, where δ ~ 1e-6) is allowed, no more.
+    gap = abs(best - ours_value) + slack
+    assert np.linalg.norm(ours - reference) <= np.sqrt(2 * tau * gap) + 1e-6
 
 
 def test_local_step_relaxation_extrapolation_and_residual():

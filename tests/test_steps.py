@@ -224,8 +224,8 @@ def paper_data() -> dict:
     ("name", "edit", "rounds", "history"),
     [
         ("collusion", lambda d: d, 15, []),
-        ("paper ÷ 20", feeder_priced, 123, [(11, 1), (23, 2), (40, 3), (102, 4)]),
-        ("paper × 5", lambda d: feeder_priced(d, 5.0), 80, [(31, -1), (43, -2), (55, -1)]),
+        ("paper ÷ 20", feeder_priced, 113, [(11, 1), (28, 2), (55, 3), (92, 4)]),
+        ("paper × 5", lambda d: feeder_priced(d, 5.0), 96, [(31, -1), (48, -2)]),
     ],
 )
 def test_adaptive_steps_reach_the_optimum_whatever_the_price_level(name, edit, rounds, history):

@@ -60,7 +60,7 @@ class StepRule:
     confirm: int = 2
     low: float = 0.1
     high: float = 1.0
-    settle: int = 2
+    settle: int = 7
     max_changes: int = 10
     max_exponent: int = 16
 
