@@ -1,7 +1,7 @@
 """A day on a feeder: the in-process day of each day config, cold vs warm rounds, targets.
 
 Usage: ``python benchmarks/day.py [CONFIG …] [--intervals N] [--quick] [--write-docs]
-[--wire [--privacy MODE] [--agents-per-process K]]``
+[--wire [CONFIG …] [--privacy MODE] [--agents-per-process K]]``
 
 Each day config (default: configs/day-rural1.toml and configs/day-semiurb4.toml, whole days)
 is cleared in process as ``privgrid solve DAY.toml --out DIR`` does, with every interval also
@@ -11,15 +11,16 @@ targets (relative welfare gap ≤ 1e-4, no overload > 1e-3 kW), the AC check's l
 and the wall time. Nothing is asserted; ``--write-docs`` rewrites the ``day`` section of
 docs/performance.md. ``--quick``: two intervals of day-rural1 (the smoke test).
 
-``--wire`` adds rows for the same days over the wire: ``privgrid run DAY.toml`` (Mosquitto, every
-participant a long-lived process, ``--agents-per-process K``, default 10) in the day's privacy
-mode or ``--privacy``, cold rounds not measured (``measure_cold`` off: the wire row is the day
-as a user runs it). Its table gives the rounds, whether each interval cleared the same trades
-as the in-process day (largest |ΔP| in kW against the in-process row's run, and the largest
-relative welfare difference), messages per round, the CPU per household per interval (crypto
-+ compute, the participants' own figures) and the wall time. For secure mode at 1024-bit test
-keys set ``privacy.insecure_test_keys = true`` in the config. ``--quick --wire``: two
-intervals of day-rural1 in plain mode, both ways (the smoke test).
+``--wire`` adds rows for the same days over the wire (only the configs it names, if any):
+``privgrid run DAY.toml`` (Mosquitto, every participant a long-lived process,
+``--agents-per-process K``, default 10) in the day's privacy mode or ``--privacy``, cold rounds
+not measured (``measure_cold`` off: the wire row is the day as a user runs it). Its table gives
+the rounds, whether each interval cleared the same trades as the in-process day (largest |ΔP|
+in kW against the in-process row's run, and the largest relative welfare difference), messages
+per round, the CPU per household per interval (crypto + compute, the participants' own figures)
+and the wall time. For secure mode at 1024-bit test keys set ``privacy.insecure_test_keys =
+true`` in the config. ``--quick --wire``: two intervals of day-rural1 in plain mode, both ways
+(the smoke test).
 """
 
 from __future__ import annotations
@@ -189,7 +190,12 @@ def main() -> None:
     parser.add_argument("--intervals", type=int, help="clear only the first N intervals")
     parser.add_argument("--quick", action="store_true", help="two intervals of day-rural1")
     parser.add_argument("--write-docs", action="store_true", help="rewrite docs/performance.md")
-    parser.add_argument("--wire", action="store_true", help="also the day over the wire")
+    parser.add_argument(
+        "--wire",
+        nargs="*",
+        metavar="CONFIG",
+        help="also over the wire: these of the configs (none named: all)",
+    )
     parser.add_argument("--privacy", choices=["plain", "paillier"], help="the wire's mode")
     parser.add_argument("--agents-per-process", type=int, default=10, help="on the wire")
     args = parser.parse_args()
@@ -202,7 +208,7 @@ def main() -> None:
         for config in configs:
             rows.append(bench(ROOT / config, intervals, Path(tmp)))
             print(text_table(HEAD, rows[-1:]), flush=True)
-            if args.wire:
+            if args.wire is not None and (not args.wire or config in args.wire):
                 reference = Path(tmp) / Path(config).stem
                 wire = bench_wire(
                     ROOT / config, intervals, Path(tmp), reference, privacy, args.agents_per_process
