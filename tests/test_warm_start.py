@@ -131,9 +131,10 @@ def done_without(setup):
     return dataclasses.replace(negotiate(setup, agent_costs(setup.scenario)).state, exponent=2)
 
 
-def test_a_pair_that_traded_in_both_earlier_markets_begins_at_the_predicted_values(tmp_path):
-    """privgrid/market/warm.py ``predicted``: last + PREDICT·(last − before), per value, for
-    pairs in both earlier markets; a pair only in the last one is carried as it was."""
+def test_a_pair_that_traded_in_both_earlier_markets_begins_at_its_predicted_trade(tmp_path):
+    """privgrid/market/warm.py ``predicted``: last + PREDICT·(last − before) for the trade and
+    the derived view of pairs in both earlier markets (prices carried); a pair only in the last
+    one is carried as it was."""
     from privgrid.market.warm import PREDICT
 
     first = _paper(tmp_path, drop=("S1", "B1"))
@@ -143,10 +144,11 @@ def test_a_pair_that_traded_in_both_earlier_markets_begins_at_the_predicted_valu
     start = carry_over(second, b.state, third, (first, a))
     s2b3 = (third.graph.trade("S2", "B3"), second.graph.trade("S2", "B3"))
     was = first.graph.trade("S2", "B3")
-    for name in ("trades", "prices", "derived"):
+    for name in ("trades", "derived"):
         last, before = getattr(b.state, name)[s2b3[1]], getattr(a, name)[was]
         assert last != before  # the market moved, so the prediction is not the last value
         assert getattr(start, name)[s2b3[0]] == last + PREDICT * (last - before)
+    assert start.prices[s2b3[0]] == b.state.prices[s2b3[1]]  # prices: carried
     s1b1 = (third.graph.trade("S1", "B1"), second.graph.trade("S1", "B1"))
     assert start.trades[s1b1[0]] == b.state.trades[s1b1[1]]  # new in `second`: carried
     assert start.prices[s1b1[0]] == b.state.prices[s1b1[1]]

@@ -6,12 +6,13 @@ nothing moves between parties, so a warm start leaks nothing new (docs/privacy.m
 - each agent keeps, per partner it still trades with, its own trade ``P_nm``, price ``λ_nm``
   and (masked LM leg) its derived view of the partner's trade; a new partner starts from
   round 0 (no trade, price λ⁰). Where the pair also traded in the market before the previous
-  one, each of these values is *predicted* rather than copied (:func:`predicted`): the
-  previous value plus :data:`PREDICT` times its change over the last interval — PV and load
-  move smoothly through a day, so the cleared point of the next interval lies, roughly, further
-  along the same line. Both values are the holder's own, so this leaks nothing new either;
-  both partners predict from the same numbers by the same formula, so their starting trades
-  and prices stay mirrored;
+  one, its trade (and the derived view) is *predicted* rather than copied (:func:`predicted`):
+  the previous value plus :data:`PREDICT` times its change over the last interval — PV and
+  load move smoothly through a day, so the next cleared trade lies, roughly, further along the
+  same line. Both values are the holder's own, so this leaks nothing new either; both partners
+  predict from the same numbers by the same formula, so their starting trades stay mirrored.
+  Prices are carried, not predicted: predicted prices were measured to stall some intervals of
+  day-semiurb4 for 5,000 rounds;
 - the LM keeps its line prices η (the limited lines are the same on one feeder), and the
   congestion charges of the new market follow from them, ``c = Gᵀ(η⁺ − η⁻)``, as the LM
   computes them each round;
@@ -49,10 +50,10 @@ from privgrid.market.line_step import LinePrices, charges_for
 from privgrid.market.negotiation import NegotiationState
 from privgrid.market.setup import MarketSetup
 
-#: How far along last interval's change a warm start begins (0: where the previous market
-#: ended). Measured on both feeders' days (docs/performance.md, "A day on a feeder"): 0.5–0.7
-#: cut the warm rounds' median by a quarter; 1.0 (full linear extrapolation) overshoots where
-#: the profiles jump between intervals and needs more rounds than no prediction.
+#: How far along the last interval's change a warm start's trades begin (0: where the previous
+#: market ended). Measured (docs/feeder.md "Warm start"): on day-rural1, 0.5–0.7 cut the warm
+#: rounds' median by a quarter to a third; 1.0 (full linear extrapolation) overshoots where the
+#: profiles jump between intervals and needs more rounds than no prediction.
 PREDICT = 0.6
 
 
@@ -99,7 +100,7 @@ def carry_over(
         e = None if before is None else _slot(before[0], owner, partner)
         if before is not None and e is not None:  # traded in both: predicted
             earlier = before[1]
-            trade, price = predicted(trade, earlier.trades[e]), predicted(price, earlier.prices[e])
+            trade = predicted(trade, earlier.trades[e])
             if view is not None and earlier.derived is not None:
                 view = predicted(view, earlier.derived[e])
         start.trades[t], start.prices[t] = trade, price

@@ -90,14 +90,18 @@ class Held:
 
 def predicted_held(last: Mapping[str, Held], before: Mapping[str, Held]) -> dict[str, Held]:
     """A warm start's values per partner (:mod:`privgrid.market.warm`): ``last`` — what the
-    previous market ended with — where the pair is new in it, else each value
-    :func:`~privgrid.market.warm.predicted` from ``before`` (the market before that) too."""
+    previous market ended with — where the pair is new in it, else with the trade and the
+    derived view of the partner's trade :func:`~privgrid.market.warm.predicted` from
+    ``before`` (the market before that) too; prices are carried as they were."""
     out = dict(last)
     for m, held in last.items():
         earlier = before.get(m)
         if earlier is not None:
             out[m] = Held(
-                *(predicted(a, b) for a, b in zip(held.to_state(), earlier.to_state(), strict=True))
+                predicted(held.trade, earlier.trade),
+                held.price,
+                held.partner_price,
+                predicted(held.derived, earlier.derived),
             )
     return out
 
