@@ -56,6 +56,19 @@ def loads_strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant)
 
 
+def paillier_pair(run: str) -> tuple[Any, Any]:
+    """S1's and B1's 1024-bit Paillier keys for ``run``, each holding the other's public key
+    (the channel's part of the announcement is not what such tests test)."""
+    from privgrid.privacy.paillier import PaillierKeys
+    from privgrid.wire.kinds import KeyAnnouncement
+
+    s1, b1 = PaillierKeys("S1", run, 1024, 1024), PaillierKeys("B1", run, 1024, 1024)
+    base = KeyAnnouncement(x25519=bytes(32), created=0.0)
+    s1.accept("B1", b1.announcement(base))
+    b1.accept("S1", s1.announcement(base))
+    return s1, b1
+
+
 def load_strict_json(path: Path) -> Any:
     """:func:`loads_strict_json` of a file."""
     return loads_strict_json(path.read_text(encoding="utf-8"))

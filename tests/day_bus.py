@@ -35,6 +35,34 @@ from privgrid.wire.kinds import KeyAnnouncement
 from privgrid.wire.session import BrokerUrl
 
 RUN = "day-bus"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def night_run_folder(
+    tmp: Path, intervals: int = 1, privacy: dict[str, Any] | None = None, **market: Any
+) -> tuple[Any, Path, list[Any]]:
+    """A run folder as ``privgrid run`` prepares it (every interval's scenario, keys and
+    plan.json) for the first ``intervals`` night intervals of day-rural1 from 02:00, in plain
+    mode unless ``privacy`` says otherwise, with ``market`` keys set: (prepared day, folder,
+    intervals)."""
+    import tomllib
+
+    import tomli_w
+
+    from privgrid.feeder.day import prepare_day, prepare_folder
+    from privgrid.feeder.wire import write_plan
+
+    data = tomllib.loads((CONFIGS / "day-rural1.toml").read_text())
+    data["day"].update(start="2016-06-21T02:00", intervals=intervals)
+    data["market"].update(market)
+    data["privacy"] = privacy or {"mode": "plain"}
+    scenario = tmp / "day.toml"
+    scenario.write_text(tomli_w.dumps(data))
+    prepared = prepare_day(scenario)
+    folder = tmp / "run"
+    built = prepare_folder(prepared, folder)
+    write_plan(prepared, folder, built)
+    return prepared, folder, built
 
 
 class DayBus:

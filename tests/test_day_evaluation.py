@@ -6,19 +6,17 @@ evaluation. A prepared run folder and a hand-written record; no grid, no process
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
-import tomli_w
 
-from privgrid.feeder.day import prepare_day, prepare_folder
 from privgrid.feeder.launch import evaluated_ending
-from privgrid.feeder.wire import evaluate_day, record_status, write_plan
+from privgrid.feeder.wire import evaluate_day, record_status
 from privgrid.protocol_record import VERSION
 from privgrid.runfolder import PROTOCOL_FILE
 from privgrid.runtime import EXIT_FAILURE
 from tests.conftest import load_strict_json
+from tests.day_bus import night_run_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,17 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def prepared_day(tmp_path_factory):
     """A run folder as ``privgrid run`` prepares it: one night interval of day-rural1."""
-    tmp = tmp_path_factory.mktemp("evaluate")
-    data = tomllib.loads((ROOT / "configs" / "day-rural1.toml").read_text())
-    data["day"].update(start="2016-06-21T02:00", intervals=1)
-    data["privacy"] = {"mode": "plain"}
-    scenario = tmp / "day.toml"
-    scenario.write_text(tomli_w.dumps(data))
-    prepared = prepare_day(scenario)
-    folder = tmp / "run"
-    intervals = prepare_folder(prepared, folder)
-    write_plan(prepared, folder, intervals)
-    return prepared, folder, intervals
+    return night_run_folder(tmp_path_factory.mktemp("evaluate"))
 
 
 @pytest.mark.parametrize(

@@ -11,20 +11,18 @@ round on the shared development machine, too slow for a test).
 from __future__ import annotations
 
 import logging
-import tomllib
 from pathlib import Path
 
 import pytest
-import tomli_w
 
-from privgrid.feeder.day import Interval, PreparedDay, prepare_day, prepare_folder, run_day
-from privgrid.feeder.wire import interval_results, write_plan
+from privgrid.feeder.day import Interval, PreparedDay, run_day
+from privgrid.feeder.wire import interval_results
 from privgrid.privacy.paillier import PaillierExchange, PaillierKeys
 from privgrid.privacy.paillier.pools import KeyPools, next_interval_targets, pool_targets
 from privgrid.wire.channel import Message
-from privgrid.wire.kinds import IntervalStart, KeyAnnouncement
-from tests.conftest import load_strict_json
-from tests.day_bus import DayBus
+from privgrid.wire.kinds import IntervalStart
+from tests.conftest import load_strict_json, paillier_pair
+from tests.day_bus import DayBus, night_run_folder
 from tests.test_pair_protocol import run_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +31,7 @@ RUN = "day-pools-test"
 
 @pytest.fixture(scope="module")
 def keys():
-    s1, b1 = PaillierKeys("S1", RUN, 1024, 1024), PaillierKeys("B1", RUN, 1024, 1024)
-    base = KeyAnnouncement(x25519=bytes(32), created=0.0)  # the channel's part: not tested here
-    s1.accept("B1", b1.announcement(base))
-    b1.accept("S1", s1.announcement(base))
-    return s1, b1
+    return paillier_pair(RUN)
 
 
 # --- which pools, how full (pure) -------------------------------------------------------------
@@ -123,21 +117,10 @@ def _secure_night(tmp_path: Path) -> tuple[PreparedDay, list[Interval], Path]:
     """Two night intervals of day-rural1 in Paillier mode (1024-bit test keys), each held to
     ``ROUNDS`` rounds (not converged: the rounds, not convergence, are what is tested) with
     pools as deep as that, so an interval can run on its pools alone."""
-    data = tomllib.loads((ROOT / "configs" / "day-rural1.toml").read_text())
-    data["day"].update(start="2016-06-21T02:00", intervals=2)
-    data["market"]["max_rounds"] = ROUNDS
-    data["privacy"] = {
-        "mode": "paillier",
-        "key_bits": 1024,
-        "insecure_test_keys": True,
-        "pool_rounds": ROUNDS,
-    }
-    scenario = tmp_path / "day.toml"
-    scenario.write_text(tomli_w.dumps(data))
-    prepared = prepare_day(scenario)
-    folder = tmp_path / "run"
-    intervals = prepare_folder(prepared, folder)
-    write_plan(prepared, folder, intervals)
+    secure = {"mode": "paillier", "key_bits": 1024, "insecure_test_keys": True}
+    prepared, folder, intervals = night_run_folder(
+        tmp_path, 2, {**secure, "pool_rounds": ROUNDS}, max_rounds=ROUNDS
+    )
     return prepared, intervals, folder
 
 

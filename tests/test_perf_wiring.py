@@ -19,13 +19,14 @@ from privgrid.logs import ParticipantLog
 from privgrid.market.setup import played_cost
 from privgrid.privacy import make_mode
 from privgrid.privacy.exchange import Violation
-from privgrid.privacy.paillier import DeferredViolation, PaillierExchange, PaillierKeys
+from privgrid.privacy.paillier import DeferredViolation, PaillierExchange
 from privgrid.privacy.plain import PlainExchange
 from privgrid.roles.agent.node import AgentNode
 from privgrid.runtime import CHECKPOINT
 from privgrid.scenario import MO_ID, ScenarioError, parse_scenario
 from privgrid.wire.channel import Message
-from privgrid.wire.kinds import KeyAnnouncement, Stop, ViolationReport
+from privgrid.wire.kinds import Stop, ViolationReport
+from tests.conftest import paillier_pair
 from tests.test_pair_protocol import run_pair
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -46,11 +47,7 @@ def log(me: str) -> ParticipantLog:
 
 @pytest.fixture(scope="module")
 def keys():
-    s1, b1 = PaillierKeys("S1", RUN, 1024, 1024), PaillierKeys("B1", RUN, 1024, 1024)
-    base = KeyAnnouncement(x25519=bytes(32), created=0.0)  # the channel's part: not tested here
-    s1.accept("B1", b1.announcement(base))
-    b1.accept("S1", s1.announcement(base))
-    return s1, b1
+    return paillier_pair(RUN)
 
 
 # --- scenario options ---------------------------------------------------------------------------
