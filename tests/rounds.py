@@ -14,7 +14,7 @@ ROUNDS = {
     "collusion": 131,  # the published steps, pinned in the file (docs/privacy.md)
     "ieee118-100": 182,
     "ieee118-100-nearest": 229,
-    "ieee118-500": 346,
+    "ieee118-500": 388,
     "ieee30-40": 103,
     "paper": 72,
     "paper-unconstrained": 46,

@@ -92,15 +92,15 @@ def test_the_mo_announces_each_rounds_steps_and_the_run_equals_the_in_process_on
 
 @pytest.mark.parametrize("victim", [MO_ID, LM_ID])
 def test_a_restarted_mo_or_lm_keeps_the_step_decisions(grid_factory, victim):
-    """Killed at round 25 — after two changes, inside the window that leads to the third —
+    """Killed at round 40 — after two changes, inside the window that leads to the third —
     and restarted from its checkpoint, the run makes the same step decisions."""
     grid = grid_factory(privacy={"mode": "plain"}, agents=FEEDER_PRICED, timeouts=WAIT)
     for pid in participants(grid.scenario):
         grid.extra_args[pid] = ["--state", str(grid.folder / "state")]
     result, controller = in_process(grid)
-    assert [r for r, _ in controller.history][:3] == [11, 23, 40]  # 25 is mid-window
+    assert [r for r, _ in controller.history][:3] == [11, 28, 55]  # 40 is mid-window
     grid.start_all()
-    grid.wait_for_round(25)
+    grid.wait_for_round(40)
     grid.kill(victim)
     grid.wait(victim, timeout=10)
     grid.wait_log("S1", f"{victim} left the run")
