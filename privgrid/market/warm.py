@@ -78,8 +78,8 @@ def carry_over(
 ) -> NegotiationState:
     """``setup``'s initial state from ``previous``'s final ``state`` (see the module doc).
     ``before``: the market before ``previous`` (its setup and final state), if it was the
-    interval right before it; a pair that traded in both begins at the :func:`predicted`
-    values.
+    interval right before it; a pair that traded in both begins at its :func:`predicted`
+    trade (and derived view); prices are carried.
 
     Raises ``ValueError`` if the two markets do not limit the same lines.
     """
