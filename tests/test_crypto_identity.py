@@ -102,6 +102,27 @@ def test_sign_and_verify():
     verify_signature(ident.public_b64, MESSAGE, sig)
 
 
+def test_signatures_are_rfc8032_ed25519_and_agree_with_openssl():
+    """Sign and verify run on libsodium (PyNaCl, for speed); keys stay ``cryptography``
+    objects. The two must be the same Ed25519: RFC 8032's first test vector, and each
+    library's signature accepted by the other."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    ident = Identity(Ed25519PrivateKey.from_private_bytes(seed))
+    assert base64.b64decode(ident.public_b64).hex() == (
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    )
+    assert ident.sign(b"").hex() == (
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+    )
+    key = Ed25519PrivateKey.generate()
+    ours = Identity(key)
+    assert ours.sign(MESSAGE) == key.sign(MESSAGE)  # deterministic: the very same bytes
+    key.public_key().verify(ours.sign(MESSAGE), MESSAGE)  # OpenSSL accepts ours
+    verify_signature(key.public_key(), MESSAGE, key.sign(MESSAGE))  # we accept OpenSSL's
+
+
 def test_tampered_signature_message_or_key_is_rejected():
     ident, other = Identity.generate(), Identity.generate()
     sig = ident.sign(MESSAGE)
