@@ -158,6 +158,13 @@ class Node(ABC):
         """The last round this participant completed (announced after a restart)."""
         return 0
 
+    def last_words(self) -> list[Action]:
+        """A node restored from a checkpoint it saved after its end (:meth:`restore` set its
+        exit code): what it sends again before it exits. The runtime neither waits for peers
+        nor starts it — they may have left, having heard its end (a day's MO killed after
+        ``closed``)."""
+        return []
+
     def peer_restarted(
         self, peer: str, completed: int, new_keys: bool, now: float
     ) -> list[Action]:

@@ -278,6 +278,9 @@ class Participant:
         self.save_checkpoint()  # the session keys and incarnation, before anyone sees them
         body = self.membership.announcement(time.time())
         await self._send(session, [Outgoing(topics.BROADCAST, 0, body, retain=True)])
+        if self.node.exit_code is not None:  # restored after its end: no peer is needed
+            await self._send(session, self.node.last_words())
+            return self.node.exit_code
         deadline = time.monotonic() + self.settings.start_timeout
         while self.node.exit_code is None:
             if self.prepared and (session.inbox.empty() or len(self.prepared) >= MAX_PREPARED):

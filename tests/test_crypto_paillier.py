@@ -227,6 +227,24 @@ def test_pool_entries_are_correct_and_used_once(keypair, owner):
     assert keypair.decrypt(c) == 4.75
 
 
+def test_a_pool_counts_the_entries_drawn_and_those_of_them_made_ahead(keypair):
+    """Entries are drawn oldest first: ``ahead_hits`` counts exactly the draws of entries
+    a ``fill(..., ahead=True)`` made (a day's fill between intervals), whatever came between;
+    an entry made on the spot (a miss) is no hit."""
+    pool = ObfuscatorPool(keypair)
+    pool.fill(2)  # left from before
+    pool.fill(2, ahead=True)
+    pool.fill(1)  # a top-up after them
+    for hits, ahead in ((1, 0), (2, 0), (3, 1), (4, 2), (5, 2)):
+        pool.take()
+        assert (pool.hits, pool.ahead_hits) == (hits, ahead)
+    pool.take()  # empty: a miss
+    assert (pool.hits, pool.ahead_hits, pool.misses) == (5, 2, 1)
+    pool.fill(1, ahead=True)
+    pool.take_rn()
+    assert (pool.hits, pool.ahead_hits, pool.made) == (6, 3, 6)
+
+
 def test_phe_interop_uses_the_fixed_exponent(keypair):
     pk = keypair.public_key
     enc = encoded_number(pk, -(2**32) * 3)

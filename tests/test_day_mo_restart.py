@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 import tomli_w
 
@@ -26,7 +27,7 @@ from privgrid.roles.market_operator.node import OperatorNode, Phase
 from privgrid.runtime import EXIT_OK
 from privgrid.scenario import MO_ID
 from privgrid.wire.channel import Message
-from privgrid.wire.kinds import AgentFinal, AgentResiduals, BlockVote
+from privgrid.wire.kinds import AgentFinal, AgentResiduals, BlockVote, Closed
 from tests.day_bus import DayBus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +147,31 @@ def test_an_mo_crashed_after_an_intervals_commit_records_it_once_and_goes_on(ref
 
     bus.run(intercept)
     assert crashed == [1]
+    _assert_the_same_day(bus, run, reference)
+
+
+def test_an_mo_restarted_after_closing_the_day_says_closed_again_and_nothing_more(
+    reference, tmp_path
+):
+    """Regression (issue #17): the MO checkpoints right before its ``closed`` broadcast. An
+    MO killed after it, restarted, resumed the last interval and waited for the participants'
+    announcements — but they had heard ``closed`` and left: no announcement within the start
+    timeout, exit 3, the cleared day reported failed. Restored from that checkpoint it now
+    is already finished with the day's status, and its last words (sent without waiting for
+    anyone) are the same ``closed`` again; no block or record is touched."""
+    run = _night(tmp_path / "day")
+    bus = DayBus(run)
+    bus.run()
+    closing = bus.mo.closed_message
+    assert bus.mo.exit_code == EXIT_OK and closing is not None
+    height, records = bus.ledger.height, _records(run)
+    restarted = bus._operator()  # a new process's node, restored from the last checkpoint
+    restarted.restore(msgpack.unpackb(bus.snapshots[MO_ID], raw=False))
+    assert restarted.exit_code == EXIT_OK and restarted.error is None
+    words = restarted.last_words()
+    assert [w.to_state() for w in words] == [closing.to_state()]
+    assert isinstance(words[0].body, Closed) and words[0].body.committed
+    assert bus.ledger.height == height == INTERVALS and _records(run) == records
     _assert_the_same_day(bus, run, reference)
 
 

@@ -79,6 +79,24 @@ def test_pools_filled_ahead_serve_the_next_interval_with_nothing_made_on_the_spo
         stats = exchange.stats()
         assert (stats["pool_made"], stats["pool_misses"]) == (0, 0), exchange.me
         assert stats["pool_left"] == 0  # two rounds' worth, all used
+        # … every entry it drew was one the idle time made (the counter results.json shows)
+        assert stats["pool_hits"] == stats["pool_ahead_hits"] == 2 * 2 + 2, exchange.me
+
+
+def test_only_entries_filled_ahead_of_an_interval_count_as_ahead_hits(keys):
+    """The day's store counts the draws of entries its :meth:`KeyPools.fill_toward` made —
+    not those of the exchange's own fills — and keeps them when a pool is replaced."""
+    s1k, _ = keys
+    pools = KeyPools(s1k)
+    pools.own.fill(3)  # an exchange's own fill (offline, at its start, a top-up)
+    pools.fill_toward({"S1": 5, "B1": 1}, 60.0)  # 2 more own entries, 1 of B1
+    assert pools.drawn() == (0, 0)
+    for _ in range(4):
+        pools.own.take()
+    pools.partner("B1").take()
+    assert pools.drawn() == (5, 2)  # own: 3 old ones, then 1 made ahead; B1's made ahead
+    pools.rekey()  # the own pool is replaced: what it counted still counts
+    assert pools.drawn() == (5, 2) and len(pools.own) == 0
 
 
 def test_an_interval_late_in_the_day_still_keeps_its_pools_topped_up(keys):
@@ -174,6 +192,7 @@ def test_between_intervals_agents_fill_the_next_intervals_pools_and_it_draws_onl
     for agent in trading:
         stats = agent.inner.counters()  # interval 2's exchange: its start and its rounds
         assert (stats["pool_made"], stats["pool_misses"]) == (0, 0), agent.me
+        assert stats["pool_ahead_hits"] > 0, agent.me  # it drew what the idle ticks made
 
     solve = tmp_path / "solve"
     run_day(prepared, solve, plots=False)

@@ -408,3 +408,50 @@ def test_the_mo_killed_as_it_commits_an_interval_restarts_and_the_day_is_unchang
     assert "MO was killed by SIGKILL" in err and "Traceback" not in err
     assert phases[-1] == "voting", f"the kill never landed before the commit: {phases}"
     _assert_the_day_of_privgrid_solve(out, solved)
+
+
+
+def _kill_once_heard(proc: subprocess.Popen, logs: list[Path], text: str, victim: int) -> None:
+    """SIGKILL ``victim`` the moment one of ``logs`` has a line with ``text`` (read as it
+    comes, as :func:`_kill_on_log_line` does); fails if ``victim`` had already exited."""
+    deadline = time.monotonic() + 300
+    files = [log.open("rb") for log in logs]
+    tails = [b""] * len(files)
+    try:
+        while not any(text.encode() in tail for tail in tails):
+            assert proc.poll() is None and time.monotonic() < deadline, f"no {text!r} in {logs}"
+            chunks = [f.read() for f in files]
+            tails = [(t[-len(text) :] + c) if c else t for t, c in zip(tails, chunks, strict=True)]
+            if not any(chunks):
+                time.sleep(0.0002)
+    finally:
+        for f in files:
+            f.close()
+    try:
+        victim_process = psutil.Process(victim)
+        assert victim_process.status() != psutil.STATUS_ZOMBIE
+        victim_process.kill()
+    except (psutil.NoSuchProcess, AssertionError):
+        pytest.fail(f"{victim} had exited before {text!r} was read: the kill came late")
+
+
+def test_the_mo_killed_after_closing_the_day_restarts_and_the_day_is_unchanged(solved, tmp_path):
+    """Issue 17: SIGKILL to the MO the moment a participant logs that the MO closed the day
+    (``closed``, after the last interval's block and protocol.json): its last checkpoint is
+    the one it saved right before that broadcast, and the participants that heard it leave.
+    The restarted MO waited for their announcements until its start timeout and gave up
+    (exit 3, the cleared day reported failed); now it sees from its checkpoint that the day
+    is over, sends ``closed`` again without waiting, and exits 0: the day is the in-process
+    day's, no block or record made twice."""
+    proc, out = start_day(tmp_path, wait=True)
+    agents = [a["id"] for a in load_strict_json(out / "plan.json")["agents"]]
+    logs = [out / "logs" / f"{a}.log" for a in agents]
+    _kill_once_heard(proc, logs, "the MO closed the day", _the_mo(proc).pid)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "MO was killed by SIGKILL" in err and "restarting it from its checkpoint" in err
+    assert "Traceback" not in err
+    text = (out / "logs" / "MO.log").read_text()
+    assert "the day was closed before the restart: closing it again" in text, text[-3000:]
+    assert text.count("the day is over") == 1  # the restart recorded and closed nothing anew
+    _assert_the_day_of_privgrid_solve(out, solved)

@@ -311,11 +311,16 @@ class ObfuscatorPool:
       counts it in ``misses`` (a slow round is better than a stuck one);
     - ``target`` is the depth that :meth:`fill_one` (one entry per call, for idle time) and
       :meth:`fill_to_target` keep; ``seconds`` is the time spent computing entries *ahead of
-      use* (misses are timed by the caller, inside its online step).
+      use* (misses are timed by the caller, inside its online step);
+    - entries are handed out oldest first; ``hits`` counts those drawn from the pool, and
+      ``ahead_hits`` those of them made by a ``fill(..., ahead=True)`` — a day's fill in the
+      idle time between intervals (:mod:`privgrid.privacy.paillier.pools`), so a run shows
+      that an interval used what the time before it prepared.
 
     With a :class:`PaillierKeyPair` entries are computed by CRT (owner side, ~0.56 floor);
-    with a public key, by one full powmod (the floor). ``deque`` append/popleft are atomic,
-    so a filler thread and a consumer may share a pool.
+    with a public key, by one full powmod (the floor). Not thread-safe (the counters): a
+    pool is filled and drawn on one thread, the event loop (workers.py takes a proof's
+    commitment there before handing the job to a worker).
     """
 
     def __init__(self, key: PaillierKeyPair | PublicKey, target: int = 0) -> None:
@@ -326,23 +331,37 @@ class ObfuscatorPool:
         self.misses = 0  # entries computed on the spot because the pool was empty
         self.made = 0  # entries computed ahead of use
         self.seconds = 0.0  # time spent computing entries ahead of use
+        self.hits = 0  # entries drawn from the pool (made ahead of use)
+        self.ahead_hits = 0  # of those, entries made by ``fill(..., ahead=True)``
+        self._added = 0  # entries stored so far: the next one's sequence number
+        self._ahead: deque[int] = deque()  # the sequence numbers of those not drawn yet
 
     def _make(self) -> Obfuscator:
         if self._keypair is not None:
             return self._keypair.new_obfuscator()
         return new_obfuscator(self.public_key)
 
-    def _add(self) -> float:
+    def _add(self, ahead: bool = False) -> float:
         started = time.perf_counter()
-        self._entries.append(self._make())
+        entry = self._make()
+        if ahead:  # by its sequence number: entries are stored and drawn in order
+            self._ahead.append(self._added)
+        self._entries.append(entry)
+        self._added += 1
         spent = time.perf_counter() - started
         self.made += 1
         self.seconds += spent
         return spent
 
-    def fill(self, count: int) -> float:
-        """Compute and store ``count`` more entries; return the seconds spent."""
-        return sum(self._add() for _ in range(count))
+    def fill(self, count: int, ahead: bool = False) -> float:
+        """Compute and store ``count`` more entries; return the seconds spent.
+
+        Args:
+            count: entries to make.
+            ahead: mark them as made ahead of a market (a day's fill between intervals):
+                drawing one counts in ``ahead_hits``.
+        """
+        return sum(self._add(ahead) for _ in range(count))
 
     def fill_to_target(self) -> float:
         """Fill up to ``target`` entries (the offline phase); return the seconds spent."""
@@ -363,10 +382,15 @@ class ObfuscatorPool:
     def take(self) -> Obfuscator:
         """Remove and return one ``(r, r^N)`` entry (computed on the spot if none is left)."""
         try:
-            return self._entries.popleft()
+            entry = self._entries.popleft()
         except IndexError:
             self.misses += 1
             return self._make()
+        if self._ahead and self._ahead[0] == self.hits:
+            self._ahead.popleft()
+            self.ahead_hits += 1
+        self.hits += 1
+        return entry
 
     def take_rn(self) -> int:
         """Remove one entry and return only ``r^N mod N²`` (for an encryption)."""

@@ -132,10 +132,18 @@ class PaillierMode(PrivacyMode):
         return self.scenario.privacy.crypto_threads
 
     def stats(self) -> dict[str, float]:
-        """Also the pool entries made ahead and on the spot (misses) over the session's store,
-        which every exchange of the session shares (pool_left is an exchange's own figure)."""
+        """Also the pool entries made ahead and on the spot (misses), drawn from the pools
+        (hits) and, of those, made between a day's intervals (ahead hits), over the session's
+        store, which every exchange of the session shares (pool_left is an exchange's own)."""
         made, misses = self.pools.totals()
-        return {**super().stats(), "pool_made": float(made), "pool_misses": float(misses)}
+        hits, ahead = self.pools.drawn()
+        return {
+            **super().stats(),
+            "pool_made": float(made),
+            "pool_misses": float(misses),
+            "pool_hits": float(hits),
+            "pool_ahead_hits": float(ahead),
+        }
 
     def announcement(self, base: KeyAnnouncement) -> KeyAnnouncement:
         return self.keys.announcement(base)

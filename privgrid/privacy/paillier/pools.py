@@ -70,6 +70,7 @@ class KeyPools:
         self._own = pl.ObfuscatorPool(keys.keypair)
         self.partners: dict[str, pl.ObfuscatorPool] = {}
         self._retired = (0, 0)  # (made, misses) of the pools replaced so far
+        self._retired_hits = (0, 0)  # (hits, ahead_hits) of the pools replaced so far
 
     @property
     def own(self) -> pl.ObfuscatorPool:
@@ -96,7 +97,8 @@ class KeyPools:
 
     def fill_toward(self, targets: Mapping[str, int], budget_s: float) -> tuple[int, float]:
         """Fill toward ``targets`` (entries by key owner, :func:`pool_targets`), one entry at
-        a time for the pool furthest below its target, for at most about ``budget_s``.
+        a time for the pool furthest below its target, for at most about ``budget_s``. The
+        entries are marked as made ahead (:meth:`drawn` counts those drawn later).
 
         Returns:
             The entries made and the seconds spent (0, 0.0 when every pool is full).
@@ -109,7 +111,7 @@ class KeyPools:
             owner = max(lacking, key=lambda o: lacking[o] / wanted[o], default=None)
             if owner is None or lacking[owner] <= 0:
                 break
-            spent += self.pool(owner).fill(1)
+            spent += self.pool(owner).fill(1, ahead=True)
             made += 1
         return made, spent
 
@@ -126,12 +128,21 @@ class KeyPools:
         if pool is not None:
             made, misses = self._retired
             self._retired = (made + pool.made, misses + pool.misses)
+            hits, ahead = self._retired_hits
+            self._retired_hits = (hits + pool.hits, ahead + pool.ahead_hits)
 
     def totals(self) -> tuple[int, int]:
         """Entries made ahead and made on the spot (misses) so far, replaced pools included."""
         pools = [self._own, *self.partners.values()]
         made, misses = self._retired
         return made + sum(p.made for p in pools), misses + sum(p.misses for p in pools)
+
+    def drawn(self) -> tuple[int, int]:
+        """Entries drawn from the pools so far (hits), and how many of them were made by
+        :meth:`fill_toward` (a day's fill between intervals), replaced pools included."""
+        pools = [self._own, *self.partners.values()]
+        hits, ahead = self._retired_hits
+        return hits + sum(p.hits for p in pools), ahead + sum(p.ahead_hits for p in pools)
 
     def left(self) -> int:
         """Entries held now."""
@@ -161,6 +172,7 @@ class ExchangePools:
         self.opening = 0
         #: The pools' counters when this exchange began: its figures are the difference.
         self._made0, self._misses0 = self.store.totals()
+        self._hits0, self._ahead0 = self.store.drawn()
 
     @property
     def own(self) -> pl.ObfuscatorPool:
@@ -250,10 +262,15 @@ class ExchangePools:
             self.set_targets(round_, active)
 
     def stats(self) -> dict[str, float]:
-        """Entries made ahead and on the spot since this exchange began; entries held."""
+        """Since this exchange began: entries made ahead and on the spot (misses), entries
+        drawn from the pools (hits) and those of them made between intervals (ahead hits);
+        and the entries held now."""
         made, misses = self.store.totals()
+        hits, ahead = self.store.drawn()
         return {
             "pool_made": float(made - self._made0),
             "pool_misses": float(misses - self._misses0),
+            "pool_hits": float(hits - self._hits0),
+            "pool_ahead_hits": float(ahead - self._ahead0),
             "pool_left": float(self.store.left()),
         }

@@ -76,6 +76,9 @@ class DayOperator(DayLayer):
         self.on_done = on_done
         self.progress_for = progress_for
         self.interval_message: Outgoing | None = None  # the current interval's, sent again
+        #: The day's ``closed`` broadcast, once made: a restart after it sends it again and
+        #: exits (the participants that heard it have left: nobody to wait for).
+        self.closed_message: Outgoing | None = None
         self.not_cleared = 0  # intervals without a block (round limit, or votes refused it)
         self.error: str | None = None  # why the day failed
 
@@ -162,7 +165,8 @@ class DayOperator(DayLayer):
 
     def _broadcast_closed(self, committed: bool, reason: str) -> list[Action]:
         round_ = self.node.round if self.node is not None else 0
-        return [CHECKPOINT, Outgoing(topics.BROADCAST, round_, Closed(committed, reason))]
+        self.closed_message = Outgoing(topics.BROADCAST, round_, Closed(committed, reason))
+        return [CHECKPOINT, self.closed_message]
 
     def earlier(self, message: Message) -> list[Action]:
         """A violation report about an earlier interval, after its block: the block was
@@ -201,6 +205,13 @@ class DayOperator(DayLayer):
     def in_interval(self) -> bool:
         return True
 
+    def last_words(self) -> list[Action]:
+        """Restarted after the day's ``closed`` (its checkpoint is saved right before the
+        broadcast): the day is over and recorded; ``closed`` again for whoever is still
+        there (the crash may have come before it went out), then exit."""
+        self.log.info("the day was closed before the restart: closing it again")
+        return [] if self.closed_message is None else [self.closed_message]
+
     def _resume(self, now: float) -> list[Action]:
         inner = self.node
         assert inner is not None
@@ -211,9 +222,13 @@ class DayOperator(DayLayer):
 
     def day_snapshot(self) -> dict[str, Any]:
         last = self.interval_message
+        closed = self.closed_message
         return {
             "announcement": None if last is None else last.to_state(),
             "not_cleared": self.not_cleared,
+            "closed": None if closed is None else closed.to_state(),
+            "exit_code": self.exit_code,
+            "error": self.error,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -221,6 +236,11 @@ class DayOperator(DayLayer):
         last = state["announcement"]
         self.interval_message = None if last is None else Outgoing.from_state(last)
         self.not_cleared = int(state["not_cleared"])
+        closed = state["closed"]
+        if closed is not None:  # the day was over: nothing is left but to say so again
+            self.closed_message = Outgoing.from_state(closed)
+            self.error = state["error"]
+            self.finish(int(state["exit_code"]))
 
     def rebuild(self, index: int, opening: int, state: Mapping[str, Any]) -> Node:
         scenario = self.plan.load(index)
