@@ -11,6 +11,7 @@ clocks are the interval's own.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -192,3 +193,36 @@ def _assert_the_same_day(bus: DayBus, run: Path, reference: list[ProtocolRecord]
     assert [r.ledger["height"] for r in records if r.ledger] == list(range(1, INTERVALS + 1))
     report = verify_ledger(run / "ledger.sqlite")
     assert report.ok and report.blocks == INTERVALS + 1, report.summary()
+
+
+def _with_pause(run: Path, seconds: float) -> None:
+    plan = json.loads((run / "plan.json").read_text())
+    plan["pause_s"] = seconds
+    (run / "plan.json").write_text(json.dumps(plan))
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["paused", "restarted-in-the-pause"])
+def test_a_pause_opens_the_next_interval_only_when_it_is_over(reference, tmp_path, restart):
+    """``[day] pause_s``: after interval 1's block the MO waits, ticking, until the pause is
+    over before it opens interval 2 (idle time for the participants' pools); an MO restarted
+    during the pause resumes interval 1's vote (its last checkpoint), ends it again and
+    pauses afresh. The day is the back-to-back
+    day either way."""
+    run = _night(tmp_path / "day")
+    _with_pause(run, 5.0)
+    bus = DayBus(run)
+    bus.run(now=1.0)
+    assert bus.mo.index == 1 and bus.mo.pending is not None and bus.mo.exit_code is None
+    assert bus.ledger.height == 1
+    start = 1.0
+    if restart:
+        start = 3.0
+        bus.restart_mo(now=start)  # back in interval 1's vote (its last checkpoint)
+        bus.run(now=start)
+        assert bus.mo.index == 1 and bus.mo.pending is not None
+        assert bus.ledger.height == 1  # the block is not appended again
+    assert bus.mo.tick(start + 4.9) == []  # not yet
+    bus.post(MO_ID, bus.mo.tick(start + 5.0))
+    assert bus.mo.index == 2 and bus.mo.pending is None
+    bus.run(now=start + 5.0)
+    _assert_the_same_day(bus, run, reference)

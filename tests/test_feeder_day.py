@@ -216,8 +216,18 @@ def test_the_larger_feeder_clears_an_interval_within_the_targets(tmp_path):
             {"households": {"connection_kw": 5.0}},
             "households: household H25 (bus 6) in interval 0023 (2016-06-21T05:30)",
         ),
+        (
+            {"day": {"pause_s": 90.0}},
+            "day.pause_s: must be shorter than timeouts.round + timeouts.finish (90 s)",
+        ),
     ],
-    ids=["unknown-code", "start-outside-year", "intervals-past-end", "household-outside-bounds"],
+    ids=[
+        "unknown-code",
+        "start-outside-year",
+        "intervals-past-end",
+        "household-outside-bounds",
+        "pause-past-the-silence",
+    ],
 )
 def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, edit, expected):
     data = tomllib.loads((CONFIGS / "day-rural1.toml").read_text())

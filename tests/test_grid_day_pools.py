@@ -11,7 +11,9 @@ each household trades with its one nearest household and the grid (``households.
 exceeds the rounds an interval can still run, so interval 1 ends with its pools almost
 drained (at most 3 rounds' worth), and interval 2 needs more than that is left — what it
 draws beyond comes from the fill between the intervals (``pool_ahead_hits``) or, had that
-fill not run, from its own fill at its start.
+fill not run, from its own fill at its start. ``[day] pause_s`` gives the participants a
+second of idle time between the intervals, as a real deployment has until the next quarter
+hour; without it the fill depends on how fast the MO opens the next interval.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from tests.test_grid_day import ROOT, privgrid
 pytestmark = [pytest.mark.grid, pytest.mark.timeout(600)]  # `privgrid run` over Mosquitto
 INTERVALS = 2
 POOL_ROUNDS = 8
+#: The MO's pause between the intervals: idle time that does not depend on the machine's speed
+#: (back to back, an idle agent may get no tick before the next interval opens).
+PAUSE_S = 1.0
 
 
 def secure_night(folder: Path) -> Path:
     """The module's day (module docstring): two night intervals, Paillier with pools."""
     data = tomllib.loads((ROOT / "configs" / "day-rural1.toml").read_text())
-    data["day"].update(start="2016-06-21T02:00", intervals=INTERVALS)
+    data["day"].update(start="2016-06-21T02:00", intervals=INTERVALS, pause_s=PAUSE_S)
     data["households"] = {"nearest": 1}
     data["market"].update(epsilon_p=0.1, epsilon_lambda=0.01, tau=10.0, alpha=0.02, max_rounds=30)
     data["privacy"] = {
@@ -104,6 +109,7 @@ def test_interval_2_draws_pool_entries_its_agents_made_between_the_intervals(day
     assert all(hits.values()), hits  # every agent's exchange drew on its pools
     assert all(0 <= ahead[a] <= hits[a] for a in agents), (ahead, hits)
     assert sum(ahead.values()) > 0, ahead
+    assert f"a pause of {PAUSE_S:g} s before interval 2" in (wire / "logs" / "MO.log").read_text()
     drew = [a for a in agents if ahead[a] > 0]
     made = re.compile(r"interval 2 begins after round \d+ \(.*, (\d+) pool entries made ahead\)")
     for a in drew:  # made between the intervals, as its log says

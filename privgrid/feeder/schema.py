@@ -62,6 +62,10 @@ class DaySection(_Strict):
     intervals: Annotated[int, Field(ge=1)]
     interval_minutes: Literal[15, 30, 60] = 15
     warm_start: StrictBool = True
+    #: Over the wire: seconds the MO waits after an interval's block before it opens the
+    #: next interval — the idle time a real deployment has until the next quarter hour, in
+    #: which Paillier pools fill (docs/feeder.md). 0: back to back. In process: ignored.
+    pause_s: NonNegative = 0.0
     measure_cold: StrictBool = False
     rating_scale: Positive = 1.0
     pv_scale: NonNegative = 1.0
@@ -139,6 +143,17 @@ class DayScenario(_Strict):
     timeouts: TimeoutsSection = TimeoutsSection()
     ledger: LedgerSection = LedgerSection()
     source: Path = Field(default=Path("<memory>"), exclude=True)
+
+    @model_validator(mode="after")
+    def _pause_below_the_silence(self) -> DayScenario:
+        silence = self.timeouts.round + self.timeouts.finish
+        if self.day.pause_s >= silence:
+            raise FieldValueError(
+                "day.pause_s",
+                f"must be shorter than timeouts.round + timeouts.finish ({silence:g} s): "
+                "participants give up after that long without a word between intervals",
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_pairs(self) -> DayScenario:

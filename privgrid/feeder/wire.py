@@ -62,6 +62,7 @@ def write_plan(
         agents=agents,
         pairs=pairs,
         intervals=[(i.inputs.start, i.folder / "scenario.toml") for i in intervals],
+        pause_s=day.day.pause_s,
     )
     plan.write()
     return plan

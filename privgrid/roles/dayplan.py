@@ -48,6 +48,9 @@ class DayPlan:
     pairs: tuple[tuple[str, str], ...]
     intervals: tuple[PlannedInterval, ...]
     source: Path  # the plan file
+    #: Seconds the MO waits between an interval's end and the next one's start (``[day]
+    #: pause_s``): idle time for the participants' precomputation.
+    pause_s: float = 0.0
 
     # -- reading and writing ---------------------------------------------------------------
     @classmethod
@@ -101,6 +104,9 @@ class DayPlan:
         )
         if [i.index for i in intervals] != list(range(1, len(intervals) + 1)) or not intervals:
             raise ScenarioError.single(path, "intervals", "must be numbered 1, 2, … in order")
+        pause = field.number(data, "pause_s") if "pause_s" in data else 0.0
+        if not 0.0 <= pause < float("inf"):
+            raise ScenarioError.single(path, "pause_s", "must be a finite number ≥ 0")
         return cls(
             field.text(data, "name"),
             field.flag(data, "warm_start"),
@@ -109,6 +115,7 @@ class DayPlan:
             tuple(pairs),
             intervals,
             path,
+            pause,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -116,6 +123,7 @@ class DayPlan:
             "plan": PLAN_VERSION,
             "name": self.name,
             "warm_start": self.warm_start,
+            "pause_s": self.pause_s,
             "quorum": self.quorum,
             "agents": [
                 {"id": a.id, "bus": a.bus, "pmin": a.pmin, "pmax": a.pmax} for a in self.agents
@@ -143,6 +151,7 @@ class DayPlan:
         agents: Sequence[AgentRegistration],
         pairs: Sequence[tuple[str, str]],
         intervals: Sequence[tuple[str, Path]],
+        pause_s: float = 0.0,
     ) -> DayPlan:
         """The plan of a prepared run folder: ``intervals`` is (start, scenario file) per
         interval in order; the digests are taken from the files as they are now."""
@@ -153,7 +162,14 @@ class DayPlan:
             for i, (start, path) in enumerate(intervals)
         )
         return cls(
-            name, warm_start, quorum, tuple(agents), tuple(pairs), planned, folder / PLAN_FILE
+            name,
+            warm_start,
+            quorum,
+            tuple(agents),
+            tuple(pairs),
+            planned,
+            folder / PLAN_FILE,
+            pause_s,
         )
 
     # -- what participants ask ---------------------------------------------------------------

@@ -81,6 +81,9 @@ class DayOperator(DayLayer):
         self.closed_message: Outgoing | None = None
         self.not_cleared = 0  # intervals without a block (round limit, or votes refused it)
         self.error: str | None = None  # why the day failed
+        #: The next interval (index, opening round, exponent) and when it opens, during a
+        #: ``pause_s``; a restart in the pause ends the interval again and pauses afresh.
+        self.pending: tuple[int, int, int, float] | None = None
 
     @property
     def node(self) -> OperatorNode | None:
@@ -148,7 +151,23 @@ class DayOperator(DayLayer):
             self.not_cleared += 1
         if self.index == len(self.plan.intervals):
             return self._close(now)
-        return self._begin(self.index + 1, inner.round + 1, inner.steps.exponent, now)
+        following = (self.index + 1, inner.round + 1, inner.steps.exponent)
+        if self.plan.pause_s > 0:  # opened by a tick once the pause is over
+            self.pending = (*following, now + self.plan.pause_s)
+            self.log.info("a pause of %g s before interval %d", self.plan.pause_s, following[0])
+            return []
+        return self._begin(*following, now)
+
+    def between_intervals(self, now: float) -> list[Action]:
+        """The next interval opens when ``[day] pause_s`` has passed since the last one ended
+        (the participants fill their pools meanwhile; a real deployment would wait for the
+        next quarter hour)."""
+        if self.pending is None or now < self.pending[3]:
+            return []
+        index, opening, exponent, _ = self.pending
+        self.pending = None
+        self.last_heard = now  # the pause was ours, not the participants' silence
+        return self._begin(index, opening, exponent, now)
 
     def _close(self, now: float) -> list[Action]:
         count = len(self.plan.intervals)
