@@ -57,6 +57,7 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str, str]] = [
     ("day.warm_start", ("day", "warm_start"), "yes", "day.warm_start", "valid boolean"),
     ("day.measure_cold", ("day", "measure_cold"), 1, "day.measure_cold", "valid boolean"),
     ("day.rating_scale", ("day", "rating_scale"), 0.0, "day.rating_scale", "greater than 0"),
+    ("day.pause_s", ("day", "pause_s"), -1.0, "day.pause_s", "greater than or equal to 0"),
     ("day.pv_scale", ("day", "pv_scale"), -1.0, "day.pv_scale", "greater than or equal to 0"),
     ("day.load_scale", ("day", "load_scale"), INF, "day.load_scale", "finite"),
     ("day.unknown", ("day", "length"), 3, "day.length", "unknown key"),
