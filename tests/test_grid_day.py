@@ -102,18 +102,24 @@ def test_the_run_folder_is_the_in_process_days_folder(days):
     assert {a["id"] for a in plan["agents"]} | {"LM", "MO"} <= logs
 
 
+def assert_same_trades(ours: dict, theirs: dict, interval: int) -> None:
+    """Two results.json of one interval: the same rounds and the same trades (pairs, power,
+    price, charge) within 1e-9."""
+    assert ours["rounds"] == theirs["rounds"], interval
+    assert ours["trades"] and len(ours["trades"]) == len(theirs["trades"])
+    for a, b in zip(ours["trades"], theirs["trades"], strict=True):
+        assert (a["seller"], a["buyer"]) == (b["seller"], b["buyer"])
+        for key in ("power", "price", "charge"):
+            assert a[key] == pytest.approx(b[key], abs=1e-9), (interval, key, a, b)
+
+
 def test_every_interval_clears_the_trades_and_welfare_of_privgrid_solve(days):
     """Same arithmetic, same order: the wire reproduces the in-process day interval by
     interval — rounds, every trade, price and line price — and so its welfare."""
     wire, solve, _ = days
     for i in range(1, INTERVALS + 1):
         ours, theirs = results(wire, i), results(solve, i)
-        assert ours["rounds"] == theirs["rounds"], i
-        assert ours["trades"] and len(ours["trades"]) == len(theirs["trades"])
-        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
-            assert (a["seller"], a["buyer"]) == (b["seller"], b["buyer"])
-            for key in ("power", "price", "charge"):
-                assert a[key] == pytest.approx(b[key], abs=1e-9), (i, key, a, b)
+        assert_same_trades(ours, theirs, i)
         for a, b in zip(ours["lines"], theirs["lines"], strict=True):
             assert a["price_up"] == pytest.approx(b["price_up"], abs=1e-9)
         assert ours["social_welfare"] == pytest.approx(theirs["social_welfare"], rel=1e-9)

@@ -27,7 +27,7 @@ import pytest
 import tomli_w
 
 from tests.conftest import load_strict_json
-from tests.test_grid_day import ROOT, privgrid
+from tests.test_grid_day import ROOT, assert_same_trades, privgrid
 
 pytestmark = [pytest.mark.grid, pytest.mark.timeout(600)]  # `privgrid run` over Mosquitto
 INTERVALS = 2
@@ -83,12 +83,7 @@ def test_a_secure_day_with_pools_clears_the_trades_of_privgrid_solve(days):
         assert ours["status"] == theirs["status"] == "converged", i
         assert ours["mode"] == "paillier" and ours["proofs"]["made"] > 0
         assert ours["proofs"]["failed"] == 0
-        assert ours["rounds"] == theirs["rounds"], i
-        assert ours["trades"] and len(ours["trades"]) == len(theirs["trades"])
-        for a, b in zip(ours["trades"], theirs["trades"], strict=True):
-            assert (a["seller"], a["buyer"]) == (b["seller"], b["buyer"])
-            for key in ("power", "price", "charge"):
-                assert a[key] == pytest.approx(b[key], abs=1e-9), (i, key, a, b)
+        assert_same_trades(ours, theirs, i)
         assert ours["ledger"]["committed"] and ours["ledger"]["height"] == i
     # what makes interval 1 end with its pools nearly drained (module docstring)
     rounds = [results(wire, i)["rounds"] for i in range(1, INTERVALS + 1)]
