@@ -115,11 +115,12 @@ def _classify(pid: int) -> tuple[str, int] | None:
     except OSError:
         return None
     words = [a.decode(errors="replace") for a in argv]
-    if "agents" in words:
+    # ``python -m agents`` (the role folders) or ``-m privgrid.roles.agent`` (the launcher's)
+    if {"agents", "privgrid.roles.agent"} & set(words):
         return "agents", words.count("--id")
-    if "line_manager" in words:
+    if {"line_manager", "privgrid.roles.line_manager"} & set(words):
         return "LM", 0
-    if "market_operator" in words:
+    if {"market_operator", "privgrid.roles.market_operator"} & set(words):
         return "MO", 0
     if any("mosquitto" in w or "amqtt" in w or "broker" in w for w in words[:3]):
         return "broker", 0

@@ -140,3 +140,28 @@ def test_investigations_benchmark():
     out = run_plain("benchmarks/investigations.py", "--quick")
     assert "h_s^s with CRT" in out and "÷ floor" in out
     assert "two workers, GIL released (crypto_pool)" in out
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("privgrid.roles.agent", ("agents", 2)),
+        ("agents", ("agents", 2)),
+        ("privgrid.roles.line_manager", ("LM", 0)),
+        ("privgrid.roles.market_operator", ("MO", 0)),
+    ],
+)
+def test_the_sampler_tells_role_processes_apart(module, expected):
+    """The wire benchmarks' /proc sampler classifies processes by their command line. The
+    launcher starts the roles as ``-m privgrid.roles.<role>``: knowing only the role folders'
+    ``-m agents``, it counted no agent process (the paper table's agent CPU read 0.0)."""
+    from benchmarks.scale import _classify
+
+    code = "import sys; print('ready', flush=True); sys.stdin.read()"
+    argv = [sys.executable, "-c", code, "-m", module, "--id", "A", "--id", "B"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"  # exec'd
+        assert _classify(proc.pid) == expected
+    finally:
+        proc.communicate(b"")
