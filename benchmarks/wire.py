@@ -152,7 +152,7 @@ def run_grid(
 
 # --- the profile: components of a role's CPU ---------------------------------------------------
 COMPONENTS = (
-    ("signatures (Ed25519)", lambda f, n: "ed25519" in n),
+    ("signatures (Ed25519)", lambda f, n: "ed25519" in n or "crypto_sign" in n or "/nacl/" in f),
     ("sealing (X25519, ChaCha20)", lambda f, n: "x25519" in n or "chacha" in n.lower()),
     ("sealing (X25519, ChaCha20)", lambda f, n: "sealing.py" in f or "framing.py" in f),
     ("msgpack", lambda f, n: "msgpack" in f or "msgpack" in n),
